@@ -1,0 +1,84 @@
+//! `lakehouse-bench`: the benchmark report of the Lakehouse workspace.
+//!
+//! ```text
+//! cargo run --release -p lakehouse-benches --bin lakehouse-bench -- <subcommand> [--quick]
+//! ```
+//!
+//! Subcommands: `core`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `all`.
+//! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
+//! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
+//! Lines starting with `#` are commentary. `--quick` measures the same figures on
+//! smaller data.
+
+mod cache;
+mod core;
+mod e2e;
+mod ml;
+mod query;
+// Shared measurement helpers; not every subcommand uses every one.
+#[allow(dead_code)]
+mod report;
+mod storage;
+mod stream;
+
+use std::process::ExitCode;
+
+use report::Report;
+
+const USAGE: &str = "usage: lakehouse-bench <core|stream|storage|query|cache|ml|e2e|all> [--quick]";
+
+type Subcommand = fn(&mut Report) -> report::BenchResult;
+
+const SUBCOMMANDS: &[(&str, Subcommand)] = &[
+    ("core", core::run),
+    ("stream", stream::run),
+    ("storage", storage::run),
+    ("query", query::run),
+    ("cache", cache::run),
+    ("ml", ml::run),
+    ("e2e", e2e::run),
+];
+
+fn main() -> ExitCode {
+    let mut quick = false;
+    let mut chosen = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "all" => chosen.extend(SUBCOMMANDS.iter().map(|(n, _)| *n)),
+            name => match SUBCOMMANDS.iter().find(|(n, _)| *n == name) {
+                Some((n, _)) => chosen.push(*n),
+                None => {
+                    eprintln!("unknown argument {name:?}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+        }
+    }
+    if chosen.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut report = Report::new(quick);
+    report.machine();
+    let mut failed = false;
+    for name in chosen {
+        let Some((_, run)) = SUBCOMMANDS.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        report.note(&format!("== {name}{}", if quick { " (quick)" } else { "" }));
+        if let Err(e) = run(&mut report) {
+            eprintln!("lakehouse-bench {name} failed: {e}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

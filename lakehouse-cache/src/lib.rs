@@ -1,0 +1,1 @@
+//! `lakehouse-cache`: under construction. This release has no public API yet.

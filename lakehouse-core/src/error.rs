@@ -1,0 +1,333 @@
+//! The error type of `lakehouse-core` and the typed [`Context`] every lakehouse crate
+//! attaches to its errors.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::log::ShardId;
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, for callers that branch on it.
+///
+/// New kinds may be added in minor releases, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An argument or a record is malformed (empty partition key, negative limit, ...).
+    InvalidInput,
+    /// Data does not have the schema the table expects; the message names the columns.
+    SchemaMismatch,
+    /// A column named in a projection or predicate does not exist.
+    ColumnNotFound,
+    /// A value cannot be compared with or converted to a column's type.
+    TypeMismatch,
+    /// The requested table version does not exist (never written or already removed).
+    VersionNotFound,
+    /// Data was removed or rewritten in a version range, so only a full re-read is correct.
+    NonAppendChange,
+    /// The shard does not exist in this log.
+    ShardNotFound,
+    /// The position to read from is older than the oldest record still retained.
+    PositionTrimmed,
+    /// The position to read from is not valid for this shard.
+    InvalidPosition,
+    /// A record exceeds the configured size limit.
+    RecordTooLarge,
+    /// A concurrent writer committed first and the operation could not be retried.
+    Conflict,
+    /// Stored data failed validation (checksum, truncated file, bad format).
+    Corrupt,
+    /// An I/O operation failed; see the source.
+    Io,
+    /// The implementation does not support this operation.
+    Unsupported,
+    /// A bounded resource is full and the caller asked not to wait.
+    Full,
+    /// The object was closed or shut down.
+    Closed,
+    /// An operation did not finish in time.
+    Timeout,
+    /// An operation was cancelled by its caller.
+    Cancelled,
+    /// An error from a user-supplied callback or an external system; see the source.
+    External,
+    /// A bug: an invariant of this library did not hold.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short lower-case name for the kind, used in messages and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::SchemaMismatch => "schema mismatch",
+            ErrorKind::ColumnNotFound => "column not found",
+            ErrorKind::TypeMismatch => "type mismatch",
+            ErrorKind::VersionNotFound => "version not found",
+            ErrorKind::NonAppendChange => "non-append change",
+            ErrorKind::ShardNotFound => "shard not found",
+            ErrorKind::PositionTrimmed => "position trimmed",
+            ErrorKind::InvalidPosition => "invalid position",
+            ErrorKind::RecordTooLarge => "record too large",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Corrupt => "corrupt data",
+            ErrorKind::Io => "i/o error",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Full => "full",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::External => "external error",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an error happened: the table, file, shard, key, column or version involved.
+///
+/// Every lakehouse crate attaches one to its errors so that a message names the thing
+/// to look at. Fields that do not apply stay `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// Table name or URI.
+    pub table: Option<String>,
+    /// File or object path.
+    pub path: Option<String>,
+    /// Stream shard.
+    pub shard: Option<ShardId>,
+    /// Record, cache or partition key.
+    pub key: Option<String>,
+    /// Column name.
+    pub column: Option<String>,
+    /// Table version or sequence number.
+    pub version: Option<u64>,
+    /// Byte offset inside a file.
+    pub offset: Option<u64>,
+}
+
+impl Context {
+    /// `true` when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Context::default()
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        let mut field = |f: &mut fmt::Formatter<'_>, name: &str, value: &dyn fmt::Display| {
+            let r = write!(f, "{sep}{name}={value}");
+            sep = ", ";
+            r
+        };
+        if let Some(v) = &self.table {
+            field(f, "table", v)?;
+        }
+        if let Some(v) = &self.path {
+            field(f, "path", v)?;
+        }
+        if let Some(v) = &self.shard {
+            field(f, "shard", v)?;
+        }
+        if let Some(v) = &self.key {
+            field(f, "key", &format_args!("{v:?}"))?;
+        }
+        if let Some(v) = &self.column {
+            field(f, "column", v)?;
+        }
+        if let Some(v) = &self.version {
+            field(f, "version", v)?;
+        }
+        if let Some(v) = &self.offset {
+            field(f, "offset", v)?;
+        }
+        Ok(())
+    }
+}
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error of `lakehouse-core` and of the in-memory implementations of its traits.
+///
+/// It carries an [`ErrorKind`] to branch on, a message, a typed [`Context`] and, where a
+/// lower layer failed, that error as its [`source`](StdError::source).
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    context: Context,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// A new error of `kind` with a human-readable message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                context: Context::default(),
+                source: None,
+            }),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The message, without kind or context.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// Where it went wrong.
+    pub fn context(&self) -> &Context {
+        &self.inner.context
+    }
+
+    /// Sets the whole context.
+    pub fn with_context(mut self, context: Context) -> Self {
+        self.inner.context = context;
+        self
+    }
+
+    /// Names the table.
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.inner.context.table = Some(table.into());
+        self
+    }
+
+    /// Names the file or object.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.inner.context.path = Some(path.into());
+        self
+    }
+
+    /// Names the shard.
+    pub fn with_shard(mut self, shard: ShardId) -> Self {
+        self.inner.context.shard = Some(shard);
+        self
+    }
+
+    /// Names the key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.inner.context.key = Some(key.into());
+        self
+    }
+
+    /// Names the column.
+    pub fn with_column(mut self, column: impl Into<String>) -> Self {
+        self.inner.context.column = Some(column.into());
+        self
+    }
+
+    /// Names the version or sequence number.
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.inner.context.version = Some(version);
+        self
+    }
+
+    /// Names the byte offset.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.inner.context.offset = Some(offset);
+        self
+    }
+
+    /// Attaches the lower-level error that caused this one.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("context", &self.inner.context)
+            .field("source", &self.inner.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)?;
+        if !self.inner.context.is_empty() {
+            write!(f, " ({})", self.inner.context)?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn StdError + 'static))
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        let kind = match &e {
+            arrow::error::ArrowError::SchemaError(_) => ErrorKind::SchemaMismatch,
+            arrow::error::ArrowError::CastError(_) => ErrorKind::TypeMismatch,
+            arrow::error::ArrowError::InvalidArgumentError(_) => ErrorKind::InvalidInput,
+            arrow::error::ArrowError::IoError(_, _) => ErrorKind::Io,
+            _ => ErrorKind::External,
+        };
+        Error::new(kind, "arrow operation failed").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_kind_message_and_context() {
+        let e = Error::new(
+            ErrorKind::RecordTooLarge,
+            "record of 2000000 bytes exceeds 1048576",
+        )
+        .with_shard(ShardId(3))
+        .with_key("user-7");
+        assert_eq!(
+            e.to_string(),
+            "record too large: record of 2000000 bytes exceeds 1048576 (shard=shard-0003, key=\"user-7\")"
+        );
+        assert_eq!(e.kind(), ErrorKind::RecordTooLarge);
+        assert_eq!(e.context().shard, Some(ShardId(3)));
+    }
+
+    #[test]
+    fn source_is_kept() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::new(ErrorKind::Io, "write failed").with_source(io);
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("disk on fire")
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! `lakehouse-ml`: under construction. This release has no public API yet.

@@ -1,0 +1,1 @@
+//! `lakehouse-stream`: under construction. This release has no public API yet.
