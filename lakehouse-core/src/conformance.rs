@@ -354,11 +354,13 @@ where
         && let (Some(min), Some(max)) = (id.min, id.max)
     {
         assert!(
-            min.partial_cmp_value(&Scalar::Int64(1)).is_some_and(|o| o.is_le()),
+            min.partial_cmp_value(&Scalar::Int64(1))
+                .is_some_and(|o| o.is_le()),
             "the id minimum bounds the data"
         );
         assert!(
-            max.partial_cmp_value(&Scalar::Int64(7)).is_some_and(|o| o.is_ge()),
+            max.partial_cmp_value(&Scalar::Int64(7))
+                .is_some_and(|o| o.is_ge()),
             "the id maximum bounds the data"
         );
     }
