@@ -61,7 +61,7 @@
 //!
 //! # Runtime
 //!
-//! The traits are `async` ([`async_trait`]) and runtime-agnostic: nothing here spawns
+//! The traits are `async` ([`async_trait`](mod@async_trait)) and runtime-agnostic: nothing here spawns
 //! tasks or needs tokio. The in-memory implementations never block for long: their
 //! locks guard memory operations only, so they can be called from any executor.
 
@@ -75,7 +75,8 @@ mod predicate;
 mod scalar;
 mod table;
 
-#[cfg(feature = "conformance")]
+#[cfg(any(feature = "conformance", doc))]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
 pub use arrow::array::RecordBatch;
