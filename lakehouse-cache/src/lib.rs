@@ -1,1 +1,61 @@
-//! `lakehouse-cache`: under construction. This release has no public API yet.
+//! The hot-item tier of the Lakehouse: what many users ask for in a short span (top
+//! sellers, items trending now, hot query results) kept in memory at very high rates.
+//!
+//! * [`Cache`]: a bounded concurrent cache (entries or weight), time to live and to
+//!   idle, per-entry expiry and tags, invalidation by key, predicate, prefix or tag, an
+//!   eviction listener, statistics, and read-through loading where concurrent misses
+//!   on one key run the loader once ([`Cache::get_or_load`],
+//!   [`Cache::get_or_load_async`]).
+//! * [`SpaceSaving`], [`TopK`], [`GroupedTopK`]: heavy hitters with a documented error
+//!   bound, mergeable, with optional exponential decay for "trending now".
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use lakehouse_cache::{Cache, EntryOptions, GroupedTopK, TopK};
+//! use lakehouse_core::SystemClock;
+//!
+//! let cache: Cache<String, Arc<str>> = Cache::builder()
+//!     .max_weight(64 << 20, |k: &String, v: &Arc<str>| (k.len() + v.len()) as u64)
+//!     .time_to_live(Duration::from_secs(300))
+//!     .build()?;
+//! cache.insert_with("sql:top-toys".into(), Arc::from("kettle,toaster"), EntryOptions::new().tag("sales"))?;
+//! assert_eq!(cache.get(&"sql:top-toys".into()).as_deref(), Some("kettle,toaster"));
+//!
+//! // Read-through: the loader runs only on a miss.
+//! let v = cache.get_or_load("sql:top-books".into(), |_| Ok::<_, std::io::Error>(Arc::from("atlas")))?;
+//! assert_eq!(&*v, "atlas");
+//! assert_eq!(cache.invalidate_tag("sales"), 1);
+//!
+//! // Trending items with a 10-minute half-life, and top sellers per category.
+//! let trending = TopK::trending(1024, 4, Duration::from_secs(600), Arc::new(SystemClock));
+//! trending.record(42u64, 1.0);
+//! assert_eq!(trending.top(1)[0].key, 42);
+//! let sellers = GroupedTopK::new(1024, None, Arc::new(SystemClock));
+//! sellers.record(&"toys", 7u64, 3.0);
+//! assert_eq!(sellers.top(&"toys", 1)[0].estimate, 3.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! None yet. A Redis tier is planned behind a `redis` feature.
+//!
+//! # Runtime
+//!
+//! Everything is synchronous and lock-based with short critical sections; no thread or
+//! task is spawned. [`Cache::get_or_load`] blocks the calling thread while another
+//! caller's loader runs; [`Cache::get_or_load_async`] awaits instead and works on any
+//! executor. Eviction listeners run on the thread that caused the removal, outside the
+//! cache's locks.
+
+mod cache;
+mod error;
+mod load;
+mod topk;
+
+pub use crate::cache::{Cache, CacheBuilder, CacheStats, EntryOptions, RemovalCause};
+pub use crate::error::{Error, ErrorKind, Result};
+pub use crate::topk::{GroupedTopK, HeavyHitter, SpaceSaving, TopK};

@@ -1,0 +1,222 @@
+//! Read-through loading with request coalescing.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use hashbrown::HashMap;
+use parking_lot::{Condvar, Mutex};
+
+use crate::cache::Cache;
+use crate::error::{Error, ErrorKind, Result};
+
+struct Pending<V> {
+    result: Mutex<Option<Result<V>>>,
+    ready: Condvar,
+}
+
+type AsyncLoad<V> = Shared<BoxFuture<'static, Result<V>>>;
+
+/// The loads in flight and the remembered failures of one cache.
+pub(crate) struct Loads<K, V> {
+    pending: Mutex<HashMap<K, Arc<Pending<V>>>>,
+    pending_async: Mutex<HashMap<K, AsyncLoad<V>>>,
+    negative: Mutex<HashMap<K, (i64, Error)>>,
+    negative_ttl: Option<i64>,
+}
+
+impl<K, V> Loads<K, V> {
+    pub(crate) fn new(negative_ttl: Option<i64>) -> Self {
+        Loads {
+            pending: Mutex::new(HashMap::new()),
+            pending_async: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            negative_ttl,
+        }
+    }
+}
+
+/// Wakes the waiters of a load whose loader panicked.
+struct Abandon<'a, K: Hash + Eq, V> {
+    loads: &'a Loads<K, V>,
+    key: &'a K,
+    pending: &'a Arc<Pending<V>>,
+    done: bool,
+}
+
+impl<K: Hash + Eq, V> Drop for Abandon<'_, K, V> {
+    fn drop(&mut self) {
+        if !self.done {
+            *self.pending.result.lock() = Some(Err(Error::new(
+                ErrorKind::LoaderAbandoned,
+                "the loader for this key panicked",
+            )));
+            self.loads.pending.lock().remove(self.key);
+            self.pending.ready.notify_all();
+        }
+    }
+}
+
+fn loader_error(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Error {
+    let source: Arc<dyn StdError + Send + Sync> = Arc::from(e.into());
+    Error::new(ErrorKind::Loader, source.to_string()).with_source(source)
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn negative_hit(&self, key: &K) -> Option<Error> {
+        self.loads().negative_ttl?;
+        let now = self.clock().now_micros();
+        let mut negative = self.loads().negative.lock();
+        match negative.get(key) {
+            Some((deadline, e)) if now < *deadline => Some(e.clone()),
+            Some(_) => {
+                negative.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn finish_load(&self, key: &K, started: Instant, result: &Result<V>) {
+        let c = self.counters();
+        c.load_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok(v) => {
+                c.loads.fetch_add(1, Ordering::Relaxed);
+                // A value too heavy to cache is still returned to the callers.
+                let _ = self.insert(key.clone(), v.clone());
+            }
+            Err(e) => {
+                c.load_failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(ttl) = self.loads().negative_ttl {
+                    let deadline = self.clock().now_micros().saturating_add(ttl);
+                    self.loads()
+                        .negative
+                        .lock()
+                        .insert(key.clone(), (deadline, e.clone()));
+                }
+            }
+        }
+    }
+
+    /// The value of `key`, loading it with `load` on a miss.
+    ///
+    /// Concurrent misses on the same key run `load` once: the other callers block
+    /// until it finishes and receive its value or its error. Errors are not cached
+    /// unless the cache has a [negative ttl](crate::CacheBuilder::negative_ttl).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Loader`] with the loader's error as the source;
+    /// [`ErrorKind::LoaderAbandoned`] for the waiters of a loader that panicked.
+    pub fn get_or_load<F, E>(&self, key: K, load: F) -> Result<V>
+    where
+        F: FnOnce(&K) -> std::result::Result<V, E>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        if let Some(e) = self.negative_hit(&key) {
+            return Err(e);
+        }
+        let (pending, leader) = {
+            let mut map = self.loads().pending.lock();
+            match map.get(&key) {
+                Some(p) => (p.clone(), false),
+                None => {
+                    // Another loader may have finished between our miss and the lock.
+                    if let Some(v) = self.get(&key) {
+                        return Ok(v);
+                    }
+                    let p = Arc::new(Pending {
+                        result: Mutex::new(None),
+                        ready: Condvar::new(),
+                    });
+                    map.insert(key.clone(), p.clone());
+                    (p, true)
+                }
+            }
+        };
+        if !leader {
+            let mut result = pending.result.lock();
+            while result.is_none() {
+                pending.ready.wait(&mut result);
+            }
+            return result.clone().unwrap_or_else(|| {
+                Err(Error::new(ErrorKind::LoaderAbandoned, "no result was set"))
+            });
+        }
+        let mut guard = Abandon {
+            loads: self.loads(),
+            key: &key,
+            pending: &pending,
+            done: false,
+        };
+        let started = Instant::now();
+        let result = load(&key).map_err(loader_error);
+        self.finish_load(&key, started, &result);
+        *pending.result.lock() = Some(result.clone());
+        self.loads().pending.lock().remove(&key);
+        pending.ready.notify_all();
+        guard.done = true;
+        result
+    }
+
+    /// The async form of [`get_or_load`](Self::get_or_load): concurrent misses on the
+    /// same key await one load. The load keeps running while any caller still awaits
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_load`](Self::get_or_load).
+    pub async fn get_or_load_async<F, Fut, E>(&self, key: K, load: F) -> Result<V>
+    where
+        F: FnOnce(K) -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        if let Some(e) = self.negative_hit(&key) {
+            return Err(e);
+        }
+        let shared = {
+            let mut map = self.loads().pending_async.lock();
+            match map.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    if let Some(v) = self.get(&key) {
+                        return Ok(v);
+                    }
+                    let cache = self.clone();
+                    let k = key.clone();
+                    let fut = load(key.clone());
+                    let task = async move {
+                        let started = Instant::now();
+                        let result = fut.await.map_err(loader_error);
+                        cache.finish_load(&k, started, &result);
+                        cache.loads().pending_async.lock().remove(&k);
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(key.clone(), task.clone());
+                    task
+                }
+            }
+        };
+        shared.await
+    }
+}

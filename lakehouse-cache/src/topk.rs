@@ -1,0 +1,565 @@
+//! Heavy hitters: trending items and top sellers with a bounded error.
+//!
+//! [`SpaceSaving`] is the Space-Saving summary (Metwally, Agrawal, El Abbadi 2005) with
+//! optional exponential time decay. With `capacity` counters over a stream of total
+//! weight `N`:
+//!
+//! * every item whose weight exceeds `N / capacity` is held;
+//! * a held item's estimate overestimates its true weight by at most its `error`, and
+//!   `error <= N / capacity`.
+//!
+//! Summaries merge (the combined summary keeps the same bounds over the union of the
+//! streams), so threads can count locally and merge when asked. [`TopK`] is the
+//! thread-safe form: keys are spread over locked shards by hash, so a key lives in one
+//! shard and the shards' answers combine without extra error. [`GroupedTopK`] keeps one
+//! `TopK` per group (top sellers per category or region).
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use lakehouse_core::Clock;
+use parking_lot::{Mutex, RwLock};
+
+/// One entry of a top-k answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeavyHitter<K> {
+    /// The item.
+    pub key: K,
+    /// Estimated (decayed) weight: at least the true weight, at most `error` more.
+    pub estimate: f64,
+    /// Upper bound on the overestimate.
+    pub error: f64,
+}
+
+impl<K> HeavyHitter<K> {
+    /// A lower bound on the true weight.
+    pub fn guaranteed(&self) -> f64 {
+        self.estimate - self.error
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Counter<K> {
+    key: K,
+    count: f64,
+    error: f64,
+}
+
+/// A Space-Saving summary of a weighted stream, optionally with exponential decay.
+///
+/// Not synchronised: use one per thread and [`merge`](Self::merge), or use [`TopK`].
+#[derive(Clone)]
+pub struct SpaceSaving<K> {
+    capacity: usize,
+    index: HashMap<K, usize>,
+    /// Min-heap on `count`.
+    heap: Vec<Counter<K>>,
+    total: f64,
+    /// Decay rate per microsecond (`ln 2 / half-life`), 0 without decay.
+    lambda: f64,
+    /// Counts are stored scaled by `exp(lambda * (t - landmark))`.
+    landmark: i64,
+}
+
+impl<K> fmt::Debug for SpaceSaving<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpaceSaving")
+            .field("capacity", &self.capacity)
+            .field("held", &self.heap.len())
+            .field("total", &self.total)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> SpaceSaving<K> {
+    /// A summary with `capacity` counters (at least 1) and no decay.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        SpaceSaving {
+            capacity,
+            index: HashMap::with_capacity(capacity),
+            heap: Vec::with_capacity(capacity),
+            total: 0.0,
+            lambda: 0.0,
+            landmark: 0,
+        }
+    }
+
+    /// A summary whose weights halve every `half_life`; timestamps are microseconds
+    /// (see [`update_at`](Self::update_at)).
+    pub fn with_half_life(capacity: usize, half_life: Duration) -> Self {
+        let mut s = Self::new(capacity);
+        let micros = half_life.as_micros().max(1) as f64;
+        s.lambda = std::f64::consts::LN_2 / micros;
+        s
+    }
+
+    /// Number of counters.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Total (scaled) weight seen.
+    pub fn total(&self) -> f64 {
+        self.total
+    }
+
+    /// Adds `weight` to `key` (no decay, or at the landmark time).
+    pub fn update(&mut self, key: K, weight: f64) {
+        self.add(key, weight);
+    }
+
+    /// Adds `weight` to `key` at time `now` (microseconds); weights decay from then.
+    pub fn update_at(&mut self, key: K, weight: f64, now: i64) {
+        if self.lambda == 0.0 {
+            return self.add(key, weight);
+        }
+        let mut exponent = self.lambda * (now - self.landmark) as f64;
+        if exponent > 40.0 {
+            self.rescale(now);
+            exponent = 0.0;
+        }
+        self.add(key, weight * exponent.exp());
+    }
+
+    /// Moves the landmark to `now`, shrinking every stored count.
+    fn rescale(&mut self, now: i64) {
+        let factor = (-self.lambda * (now - self.landmark) as f64).exp();
+        for c in &mut self.heap {
+            c.count *= factor;
+            c.error *= factor;
+        }
+        self.total *= factor;
+        self.landmark = now;
+    }
+
+    fn add(&mut self, key: K, weight: f64) {
+        if !(weight.is_finite() && weight > 0.0) {
+            return;
+        }
+        self.total += weight;
+        if let Some(&i) = self.index.get(&key) {
+            self.heap[i].count += weight;
+            self.sift_down(i);
+            return;
+        }
+        if self.heap.len() < self.capacity {
+            self.heap.push(Counter {
+                key: key.clone(),
+                count: weight,
+                error: 0.0,
+            });
+            let i = self.heap.len() - 1;
+            self.index.insert(key, i);
+            self.sift_up(i);
+            return;
+        }
+        // Replace the smallest counter: the newcomer inherits its count as error.
+        let min = self.heap[0].count;
+        let old = std::mem::replace(
+            &mut self.heap[0],
+            Counter {
+                key: key.clone(),
+                count: min + weight,
+                error: min,
+            },
+        );
+        self.index.remove(&old.key);
+        self.index.insert(key, 0);
+        self.sift_down(0);
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        if let Some(i) = self.index.get_mut(&self.heap[a].key) {
+            *i = a;
+        }
+        if let Some(i) = self.index.get_mut(&self.heap[b].key) {
+            *i = b;
+        }
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[i].count < self.heap[parent].count {
+                self.swap(i, parent);
+                i = parent;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut smallest = i;
+            if l < n && self.heap[l].count < self.heap[smallest].count {
+                smallest = l;
+            }
+            if r < n && self.heap[r].count < self.heap[smallest].count {
+                smallest = r;
+            }
+            if smallest == i {
+                break;
+            }
+            self.swap(i, smallest);
+            i = smallest;
+        }
+    }
+
+    /// Scale factor from stored counts to values at time `now`.
+    fn scale_at(&self, now: Option<i64>) -> f64 {
+        match now {
+            Some(t) if self.lambda != 0.0 => (-self.lambda * (t - self.landmark) as f64).exp(),
+            _ => 1.0,
+        }
+    }
+
+    /// The estimate of `key` (0 if not held).
+    pub fn estimate(&self, key: &K) -> f64 {
+        self.index.get(key).map_or(0.0, |&i| self.heap[i].count)
+    }
+
+    /// The `k` heaviest items, heaviest first (ties by insertion position).
+    pub fn top_k(&self, k: usize) -> Vec<HeavyHitter<K>> {
+        self.top_k_scaled(k, 1.0)
+    }
+
+    /// The `k` heaviest items with weights decayed to time `now` (microseconds).
+    pub fn top_k_at(&self, k: usize, now: i64) -> Vec<HeavyHitter<K>> {
+        self.top_k_scaled(k, self.scale_at(Some(now)))
+    }
+
+    fn top_k_scaled(&self, k: usize, scale: f64) -> Vec<HeavyHitter<K>> {
+        let mut all: Vec<&Counter<K>> = self.heap.iter().collect();
+        let k = k.min(all.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable_by(k - 1, |a, b| b.count.total_cmp(&a.count));
+        all.truncate(k);
+        all.sort_by(|a, b| b.count.total_cmp(&a.count));
+        all.into_iter()
+            .map(|c| HeavyHitter {
+                key: c.key.clone(),
+                estimate: c.count * scale,
+                error: c.error * scale,
+            })
+            .collect()
+    }
+
+    /// Folds `other` into this summary. The result bounds the combined stream as if it
+    /// had been counted by one summary of this capacity.
+    pub fn merge(&mut self, other: &SpaceSaving<K>) {
+        let mut other_scale = 1.0;
+        if self.lambda != 0.0 || other.lambda != 0.0 {
+            // Bring both to the later landmark.
+            let landmark = self.landmark.max(other.landmark);
+            if self.landmark != landmark {
+                self.rescale(landmark);
+            }
+            other_scale = (-other.lambda * (landmark - other.landmark) as f64).exp();
+        }
+        let self_min = if self.heap.len() < self.capacity {
+            0.0
+        } else {
+            self.heap.first().map_or(0.0, |c| c.count)
+        };
+        let other_min = if other.heap.len() < other.capacity {
+            0.0
+        } else {
+            other.heap.first().map_or(0.0, |c| c.count * other_scale)
+        };
+        let mut combined: HashMap<K, (f64, f64)> =
+            HashMap::with_capacity(self.heap.len() + other.heap.len());
+        for c in self.heap.drain(..) {
+            combined.insert(c.key, (c.count + other_min, c.error + other_min));
+        }
+        for c in &other.heap {
+            let (count, error) = (c.count * other_scale, c.error * other_scale);
+            match combined.get_mut(&c.key) {
+                Some(e) => {
+                    // Undo the assumption that `other` did not hold it.
+                    e.0 += count - other_min;
+                    e.1 += error - other_min;
+                }
+                None => {
+                    combined.insert(c.key.clone(), (count + self_min, error + self_min));
+                }
+            }
+        }
+        let mut entries: Vec<(K, (f64, f64))> = combined.into_iter().collect();
+        if entries.len() > self.capacity {
+            let cap = self.capacity;
+            entries.select_nth_unstable_by(cap - 1, |a, b| b.1.0.total_cmp(&a.1.0));
+            entries.truncate(cap);
+        }
+        self.index.clear();
+        self.heap.clear();
+        self.total += other.total * other_scale;
+        for (key, (count, error)) in entries {
+            self.heap.push(Counter {
+                key: key.clone(),
+                count,
+                error,
+            });
+            let i = self.heap.len() - 1;
+            self.index.insert(key, i);
+            self.sift_up(i);
+        }
+    }
+}
+
+/// A thread-safe heavy-hitter tracker: trending items (with a half-life) or all-time
+/// top sellers (without). Cheap to clone: clones share the counters.
+///
+/// Keys are spread over `shards` locked [`SpaceSaving`] summaries by hash, each with
+/// `capacity / shards` counters, so a key is counted in exactly one shard and the
+/// Space-Saving bound holds per shard: with `N_s` the weight routed to a shard, every
+/// estimate is at most `N_s / (capacity / shards)` too high.
+pub struct TopK<K> {
+    shards: Arc<[Mutex<SpaceSaving<K>>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+    clock: Arc<dyn Clock>,
+    decaying: bool,
+}
+
+impl<K> Clone for TopK<K> {
+    fn clone(&self) -> Self {
+        TopK {
+            shards: self.shards.clone(),
+            hasher: self.hasher.clone(),
+            clock: self.clock.clone(),
+            decaying: self.decaying,
+        }
+    }
+}
+
+impl<K> fmt::Debug for TopK<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopK")
+            .field("shards", &self.shards.len())
+            .field("decaying", &self.decaying)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send> TopK<K> {
+    /// All-time heavy hitters with `capacity` counters in total over `shards` shards.
+    pub fn new(capacity: usize, shards: usize, clock: Arc<dyn Clock>) -> Self {
+        Self::build(capacity, shards, None, clock)
+    }
+
+    /// Trending: weights halve every `half_life`, as read from `clock`.
+    pub fn trending(
+        capacity: usize,
+        shards: usize,
+        half_life: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::build(capacity, shards, Some(half_life), clock)
+    }
+
+    fn build(
+        capacity: usize,
+        shards: usize,
+        half_life: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let shards = shards.max(1);
+        let per = capacity.div_ceil(shards).max(1);
+        let make = || match half_life {
+            Some(h) => Mutex::new(SpaceSaving::with_half_life(per, h)),
+            None => Mutex::new(SpaceSaving::new(per)),
+        };
+        TopK {
+            shards: (0..shards).map(|_| make()).collect(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            clock,
+            decaying: half_life.is_some(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Mutex<SpaceSaving<K>> {
+        let h = self.hasher.hash_one(key);
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    /// Adds `weight` to `key` now. Non-positive or non-finite weights are ignored.
+    pub fn record(&self, key: K, weight: f64) {
+        if self.decaying {
+            let now = self.clock.now_micros();
+            self.shard(&key).lock().update_at(key, weight, now);
+        } else {
+            self.shard(&key).lock().update(key, weight);
+        }
+    }
+
+    /// Adds a locally counted summary (same decay settings) into the shared tracker.
+    pub fn record_summary(&self, summary: &SpaceSaving<K>) {
+        let now = self.clock.now_micros();
+        for hitter in summary.top_k_at(summary.capacity(), now) {
+            self.record(hitter.key, hitter.estimate);
+        }
+    }
+
+    /// The `k` heaviest items now, heaviest first.
+    pub fn top(&self, k: usize) -> Vec<HeavyHitter<K>> {
+        let now = self.clock.now_micros();
+        let mut all: Vec<HeavyHitter<K>> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().top_k_at(k, now))
+            .collect();
+        all.sort_by(|a, b| b.estimate.total_cmp(&a.estimate));
+        all.truncate(k);
+        all
+    }
+}
+
+/// One [`TopK`] per group: top sellers per category, per region, or per both.
+pub struct GroupedTopK<G, K> {
+    groups: Arc<RwLock<HashMap<G, TopK<K>>>>,
+    capacity: usize,
+    half_life: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<G, K> Clone for GroupedTopK<G, K> {
+    fn clone(&self) -> Self {
+        GroupedTopK {
+            groups: self.groups.clone(),
+            capacity: self.capacity,
+            half_life: self.half_life,
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<G, K> fmt::Debug for GroupedTopK<G, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupedTopK")
+            .field("groups", &self.groups.read().len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<G: Hash + Eq + Clone + Send + Sync, K: Hash + Eq + Clone + Send> GroupedTopK<G, K> {
+    /// Groups of `capacity` counters each; with `half_life`, weights decay.
+    pub fn new(capacity: usize, half_life: Option<Duration>, clock: Arc<dyn Clock>) -> Self {
+        GroupedTopK {
+            groups: Arc::new(RwLock::new(HashMap::new())),
+            capacity,
+            half_life,
+            clock,
+        }
+    }
+
+    /// Adds `weight` to `key` within `group`.
+    pub fn record(&self, group: &G, key: K, weight: f64) {
+        if let Some(t) = self.groups.read().get(group) {
+            return t.record(key, weight);
+        }
+        let tracker = {
+            let mut groups = self.groups.write();
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| match self.half_life {
+                    Some(h) => TopK::trending(self.capacity, 4, h, self.clock.clone()),
+                    None => TopK::new(self.capacity, 4, self.clock.clone()),
+                })
+                .clone()
+        };
+        tracker.record(key, weight);
+    }
+
+    /// The `k` heaviest items of `group` (empty for an unknown group).
+    pub fn top(&self, group: &G, k: usize) -> Vec<HeavyHitter<K>> {
+        self.groups
+            .read()
+            .get(group)
+            .map(|t| t.top(k))
+            .unwrap_or_default()
+    }
+
+    /// The groups seen so far.
+    pub fn groups(&self) -> Vec<G> {
+        self.groups.read().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakehouse_core::ManualClock;
+
+    #[test]
+    fn holds_every_item_above_the_bound() {
+        // 5 heavy items of weight 100 among 1000 singletons: N = 1500, and with 20
+        // counters every item above 1500 / 20 = 75 is held.
+        let mut s = SpaceSaving::new(20);
+        for round in 0..100 {
+            for h in 0..5u64 {
+                s.update(h, 1.0);
+            }
+            for i in 0..10u64 {
+                s.update(1000 + round * 10 + i, 1.0);
+            }
+        }
+        let top = s.top_k(5);
+        let mut keys: Vec<u64> = top.iter().map(|h| h.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, vec![0, 1, 2, 3, 4]);
+        for h in &top {
+            assert!(h.estimate >= 100.0 && h.guaranteed() <= 100.0);
+            assert!(h.error <= s.total() / 20.0 + 1e-9);
+        }
+    }
+
+    #[test]
+    fn decay_prefers_recent_items() {
+        let clock = ManualClock::at_millis(0);
+        let t = TopK::trending(64, 2, Duration::from_secs(60), Arc::new(clock.clone()));
+        for _ in 0..100 {
+            t.record("old", 1.0);
+        }
+        clock.advance_millis(10 * 60_000);
+        for _ in 0..10 {
+            t.record("new", 1.0);
+        }
+        let top = t.top(2);
+        assert_eq!(top[0].key, "new");
+        // 100 halved ten times is about 0.098.
+        assert!(
+            (top[1].estimate - 100.0 / 1024.0).abs() < 1e-6,
+            "{}",
+            top[1].estimate
+        );
+    }
+
+    #[test]
+    fn merge_keeps_the_heavy_items() {
+        let mut a = SpaceSaving::new(8);
+        let mut b = SpaceSaving::new(8);
+        for i in 0..1000u64 {
+            a.update(i % 50, 1.0);
+            if i % 2 == 0 {
+                a.update(7, 3.0);
+            }
+            b.update(100 + i % 40, 1.0);
+            b.update(7, 1.0);
+        }
+        a.merge(&b);
+        let top = a.top_k(1);
+        assert_eq!(top[0].key, 7);
+        assert!(top[0].estimate >= 1500.0 + 1000.0 + 20.0);
+        assert!((a.total() - (1000.0 + 1500.0 + 2000.0)).abs() < 1e-6);
+    }
+}

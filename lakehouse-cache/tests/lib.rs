@@ -1,0 +1,5 @@
+//! Integration tests of `lakehouse-cache`.
+
+mod cache;
+mod load;
+mod topk;
