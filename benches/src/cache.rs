@@ -1,8 +1,226 @@
-//! `lakehouse-bench cache`.
+//! `lakehouse-bench cache`: get rate, hit ratio against LRU, trending rate and recall.
+//!
+//! Workload: Zipf(0.99) over 1 M keys, cache capacity 100 K, 2 threads.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::hint::black_box;
+use std::num::NonZeroUsize;
+use std::thread;
+use std::time::Instant;
+
+use lakehouse_cache::{Cache, SpaceSaving};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::report::{BenchResult, Report};
 
+const KEYS: usize = 1_000_000;
+const CAPACITY: usize = 100_000;
+const THREADS: usize = 2;
+
+/// Samples Zipf(s) ranks `0..n` by inverting the cumulative distribution.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for k in 1..=n {
+            acc += 1.0 / (k as f64).powf(s);
+            cdf.push(acc);
+        }
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Zipf { cdf }
+    }
+
+    fn trace(&self, len: usize, seed: u64) -> Vec<u64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..len)
+            .map(|_| {
+                let u: f64 = rng.random();
+                // Scatter ranks over the key space so that hot keys are not adjacent.
+                let rank = self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u64;
+                rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS as u64
+            })
+            .collect()
+    }
+}
+
+/// Gets per second over `trace`, split across `THREADS` threads.
+fn get_rate<C: Send + Sync>(
+    cache: &C,
+    trace: &[u64],
+    get: impl Fn(&C, u64) -> bool + Sync,
+) -> (f64, f64) {
+    let chunk = trace.len().div_ceil(THREADS);
+    let start = Instant::now();
+    let hits: usize = thread::scope(|s| {
+        let handles: Vec<_> = trace
+            .chunks(chunk)
+            .map(|part| {
+                let get = &get;
+                s.spawn(move || part.iter().filter(|&&k| get(cache, black_box(k))).count())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    (trace.len() as f64 / secs, hits as f64 / trace.len() as f64)
+}
+
+/// Hit ratio of a cache that inserts on every miss.
+fn hit_ratio(trace: &[u64], mut access: impl FnMut(u64) -> bool) -> f64 {
+    let hits = trace.iter().filter(|&&k| access(k)).count();
+    hits as f64 / trace.len() as f64
+}
+
+fn ours_ratio(trace: &[u64]) -> Result<f64, lakehouse_cache::Error> {
+    let cache: Cache<u64, u64> = Cache::builder().max_entries(CAPACITY as u64).build()?;
+    let mut failed = None;
+    let r = hit_ratio(trace, |k| {
+        if cache.get(&k).is_some() {
+            return true;
+        }
+        if let Err(e) = cache.insert(k, k) {
+            failed = Some(e);
+        }
+        false
+    });
+    failed.map_or(Ok(r), Err)
+}
+
+fn lru_ratio(trace: &[u64]) -> f64 {
+    let mut lru = lru::LruCache::new(NonZeroUsize::new(CAPACITY).expect("capacity is positive"));
+    hit_ratio(trace, |k| {
+        if lru.get(&k).is_some() {
+            true
+        } else {
+            lru.put(k, k);
+            false
+        }
+    })
+}
+
+fn exact_top<K: Hash + Eq + Copy + Ord>(trace: &[K], k: usize) -> Vec<K> {
+    let mut counts: HashMap<K, u64> = HashMap::new();
+    for &x in trace {
+        *counts.entry(x).or_default() += 1;
+    }
+    let mut all: Vec<(K, u64)> = counts.into_iter().collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.into_iter().take(k).map(|(key, _)| key).collect()
+}
+
 pub(crate) fn run(report: &mut Report) -> BenchResult {
-    report.note("cache: no figures yet; the lakehouse-cache issue adds them");
+    let zipf = Zipf::new(KEYS, 0.99);
+    let gets = report.scale(20_000_000, 4_000_000);
+    let trace = zipf.trace(gets, 1);
+
+    // Hit ratios: Zipf, and Zipf polluted by sequential scans of never-repeated keys.
+    let sim = &trace[..report.scale(4_000_000, 1_000_000)];
+    let (ours, lru) = (ours_ratio(sim)?, lru_ratio(sim));
+    report.metric("cache.hit_ratio", ours, "ratio");
+    report.metric("cache.lru_hit_ratio", lru, "ratio");
+    report.metric(
+        "cache.hit_ratio_gain_vs_lru_points",
+        (ours - lru) * 100.0,
+        "points",
+    );
+    let mut polluted = Vec::with_capacity(sim.len() * 5 / 4);
+    let mut scan_key = KEYS as u64;
+    for (i, &k) in sim.iter().enumerate() {
+        polluted.push(k);
+        if i % 4 == 0 {
+            polluted.push(scan_key);
+            scan_key += 1;
+        }
+    }
+    let (ours_s, lru_s) = (ours_ratio(&polluted)?, lru_ratio(&polluted));
+    report.metric("cache.scan_hit_ratio", ours_s, "ratio");
+    report.metric(
+        "cache.scan_hit_ratio_gain_vs_lru_points",
+        (ours_s - lru_s) * 100.0,
+        "points",
+    );
+
+    // Get rate on the hot path: a warmed cache, gets only, 2 threads.
+    let ours: Cache<u64, u64> = Cache::builder().max_entries(CAPACITY as u64).build()?;
+    for &k in &trace[..2_000_000.min(trace.len())] {
+        if ours.get(&k).is_none() {
+            ours.insert(k, k)?;
+        }
+    }
+    let (rate, hits) = get_rate(&ours, &trace, |c, k| c.get(&k).is_some());
+    report.note(&format!(
+        "lakehouse-cache get: hit ratio {hits:.3} on the timed trace"
+    ));
+    report.metric("cache.get_ops_per_s", rate, "ops/s");
+
+    let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(CAPACITY as u64);
+    for &k in &trace[..2_000_000.min(trace.len())] {
+        if moka.get(&k).is_none() {
+            moka.insert(k, k);
+        }
+    }
+    moka.run_pending_tasks();
+    let moka_trace = &trace[..trace.len() / 4];
+    let (moka_rate, _) = get_rate(&moka, moka_trace, |c, k| c.get(&k).is_some());
+    report.metric("cache.moka_get_ops_per_s", moka_rate, "ops/s");
+    report.ratio("cache.get_time_vs_moka", 1.0 / rate, 1.0 / moka_rate);
+
+    let quick: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(CAPACITY);
+    for &k in &trace[..2_000_000.min(trace.len())] {
+        if quick.get(&k).is_none() {
+            quick.insert(k, k);
+        }
+    }
+    let (quick_rate, _) = get_rate(&quick, &trace, |c, k| c.get(&k).is_some());
+    report.metric("cache.quick_cache_get_ops_per_s", quick_rate, "ops/s");
+    report.ratio(
+        "cache.get_time_vs_quick_cache",
+        1.0 / rate,
+        1.0 / quick_rate,
+    );
+
+    // Trending: per-thread Space-Saving summaries merged at the end.
+    let updates = report.scale(20_000_000, 4_000_000);
+    let stream = zipf.trace(updates, 2);
+    let chunk = stream.len().div_ceil(THREADS);
+    let start = Instant::now();
+    let summaries: Vec<SpaceSaving<u64>> = thread::scope(|s| {
+        let handles: Vec<_> = stream
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut ss = SpaceSaving::new(4096);
+                    for &k in part {
+                        ss.update(k, 1.0);
+                    }
+                    ss
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut merged = SpaceSaving::new(4096);
+    for s in &summaries {
+        merged.merge(s);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    report.metric(
+        "cache.trending_updates_per_s",
+        stream.len() as f64 / secs,
+        "updates/s",
+    );
+    let truth = exact_top(&stream, 100);
+    let found: Vec<u64> = merged.top_k(100).into_iter().map(|h| h.key).collect();
+    let recall = truth.iter().filter(|k| found.contains(k)).count() as f64 / truth.len() as f64;
+    report.metric("cache.trending_recall_at_100", recall, "ratio");
+    report.note("Redis tier: not built yet; no redis-benchmark comparison");
     Ok(())
 }
