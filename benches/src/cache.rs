@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::thread;
 use std::time::Instant;
 
-use lakehouse_cache::{Cache, SpaceSaving};
+use lakehouse_cache::{Cache, CacheTier, RedisCache, SpaceSaving};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -221,6 +221,107 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
     let found: Vec<u64> = merged.top_k(100).into_iter().map(|h| h.key).collect();
     let recall = truth.iter().filter(|k| found.contains(k)).count() as f64 / truth.len() as f64;
     report.metric("cache.trending_recall_at_100", recall, "ratio");
-    report.note("Redis tier: not built yet; no redis-benchmark comparison");
+    redis_tier(report)?;
+    Ok(())
+}
+
+/// `redis-benchmark`'s requests per second for `GET` with `pipeline` requests in flight.
+fn redis_benchmark(port: u16, n: usize, pipeline: usize) -> Option<f64> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-t", "get", "-c", "1", "--csv"])
+        .args(["-n", &n.to_string(), "-P", &pipeline.to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("\"GET\""))?;
+    line.split(',').nth(1)?.trim_matches('"').parse().ok()
+}
+
+/// The Redis tier against `redis-benchmark` on the same server, one client each.
+fn redis_tier(report: &mut Report) -> BenchResult {
+    let port = 6391u16;
+    let server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut server) = server else {
+        report.note("redis-server not found: Redis tier not measured");
+        return Ok(());
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    // The near cache is bypassed (zero ttl) so that every read is a Redis round trip.
+    let cache = RedisCache::builder(&url)
+        .near_ttl(std::time::Duration::ZERO)
+        .pool_size(1)
+        .retry_after(std::time::Duration::from_millis(10))
+        .build()?;
+    let mut ready = false;
+    for _ in 0..100 {
+        if cache
+            .insert("warm", bytes::Bytes::from_static(b"x"), None)
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !ready {
+        let _ = server.kill();
+        report.note("redis-server did not start: Redis tier not measured");
+        return Ok(());
+    }
+    let n = report.scale(50_000, 10_000);
+    let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
+    for k in &keys {
+        cache.insert(k, bytes::Bytes::from(vec![b'v'; 3]), None)?;
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        black_box(cache.get(&keys[i % keys.len()])?);
+    }
+    let ours = n as f64 / start.elapsed().as_secs_f64();
+    let batch: Vec<&str> = keys[..16].iter().map(String::as_str).collect();
+    let start = Instant::now();
+    for _ in 0..n / 16 {
+        black_box(cache.get_many(&batch)?);
+    }
+    let ours_pipelined = (n / 16 * 16) as f64 / start.elapsed().as_secs_f64();
+    report.metric("cache.redis_get_ops_per_s", ours, "ops/s");
+    report.metric("cache.redis_mget16_keys_per_s", ours_pipelined, "keys/s");
+    match (redis_benchmark(port, n, 1), redis_benchmark(port, n, 16)) {
+        (Some(single), Some(pipelined)) => {
+            report.metric("cache.redis_benchmark_get_ops_per_s", single, "ops/s");
+            report.metric(
+                "cache.redis_benchmark_get_p16_ops_per_s",
+                pipelined,
+                "ops/s",
+            );
+            report.ratio(
+                "cache.redis_get_time_vs_redis_benchmark",
+                1.0 / ours,
+                1.0 / single,
+            );
+            report.ratio(
+                "cache.redis_mget16_time_vs_redis_benchmark_p16",
+                1.0 / ours_pipelined,
+                1.0 / pipelined,
+            );
+        }
+        _ => report.note("redis-benchmark not found or failed: no comparison"),
+    }
+    let errors = cache.stats().backend_errors;
+    report.note(&format!(
+        "redis tier backend errors during the run: {errors}"
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
     Ok(())
 }

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Loader,
     /// The loader of another caller for the same key panicked or was dropped.
     LoaderAbandoned,
+    /// A remote tier (Redis) failed or is unreachable; the in-process tier still served.
+    Backend,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -29,6 +31,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::WeightTooLarge => "weight too large",
             ErrorKind::Loader => "loader failed",
             ErrorKind::LoaderAbandoned => "loader abandoned",
+            ErrorKind::Backend => "backend error",
         })
     }
 }

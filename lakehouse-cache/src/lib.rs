@@ -6,6 +6,7 @@
 //!   eviction listener, statistics, and read-through loading where concurrent misses
 //!   on one key run the loader once ([`Cache::get_or_load`],
 //!   [`Cache::get_or_load_async`]).
+//! * [`CacheTier`]: the byte-oriented contract shared with the Redis tier.
 //! * [`SpaceSaving`], [`TopK`], [`GroupedTopK`]: heavy hitters with a documented error
 //!   bound, mergeable, with optional exponential decay for "trending now".
 //!
@@ -41,7 +42,10 @@
 //!
 //! # Crate features
 //!
-//! None yet. A Redis tier is planned behind a `redis` feature.
+//! * `redis` (off by default): `RedisCache`, the [`CacheTier`] contract on Redis with an
+//!   in-process near cache, pipelining and cross-process invalidation over pub/sub; and
+//!   `RedisTopK`, heavy hitters on a Redis sorted set. No `redis` type appears in the
+//!   public API. When Redis is down the near cache keeps serving and errors are counted.
 //!
 //! # Runtime
 //!
@@ -49,13 +53,23 @@
 //! task is spawned. [`Cache::get_or_load`] blocks the calling thread while another
 //! caller's loader runs; [`Cache::get_or_load_async`] awaits instead and works on any
 //! executor. Eviction listeners run on the thread that caused the removal, outside the
-//! cache's locks.
+//! cache's locks. The Redis tier uses blocking connections with timeouts (default
+//! 200 ms): from async code, call it inside `spawn_blocking`. Its invalidation listener
+//! runs on one background thread.
 
 mod cache;
 mod error;
 mod load;
+#[cfg(feature = "redis")]
+mod redis_tier;
+mod tier;
 mod topk;
 
 pub use crate::cache::{Cache, CacheBuilder, CacheStats, EntryOptions, RemovalCause};
 pub use crate::error::{Error, ErrorKind, Result};
+#[cfg(feature = "redis")]
+pub use crate::redis_tier::{
+    InvalidationListener, RedisCache, RedisCacheBuilder, RedisStats, RedisTopK,
+};
+pub use crate::tier::CacheTier;
 pub use crate::topk::{GroupedTopK, HeavyHitter, SpaceSaving, TopK};

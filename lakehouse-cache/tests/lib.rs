@@ -2,4 +2,6 @@
 
 mod cache;
 mod load;
+#[cfg(feature = "redis")]
+mod redis;
 mod topk;
