@@ -1,0 +1,3 @@
+//! Integration tests of `lakehouse-stream`.
+
+mod stream;

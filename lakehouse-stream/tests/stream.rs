@@ -1,0 +1,288 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lakehouse_core::{
+    ErrorKind, ManualClock, Position, PutRecord, ReadLimit, ShardId, conformance,
+};
+use lakehouse_stream::{Backpressure, Stream, TrimmedRead};
+use proptest::prelude::*;
+
+#[tokio::test]
+async fn conforms_to_the_event_log_contract() {
+    conformance::event_log(Stream::DEFAULT_MAX_RECORD_BYTES, || async {
+        Stream::builder("suite").shards(4).build()
+    })
+    .await;
+    conformance::event_log(64, || async {
+        Stream::builder("small")
+            .shards(2)
+            .max_record_bytes(64)
+            .build()
+    })
+    .await;
+}
+
+fn clocked(clock: &ManualClock) -> lakehouse_stream::StreamBuilder {
+    Stream::builder("t").clock(Arc::new(clock.clone()))
+}
+
+/// Reads every shard in id order (parents before children) to its current end.
+fn drain(stream: &Stream) -> Vec<lakehouse_core::Record> {
+    let mut out = Vec::new();
+    for shard in stream.shards() {
+        let mut it = stream
+            .shard_iterator(shard.id, Position::TrimHorizon)
+            .unwrap();
+        loop {
+            let got = stream.get_records(&it, ReadLimit::records(3)).unwrap();
+            let empty = got.records.is_empty();
+            out.extend(got.records);
+            match got.next_iterator {
+                Some(next) if !empty => it = next,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn split_and_merge_keep_per_key_order_and_lineage() {
+    let stream = Stream::builder("s").shards(2).build().unwrap();
+    let mut sent: HashMap<String, Vec<Bytes>> = HashMap::new();
+    let mut put = |stream: &Stream, round: u32| {
+        for k in 0..20 {
+            let key = format!("k{k}");
+            let data = Bytes::from(format!("{round}"));
+            stream
+                .put_record(PutRecord::new(key.clone(), data.clone()))
+                .unwrap();
+            sent.entry(key).or_default().push(data);
+        }
+    };
+    put(&stream, 0);
+    let (lo, hi) = stream.split_shard(ShardId(0), 1u128 << 100).unwrap();
+    assert_eq!((lo, hi), (ShardId(2), ShardId(3)));
+    put(&stream, 1);
+    let merged = stream.merge_shards(lo, hi).unwrap();
+    put(&stream, 2);
+    let shards = stream.shards();
+    assert!(shards[0].closed && shards[2].closed && shards[3].closed);
+    assert!(!shards[1].closed && !shards[merged.0 as usize].closed);
+    assert_eq!(shards[2].parents, vec![ShardId(0)]);
+    assert_eq!(shards[merged.0 as usize].parents, vec![lo, hi]);
+    assert_eq!(shards[merged.0 as usize].hash_range, shards[0].hash_range);
+    // Closed parents end with end_of_shard once read to the end.
+    let end = stream
+        .read_at(
+            ShardId(0),
+            Position::TrimHorizon,
+            ReadLimit::records(10_000),
+        )
+        .unwrap();
+    assert!(end.end_of_shard);
+    let mut got: HashMap<String, Vec<Bytes>> = HashMap::new();
+    for r in drain(&stream) {
+        got.entry(r.partition_key).or_default().push(r.data);
+    }
+    assert_eq!(got, sent);
+    // Invalid reshards.
+    assert_eq!(
+        stream.split_shard(ShardId(0), 5).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        stream.split_shard(ShardId(1), 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        stream.merge_shards(ShardId(1), merged).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        stream.split_shard(ShardId(99), 5).unwrap_err().kind(),
+        ErrorKind::ShardNotFound
+    );
+}
+
+#[test]
+fn retention_by_age_and_trimmed_reads() {
+    let clock = ManualClock::at_millis(0);
+    let stream = clocked(&clock)
+        .shards(1)
+        .retention(Some(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        stream
+            .put_record(PutRecord::new("k", format!("{i}")))
+            .unwrap();
+        clock.advance_millis(10_000);
+    }
+    // At 100 s, records put before 40 s are past the 60 s retention.
+    let err = stream
+        .read_at(ShardId(0), Position::AtSequence(0), ReadLimit::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PositionTrimmed);
+    assert_eq!(err.context().shard, Some(ShardId(0)));
+    let oldest = stream
+        .read_at(ShardId(0), Position::TrimHorizon, ReadLimit::records(1))
+        .unwrap();
+    assert_eq!(oldest.records[0].sequence, 5);
+    assert_eq!(
+        oldest.millis_behind, 30_000,
+        "next unread (50 s) vs newest (90 s)"
+    );
+    let lenient = clocked(&clock)
+        .shards(1)
+        .retention(Some(Duration::from_secs(1)))
+        .trimmed_read(TrimmedRead::StartAtOldest)
+        .build()
+        .unwrap();
+    lenient.put_record(PutRecord::new("k", "old")).unwrap();
+    clock.advance_millis(5_000);
+    lenient.put_record(PutRecord::new("k", "new")).unwrap();
+    let r = lenient
+        .read_at(ShardId(0), Position::AtSequence(0), ReadLimit::default())
+        .unwrap();
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].data, Bytes::from("new"));
+}
+
+#[test]
+fn full_shards_reject_or_wait_and_lose_nothing() {
+    let clock = ManualClock::at_millis(0);
+    let stream = clocked(&clock)
+        .shards(1)
+        .max_record_bytes(100)
+        .max_shard_bytes(250)
+        .retention(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let rec = || PutRecord::new("k", vec![7u8; 99]);
+    stream.put_record(rec()).unwrap();
+    stream.put_record(rec()).unwrap();
+    let err = stream.put_record(rec()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Full);
+    assert_eq!(stream.shard_bytes(), vec![198]);
+    // Once retention frees space, puts succeed again.
+    clock.advance_millis(10_000);
+    stream.put_record(rec()).unwrap();
+    assert_eq!(stream.shard_bytes(), vec![99]);
+    let waiting = clocked(&clock)
+        .shards(1)
+        .max_record_bytes(100)
+        .max_shard_bytes(150)
+        .backpressure(Backpressure::Wait(Duration::from_millis(30)))
+        .build()
+        .unwrap();
+    waiting.put_record(rec()).unwrap();
+    assert_eq!(
+        waiting.put_record(rec()).unwrap_err().kind(),
+        ErrorKind::Full
+    );
+    let all = waiting
+        .read_at(ShardId(0), Position::TrimHorizon, ReadLimit::default())
+        .unwrap();
+    assert_eq!(
+        all.records.len(),
+        1,
+        "the rejected record was not half-written"
+    );
+}
+
+#[test]
+fn iterators_expire_and_belong_to_their_stream() {
+    let clock = ManualClock::at_millis(0);
+    let a = clocked(&clock)
+        .shards(1)
+        .iterator_ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let b = clocked(&clock).shards(1).build().unwrap();
+    a.put_record(PutRecord::new("k", "x")).unwrap();
+    let it = a.shard_iterator(ShardId(0), Position::TrimHorizon).unwrap();
+    assert_eq!(
+        b.get_records(&it, ReadLimit::default()).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let got = a.get_records(&it, ReadLimit::default()).unwrap();
+    assert_eq!(got.records.len(), 1);
+    clock.advance_millis(300_000);
+    assert_eq!(
+        a.get_records(&it, ReadLimit::default()).unwrap_err().kind(),
+        ErrorKind::InvalidPosition
+    );
+    // The iterator returned by a read is fresh.
+    let next = got.next_iterator.unwrap();
+    assert_eq!(next.sequence(), 1);
+    assert_eq!(
+        a.shard_iterator(ShardId(7), Position::Latest)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ShardNotFound
+    );
+    assert_eq!(
+        Stream::builder("bad").shards(0).build().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8),
+    Split(u8, u8),
+    Merge(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u8..12).prop_map(Op::Put),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(s, k)| Op::Split(s, k)),
+        1 => any::<u8>().prop_map(Op::Merge),
+    ]
+}
+
+proptest! {
+    /// For any interleaving of puts, splits and merges, reading shards parents-first
+    /// returns each key's records in put order, exactly once.
+    #[test]
+    fn resharding_keeps_per_key_order(ops in prop::collection::vec(op(), 1..200)) {
+        let stream = Stream::builder("p").shards(2).build().unwrap();
+        let mut sent: HashMap<String, Vec<u32>> = HashMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Put(k) => {
+                    let key = format!("key-{k}");
+                    stream.put_record(PutRecord::new(key.clone(), format!("{n}"))).unwrap();
+                    sent.entry(key).or_default().push(n as u32);
+                }
+                Op::Split(s, k) => {
+                    let open: Vec<_> = stream.shards().into_iter().filter(|s| !s.closed).collect();
+                    let shard = &open[s as usize % open.len()];
+                    let (lo, hi) = shard.hash_range;
+                    if hi - lo >= 2 {
+                        let at = lo + 1 + (hi - lo - 1) / 256 * u128::from(k);
+                        stream.split_shard(shard.id, at).unwrap();
+                    }
+                }
+                Op::Merge(s) => {
+                    let mut open: Vec<_> = stream.shards().into_iter().filter(|s| !s.closed).collect();
+                    open.sort_by_key(|s| s.hash_range.0);
+                    if open.len() >= 2 {
+                        let i = s as usize % (open.len() - 1);
+                        stream.merge_shards(open[i].id, open[i + 1].id).unwrap();
+                    }
+                }
+            }
+        }
+        let mut got: HashMap<String, Vec<u32>> = HashMap::new();
+        for r in drain(&stream) {
+            let n: u32 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
+            got.entry(r.partition_key).or_default().push(n);
+        }
+        prop_assert_eq!(got, sent);
+    }
+}
