@@ -517,6 +517,16 @@ where
 
     /// The value of `key`, if present and not expired. Counts a hit or a miss.
     pub fn get(&self, key: &K) -> Option<V> {
+        self.lookup(key, true)
+    }
+
+    /// [`get`](Self::get) that counts a hit but no miss: for the second look of a
+    /// read-through load, whose miss was already counted.
+    pub(crate) fn get_recheck(&self, key: &K) -> Option<V> {
+        self.lookup(key, false)
+    }
+
+    fn lookup(&self, key: &K, count_miss: bool) -> Option<V> {
         let hash = self.hash(key);
         let cell = self.cell(hash);
         let expired = {
@@ -549,7 +559,9 @@ where
                 }
             }
         };
-        cell.misses.fetch_add(1, Ordering::Relaxed);
+        if count_miss {
+            cell.misses.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some((idx, generation)) = expired {
             let mut shard = cell.shard.write();
             if shard.generations[idx as usize] == generation && shard.slots[idx as usize].is_some()

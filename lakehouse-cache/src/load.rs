@@ -136,7 +136,7 @@ where
                 Some(p) => (p.clone(), false),
                 None => {
                     // Another loader may have finished between our miss and the lock.
-                    if let Some(v) = self.get(&key) {
+                    if let Some(v) = self.get_recheck(&key) {
                         return Ok(v);
                     }
                     let p = Arc::new(Pending {
@@ -197,7 +197,7 @@ where
             match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    if let Some(v) = self.get(&key) {
+                    if let Some(v) = self.get_recheck(&key) {
                         return Ok(v);
                     }
                     let cache = self.clone();

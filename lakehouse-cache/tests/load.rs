@@ -34,6 +34,8 @@ fn concurrent_misses_run_the_loader_once() {
     );
     let s = cache.stats();
     assert_eq!(s.loads, 1);
+    assert_eq!(s.hits + s.misses, 8, "each call counts one lookup");
+    assert!(s.misses >= 1);
     assert_eq!(cache.get(&7), Some(70));
 }
 
