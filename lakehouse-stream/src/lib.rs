@@ -12,7 +12,9 @@
 //! before its children, which keeps per-key order.
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
-//! against the contract run on it.
+//! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
+//! any `EventLog` into any [`TableSink`](lakehouse_core::TableSink) through a
+//! [`Decoder`], exactly once across crashes (the Firehose role).
 //!
 //! # Quick start
 //!
@@ -44,8 +46,8 @@
 //!
 //! # Crate features
 //!
-//! None yet. Durable segment files, consumer groups with leases, push subscriptions and
-//! the micro-batching table sink are not built yet.
+//! None yet. Durable segment files, consumer groups with leases and push subscriptions
+//! are not built yet.
 //!
 //! # Runtime
 //!
@@ -53,9 +55,13 @@
 //! operation only. A put under [`Backpressure::Wait`] blocks its thread while the shard is
 //! full; call it from `spawn_blocking` in async code. The `EventLog` implementation
 //! calls the same methods and never waits unless that policy is chosen.
+//! [`TableDelivery::poll`] is async and runtime-agnostic; call it in a loop or on a
+//! timer from your executor.
 
+mod sink;
 mod stream;
 
+pub use crate::sink::{Decoder, DeliveryReport, FlushPolicy, TableDelivery};
 pub use crate::stream::{
     Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, TrimmedRead,
 };

@@ -1,3 +1,4 @@
 //! Integration tests of `lakehouse-stream`.
 
+mod sink;
 mod stream;

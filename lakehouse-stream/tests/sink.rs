@@ -1,0 +1,296 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lakehouse_core::{
+    AppendOutcome, Error, ErrorKind, EventLog, ManualClock, MemoryLog, MemoryTable, PutRecord,
+    Record, Result, ScanRequest, TableSink, TableSource, TxnId, async_trait,
+};
+use lakehouse_stream::{Decoder, FlushPolicy, Stream, TableDelivery};
+
+/// Decodes `user,amount` records.
+struct Csv(SchemaRef);
+
+impl Decoder for Csv {
+    fn schema(&self) -> SchemaRef {
+        self.0.clone()
+    }
+
+    fn decode(&self, records: &[Record]) -> Result<RecordBatch> {
+        let mut users = Vec::new();
+        let mut amounts = Vec::new();
+        for r in records {
+            let text = std::str::from_utf8(&r.data).unwrap_or("");
+            let parsed = text
+                .split_once(',')
+                .and_then(|(u, a)| a.parse::<i64>().ok().map(|a| (u.to_owned(), a)));
+            let Some((u, a)) = parsed else {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("malformed record {text:?}"),
+                )
+                .with_shard(r.shard)
+                .with_version(r.sequence));
+            };
+            users.push(u);
+            amounts.push(a);
+        }
+        Ok(RecordBatch::try_new(
+            self.0.clone(),
+            vec![
+                Arc::new(StringArray::from(users)),
+                Arc::new(Int64Array::from(amounts)),
+            ],
+        )?)
+    }
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, false),
+    ]))
+}
+
+async fn amounts<T: TableSource>(t: &T) -> Vec<i64> {
+    let batches: Vec<RecordBatch> = t
+        .scan(ScanRequest::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn put(stream: &Stream, from: i64, to: i64) {
+    for i in from..to {
+        stream
+            .put_record(PutRecord::new(
+                format!("u{}", i % 7),
+                format!("u{},{i}", i % 7),
+            ))
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn restarts_neither_lose_nor_duplicate_rows() {
+    let stream = Stream::builder("orders").shards(3).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let policy = FlushPolicy {
+        max_records: 10,
+        ..FlushPolicy::default()
+    };
+    put(&stream, 0, 100);
+    let first = TableDelivery::new(
+        "orders-sink",
+        stream.clone(),
+        table.clone(),
+        Arc::new(Csv(schema())),
+    )
+    .with_policy(policy);
+    let r = first.poll(true).await.unwrap();
+    assert_eq!((r.records_read, r.rows_committed), (100, 100));
+    // A restarted delivery (fresh memory) finds its place in the table.
+    put(&stream, 100, 130);
+    let second = TableDelivery::new(
+        "orders-sink",
+        stream.clone(),
+        table.clone(),
+        Arc::new(Csv(schema())),
+    )
+    .with_policy(policy);
+    let r = second.poll(true).await.unwrap();
+    assert_eq!(
+        (r.records_read, r.rows_committed, r.duplicates),
+        (30, 30, 0)
+    );
+    assert_eq!(amounts(&table).await, (0..130).collect::<Vec<_>>());
+    // The log checkpoints follow the commits.
+    for shard in stream.shards() {
+        let last = table
+            .last_sequence(&format!("orders-sink/{}", shard.id))
+            .await
+            .unwrap();
+        assert_eq!(stream.checkpoint("orders-sink", shard.id).unwrap(), last);
+    }
+}
+
+/// A table that applies a commit and then fails, as a process killed between the
+/// commit and its acknowledgement would.
+#[derive(Debug)]
+struct CrashAfterCommit {
+    table: MemoryTable,
+    crash: AtomicBool,
+}
+
+#[async_trait]
+impl TableSink for CrashAfterCommit {
+    fn sink_schema(&self) -> SchemaRef {
+        self.table.sink_schema()
+    }
+
+    async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        let outcome = self.table.append(batches, txn).await?;
+        if self.crash.swap(false, Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "connection lost after commit"));
+        }
+        Ok(outcome)
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        self.table.last_sequence(app_id).await
+    }
+}
+
+#[tokio::test]
+async fn a_crash_after_commit_is_not_replayed() {
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let flaky = Arc::new(CrashAfterCommit {
+        table: table.clone(),
+        crash: AtomicBool::new(true),
+    });
+    put(&stream, 0, 50);
+    #[derive(Debug)]
+    struct Shared(Arc<CrashAfterCommit>);
+    #[async_trait]
+    impl TableSink for Shared {
+        fn sink_schema(&self) -> SchemaRef {
+            self.0.sink_schema()
+        }
+        async fn append(&self, b: Vec<RecordBatch>, t: Option<TxnId>) -> Result<AppendOutcome> {
+            self.0.append(b, t).await
+        }
+        async fn last_sequence(&self, app: &str) -> Result<Option<u64>> {
+            self.0.last_sequence(app).await
+        }
+    }
+    let delivery = TableDelivery::new(
+        "s",
+        stream.clone(),
+        Shared(flaky.clone()),
+        Arc::new(Csv(schema())),
+    )
+    .with_policy(FlushPolicy {
+        max_records: 20,
+        ..FlushPolicy::default()
+    });
+    let err = delivery.poll(true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    // The first 20 rows are in the table although the delivery saw an error.
+    assert_eq!(amounts(&table).await.len(), 20);
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!(r.rows_committed, 30);
+    assert_eq!(
+        amounts(&table).await,
+        (0..50).collect::<Vec<_>>(),
+        "no loss, no duplicate"
+    );
+}
+
+#[tokio::test]
+async fn malformed_records_go_to_the_dead_letter_log() {
+    let stream = Stream::builder("orders").shards(2).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let dlq = Arc::new(MemoryLog::new(1));
+    put(&stream, 0, 10);
+    stream.put_record(PutRecord::new("u1", "garbage")).unwrap();
+    put(&stream, 10, 20);
+    // Without a dead-letter log, the shard stops at the malformed record.
+    let strict = TableDelivery::new(
+        "strict",
+        stream.clone(),
+        MemoryTable::new("t", schema()),
+        Arc::new(Csv(schema())),
+    );
+    let err = strict.poll(true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), Arc::new(Csv(schema())))
+        .with_dead_letter(dlq.clone());
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!((r.rows_committed, r.dead_lettered), (20, 1));
+    assert_eq!(amounts(&table).await, (0..20).collect::<Vec<_>>());
+    let dead = dlq
+        .read(
+            lakehouse_core::ShardId(0),
+            lakehouse_core::Position::TrimHorizon,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead.records.len(), 1);
+    let text = String::from_utf8(dead.records[0].data.to_vec()).unwrap();
+    assert!(
+        text.contains("malformed record") && text.ends_with("garbage"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn buffers_flush_by_count_and_by_age() {
+    let clock = ManualClock::at_millis(0);
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), Arc::new(Csv(schema())))
+        .with_policy(FlushPolicy {
+            max_records: 5,
+            max_bytes: 1 << 20,
+            max_age: std::time::Duration::from_secs(2),
+        })
+        .with_clock(Arc::new(clock.clone()));
+    put(&stream, 0, 12);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!(
+        (r.rows_committed, r.commits),
+        (10, 2),
+        "two full batches; 2 records wait"
+    );
+    assert_eq!(table.version().await.unwrap(), 2);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!(r.rows_committed, 0, "not yet due");
+    clock.advance_millis(2_000);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!(r.rows_committed, 2, "due by age");
+    assert_eq!(amounts(&table).await.len(), 12);
+    let nulls: usize = table
+        .scan(ScanRequest::new())
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.column(0).null_count())
+        .sum();
+    assert_eq!(nulls, 0);
+}
+
+#[tokio::test]
+async fn resharded_streams_deliver_parents_first() {
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    put(&stream, 0, 30);
+    let (lo, hi) = stream
+        .split_shard(lakehouse_core::ShardId(0), 1u128 << 127)
+        .unwrap();
+    put(&stream, 30, 60);
+    stream.merge_shards(lo, hi).unwrap();
+    put(&stream, 60, 90);
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), Arc::new(Csv(schema())));
+    // Each poll finishes one generation of shards.
+    let mut total = 0;
+    for _ in 0..4 {
+        total += delivery.poll(true).await.unwrap().rows_committed;
+    }
+    assert_eq!(total, 90);
+    assert_eq!(amounts(&table).await, (0..90).collect::<Vec<_>>());
+}
