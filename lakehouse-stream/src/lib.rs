@@ -9,7 +9,9 @@
 //! record and byte limits, learning how far behind the newest record they are. Records
 //! are retained by age and bounded by bytes per shard, with back-pressure on full
 //! shards. Shards split and merge with parent/child lineage: a reader finishes a parent
-//! before its children, which keeps per-key order.
+//! before its children, which keeps per-key order. A [`ConsumerGroup`] leases shards to
+//! its members, rebalances when members join, leave or stop renewing, and keeps
+//! per-shard checkpoints (at-least-once delivery).
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
@@ -46,8 +48,7 @@
 //!
 //! # Crate features
 //!
-//! None yet. Durable segment files, consumer groups with leases and push subscriptions
-//! are not built yet.
+//! None yet. Durable segment files and push subscriptions are not built yet.
 //!
 //! # Runtime
 //!
@@ -58,9 +59,11 @@
 //! [`TableDelivery::poll`] is async and runtime-agnostic; call it in a loop or on a
 //! timer from your executor.
 
+mod group;
 mod sink;
 mod stream;
 
+pub use crate::group::{ConsumerGroup, Member};
 pub use crate::sink::{Decoder, DeliveryReport, FlushPolicy, TableDelivery};
 pub use crate::stream::{
     Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, TrimmedRead,

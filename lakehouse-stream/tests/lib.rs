@@ -1,4 +1,5 @@
 //! Integration tests of `lakehouse-stream`.
 
+mod group;
 mod sink;
 mod stream;
