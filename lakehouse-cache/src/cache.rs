@@ -706,25 +706,20 @@ where
         Some(value)
     }
 
-    /// Removes every entry for which `f` is true; returns how many. Visits every
-    /// shard, one at a time.
-    pub fn invalidate_if(&self, f: impl Fn(&K, &V) -> bool) -> usize {
+    /// Removes, shard by shard, every entry `doomed` selects; listeners hear `cause`.
+    fn remove_where(&self, cause: RemovalCause, doomed: impl Fn(&Slot<K, V>) -> bool) -> usize {
         let mut total = 0;
         for cell in self.inner.shards.iter() {
             let removed: Vec<_> = {
                 let mut shard = cell.shard.write();
-                let doomed: Vec<u32> = (0..shard.slots.len() as u32)
-                    .filter(|&i| {
-                        shard.slots[i as usize]
-                            .as_ref()
-                            .is_some_and(|s| f(&s.key, &s.value))
-                    })
+                let picked: Vec<u32> = (0..shard.slots.len() as u32)
+                    .filter(|&i| shard.slots[i as usize].as_ref().is_some_and(&doomed))
                     .collect();
-                doomed
+                picked
                     .into_iter()
                     .map(|i| {
                         let s = shard.take(i);
-                        (s.key, s.value, RemovalCause::Explicit)
+                        (s.key, s.value, cause)
                     })
                     .collect()
             };
@@ -734,31 +729,17 @@ where
         total
     }
 
+    /// Removes every entry for which `f` is true; returns how many. Visits every
+    /// shard, one at a time.
+    pub fn invalidate_if(&self, f: impl Fn(&K, &V) -> bool) -> usize {
+        self.remove_where(RemovalCause::Explicit, |s| f(&s.key, &s.value))
+    }
+
     /// Removes every entry tagged `tag` (see [`EntryOptions::tag`]); returns how many.
     pub fn invalidate_tag(&self, tag: &str) -> usize {
-        let mut total = 0;
-        for cell in self.inner.shards.iter() {
-            let removed: Vec<_> = {
-                let mut shard = cell.shard.write();
-                let doomed: Vec<u32> = (0..shard.slots.len() as u32)
-                    .filter(|&i| {
-                        shard.slots[i as usize]
-                            .as_ref()
-                            .is_some_and(|s| s.tags.iter().any(|t| &**t == tag))
-                    })
-                    .collect();
-                doomed
-                    .into_iter()
-                    .map(|i| {
-                        let s = shard.take(i);
-                        (s.key, s.value, RemovalCause::Explicit)
-                    })
-                    .collect()
-            };
-            total += removed.len();
-            self.notify(removed);
-        }
-        total
+        self.remove_where(RemovalCause::Explicit, |s| {
+            s.tags.iter().any(|t| &**t == tag)
+        })
     }
 
     /// Removes every entry; returns how many.
@@ -770,32 +751,11 @@ where
     pub fn purge_expired(&self) -> usize {
         let now = self.inner.clock.now_micros();
         let tti = self.inner.tti;
-        let mut total = 0;
-        for cell in self.inner.shards.iter() {
-            let removed: Vec<_> = {
-                let mut shard = cell.shard.write();
-                let doomed: Vec<u32> = (0..shard.slots.len() as u32)
-                    .filter(|&i| {
-                        shard.slots[i as usize].as_ref().is_some_and(|s| {
-                            now >= s.expires_at
-                                || tti.is_some_and(|t| {
-                                    now.saturating_sub(s.last_access.load(Ordering::Relaxed)) >= t
-                                })
-                        })
-                    })
-                    .collect();
-                doomed
-                    .into_iter()
-                    .map(|i| {
-                        let s = shard.take(i);
-                        (s.key, s.value, RemovalCause::Expired)
-                    })
-                    .collect()
-            };
-            total += removed.len();
-            self.notify(removed);
-        }
-        total
+        self.remove_where(RemovalCause::Expired, |s| {
+            now >= s.expires_at
+                || tti
+                    .is_some_and(|t| now.saturating_sub(s.last_access.load(Ordering::Relaxed)) >= t)
+        })
     }
 
     /// Number of entries held (expired entries count until removed).
@@ -932,5 +892,12 @@ mod tests {
         clock.advance_millis(5_000);
         assert_eq!(cache.get(&"c"), None, "ttl of 10 s ran out despite reads");
         assert_eq!(cache.stats().expirations, 3);
+        // Purging removes expired entries that nobody reads.
+        cache.insert("d", 4).unwrap();
+        cache.insert("e", 5).unwrap();
+        clock.advance_millis(3_000);
+        assert_eq!(cache.purge_expired(), 2);
+        assert_eq!(cache.entry_count(), 0);
+        assert_eq!(cache.invalidate_all(), 0);
     }
 }

@@ -678,6 +678,10 @@ impl Predicate {
                 values,
                 negated,
             } => {
+                if values.is_empty() {
+                    // `x IN ()` is false and `x NOT IN ()` true for every row, nulls included.
+                    return *negated;
+                }
                 if *negated && values.iter().any(Scalar::is_null) {
                     // `x NOT IN (.., NULL)` is never true.
                     return false;
@@ -1075,6 +1079,10 @@ mod tests {
         assert!(col("y").eq(1).can_match(&f));
         assert!(col("x").eq("abc").can_match(&f));
         assert!(!col("x").eq(Scalar::Null).can_match(&f));
+        // Empty lists: IN () matches nothing, NOT IN () everything, nulls included.
+        let empty: [i64; 0] = [];
+        assert!(!col("x").in_list(empty).can_match(&f));
+        assert!(col("x").in_list(empty).negate().can_match(&n));
     }
 
     #[test]
