@@ -3,6 +3,9 @@
 use std::fmt;
 use std::fmt::Debug;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -251,6 +254,70 @@ pub trait EventLog: Send + Sync + Debug {
 
     /// The last checkpoint of `group` on `shard`, if any.
     async fn checkpoint(&self, group: &str, shard: ShardId) -> Result<Option<SequenceNumber>>;
+}
+
+/// The records one read returns, for implementers that keep a shard as a `VecDeque`
+/// whose front has sequence number `first`.
+///
+/// Reads from `start` (which must lie in `first..=first + records.len()`) within
+/// `limit` (at least one record when any is available), and returns them with the
+/// sequence to resume at and how far the next unread record is behind `newest_ms`.
+pub fn read_window(
+    records: &VecDeque<Record>,
+    first: SequenceNumber,
+    start: SequenceNumber,
+    limit: ReadLimit,
+    newest_ms: i64,
+) -> (Vec<Record>, SequenceNumber, u64) {
+    let skip = usize::try_from(start.saturating_sub(first)).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for r in records.range(skip.min(records.len())..) {
+        if out.len() >= limit.max_records.max(1)
+            || (!out.is_empty() && bytes + r.data.len() > limit.max_bytes)
+        {
+            break;
+        }
+        bytes += r.data.len();
+        out.push(r.clone());
+    }
+    let resume = start + out.len() as u64;
+    let behind = records
+        .get(skip + out.len())
+        .map_or(0, |unread| (newest_ms - unread.timestamp_ms).max(0) as u64);
+    (out, resume, behind)
+}
+
+#[async_trait]
+impl<T: EventLog + ?Sized> EventLog for Arc<T> {
+    async fn shards(&self) -> Result<Vec<ShardInfo>> {
+        (**self).shards().await
+    }
+
+    async fn put(&self, record: PutRecord) -> Result<PutResult> {
+        (**self).put(record).await
+    }
+
+    async fn put_batch(&self, records: Vec<PutRecord>) -> Result<Vec<Result<PutResult>>> {
+        (**self).put_batch(records).await
+    }
+
+    async fn read(&self, shard: ShardId, from: Position, limit: ReadLimit) -> Result<ReadBatch> {
+        (**self).read(shard, from, limit).await
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        group: &str,
+        shard: ShardId,
+        sequence: SequenceNumber,
+    ) -> Result<()> {
+        (**self).commit_checkpoint(group, shard, sequence).await
+    }
+
+    async fn checkpoint(&self, group: &str, shard: ShardId) -> Result<Option<SequenceNumber>> {
+        (**self).checkpoint(group, shard).await
+    }
 }
 
 #[cfg(test)]

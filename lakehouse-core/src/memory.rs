@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log::{
     EventLog, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, SequenceNumber,
-    ShardId, ShardInfo, even_hash_ranges,
+    ShardId, ShardInfo, even_hash_ranges, read_window,
 };
 use crate::predicate::{ColumnStats, Predicate};
 use crate::table::{
@@ -569,22 +569,8 @@ impl EventLog for MemoryLog {
         if start > next {
             return Err(beyond(start));
         }
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        for r in s.records.range((start - s.first) as usize..) {
-            if records.len() >= limit.max_records.max(1)
-                || (!records.is_empty() && bytes + r.data.len() > limit.max_bytes)
-            {
-                break;
-            }
-            bytes += r.data.len();
-            records.push(r.clone());
-        }
-        let resume = start + records.len() as u64;
-        let millis_behind = match s.records.get((resume - s.first) as usize) {
-            Some(unread) => (s.newest_ms - unread.timestamp_ms).max(0) as u64,
-            None => 0,
-        };
+        let (records, resume, millis_behind) =
+            read_window(&s.records, s.first, start, limit, s.newest_ms);
         Ok(ReadBatch {
             records,
             next: Position::AtSequence(resume),

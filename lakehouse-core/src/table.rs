@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -299,4 +300,19 @@ pub trait TableSink: Send + Sync + Debug {
 
     /// The last sequence committed for `app_id`, or `None` if it never committed.
     async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>>;
+}
+
+#[async_trait]
+impl<T: TableSink + ?Sized> TableSink for Arc<T> {
+    fn sink_schema(&self) -> SchemaRef {
+        (**self).sink_schema()
+    }
+
+    async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        (**self).append(batches, txn).await
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        (**self).last_sequence(app_id).await
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lakehouse_core::{
     Clock, Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, Result,
-    SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges,
+    SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges, read_window,
 };
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -639,22 +639,8 @@ impl Stream {
             s.space.notify_all();
         }
         let start = self.resolve(&s, &log, position)?;
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        for r in log.records.range((start - log.first) as usize..) {
-            if records.len() >= limit.max_records.max(1)
-                || (!records.is_empty() && bytes + r.data.len() > limit.max_bytes)
-            {
-                break;
-            }
-            bytes += r.data.len();
-            records.push(r.clone());
-        }
-        let resume = start + records.len() as u64;
-        let millis_behind = match log.records.get((resume - log.first) as usize) {
-            Some(unread) => (log.newest_ms - unread.timestamp_ms).max(0) as u64,
-            None => 0,
-        };
+        let (records, resume, millis_behind) =
+            read_window(&log.records, log.first, start, limit, log.newest_ms);
         Ok(ReadBatch {
             records,
             next: Position::AtSequence(resume),

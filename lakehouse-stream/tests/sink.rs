@@ -160,30 +160,11 @@ async fn a_crash_after_commit_is_not_replayed() {
         crash: AtomicBool::new(true),
     });
     put(&stream, 0, 50);
-    #[derive(Debug)]
-    struct Shared(Arc<CrashAfterCommit>);
-    #[async_trait]
-    impl TableSink for Shared {
-        fn sink_schema(&self) -> SchemaRef {
-            self.0.sink_schema()
-        }
-        async fn append(&self, b: Vec<RecordBatch>, t: Option<TxnId>) -> Result<AppendOutcome> {
-            self.0.append(b, t).await
-        }
-        async fn last_sequence(&self, app: &str) -> Result<Option<u64>> {
-            self.0.last_sequence(app).await
-        }
-    }
-    let delivery = TableDelivery::new(
-        "s",
-        stream.clone(),
-        Shared(flaky.clone()),
-        Arc::new(Csv(schema())),
-    )
-    .with_policy(FlushPolicy {
-        max_records: 20,
-        ..FlushPolicy::default()
-    });
+    let delivery = TableDelivery::new("s", stream.clone(), flaky.clone(), Arc::new(Csv(schema())))
+        .with_policy(FlushPolicy {
+            max_records: 20,
+            ..FlushPolicy::default()
+        });
     let err = delivery.poll(true).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     // The first 20 rows are in the table although the delivery saw an error.
