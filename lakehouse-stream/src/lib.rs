@@ -11,7 +11,9 @@
 //! shards. Shards split and merge with parent/child lineage: a reader finishes a parent
 //! before its children, which keeps per-key order. A [`ConsumerGroup`] leases shards to
 //! its members, rebalances when members join, leave or stop renewing, and keeps
-//! per-shard checkpoints (at-least-once delivery).
+//! per-shard checkpoints (at-least-once delivery). A [`Subscription`] is woken when
+//! records arrive instead of polling (enhanced fan-out), each with its own position
+//! and bounded delivery size.
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
@@ -48,7 +50,7 @@
 //!
 //! # Crate features
 //!
-//! None yet. Durable segment files and push subscriptions are not built yet.
+//! None yet. Durable segment files are not built yet.
 //!
 //! # Runtime
 //!
@@ -66,6 +68,6 @@ mod stream;
 pub use crate::group::{ConsumerGroup, Member};
 pub use crate::sink::{Decoder, DeliveryReport, FlushPolicy, TableDelivery};
 pub use crate::stream::{
-    Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, TrimmedRead,
+    Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, Subscription, TrimmedRead,
 };
 pub use lakehouse_core::{Error, ErrorKind, Result};

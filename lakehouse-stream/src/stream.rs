@@ -164,6 +164,8 @@ struct Shard {
     range: (u128, u128),
     log: Mutex<ShardLog>,
     space: Condvar,
+    /// Notified on every append and when the shard closes.
+    data: Condvar,
 }
 
 impl Shard {
@@ -180,6 +182,7 @@ impl Shard {
                 closed: false,
             }),
             space: Condvar::new(),
+            data: Condvar::new(),
         })
     }
 
@@ -415,6 +418,8 @@ impl Stream {
                 data: record.data,
                 timestamp_ms,
             });
+            drop(log);
+            shard.data.notify_all();
             return Ok(PutResult {
                 shard: shard.id,
                 sequence,
@@ -495,6 +500,8 @@ impl Stream {
                     sequence,
                 }));
             }
+            drop(log);
+            shard.data.notify_all();
         }
         results
             .into_iter()
@@ -682,6 +689,8 @@ impl Stream {
             );
         }
         log.closed = true;
+        drop(log);
+        parent.data.notify_all();
         let lo = ShardId(topology.all.len() as u32);
         let hi = ShardId(lo.0 + 1);
         topology.replace_open(
@@ -727,12 +736,41 @@ impl Stream {
         la.closed = true;
         lb.closed = true;
         drop((la, lb));
+        sa.data.notify_all();
+        sb.data.notify_all();
         let child = ShardId(topology.all.len() as u32);
         topology.replace_open(
             &[a, b],
             &[Shard::new(child, vec![a, b], (sa.range.0, sb.range.1))],
         );
         Ok(child)
+    }
+
+    /// Subscribes to `shard` from `position`: the subscriber is woken when records
+    /// arrive instead of polling (enhanced fan-out). Each subscription reads from the
+    /// log with its own position and takes at most `buffer` records per delivery, so a
+    /// slow subscriber holds no memory and misses nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`shard_iterator`](Self::shard_iterator).
+    pub fn subscribe(
+        &self,
+        shard: ShardId,
+        position: Position,
+        buffer: usize,
+    ) -> Result<Subscription> {
+        let s = self.shard(shard)?;
+        let start = {
+            let log = s.log.lock();
+            self.resolve(&s, &log, position)?
+        };
+        Ok(Subscription {
+            stream: self.clone(),
+            shard: s,
+            next: start,
+            buffer: buffer.max(1),
+        })
     }
 
     /// Records that `group` processed `shard` up to and including `sequence`.
@@ -810,5 +848,63 @@ impl lakehouse_core::EventLog for Stream {
 
     async fn checkpoint(&self, group: &str, shard: ShardId) -> Result<Option<SequenceNumber>> {
         Stream::checkpoint(self, group, shard)
+    }
+}
+
+/// A push subscription to one shard; made by [`Stream::subscribe`].
+pub struct Subscription {
+    stream: Stream,
+    shard: Arc<Shard>,
+    next: SequenceNumber,
+    buffer: usize,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("shard", &self.shard.id)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The next records, waiting up to `timeout` for some to arrive. An empty result
+    /// means the timeout passed; `Ok(None)` means the shard is closed and fully
+    /// delivered (subscribe to its children).
+    ///
+    /// # Errors
+    ///
+    /// `PositionTrimmed` when retention removed records before they were delivered
+    /// (under [`TrimmedRead::Error`]).
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<Record>>> {
+        let deadline = Instant::now() + timeout;
+        {
+            let mut log = self.shard.log.lock();
+            while log.next() <= self.next && !log.closed {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Some(Vec::new()));
+                }
+                self.shard.data.wait_for(&mut log, deadline - now);
+            }
+        }
+        let batch = self.stream.read_at(
+            self.shard.id,
+            Position::AtSequence(self.next),
+            ReadLimit::records(self.buffer),
+        )?;
+        if let Position::AtSequence(s) = batch.next {
+            self.next = s;
+        }
+        if batch.records.is_empty() && batch.end_of_shard {
+            return Ok(None);
+        }
+        Ok(Some(batch.records))
+    }
+
+    /// The sequence number the next delivery starts at.
+    pub fn position(&self) -> SequenceNumber {
+        self.next
     }
 }

@@ -286,3 +286,46 @@ proptest! {
         prop_assert_eq!(got, sent);
     }
 }
+
+#[test]
+fn subscriptions_are_woken_by_puts_and_end_with_their_shard() {
+    let stream = Stream::builder("push").shards(1).build().unwrap();
+    stream.put_record(PutRecord::new("k", "before")).unwrap();
+    let mut from_start = stream
+        .subscribe(ShardId(0), Position::TrimHorizon, 2)
+        .unwrap();
+    let mut from_now = stream.subscribe(ShardId(0), Position::Latest, 2).unwrap();
+    let producer = {
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            for i in 0..5 {
+                std::thread::sleep(Duration::from_millis(5));
+                stream
+                    .put_record(PutRecord::new("k", format!("{i}")))
+                    .unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let batch = from_now.recv(Duration::from_secs(10)).unwrap().unwrap();
+        assert!(batch.len() <= 2, "deliveries respect the buffer size");
+        got.extend(batch.into_iter().map(|r| r.data));
+    }
+    producer.join().unwrap();
+    let expected: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("{i}"))).collect();
+    assert_eq!(got, expected);
+    let first = from_start.recv(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(first[0].data, Bytes::from("before"));
+    // Nothing new: the timeout gives an empty delivery.
+    assert!(
+        from_now
+            .recv(Duration::from_millis(10))
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    // A split closes the shard: the subscriber learns it has everything.
+    stream.split_shard(ShardId(0), 1u128 << 127).unwrap();
+    assert_eq!(from_now.recv(Duration::from_secs(1)).unwrap(), None);
+}
