@@ -1,0 +1,258 @@
+//! [`ItemItem`]: item-to-item collaborative filtering.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Event};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events};
+
+/// How [`ItemItem`] measures the similarity of two items from their users.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Similarity {
+    /// Cosine of the items' user-weight vectors.
+    Cosine,
+    /// Co-occurrence with both item vectors weighted by Okapi BM25 (items are the
+    /// documents, users the terms): heavy users and very popular items count less.
+    Bm25 {
+        /// Term-frequency saturation (`k1`); 100 suits implicit feedback.
+        k1: f32,
+        /// Length normalisation (`b`, in `[0, 1]`).
+        b: f32,
+    },
+}
+
+impl Similarity {
+    /// BM25 with `k1 = 100`, `b = 0.8`.
+    pub fn bm25() -> Self {
+        Similarity::Bm25 { k1: 100.0, b: 0.8 }
+    }
+}
+
+/// Item-to-item collaborative filtering, the classic retail "customers who bought this
+/// also bought": every item keeps its `neighbors` most similar items; a user's score for
+/// an item is the sum over the user's items of (interaction weight x similarity).
+///
+/// [`update`](Recommender::update) adds interactions to users' histories, so new
+/// interactions change the next recommendation at once; the similarities themselves
+/// change only on the next [`fit`](Recommender::fit). Items new since the fit have no
+/// neighbours yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemItem {
+    similarity: Similarity,
+    neighbors: usize,
+    history: Option<History>,
+    /// Per item: neighbour items with similarities, best first.
+    order: Vec<Vec<(u32, f32)>>,
+}
+
+impl ItemItem {
+    /// A model with the given similarity and number of neighbours per item.
+    ///
+    /// Errors with [`InvalidInput`](crate::ErrorKind::InvalidInput) for zero neighbours
+    /// or BM25 parameters out of range.
+    pub fn new(similarity: Similarity, neighbors: usize) -> Result<Self> {
+        if neighbors == 0 {
+            return Err(Error::invalid("neighbors must be at least 1"));
+        }
+        if let Similarity::Bm25 { k1, b } = similarity
+            && !(k1.is_finite() && k1 >= 0.0 && (0.0..=1.0).contains(&b))
+        {
+            return Err(Error::invalid(format!(
+                "BM25 needs k1 >= 0 and b in [0, 1], got k1={k1}, b={b}"
+            )));
+        }
+        Ok(ItemItem {
+            similarity,
+            neighbors,
+            history: None,
+            order: Vec::new(),
+        })
+    }
+
+    /// Cosine similarity with 50 neighbours.
+    pub fn cosine() -> Self {
+        ItemItem::new(Similarity::Cosine, 50).expect("cosine with 50 neighbours is valid")
+    }
+
+    /// BM25-weighted co-occurrence with 50 neighbours.
+    pub fn bm25() -> Self {
+        ItemItem::new(Similarity::bm25(), 50).expect("default BM25 parameters are valid")
+    }
+
+    fn history(&self) -> Result<&History> {
+        self.history
+            .as_ref()
+            .ok_or_else(|| Error::not_fitted("item-item"))
+    }
+
+    fn neighbours(&self, item: u32) -> &[(u32, f32)] {
+        self.order.get(item as usize).map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl Recommender for ItemItem {
+    fn name(&self) -> &'static str {
+        "item-item"
+    }
+
+    fn fit(&mut self, data: &Dataset) -> Result<()> {
+        let history = History::from_dataset(data)?;
+        let m = data.matrix();
+        let mut by_item = m.by_item().clone();
+        match self.similarity {
+            Similarity::Cosine => {
+                let norms: Vec<f32> = (0..by_item.rows())
+                    .map(|i| by_item.row(i).1.iter().map(|v| v * v).sum::<f32>().sqrt())
+                    .collect();
+                by_item.map_values(|i, _, v| if norms[i] > 0.0 { v / norms[i] } else { 0.0 });
+            }
+            Similarity::Bm25 { k1, b } => {
+                let n_items = by_item.rows() as f32;
+                let by_user = m.by_user();
+                let idf: Vec<f32> = (0..by_user.rows())
+                    .map(|u| (n_items.ln() - (1.0 + by_user.row(u).0.len() as f32).ln()).max(0.0))
+                    .collect();
+                let lengths: Vec<f32> = (0..by_item.rows())
+                    .map(|i| by_item.row(i).1.iter().sum())
+                    .collect();
+                let avg =
+                    (lengths.iter().sum::<f32>() / lengths.len().max(1) as f32).max(f32::EPSILON);
+                by_item.map_values(|i, u, v| {
+                    let norm = (1.0 - b) + b * lengths[i] / avg;
+                    v * (k1 + 1.0) / (k1 * norm + v) * idf[u as usize]
+                });
+            }
+        }
+        let by_user = by_item.transpose();
+        let n = by_item.rows();
+        let k = self.neighbors;
+        let order: Vec<Vec<(u32, f32)>> = (0..n)
+            .into_par_iter()
+            .map_init(
+                || (vec![0f32; n], Vec::<u32>::new()),
+                |(acc, touched), i| {
+                    let (users, wi) = by_item.row(i);
+                    for (&u, &a) in users.iter().zip(wi) {
+                        let (items, wu) = by_user.row(u as usize);
+                        for (&j, &c) in items.iter().zip(wu) {
+                            if acc[j as usize] == 0.0 {
+                                touched.push(j);
+                            }
+                            acc[j as usize] += a * c;
+                        }
+                    }
+                    let mut top = TopK::new(k);
+                    let not_self = |j: u32| j as usize != i;
+                    for &j in touched.iter() {
+                        let s = acc[j as usize];
+                        if s > 0.0 {
+                            top.offer(s, j, &not_self);
+                        }
+                        acc[j as usize] = 0.0;
+                    }
+                    touched.clear();
+                    top.into_sorted().into_iter().map(|(s, j)| (j, s)).collect()
+                },
+            )
+            .collect();
+        self.order = order;
+        self.history = Some(history);
+        Ok(())
+    }
+
+    fn recommend(&self, user: &Id, query: &Query<'_>) -> Result<Vec<Scored>> {
+        let history = self.history()?;
+        let u = history.known_user(user)?;
+        let mut acc = vec![0f32; history.num_items()];
+        let mut touched = Vec::new();
+        for &(i, w) in history.row(u) {
+            for &(j, s) in self.neighbours(i) {
+                if acc[j as usize] == 0.0 {
+                    touched.push(j);
+                }
+                acc[j as usize] += w * s;
+            }
+        }
+        let admit = history.admit(Some(u), query);
+        let mut top = TopK::new(query.k);
+        for &j in &touched {
+            top.offer(acc[j as usize], j, &admit);
+        }
+        Ok(history.scored(top.into_sorted()))
+    }
+
+    fn similar_items(&self, item: &Id, k: usize) -> Result<Vec<Scored>> {
+        let history = self.history()?;
+        let i = history.item(item)?;
+        Ok(history.scored(
+            self.neighbours(i)
+                .iter()
+                .take(k)
+                .map(|&(j, s)| (s, j))
+                .collect(),
+        ))
+    }
+
+    fn update(&mut self, events: &[Event]) -> Result<()> {
+        check_events(events)?;
+        let history = self
+            .history
+            .as_mut()
+            .ok_or_else(|| Error::not_fitted("item-item"))?;
+        for e in events {
+            history.add(e)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baskets() -> Dataset {
+        let mut d = Dataset::new();
+        // bread goes with butter, beer with chips.
+        for u in 0..20 {
+            let (a, b) = if u % 2 == 0 {
+                ("bread", "butter")
+            } else {
+                ("beer", "chips")
+            };
+            d.push(u, a, 1.0, 0).unwrap();
+            d.push(u, b, 1.0, 0).unwrap();
+        }
+        d.push(100, "bread", 1.0, 0).unwrap();
+        d.push(101, "beer", 1.0, 0).unwrap();
+        d
+    }
+
+    #[test]
+    fn co_bought_items_are_similar_and_recommended() {
+        for mut m in [ItemItem::cosine(), ItemItem::bm25()] {
+            m.fit(&baskets()).unwrap();
+            let sim = m.similar_items(&Id::from("bread"), 5).unwrap();
+            assert_eq!(sim[0].item, Id::from("butter"));
+            assert!(sim.iter().all(|s| s.item != Id::from("bread")));
+            let rec = m.recommend(&Id::from(100), &Query::top(3)).unwrap();
+            assert_eq!(rec[0].item, Id::from("butter"));
+            assert!(rec.iter().all(|s| s.item != Id::from("bread")));
+            let rec = m.recommend(&Id::from(101), &Query::top(1)).unwrap();
+            assert_eq!(rec[0].item, Id::from("chips"));
+        }
+    }
+
+    #[test]
+    fn updates_show_in_next_recommendation() {
+        let mut m = ItemItem::cosine();
+        m.fit(&baskets()).unwrap();
+        m.update(&[Event::new("newcomer", "beer")]).unwrap();
+        let rec = m.recommend(&Id::from("newcomer"), &Query::top(1)).unwrap();
+        assert_eq!(rec[0].item, Id::from("chips"));
+        assert!(m.update(&[Event::new(1, "x").weight(f32::NAN)]).is_err());
+        assert!(ItemItem::new(Similarity::Cosine, 0).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Small dense linear algebra for factor models: Gram matrices, conjugate gradient,
+//! Cholesky.
+
+use rayon::prelude::*;
+
+use crate::recommender::dot;
+
+/// Rows per parallel task when summing Gram matrices; fixed so that the summation order
+/// and therefore the result do not depend on the thread count.
+const GRAM_CHUNK: usize = 2048;
+
+/// `Fᵀ F + reg·I` (`f × f`, row-major, f64) of the row-major `rows × f` matrix `factors`.
+pub(crate) fn gram(factors: &[f32], f: usize, reg: f64) -> Vec<f64> {
+    let partials: Vec<Vec<f64>> = factors
+        .par_chunks(GRAM_CHUNK * f)
+        .map(|chunk| {
+            let mut g = vec![0f64; f * f];
+            for row in chunk.chunks_exact(f) {
+                for a in 0..f {
+                    let ra = f64::from(row[a]);
+                    if ra == 0.0 {
+                        continue;
+                    }
+                    let ga = &mut g[a * f..a * f + f];
+                    for b in a..f {
+                        ga[b] += ra * f64::from(row[b]);
+                    }
+                }
+            }
+            g
+        })
+        .collect();
+    let mut g = vec![0f64; f * f];
+    for p in partials {
+        for (x, y) in g.iter_mut().zip(p) {
+            *x += y;
+        }
+    }
+    for a in 0..f {
+        for b in 0..a {
+            g[a * f + b] = g[b * f + a];
+        }
+        g[a * f + a] += reg;
+    }
+    g
+}
+
+/// Scratch vectors for [`cg_row`].
+#[derive(Debug)]
+pub(crate) struct CgScratch {
+    r: Vec<f32>,
+    p: Vec<f32>,
+    ap: Vec<f32>,
+}
+
+impl CgScratch {
+    pub(crate) fn new(f: usize) -> Self {
+        CgScratch {
+            r: vec![0.0; f],
+            p: vec![0.0; f],
+            ap: vec![0.0; f],
+        }
+    }
+}
+
+fn gram_times(gram: &[f32], v: &[f32], out: &mut [f32]) {
+    let f = v.len();
+    for (a, o) in out.iter_mut().enumerate() {
+        *o = dot(&gram[a * f..a * f + f], v);
+    }
+}
+
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// A few conjugate-gradient steps on `(G + Σ (c-1) y yᵀ) x = Σ c y`, warm-started from
+/// `x`, where `entries` yields `(other row index, confidence c)` (Hu, Koren and Volinsky's
+/// implicit ALS with the fast solver of Takács et al.).
+pub(crate) fn cg_row(
+    x: &mut [f32],
+    gram: &[f32],
+    other: &[f32],
+    entries: &[(u32, f32)],
+    steps: usize,
+    s: &mut CgScratch,
+) {
+    let f = x.len();
+    let y = |i: u32| &other[i as usize * f..i as usize * f + f];
+    gram_times(gram, x, &mut s.r);
+    for v in s.r.iter_mut() {
+        *v = -*v;
+    }
+    for &(i, c) in entries {
+        let yi = y(i);
+        axpy(c - (c - 1.0) * dot(yi, x), yi, &mut s.r);
+    }
+    s.p.copy_from_slice(&s.r);
+    let mut rs_old = dot(&s.r, &s.r);
+    for _ in 0..steps {
+        if rs_old < 1e-20 {
+            break;
+        }
+        gram_times(gram, &s.p, &mut s.ap);
+        for &(i, c) in entries {
+            let yi = y(i);
+            axpy((c - 1.0) * dot(yi, &s.p), yi, &mut s.ap);
+        }
+        let pap = dot(&s.p, &s.ap);
+        if pap <= 0.0 || !pap.is_finite() {
+            break;
+        }
+        let alpha = rs_old / pap;
+        axpy(alpha, &s.p, x);
+        axpy(-alpha, &s.ap, &mut s.r);
+        let rs_new = dot(&s.r, &s.r);
+        if rs_new < 1e-20 {
+            break;
+        }
+        let beta = rs_new / rs_old;
+        for (p, r) in s.p.iter_mut().zip(&s.r) {
+            *p = r + beta * *p;
+        }
+        rs_old = rs_new;
+    }
+}
+
+/// The exact least-squares solution of `(G + Σ (c-1) y yᵀ) x = Σ c y` by Cholesky, in
+/// f64. `None` when the system is not positive definite.
+pub(crate) fn solve_exact(
+    gram: &[f64],
+    other: &[f32],
+    f: usize,
+    entries: impl Iterator<Item = (u32, f32)>,
+) -> Option<Vec<f32>> {
+    let mut a = gram.to_vec();
+    let mut b = vec![0f64; f];
+    for (i, c) in entries {
+        let y = &other[i as usize * f..i as usize * f + f];
+        let (c, cm1) = (f64::from(c), f64::from(c) - 1.0);
+        for p in 0..f {
+            let yp = f64::from(y[p]);
+            b[p] += c * yp;
+            let w = cm1 * yp;
+            let row = &mut a[p * f..p * f + f];
+            for q in 0..=p {
+                row[q] += w * f64::from(y[q]);
+            }
+        }
+    }
+    // Lower Cholesky in place (only the lower triangle of `a` is read).
+    for j in 0..f {
+        let mut d = a[j * f + j];
+        for k in 0..j {
+            d -= a[j * f + k] * a[j * f + k];
+        }
+        if d <= 0.0 || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        a[j * f + j] = d;
+        for i in j + 1..f {
+            let mut s = a[i * f + j];
+            for k in 0..j {
+                s -= a[i * f + k] * a[j * f + k];
+            }
+            a[i * f + j] = s / d;
+        }
+    }
+    // Forward then backward substitution.
+    for i in 0..f {
+        let mut s = b[i];
+        for k in 0..i {
+            s -= a[i * f + k] * b[k];
+        }
+        b[i] = s / a[i * f + i];
+    }
+    for i in (0..f).rev() {
+        let mut s = b[i];
+        for k in i + 1..f {
+            s -= a[k * f + i] * b[k];
+        }
+        b[i] = s / a[i * f + i];
+    }
+    Some(b.into_iter().map(|v| v as f32).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cg_converges_to_the_exact_solution() {
+        let f = 4;
+        let other: Vec<f32> = (0..40)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let g64 = gram(&other, f, 0.1);
+        let g32: Vec<f32> = g64.iter().map(|&v| v as f32).collect();
+        let entries = [(0u32, 3.0f32), (4, 1.5), (7, 2.0)];
+        let exact = solve_exact(&g64, &other, f, entries.iter().copied()).unwrap();
+        let mut x = vec![0f32; f];
+        cg_row(&mut x, &g32, &other, &entries, 20, &mut CgScratch::new(f));
+        for (a, b) in x.iter().zip(&exact) {
+            assert!((a - b).abs() < 1e-3, "{x:?} vs {exact:?}");
+        }
+    }
+
+    #[test]
+    fn gram_is_symmetric_with_ridge() {
+        let m = [1.0f32, 2.0, 3.0, 4.0];
+        let g = gram(&m, 2, 0.5);
+        assert_eq!(g, vec![10.5, 14.0, 14.0, 20.5]);
+    }
+}

@@ -1,0 +1,118 @@
+//! Saving and loading models with a format version.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The format version this release writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC: &[u8; 4] = b"LHML";
+
+/// A model that can be saved and loaded.
+///
+/// The file starts with the magic bytes `LHML`, the format version (u32, little
+/// endian), the model kind (u16 length + UTF-8), then the model as JSON. Loading a file
+/// of another format version gives [`ErrorKind::FormatVersion`]; a file of another
+/// kind, [`ErrorKind::InvalidInput`]; a damaged file, [`ErrorKind::Corrupt`].
+///
+/// An HNSW index is not saved: call [`Als::build_index`](crate::Als::build_index)
+/// again after loading.
+pub trait Persist: Serialize + DeserializeOwned {
+    /// The kind written into the header (`"als"`, `"item-item"`, ...).
+    const KIND: &'static str;
+
+    /// Writes the model.
+    fn save(&self, writer: impl Write) -> Result<()> {
+        let mut w = BufWriter::new(writer);
+        w.write_all(MAGIC)?;
+        w.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        let kind = Self::KIND.as_bytes();
+        let len = u16::try_from(kind.len())
+            .map_err(|_| Error::new(ErrorKind::Internal, "model kind too long"))?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(kind)?;
+        serde_json::to_writer(&mut w, self).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "model cannot be serialised").with_source(e)
+        })?;
+        w.flush()?;
+        Ok(())
+    }
+
+    /// Reads a model written by [`save`](Self::save).
+    fn load(reader: impl Read) -> Result<Self> {
+        let mut r = BufReader::new(reader);
+        let corrupt = |what: &str| Error::new(ErrorKind::Corrupt, what.to_owned());
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)
+            .map_err(|e| corrupt("truncated header").with_source(e))?;
+        if &magic != MAGIC {
+            return Err(corrupt("not a lakehouse-ml model file (bad magic)"));
+        }
+        let mut v = [0u8; 4];
+        r.read_exact(&mut v)
+            .map_err(|e| corrupt("truncated header").with_source(e))?;
+        let version = u32::from_le_bytes(v);
+        if version != FORMAT_VERSION {
+            return Err(Error::new(
+                ErrorKind::FormatVersion,
+                format!(
+                    "model file has format version {version}; this release reads {FORMAT_VERSION}"
+                ),
+            )
+            .with_version(u64::from(version)));
+        }
+        let mut l = [0u8; 2];
+        r.read_exact(&mut l)
+            .map_err(|e| corrupt("truncated header").with_source(e))?;
+        let mut kind = vec![0u8; usize::from(u16::from_le_bytes(l))];
+        r.read_exact(&mut kind)
+            .map_err(|e| corrupt("truncated header").with_source(e))?;
+        if kind != Self::KIND.as_bytes() {
+            return Err(Error::invalid(format!(
+                "file holds a {:?} model, not {:?}",
+                String::from_utf8_lossy(&kind),
+                Self::KIND
+            )));
+        }
+        serde_json::from_reader(r).map_err(|e| corrupt("model body does not parse").with_source(e))
+    }
+
+    /// [`save`](Self::save) to a file (written to a temporary name, then renamed).
+    fn save_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let tmp = path.with_extension("tmp");
+        let with_path = |e: Error| e.with_path(path.display().to_string());
+        let file = std::fs::File::create(&tmp).map_err(|e| with_path(e.into()))?;
+        self.save(file).map_err(with_path)?;
+        std::fs::rename(&tmp, path).map_err(|e| with_path(e.into()))
+    }
+
+    /// [`load`](Self::load) from a file.
+    fn load_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let with_path = |e: Error| e.with_path(path.display().to_string());
+        let file = std::fs::File::open(path).map_err(|e| with_path(e.into()))?;
+        Self::load(file).map_err(with_path)
+    }
+}
+
+impl Persist for crate::Als {
+    const KIND: &'static str = "als";
+}
+
+impl Persist for crate::ItemItem {
+    const KIND: &'static str = "item-item";
+}
+
+impl Persist for crate::Popularity {
+    const KIND: &'static str = "popularity";
+}
+
+impl Persist for crate::Segments {
+    const KIND: &'static str = "segments";
+}
