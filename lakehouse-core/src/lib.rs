@@ -75,6 +75,10 @@ mod predicate;
 mod scalar;
 mod table;
 
+#[cfg(feature = "flow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "flow")))]
+pub mod flow;
+
 #[cfg(any(feature = "conformance", doc))]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
