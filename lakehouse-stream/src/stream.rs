@@ -2,15 +2,23 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use lakehouse_core::{
     Clock, Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, Result,
-    SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges, read_window,
+    SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges,
 };
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+
+/// Pending frames of a shard are written to its segment once they reach this size
+/// (durable streams without per-batch fsync).
+const FLUSH_BYTES: usize = 1 << 20;
 
 /// What a put does when its shard holds `max_shard_bytes` already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +51,42 @@ pub struct StreamBuilder {
     trimmed_read: TrimmedRead,
     iterator_ttl: Duration,
     clock: Arc<dyn Clock>,
+    dir: Option<PathBuf>,
+    durability: Durability,
+    segment_bytes: u64,
 }
 
 impl StreamBuilder {
+    /// Makes the stream durable in directory `dir`: records go to per-shard segment
+    /// files of CRC32C-framed records, and the shard topology (with its lineage) and
+    /// consumer-group checkpoints are kept beside them. If `dir` holds a stream already,
+    /// [`build`](Self::build) reopens it: the shard count given to
+    /// [`shards`](Self::shards) is then ignored, every segment is checked, a torn tail
+    /// (a frame cut short by a crash) is truncated and the records are loaded.
+    ///
+    /// Records stay held in memory as well, bounded by
+    /// [`max_shard_bytes`](Self::max_shard_bytes) and retention like an in-memory
+    /// stream; reads are served from memory. Retention deletes whole segments once all
+    /// their records are trimmed.
+    pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// When writes of a durable stream are fsynced (default [`Durability::PerBatch`]).
+    /// Ignored for an in-memory stream.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// A segment file is closed and a new one started once it holds this many bytes
+    /// (default 64 MiB). Retention deletes whole segments.
+    pub fn segment_bytes(mut self, n: u64) -> Self {
+        self.segment_bytes = n.max(1);
+        self
+    }
+
     /// Number of shards at creation (default 4).
     pub fn shards(mut self, n: u32) -> Self {
         self.shards = n;
@@ -96,12 +137,17 @@ impl StreamBuilder {
         self
     }
 
-    /// Builds the stream.
+    /// Builds the stream (creating or reopening its directory when durable).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for zero shards, a zero record limit, or a shard
-    /// bound smaller than one record.
+    /// bound smaller than one record. For a durable stream: `Io` when the directory
+    /// cannot be read or written, `Conflict` when another handle (in this or another
+    /// process) has it open, and `Corrupt` when a segment fails its checksum or a
+    /// segment is missing; the error names the shard, the file and the byte offset of
+    /// the bad frame, and the stream is not opened, so no record at or after it is
+    /// served.
     pub fn build(self) -> Result<Stream> {
         if self.shards == 0
             || self.max_record_bytes == 0
@@ -113,33 +159,170 @@ impl StreamBuilder {
             )
             .with_table(self.name));
         }
-        let shards: Vec<Arc<Shard>> = even_hash_ranges(self.shards)
-            .into_iter()
-            .enumerate()
-            .map(|(i, range)| Shard::new(ShardId(i as u32), Vec::new(), range))
+        let mut checkpoints = HashMap::new();
+        let (all, durable) = match &self.dir {
+            None => {
+                let shards: Vec<Arc<Shard>> = even_hash_ranges(self.shards)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, range)| Shard::new(ShardId(i as u32), Vec::new(), range, None))
+                    .collect();
+                (shards, None)
+            }
+            Some(dir) => {
+                let (shards, d) = self.open_dir(dir)?;
+                for (group, shard, seq) in durable::read_checkpoints(dir)? {
+                    checkpoints.insert((group, shard), seq);
+                }
+                (shards, Some(d))
+            }
+        };
+        let mut open: Vec<Arc<Shard>> = all
+            .iter()
+            .filter(|s| !s.log.lock().closed)
+            .cloned()
             .collect();
+        open.sort_by_key(|s| s.range.0);
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed)
             ^ (self.clock.now_micros() as u64).rotate_left(20);
-        Ok(Stream {
-            inner: Arc::new(Inner {
-                id,
-                name: self.name,
-                max_record_bytes: self.max_record_bytes,
-                retention_ms: self.retention.map(|d| d.as_millis() as i64),
-                max_shard_bytes: self.max_shard_bytes,
-                backpressure: self.backpressure,
-                trimmed_read: self.trimmed_read,
-                iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
-                clock: self.clock,
-                topology: RwLock::new(Topology {
-                    open: shards.clone(),
-                    all: shards,
-                }),
-                checkpoints: Mutex::new(HashMap::new()),
-            }),
-        })
+        let interval = match &durable {
+            Some(Durable {
+                durability: Durability::Interval(every),
+                ..
+            }) => Some(*every),
+            _ => None,
+        };
+        let inner = Arc::new(Inner {
+            id,
+            name: self.name,
+            max_record_bytes: self.max_record_bytes,
+            retention_ms: self.retention.map(|d| d.as_millis() as i64),
+            max_shard_bytes: self.max_shard_bytes,
+            backpressure: self.backpressure,
+            trimmed_read: self.trimmed_read,
+            iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
+            clock: self.clock,
+            topology: RwLock::new(Topology { open, all }),
+            checkpoints: Mutex::new(checkpoints),
+            gated: durable
+                .as_ref()
+                .is_some_and(|d| d.durability != Durability::None),
+            durable,
+        });
+        if let Some(every) = interval {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("lakehouse-stream-sync".into())
+                .spawn(move || interval_sync(&weak, every))
+                .map_err(|e| {
+                    Error::new(ErrorKind::Io, "cannot start the sync thread")
+                        .with_table(&inner.name)
+                        .with_source(e)
+                })?;
+        }
+        Ok(Stream { inner })
     }
+
+    /// Creates or reopens the durable directory: topology, then each shard's segments.
+    fn open_dir(&self, dir: &Path) -> Result<(Vec<Arc<Shard>>, Durable)> {
+        let lock = durable::lock_dir(dir).map_err(|e| e.with_table(&self.name))?;
+        let sync = self.durability != Durability::None;
+        let metas = match durable::read_topology(dir).map_err(|e| e.with_table(&self.name))? {
+            Some(metas) => metas,
+            None => {
+                let metas: Vec<ShardMeta> = even_hash_ranges(self.shards)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, range)| ShardMeta {
+                        id: ShardId(i as u32),
+                        parents: Vec::new(),
+                        range,
+                        closed: false,
+                    })
+                    .collect();
+                durable::write_topology(dir, &metas, sync).map_err(|e| e.with_table(&self.name))?;
+                metas
+            }
+        };
+        let mut shards = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let rec = ShardFiles::recover(dir, meta.id).map_err(|e| e.with_table(&self.name))?;
+            let shard = Shard::new(meta.id, meta.parents, meta.range, Some(rec.files));
+            {
+                let mut log = shard.log.lock();
+                log.first = rec.first;
+                log.bytes = rec.records.iter().map(|r| r.data.len()).sum();
+                log.newest_ms = rec
+                    .records
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .max()
+                    .unwrap_or(i64::MIN);
+                log.records = VecDeque::from(rec.records);
+                log.closed = meta.closed;
+                log.visible = log.next();
+                log.pending_first = log.next();
+            }
+            shards.push(shard);
+        }
+        Ok((
+            shards,
+            Durable {
+                dir: dir.to_owned(),
+                durability: self.durability,
+                segment_bytes: self.segment_bytes,
+                appended: AtomicU64::new(0),
+                commit: Mutex::new(CommitState {
+                    synced: 0,
+                    leading: false,
+                    failed: None,
+                }),
+                committed: Condvar::new(),
+                _lock: lock,
+            },
+        ))
+    }
+}
+
+/// The body of the thread that fsyncs a [`Durability::Interval`] stream.
+fn interval_sync(weak: &Weak<Inner>, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        if let Some(d) = &inner.durable {
+            let target = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+            // A failure is kept in the commit state and reported to `sync` callers.
+            let _ = inner.commit(target);
+        }
+    }
+}
+
+/// The durable side of a stream: its directory and the group-commit state.
+#[derive(Debug)]
+struct Durable {
+    dir: PathBuf,
+    durability: Durability,
+    segment_bytes: u64,
+    /// Tickets handed to appenders; a commit round covers every ticket issued before it
+    /// starts.
+    appended: AtomicU64,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct CommitState {
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// A writer is running a commit round.
+    leading: bool,
+    /// A write or fsync failed: what is durable is unknown, so the stream refuses to
+    /// acknowledge anything more.
+    failed: Option<String>,
 }
 
 #[derive(Debug)]
@@ -149,6 +332,13 @@ struct ShardLog {
     bytes: usize,
     newest_ms: i64,
     closed: bool,
+    /// Readers see records below this sequence number: all of them in memory, the
+    /// durable ones when writes are fsynced.
+    visible: SequenceNumber,
+    /// Frames not yet written to the shard's segment (durable streams).
+    pending: Vec<u8>,
+    /// Sequence number of the first frame in `pending`.
+    pending_first: SequenceNumber,
 }
 
 impl ShardLog {
@@ -166,10 +356,17 @@ struct Shard {
     space: Condvar,
     /// Notified on every append and when the shard closes.
     data: Condvar,
+    /// Its segment files (durable streams). Lock order: `files` before `log`.
+    files: Option<Mutex<ShardFiles>>,
 }
 
 impl Shard {
-    fn new(id: ShardId, parents: Vec<ShardId>, range: (u128, u128)) -> Arc<Shard> {
+    fn new(
+        id: ShardId,
+        parents: Vec<ShardId>,
+        range: (u128, u128),
+        files: Option<ShardFiles>,
+    ) -> Arc<Shard> {
         Arc::new(Shard {
             id,
             parents,
@@ -180,10 +377,23 @@ impl Shard {
                 bytes: 0,
                 newest_ms: i64::MIN,
                 closed: false,
+                visible: 0,
+                pending: Vec::new(),
+                pending_first: 0,
             }),
             space: Condvar::new(),
             data: Condvar::new(),
+            files: files.map(Mutex::new),
         })
+    }
+
+    fn meta(&self, closed: bool) -> ShardMeta {
+        ShardMeta {
+            id: self.id,
+            parents: self.parents.clone(),
+            range: self.range,
+            closed: closed || self.log.lock().closed,
+        }
     }
 
     fn info(&self) -> ShardInfo {
@@ -225,6 +435,201 @@ struct Inner {
     clock: Arc<dyn Clock>,
     topology: RwLock<Topology>,
     checkpoints: Mutex<HashMap<(String, ShardId), SequenceNumber>>,
+    /// Readers see only durable records (durable, fsyncing streams).
+    gated: bool,
+    durable: Option<Durable>,
+}
+
+impl Inner {
+    /// Appends a record (validated, routed to this open shard, with room) to `log`,
+    /// framing it for the segment file when durable.
+    fn append(
+        &self,
+        shard: &Shard,
+        log: &mut ShardLog,
+        record: PutRecord,
+        timestamp_ms: i64,
+    ) -> SequenceNumber {
+        let sequence = log.next();
+        if shard.files.is_some() {
+            if log.pending.is_empty() {
+                log.pending_first = sequence;
+            }
+            durable::encode(
+                &mut log.pending,
+                sequence,
+                timestamp_ms,
+                &record.partition_key,
+                &record.data,
+            );
+        }
+        log.newest_ms = timestamp_ms;
+        log.bytes += record.data.len();
+        log.records.push_back(Record {
+            shard: shard.id,
+            sequence,
+            partition_key: record.partition_key,
+            data: record.data,
+            timestamp_ms,
+        });
+        if !self.gated {
+            log.visible = sequence + 1;
+        }
+        sequence
+    }
+
+    /// After records were appended to `shards` (whose pending frames had reached
+    /// `FLUSH_BYTES` where `full` says so): writes or commits them per the durability
+    /// setting.
+    fn after_append(&self, full: &[&Shard]) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        match d.durability {
+            Durability::PerBatch => {
+                let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+                self.commit(ticket)
+            }
+            Durability::None | Durability::Interval(_) => {
+                for shard in full {
+                    if let Some(files) = &shard.files {
+                        let mut files = files.lock();
+                        self.write_pending(shard, &mut files)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `shard`'s pending frames to its newest segment and deletes segments that
+    /// retention emptied.
+    fn write_pending(&self, shard: &Shard, files: &mut ShardFiles) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let (buf, first, oldest) = {
+            let mut log = shard.log.lock();
+            (
+                std::mem::take(&mut log.pending),
+                log.pending_first,
+                log.first,
+            )
+        };
+        let sync = d.durability != Durability::None;
+        let written = files
+            .append(&buf, first, d.segment_bytes, sync)
+            .and_then(|()| files.retain(oldest))
+            .map_err(|e| e.with_table(&self.name));
+        if let Err(e) = &written {
+            d.commit.lock().failed = Some(e.to_string());
+        }
+        written
+    }
+
+    /// One commit round: writes every shard's pending frames and, with `sync`, fsyncs
+    /// every segment written since its last fsync (in parallel), then lets readers see
+    /// what became durable.
+    fn flush(&self, sync: bool) -> Result<()> {
+        let shards = self.topology.read().all.clone();
+        let mut to_sync = Vec::new();
+        for shard in &shards {
+            let Some(files) = &shard.files else {
+                continue;
+            };
+            let mut files = files.lock();
+            self.write_pending(shard, &mut files)?;
+            if sync && files.unsynced() {
+                to_sync.push(shard);
+            }
+        }
+        let sync_one = |shard: &Shard| -> Result<()> {
+            let Some(files) = &shard.files else {
+                return Ok(());
+            };
+            let mut files = files.lock();
+            files.sync().map_err(|e| e.with_table(&self.name))?;
+            let end = files.written_end();
+            drop(files);
+            let mut log = shard.log.lock();
+            if self.gated && end > log.visible {
+                log.visible = end;
+                drop(log);
+                shard.data.notify_all();
+            }
+            Ok(())
+        };
+        match to_sync.len() {
+            0 => Ok(()),
+            1 => sync_one(to_sync[0]),
+            _ => std::thread::scope(|s| {
+                let handles: Vec<_> = to_sync[1..]
+                    .iter()
+                    .map(|shard| s.spawn(|| sync_one(shard)))
+                    .collect();
+                let mut result = sync_one(to_sync[0]);
+                for h in handles {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Internal, "an fsync thread panicked"))
+                    });
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                result
+            }),
+        }
+    }
+
+    /// Waits until ticket `ticket` is durable, running commit rounds while no other
+    /// writer does: writers that arrive during a round's fsync are all covered by the
+    /// next round (group commit).
+    fn commit(&self, ticket: u64) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let mut st = d.commit.lock();
+        loop {
+            if let Some(failed) = &st.failed {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "an earlier write or fsync failed, nothing more is acknowledged: {failed}"
+                    ),
+                )
+                .with_table(&self.name));
+            }
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.leading {
+                d.committed.wait(&mut st);
+                continue;
+            }
+            st.leading = true;
+            let (target, result) = MutexGuard::unlocked(&mut st, || {
+                let target = d.appended.load(Ordering::SeqCst);
+                (target, self.flush(true))
+            });
+            st.leading = false;
+            match result {
+                Ok(()) => st.synced = st.synced.max(target),
+                Err(e) => {
+                    st.failed.get_or_insert_with(|| e.to_string());
+                }
+            }
+            d.committed.notify_all();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(d) = &self.durable {
+            // Best effort: `Stream::sync` reports errors; a drop cannot.
+            let _ = self.flush(d.durability != Durability::None);
+        }
+    }
 }
 
 /// A position in one shard of one stream, valid for a limited time: the Kinesis shard
@@ -297,6 +702,9 @@ impl Stream {
             trimmed_read: TrimmedRead::Error,
             iterator_ttl: Duration::from_secs(300),
             clock: Arc::new(SystemClock),
+            dir: None,
+            durability: Durability::PerBatch,
+            segment_bytes: 64 << 20,
         }
     }
 
@@ -408,18 +816,16 @@ impl Stream {
                 }
             }
             let timestamp_ms = now.max(log.newest_ms);
-            log.newest_ms = timestamp_ms;
-            let sequence = log.next();
-            log.bytes += size;
-            log.records.push_back(Record {
-                shard: shard.id,
-                sequence,
-                partition_key: record.partition_key,
-                data: record.data,
-                timestamp_ms,
-            });
+            let sequence = self.inner.append(&shard, &mut log, record, timestamp_ms);
+            let full = log.pending.len() >= FLUSH_BYTES;
             drop(log);
             shard.data.notify_all();
+            if self.inner.durable.is_some() {
+                let shards: &[&Shard] = if full { &[&shard] } else { &[] };
+                self.inner
+                    .after_append(shards)
+                    .map_err(|e| e.with_shard(shard.id).with_version(sequence))?;
+            }
             return Ok(PutResult {
                 shard: shard.id,
                 sequence,
@@ -469,11 +875,12 @@ impl Stream {
                 .filter(|(_, g)| !g.is_empty())
                 .collect()
         };
-        for (shard, group) in groups {
+        let mut full: Vec<Arc<Shard>> = Vec::new();
+        for (shard, group) in &groups {
             let mut log = shard.log.lock();
             let now = self.inner.clock.now_millis();
             self.trim_age(&mut log, now);
-            for i in group {
+            for &i in group {
                 let Some(record) = pending[i].take() else {
                     continue;
                 };
@@ -485,23 +892,31 @@ impl Stream {
                     continue;
                 }
                 let timestamp_ms = now.max(log.newest_ms);
-                log.newest_ms = timestamp_ms;
-                let sequence = log.next();
-                log.bytes += size;
-                log.records.push_back(Record {
-                    shard: shard.id,
-                    sequence,
-                    partition_key: record.partition_key,
-                    data: record.data,
-                    timestamp_ms,
-                });
+                let sequence = self.inner.append(shard, &mut log, record, timestamp_ms);
                 results[i] = Some(Ok(PutResult {
                     shard: shard.id,
                     sequence,
                 }));
             }
+            if log.pending.len() >= FLUSH_BYTES {
+                full.push(shard.clone());
+            }
             drop(log);
             shard.data.notify_all();
+        }
+        if self.inner.durable.is_some() {
+            let full: Vec<&Shard> = full.iter().map(|s| &**s).collect();
+            if let Err(e) = self.inner.after_append(&full) {
+                // Not acknowledged: whether these records are durable is unknown.
+                for r in results.iter_mut() {
+                    if let Some(Ok(put)) = r {
+                        *r = Some(Err(Error::new(e.kind(), e.message().to_owned())
+                            .with_context(e.context().clone())
+                            .with_shard(put.shard)
+                            .with_version(put.sequence)));
+                    }
+                }
+            }
         }
         results
             .into_iter()
@@ -528,7 +943,7 @@ impl Stream {
         };
         let start = match position {
             Position::TrimHorizon => log.first,
-            Position::Latest => next,
+            Position::Latest => log.visible,
             Position::AtSequence(s) => s,
             Position::AfterSequence(s) => s.checked_add(1).ok_or_else(|| {
                 err(
@@ -646,8 +1061,7 @@ impl Stream {
             s.space.notify_all();
         }
         let start = self.resolve(&s, &log, position)?;
-        let (records, resume, millis_behind) =
-            read_window(&log.records, log.first, start, limit, log.newest_ms);
+        let (records, resume, millis_behind) = window(&log, start, limit);
         Ok(ReadBatch {
             records,
             next: Position::AtSequence(resume),
@@ -681,25 +1095,24 @@ impl Stream {
             )
             .with_shard(shard));
         }
-        let mut log = parent.log.lock();
+        let log = parent.log.lock();
         if log.closed {
             return Err(
                 Error::new(ErrorKind::InvalidInput, "the shard is already closed")
                     .with_shard(shard),
             );
         }
-        log.closed = true;
         drop(log);
-        parent.data.notify_all();
         let lo = ShardId(topology.all.len() as u32);
         let hi = ShardId(lo.0 + 1);
-        topology.replace_open(
-            &[shard],
-            &[
-                Shard::new(lo, vec![shard], (start, new_starting_hash_key - 1)),
-                Shard::new(hi, vec![shard], (new_starting_hash_key, end)),
-            ],
-        );
+        let children = [
+            self.new_shard(lo, vec![shard], (start, new_starting_hash_key - 1)),
+            self.new_shard(hi, vec![shard], (new_starting_hash_key, end)),
+        ];
+        self.persist_topology(&topology, &[shard], &children)?;
+        parent.log.lock().closed = true;
+        parent.data.notify_all();
+        topology.replace_open(&[shard], &children);
         Ok((lo, hi))
     }
 
@@ -726,23 +1139,20 @@ impl Stream {
                 ),
             ));
         }
-        let (mut la, mut lb) = (sa.log.lock(), sb.log.lock());
-        if la.closed || lb.closed {
+        if sa.log.lock().closed || sb.log.lock().closed {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "both shards must be open",
             ));
         }
-        la.closed = true;
-        lb.closed = true;
-        drop((la, lb));
+        let child = ShardId(topology.all.len() as u32);
+        let added = [self.new_shard(child, vec![a, b], (sa.range.0, sb.range.1))];
+        self.persist_topology(&topology, &[a, b], &added)?;
+        sa.log.lock().closed = true;
+        sb.log.lock().closed = true;
         sa.data.notify_all();
         sb.data.notify_all();
-        let child = ShardId(topology.all.len() as u32);
-        topology.replace_open(
-            &[a, b],
-            &[Shard::new(child, vec![a, b], (sa.range.0, sb.range.1))],
-        );
+        topology.replace_open(&[a, b], &added);
         Ok(child)
     }
 
@@ -785,10 +1195,16 @@ impl Stream {
         sequence: SequenceNumber,
     ) -> Result<()> {
         self.shard(shard)?;
-        self.inner
-            .checkpoints
-            .lock()
-            .insert((group.to_owned(), shard), sequence);
+        let mut checkpoints = self.inner.checkpoints.lock();
+        checkpoints.insert((group.to_owned(), shard), sequence);
+        if let Some(d) = &self.inner.durable {
+            durable::write_checkpoints(
+                &d.dir,
+                checkpoints.iter().map(|((g, s), q)| (g.as_str(), *s, *q)),
+                d.durability != Durability::None,
+            )
+            .map_err(|e| e.with_table(&self.inner.name))?;
+        }
         Ok(())
     }
 
@@ -807,6 +1223,73 @@ impl Stream {
             .copied())
     }
 
+    fn new_shard(&self, id: ShardId, parents: Vec<ShardId>, range: (u128, u128)) -> Arc<Shard> {
+        let files = self
+            .inner
+            .durable
+            .as_ref()
+            .map(|d| ShardFiles::new(&d.dir, id));
+        Shard::new(id, parents, range, files)
+    }
+
+    /// Writes the topology that closing `closing` and adding `added` gives (durable
+    /// streams), before the change is made in memory.
+    fn persist_topology(
+        &self,
+        topology: &Topology,
+        closing: &[ShardId],
+        added: &[Arc<Shard>],
+    ) -> Result<()> {
+        let Some(d) = &self.inner.durable else {
+            return Ok(());
+        };
+        let metas: Vec<ShardMeta> = topology
+            .all
+            .iter()
+            .chain(added)
+            .map(|s| s.meta(closing.contains(&s.id)))
+            .collect();
+        durable::write_topology(&d.dir, &metas, d.durability != Durability::None)
+            .map_err(|e| e.with_table(&self.inner.name))
+    }
+
+    /// Writes every pending record of a durable stream to its segment and fsyncs it,
+    /// whatever the [`Durability`] setting; returns when all records put before the
+    /// call are durable. Does nothing for an in-memory stream.
+    ///
+    /// # Errors
+    ///
+    /// `Io` when a write or fsync fails (now or earlier: after a failed fsync the
+    /// stream acknowledges nothing more).
+    pub fn sync(&self) -> Result<()> {
+        let Some(d) = &self.inner.durable else {
+            return Ok(());
+        };
+        let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.commit(ticket)
+    }
+
+    /// Where the frame of record `sequence` of `shard` is on disk: its segment file and
+    /// byte offset (from the segment index). `None` for an in-memory stream, a record
+    /// not yet written or one whose segment retention deleted.
+    ///
+    /// # Errors
+    ///
+    /// `ShardNotFound`.
+    pub fn locate(
+        &self,
+        shard: ShardId,
+        sequence: SequenceNumber,
+    ) -> Result<Option<(PathBuf, u64)>> {
+        let s = self.shard(shard)?;
+        Ok(s.files.as_ref().and_then(|f| f.lock().locate(sequence)))
+    }
+
+    /// The directory of a durable stream.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.durable.as_ref().map(|d| d.dir.as_path())
+    }
+
     /// Payload bytes held by each shard, in id order.
     pub fn shard_bytes(&self) -> Vec<usize> {
         self.inner
@@ -817,6 +1300,39 @@ impl Stream {
             .map(|s| s.log.lock().bytes)
             .collect()
     }
+}
+
+/// The records a read from `start` returns within `limit`, the sequence to resume at,
+/// and how far the next unread record is behind the newest. `start` must lie in
+/// `log.first..=log.next()`; only visible records are returned.
+fn window(
+    log: &ShardLog,
+    start: SequenceNumber,
+    limit: ReadLimit,
+) -> (Vec<Record>, SequenceNumber, u64) {
+    let skip = usize::try_from(start - log.first).unwrap_or(usize::MAX);
+    let available = usize::try_from(log.visible.saturating_sub(start)).unwrap_or(usize::MAX);
+    let max = limit.max_records.max(1).min(available);
+    let mut out = Vec::with_capacity(max.min(1 << 16));
+    let mut bytes = 0usize;
+    if max > 0 {
+        for r in log.records.range(skip..skip + max) {
+            if !out.is_empty() && bytes + r.data.len() > limit.max_bytes {
+                break;
+            }
+            bytes += r.data.len();
+            out.push(r.clone());
+        }
+    }
+    let resume = start + out.len() as u64;
+    let behind = if resume < log.visible {
+        log.records.get(skip + out.len()).map_or(0, |unread| {
+            (log.newest_ms - unread.timestamp_ms).max(0) as u64
+        })
+    } else {
+        0
+    };
+    (out, resume, behind)
 }
 
 #[lakehouse_core::async_trait]
@@ -881,7 +1397,7 @@ impl Subscription {
         let deadline = Instant::now() + timeout;
         {
             let mut log = self.shard.log.lock();
-            while log.next() <= self.next && !log.closed {
+            while log.visible <= self.next && !log.closed {
                 let now = Instant::now();
                 if now >= deadline {
                     return Ok(Some(Vec::new()));

@@ -1,5 +1,6 @@
 //! Integration tests of `lakehouse-stream`.
 
+mod durable;
 mod group;
 mod sink;
 mod stream;
