@@ -1,109 +1,104 @@
 //! Partitioned columnar tables in the Delta Lake format, on any object store.
 //!
-//! This crate is the S3 + Lake Formation layer of the Lakehouse workspace. It is under construction: this
-//! release defines its error type only. See the workspace README for the crates that
-//! are ready.
+//! This crate is the S3 + Redshift-storage layer of the Lakehouse workspace. A
+//! [`Table`] is a directory of Parquet files plus a Delta Lake transaction log
+//! (`_delta_log/`), so Spark, DuckDB, Polars, Trino and delta-rs read the same tables.
+//! It implements [`TableSource`](lakehouse_core::TableSource) and
+//! [`TableSink`](lakehouse_core::TableSink) from `lakehouse-core`.
+//!
+//! * **Storage**: a local directory ([`Location::local`]), memory
+//!   ([`Location::memory`]), any `object_store` ([`Location::from_store`]), or S3 and
+//!   S3-compatible servers (`Location::s3`, feature `s3`).
+//! * **Partitioning** ([`PartitionField`]): identity (category, region), time buckets
+//!   (year / month / day / hour of a timestamp) and hash buckets. Values such as `../x`,
+//!   `a/b`, `=`, empty, null or non-ASCII are escaped and never leave the table
+//!   directory; the log keeps the exact values.
+//! * **Data skipping**: per-file min / max / null counts in the log, partition pruning
+//!   (also from predicates on a time or bucket source column), row-group statistics,
+//!   the page index, optional bloom filters and an optional sort key within files.
+//! * **Writes**: each append is one atomic commit (put-if-absent of the next log
+//!   entry); concurrent writers in any number of processes retry with backoff and lose
+//!   nothing; appends with a [`TxnId`](lakehouse_core::TxnId) are idempotent. Files are
+//!   encoded in parallel on rayon, zstd by default, and roll at a target size.
+//! * **Reads**: streaming scans with projection, predicate and limit; time travel by
+//!   version and by timestamp; `changes_since` for incremental consumers.
+//! * **Maintenance**: [`Table::optimize`] (compaction, clustering),
+//!   [`Table::vacuum`] with a retention guard, checkpoints, and schema evolution
+//!   ([`Table::add_columns`]).
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use futures::TryStreamExt;
+//! use lakehouse_core::{col, ScanRequest, TableSource};
+//! use lakehouse_storage::{Location, PartitionField, Table, TableOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("order_id", DataType::Int64, false),
+//!     Field::new("region", DataType::Utf8, true),
+//!     Field::new("price", DataType::Float64, true),
+//! ]));
+//! let table = Table::create(
+//!     Location::local(dir.path())?,
+//!     schema.clone(),
+//!     TableOptions::new().partition_by([PartitionField::identity("region")]),
+//! )
+//! .await?;
+//!
+//! let batch = RecordBatch::try_new(
+//!     schema,
+//!     vec![
+//!         Arc::new(Int64Array::from(vec![1, 2, 3])),
+//!         Arc::new(StringArray::from(vec!["eu", "us", "eu"])),
+//!         Arc::new(Float64Array::from(vec![9.5, 20.0, 3.25])),
+//!     ],
+//! )?;
+//! let commit = table.append(vec![batch]).await?;
+//! assert_eq!(commit.version, 1);
+//!
+//! // Only the `region=eu` directory is read.
+//! let rows: Vec<RecordBatch> = table
+//!     .scan(ScanRequest::new().with_predicate(col("region").eq("eu")))
+//!     .await?
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crate features
+//!
+//! * `s3`: S3 and S3-compatible object stores (`Location::s3`).
+//!
+//! # Runtime
+//!
+//! Async on Tokio (the runtime needs the time driver, used for commit backoff). Parquet
+//! encoding runs on the rayon pool and never blocks the async workers.
 
-use std::error::Error as StdError;
-use std::fmt;
+mod checkpoint;
+mod location;
+mod log;
+mod partition;
+mod read;
+mod table;
+mod write;
 
-pub use lakehouse_core::Context;
+pub use lakehouse_core::{Error, ErrorKind, Result};
 
-/// A `Result` whose error defaults to this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// What went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A table, file or log entry failed validation.
-    Corrupt,
-    /// Data does not match the table schema.
-    SchemaMismatch,
-    /// A partition value or path is not allowed.
-    InvalidPartition,
-    /// A concurrent commit won and retries ran out.
-    Conflict,
-    /// The object store failed.
-    Io,
-}
-
-/// The error of this crate: a kind, a message, a typed [`Context`] and a source.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    context: Context,
-    #[source]
-    source: Option<Box<dyn StdError + Send + Sync>>,
-}
-
-impl Error {
-    /// A new error.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            context: Context::default(),
-            source: None,
-        }
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// Where it went wrong.
-    pub fn context(&self) -> &Context {
-        &self.context
-    }
-
-    /// Names the table URI.
-    #[must_use]
-    pub fn with_table(mut self, table: impl Into<String>) -> Self {
-        self.context.table = Some(table.into());
-        self
-    }
-
-    /// Attaches the cause.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-}
-
-impl From<lakehouse_core::Error> for Error {
-    fn from(e: lakehouse_core::Error) -> Self {
-        let table = e.context().table.clone();
-        let mut out = Error::new(ErrorKind::Io, e.message().to_owned());
-        out.context = e.context().clone();
-        out.context.table = table;
-        out.with_source(e)
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_context_and_source() {
-        let core = lakehouse_core::Error::new(lakehouse_core::ErrorKind::Io, "disk full")
-            .with_table("events");
-        let e = Error::from(core);
-        assert_eq!(e.context().table.as_deref(), Some("events"));
-        assert_eq!(
-            e.source().map(|s| s.to_string()).as_deref(),
-            Some("i/o error: disk full (table=events)")
-        );
-    }
-}
+pub use crate::location::Location;
+#[cfg(feature = "s3")]
+pub use crate::location::S3Config;
+pub use crate::partition::{PartitionField, Transform};
+pub use crate::table::{
+    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, OptimizeMetrics, OptimizeOptions, Table,
+    TableOptions, VacuumMetrics, VacuumOptions,
+};
+pub use crate::write::Compression;

@@ -1,0 +1,774 @@
+//! The Delta Lake transaction log: actions, the Arrow <-> Delta schema mapping, and the
+//! replay of commits into a [`Snapshot`].
+//!
+//! A table is a directory holding Parquet files and `_delta_log/`, in which commit `v` is
+//! the newline-delimited JSON file `{v:020}.json`. A commit is created with a
+//! put-if-absent, so two writers can never both create the same version: the loser
+//! re-reads, checks for conflicts and tries the next version.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use lakehouse_core::{ColumnStats, Error, ErrorKind, Result, Scalar, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The `_delta_log` directory name.
+pub(crate) const LOG_DIR: &str = "_delta_log";
+
+/// One action of a commit, as one line of JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Action {
+    /// Information about the commit (not needed to read the table).
+    CommitInfo(Value),
+    /// The reader and writer versions the table requires.
+    Protocol(Protocol),
+    /// The table's schema, partitioning and configuration.
+    MetaData(MetaData),
+    /// A data file that became part of the table.
+    Add(Add),
+    /// A data file that left the table.
+    Remove(Remove),
+    /// The last sequence committed by a writer (idempotent commits).
+    Txn(Txn),
+}
+
+/// The `protocol` action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Protocol {
+    pub(crate) min_reader_version: i32,
+    pub(crate) min_writer_version: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reader_features: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) writer_features: Option<Vec<String>>,
+}
+
+impl Protocol {
+    /// The lowest protocol that can describe `schema`: (1, 2), or (3, 7) with the
+    /// `timestampNtz` feature when a column is a timestamp without a time zone.
+    pub(crate) fn for_schema(schema: &Schema) -> Protocol {
+        let ntz = schema
+            .fields()
+            .iter()
+            .any(|f| matches!(f.data_type(), DataType::Timestamp(_, None)));
+        if ntz {
+            Protocol {
+                min_reader_version: 3,
+                min_writer_version: 7,
+                reader_features: Some(vec!["timestampNtz".into()]),
+                writer_features: Some(vec!["timestampNtz".into()]),
+            }
+        } else {
+            Protocol {
+                min_reader_version: 1,
+                min_writer_version: 2,
+                reader_features: None,
+                writer_features: None,
+            }
+        }
+    }
+
+    /// Errors unless this crate can read and write a table with this protocol.
+    pub(crate) fn check_supported(&self) -> Result<()> {
+        if self.min_reader_version > 3 || self.min_writer_version > 7 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "table protocol ({}, {}) is newer than this crate supports (3, 7)",
+                    self.min_reader_version, self.min_writer_version
+                ),
+            ));
+        }
+        let known = ["timestampNtz", "appendOnly", "invariants"];
+        for f in self
+            .reader_features
+            .iter()
+            .flatten()
+            .chain(self.writer_features.iter().flatten())
+        {
+            if !known.contains(&f.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("table feature {f} is not supported"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `format` of `metaData`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Format {
+    pub(crate) provider: String,
+    #[serde(default)]
+    pub(crate) options: BTreeMap<String, String>,
+}
+
+/// The `metaData` action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MetaData {
+    pub(crate) id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) description: Option<String>,
+    pub(crate) format: Format,
+    pub(crate) schema_string: String,
+    pub(crate) partition_columns: Vec<String>,
+    #[serde(default)]
+    pub(crate) configuration: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_time: Option<i64>,
+}
+
+/// The `add` action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Add {
+    /// URI-encoded path relative to the table root.
+    pub(crate) path: String,
+    pub(crate) partition_values: BTreeMap<String, Option<String>>,
+    pub(crate) size: i64,
+    pub(crate) modification_time: i64,
+    pub(crate) data_change: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stats: Option<String>,
+}
+
+/// The `remove` action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Remove {
+    pub(crate) path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deletion_timestamp: Option<i64>,
+    pub(crate) data_change: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) extended_file_metadata: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) partition_values: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) size: Option<i64>,
+}
+
+/// The `txn` action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Txn {
+    pub(crate) app_id: String,
+    pub(crate) version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_updated: Option<i64>,
+}
+
+/// The object name of commit `version`.
+pub(crate) fn commit_name(version: Version) -> String {
+    format!("{version:020}.json")
+}
+
+/// The object name of the checkpoint of `version`.
+pub(crate) fn checkpoint_name(version: Version) -> String {
+    format!("{version:020}.checkpoint.parquet")
+}
+
+/// The version of a log object name (`…/00000000000000000007.json` -> 7).
+pub(crate) fn parse_commit_name(name: &str) -> Option<Version> {
+    let stem = name.strip_suffix(".json")?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// Serialises actions as one commit file.
+pub(crate) fn encode_commit(actions: &[Action]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256 * actions.len());
+    for a in actions {
+        serde_json::to_writer(&mut out, a)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("encoding a commit: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Parses a commit file. Unknown action kinds (from newer writers) are skipped; a line
+/// that is not JSON is a [`ErrorKind::Corrupt`] error naming the file and line.
+pub(crate) fn decode_commit(bytes: &[u8], file: &str) -> Result<Vec<Action>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(ErrorKind::Corrupt, format!("commit is not UTF-8: {e}")).with_path(file)
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line).map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("line {} of the commit is not JSON: {e}", n + 1),
+            )
+            .with_path(file)
+        })?;
+        let Some(kind) = value.as_object().and_then(|o| o.keys().next().cloned()) else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("line {} of the commit is not an action object", n + 1),
+            )
+            .with_path(file));
+        };
+        if !matches!(
+            kind.as_str(),
+            "commitInfo" | "protocol" | "metaData" | "add" | "remove" | "txn"
+        ) {
+            continue;
+        }
+        let action: Action = serde_json::from_value(value).map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "line {} of the commit is not a valid {kind} action: {e}",
+                    n + 1
+                ),
+            )
+            .with_path(file)
+        })?;
+        out.push(action);
+    }
+    if out.is_empty() {
+        return Err(Error::new(ErrorKind::Corrupt, "the commit holds no action").with_path(file));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------
+// Schema
+
+/// The Delta type name of an Arrow type, or `None` if Delta cannot hold it here.
+fn delta_type(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "byte".into(),
+        DataType::Int16 => "short".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "long".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 => "string".into(),
+        DataType::Binary => "binary".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if is_utc(tz) => "timestamp".into(),
+        DataType::Decimal128(p, s) if *s >= 0 => format!("decimal({p},{s})"),
+        _ => return None,
+    })
+}
+
+fn is_utc(tz: &str) -> bool {
+    matches!(tz, "UTC" | "+00:00" | "Z" | "Etc/UTC")
+}
+
+fn arrow_type(name: &str) -> Option<DataType> {
+    Some(match name {
+        "boolean" => DataType::Boolean,
+        "byte" => DataType::Int8,
+        "short" => DataType::Int16,
+        "integer" => DataType::Int32,
+        "long" => DataType::Int64,
+        "float" => DataType::Float32,
+        "double" => DataType::Float64,
+        "string" => DataType::Utf8,
+        "binary" => DataType::Binary,
+        "date" => DataType::Date32,
+        "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        other => {
+            let inner = other.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?)
+        }
+    })
+}
+
+/// Checks that every column of `schema` has a type the Delta format holds here.
+pub(crate) fn check_schema(schema: &Schema) -> Result<()> {
+    if schema.fields().is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a table needs at least one column",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in schema.fields() {
+        if f.name().is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a column name is empty",
+            ));
+        }
+        if !seen.insert(f.name().to_lowercase()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "column {} appears twice (names are case-insensitive)",
+                    f.name()
+                ),
+            )
+            .with_column(f.name()));
+        }
+        if delta_type(f.data_type()).is_none() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "column {} has type {}, which the table format does not hold; use \
+                     boolean, Int8-64, Float32/64, Utf8, Binary, Date32, Decimal128 or \
+                     Timestamp(Microsecond, None | \"UTC\")",
+                    f.name(),
+                    f.data_type()
+                ),
+            )
+            .with_column(f.name()));
+        }
+    }
+    Ok(())
+}
+
+/// The Delta `schemaString` of an Arrow schema.
+pub(crate) fn schema_to_string(schema: &Schema) -> Result<String> {
+    check_schema(schema)?;
+    let fields: Vec<Value> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "type": delta_type(f.data_type()).unwrap_or_default(),
+                "nullable": f.is_nullable(),
+                "metadata": {},
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({"type": "struct", "fields": fields}).to_string())
+}
+
+/// The Arrow schema of a Delta `schemaString`.
+pub(crate) fn schema_from_string(s: &str) -> Result<SchemaRef> {
+    let corrupt = |m: String| Error::new(ErrorKind::Corrupt, format!("table schema: {m}"));
+    let v: Value = serde_json::from_str(s).map_err(|e| corrupt(e.to_string()))?;
+    let fields = v
+        .get("fields")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("no fields".into()))?;
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| corrupt("a field has no name".into()))?;
+        let ty = f.get("type").and_then(Value::as_str).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("column {name} has a nested type, which is not supported"),
+            )
+        })?;
+        let data_type = arrow_type(ty).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("column {name} has type {ty}, which is not supported"),
+            )
+            .with_column(name)
+        })?;
+        let nullable = f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
+        out.push(Field::new(name, data_type, nullable));
+    }
+    Ok(Arc::new(Schema::new(out)))
+}
+
+// ---------------------------------------------------------------------------------
+// Statistics
+
+/// Per-file statistics as the `stats` JSON of an `add` action.
+pub(crate) fn stats_to_json(rows: u64, columns: &BTreeMap<String, ColumnStats>) -> String {
+    let mut min = Map::new();
+    let mut max = Map::new();
+    let mut nulls = Map::new();
+    for (name, s) in columns {
+        if let Some(n) = s.null_count {
+            nulls.insert(name.clone(), Value::from(n));
+        }
+        // Both bounds or neither: a one-sided bound is still safe, but keep it simple.
+        if let (Some(lo), Some(hi)) = (&s.min, &s.max)
+            && let (Some(lo), Some(hi)) = (scalar_to_json(lo, false), scalar_to_json(hi, true))
+        {
+            min.insert(name.clone(), lo);
+            max.insert(name.clone(), hi);
+        }
+    }
+    serde_json::json!({
+        "numRecords": rows,
+        "minValues": min,
+        "maxValues": max,
+        "nullCount": nulls,
+    })
+    .to_string()
+}
+
+/// Longest string kept in statistics; longer values leave the column without bounds.
+const MAX_STAT_STRING: usize = 64;
+
+fn scalar_to_json(s: &Scalar, _upper: bool) -> Option<Value> {
+    Some(match s {
+        Scalar::Boolean(v) => Value::from(*v),
+        Scalar::Int8(v) => Value::from(*v),
+        Scalar::Int16(v) => Value::from(*v),
+        Scalar::Int32(v) => Value::from(*v),
+        Scalar::Int64(v) => Value::from(*v),
+        Scalar::Float32(v) if v.is_finite() => Value::from(f64::from(*v)),
+        Scalar::Float64(v) if v.is_finite() => Value::from(*v),
+        Scalar::Utf8(v) if v.len() <= MAX_STAT_STRING => Value::from(v.as_str()),
+        Scalar::Date32(d) => Value::from(format_date(*d)?),
+        Scalar::Timestamp {
+            value,
+            unit: TimeUnit::Microsecond,
+            tz,
+        } => Value::from(format_timestamp_stat(*value, tz.is_some())?),
+        Scalar::Decimal128 { value, scale, .. } => Value::from(format_decimal(*value, *scale)),
+        _ => return None,
+    })
+}
+
+/// Parses a statistic back to the column's type; `None` when it cannot be read (the
+/// column is then treated as having no bounds).
+fn json_to_scalar(v: &Value, t: &DataType) -> Option<Scalar> {
+    Some(match t {
+        DataType::Boolean => Scalar::Boolean(v.as_bool()?),
+        DataType::Int8 => Scalar::Int8(i8::try_from(v.as_i64()?).ok()?),
+        DataType::Int16 => Scalar::Int16(i16::try_from(v.as_i64()?).ok()?),
+        DataType::Int32 => Scalar::Int32(i32::try_from(v.as_i64()?).ok()?),
+        DataType::Int64 => Scalar::Int64(v.as_i64()?),
+        DataType::Float32 => Scalar::Float32(v.as_f64()? as f32),
+        DataType::Float64 => Scalar::Float64(v.as_f64()?),
+        DataType::Utf8 => Scalar::Utf8(v.as_str()?.to_owned()),
+        DataType::Date32 => Scalar::Date32(parse_date(v.as_str()?)?),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => Scalar::Timestamp {
+            value: parse_timestamp(v.as_str()?)?,
+            unit: TimeUnit::Microsecond,
+            tz: tz.clone(),
+        },
+        DataType::Decimal128(p, s) => Scalar::Decimal128 {
+            value: parse_decimal(&v.to_string().replace('"', ""), *s)?,
+            precision: *p,
+            scale: *s,
+        },
+        _ => return None,
+    })
+}
+
+/// Statistics parsed from an `add` action's `stats`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ParsedStats {
+    pub(crate) num_rows: Option<u64>,
+    pub(crate) columns: BTreeMap<String, ColumnStats>,
+}
+
+/// Parses `stats` against the schema; unreadable or missing parts are left unknown.
+pub(crate) fn parse_stats(stats: Option<&str>, schema: &Schema) -> ParsedStats {
+    let Some(v) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
+        return ParsedStats::default();
+    };
+    let num_rows = v.get("numRecords").and_then(Value::as_u64);
+    let mut columns = BTreeMap::new();
+    for f in schema.fields() {
+        let get = |k: &str| v.get(k).and_then(|m| m.get(f.name()));
+        let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
+        let max = get("maxValues").and_then(|x| json_to_scalar(x, f.data_type()));
+        let null_count = get("nullCount").and_then(Value::as_u64);
+        let (min, max) = match (min, max) {
+            (Some(a), Some(b)) => (Some(a), Some(b)),
+            _ => (None, None),
+        };
+        if min.is_some() || null_count.is_some() {
+            columns.insert(
+                f.name().clone(),
+                ColumnStats {
+                    min,
+                    max,
+                    null_count,
+                },
+            );
+        }
+    }
+    ParsedStats { num_rows, columns }
+}
+
+// ---------------------------------------------------------------------------------
+// Value formats shared by statistics and partition values
+
+pub(crate) fn format_date(days: i32) -> Option<String> {
+    let d = chrono::NaiveDate::from_num_days_from_ce_opt(days.checked_add(719_163)?)?;
+    Some(d.format("%Y-%m-%d").to_string())
+}
+
+pub(crate) fn parse_date(s: &str) -> Option<i32> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.num_days_from_ce() - 719_163)
+}
+
+use chrono::Datelike;
+
+fn format_timestamp_stat(micros: i64, utc: bool) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    let s = t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    Some(if utc { s + "Z" } else { s })
+}
+
+/// Partition value text of a timestamp: `YYYY-MM-DD HH:MM:SS.ffffff`.
+pub(crate) fn format_timestamp_partition(micros: i64) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    Some(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+}
+
+/// Parses the timestamp forms of statistics and partition values (with `T` or a space,
+/// an optional fraction and an optional `Z`).
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim_end_matches('Z').replace('T', " ");
+    let t = chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S"))
+        .ok()?;
+    Some(t.and_utc().timestamp_micros())
+}
+
+pub(crate) fn format_decimal(value: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return value.to_string();
+    }
+    let neg = value < 0;
+    let digits = value.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{}{int}.{frac}", if neg { "-" } else { "" })
+}
+
+pub(crate) fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let scale = usize::try_from(scale).ok()?;
+    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = format!("{int}{frac:0<scale$}");
+    let v: i128 = if text.is_empty() {
+        0
+    } else {
+        text.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
+// ---------------------------------------------------------------------------------
+// Snapshots
+
+/// A data file of a snapshot with its parsed statistics.
+#[derive(Debug, Clone)]
+pub(crate) struct FileEntry {
+    pub(crate) add: Add,
+    pub(crate) stats: ParsedStats,
+}
+
+/// The state of a table at one version, replayed from the log.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) version: Version,
+    pub(crate) protocol: Protocol,
+    pub(crate) metadata: MetaData,
+    pub(crate) schema: SchemaRef,
+    /// Live files by path, in commit order of their `add`.
+    pub(crate) files: Arc<BTreeMap<String, Arc<FileEntry>>>,
+    /// Insertion order of `files` (for deterministic scans).
+    pub(crate) order: Arc<Vec<String>>,
+    /// Removed files and when they were removed (for vacuum).
+    pub(crate) tombstones: Arc<HashMap<String, i64>>,
+    /// Last sequence per writer.
+    pub(crate) txns: Arc<HashMap<String, i64>>,
+}
+
+/// Builds snapshots from actions.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    version: Option<Version>,
+    protocol: Option<Protocol>,
+    metadata: Option<MetaData>,
+    schema: Option<SchemaRef>,
+    files: BTreeMap<String, Arc<FileEntry>>,
+    order: Vec<String>,
+    tombstones: HashMap<String, i64>,
+    txns: HashMap<String, i64>,
+}
+
+impl Replay {
+    /// Continues from a snapshot.
+    pub(crate) fn from_snapshot(s: &Snapshot) -> Replay {
+        Replay {
+            version: Some(s.version),
+            protocol: Some(s.protocol.clone()),
+            metadata: Some(s.metadata.clone()),
+            schema: Some(s.schema.clone()),
+            files: (*s.files).clone(),
+            order: (*s.order).clone(),
+            tombstones: (*s.tombstones).clone(),
+            txns: (*s.txns).clone(),
+        }
+    }
+
+    /// Applies the actions of commit `version`.
+    pub(crate) fn apply(&mut self, version: Version, actions: Vec<Action>) -> Result<()> {
+        for a in actions {
+            match a {
+                Action::CommitInfo(_) => {}
+                Action::Protocol(p) => {
+                    p.check_supported()?;
+                    self.protocol = Some(p);
+                }
+                Action::MetaData(m) => {
+                    self.schema = Some(schema_from_string(&m.schema_string)?);
+                    self.metadata = Some(m);
+                }
+                Action::Add(add) => {
+                    let schema = self.schema.clone().ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            "an add action precedes the table metadata",
+                        )
+                        .with_version(version)
+                    })?;
+                    let stats = parse_stats(add.stats.as_deref(), &schema);
+                    self.tombstones.remove(&add.path);
+                    let path = add.path.clone();
+                    self.files
+                        .insert(path.clone(), Arc::new(FileEntry { add, stats }));
+                    self.order.push(path);
+                }
+                Action::Remove(r) => {
+                    self.files.remove(&r.path);
+                    self.tombstones
+                        .insert(r.path, r.deletion_timestamp.unwrap_or_default());
+                }
+                Action::Txn(t) => {
+                    self.txns.insert(t.app_id, t.version);
+                }
+            }
+        }
+        self.version = Some(version);
+        Ok(())
+    }
+
+    /// The snapshot after the applied commits.
+    pub(crate) fn finish(self) -> Result<Snapshot> {
+        let version = self
+            .version
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds no commit"))?;
+        let (Some(protocol), Some(metadata), Some(schema)) =
+            (self.protocol, self.metadata, self.schema)
+        else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "the log holds no protocol or table metadata",
+            )
+            .with_version(version));
+        };
+        let mut seen = std::collections::HashSet::with_capacity(self.files.len());
+        let files = self.files;
+        let order: Vec<String> = self
+            .order
+            .into_iter()
+            .rev()
+            .filter(|p| files.contains_key(p) && seen.insert(p.clone()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Ok(Snapshot {
+            version,
+            protocol,
+            metadata,
+            schema,
+            files: Arc::new(files),
+            order: Arc::new(order),
+            tombstones: Arc::new(self.tombstones),
+            txns: Arc::new(self.txns),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_names_round_trip() {
+        assert_eq!(commit_name(7), "00000000000000000007.json");
+        assert_eq!(parse_commit_name("00000000000000000007.json"), Some(7));
+        assert_eq!(parse_commit_name("7.json"), None);
+        assert_eq!(
+            parse_commit_name("00000000000000000007.checkpoint.parquet"),
+            None
+        );
+    }
+
+    #[test]
+    fn decimals_and_dates_round_trip() {
+        for (v, s) in [(12345i128, 2i8), (-5, 3), (0, 2), (7, 0)] {
+            assert_eq!(parse_decimal(&format_decimal(v, s), s), Some(v));
+        }
+        assert_eq!(format_decimal(-5, 3), "-0.005");
+        for d in [-1000, 0, 19_000, 2_000_000] {
+            assert_eq!(parse_date(&format_date(d).unwrap()), Some(d));
+        }
+        let t = 1_700_000_000_123_456;
+        assert_eq!(
+            parse_timestamp(&format_timestamp_partition(t).unwrap()),
+            Some(t)
+        );
+        assert_eq!(
+            parse_timestamp(&format_timestamp_stat(t, true).unwrap()),
+            Some(t)
+        );
+    }
+
+    #[test]
+    fn schema_round_trips_and_rejects_unsupported_types() {
+        let s = Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Utf8, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("d", DataType::Decimal128(10, 2), true),
+        ]);
+        let back = schema_from_string(&schema_to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.as_ref(), &s);
+        let bad = Schema::new(vec![Field::new("u", DataType::UInt64, true)]);
+        let e = schema_to_string(&bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains('u'));
+    }
+
+    #[test]
+    fn corrupt_commits_name_the_file_and_line() {
+        let e = decode_commit(
+            b"{\"txn\":{\"appId\":\"a\",\"version\":1}}\nnot json",
+            "x.json",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert_eq!(e.context().path.as_deref(), Some("x.json"));
+    }
+}

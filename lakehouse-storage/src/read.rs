@@ -1,0 +1,490 @@
+//! Scanning data files: file and row-group pruning, bloom filters, late
+//! materialisation, partition columns and schema evolution.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
+use lakehouse_core::{
+    BatchStream, ColumnStats, Error, ErrorKind, Predicate, Result, Scalar, StatsProvider,
+};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use crate::log::FileEntry;
+use crate::partition::{PartitionSpec, constant_array, parse_value, uri_decode};
+
+/// Everything a scan needs, shared by the per-file readers.
+#[derive(Debug)]
+pub(crate) struct ScanContext {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) root: Path,
+    pub(crate) table_schema: SchemaRef,
+    pub(crate) spec: PartitionSpec,
+    /// Columns returned.
+    pub(crate) output: SchemaRef,
+    pub(crate) predicate: Option<Predicate>,
+    pub(crate) batch_size: usize,
+}
+
+/// The object path of a file of the table.
+pub(crate) fn object_path(root: &Path, uri: &str) -> Result<Path> {
+    let rel = uri_decode(uri)?;
+    let full = if root.as_ref().is_empty() {
+        rel
+    } else {
+        format!("{}/{rel}", root.as_ref())
+    };
+    Path::parse(&full).map_err(|e| {
+        Error::new(ErrorKind::Corrupt, format!("invalid file path: {e}")).with_path(uri)
+    })
+}
+
+/// Reads one data file of known size from the object store.
+#[derive(Debug, Clone)]
+struct FileReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn store_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for FileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(store_err)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(store_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Statistics of a file: its parsed `stats` plus constant partition columns.
+#[derive(Debug)]
+pub(crate) struct FileStatsView {
+    pub(crate) rows: Option<u64>,
+    pub(crate) columns: HashMap<String, ColumnStats>,
+}
+
+impl StatsProvider for FileStatsView {
+    fn row_count(&self) -> Option<u64> {
+        self.rows
+    }
+    fn column_stats(&self, column: &str) -> Option<ColumnStats> {
+        self.columns.get(column).cloned()
+    }
+}
+
+/// The partition values of a file, typed.
+pub(crate) fn partition_scalars(
+    entry: &FileEntry,
+    schema: &Schema,
+    spec: &PartitionSpec,
+) -> Result<BTreeMap<String, Scalar>> {
+    let mut out = BTreeMap::new();
+    for p in &spec.fields {
+        let field = schema.field_with_name(&p.name).map_err(|_| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("partition column {} is not in the schema", p.name),
+            )
+        })?;
+        let text = entry.add.partition_values.get(&p.name).cloned().flatten();
+        let v = parse_value(text.as_deref(), field.data_type())
+            .map_err(|e| e.with_path(entry.add.path.clone()))?;
+        out.insert(p.name.clone(), v);
+    }
+    Ok(out)
+}
+
+/// The pruning view of a file.
+pub(crate) fn file_view(
+    entry: &FileEntry,
+    schema: &Schema,
+    spec: &PartitionSpec,
+) -> Result<FileStatsView> {
+    let rows = entry.stats.num_rows;
+    let mut columns: HashMap<String, ColumnStats> = entry
+        .stats
+        .columns
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, value) in partition_scalars(entry, schema, spec)? {
+        columns.insert(name, ColumnStats::constant(value, rows.unwrap_or(0)));
+    }
+    Ok(FileStatsView { rows, columns })
+}
+
+/// Streams the rows of `files` that match, honouring `limit`.
+pub(crate) fn scan_files(
+    ctx: Arc<ScanContext>,
+    files: Vec<Arc<FileEntry>>,
+    limit: Option<usize>,
+) -> BatchStream {
+    let opened = stream::iter(files)
+        .map(move |f| {
+            let ctx = ctx.clone();
+            async move { open_file(ctx, f, limit).await }
+        })
+        .buffered(2)
+        .try_flatten();
+    match limit {
+        None => Box::pin(opened),
+        Some(limit) => Box::pin(opened.scan(limit, |left, item| {
+            let out = match item {
+                Ok(_) if *left == 0 => None,
+                Ok(b) => {
+                    let n = b.num_rows().min(*left);
+                    *left -= n;
+                    Some(Ok(b.slice(0, n)))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        })),
+    }
+}
+
+fn corrupt(path: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| {
+        Error::new(ErrorKind::Corrupt, format!("cannot read data file: {e}"))
+            .with_path(path.to_owned())
+    }
+}
+
+async fn open_file(
+    ctx: Arc<ScanContext>,
+    entry: Arc<FileEntry>,
+    limit: Option<usize>,
+) -> Result<BatchStream> {
+    let uri = entry.add.path.clone();
+    let path = object_path(&ctx.root, &uri)?;
+    let size = u64::try_from(entry.add.size).unwrap_or(0);
+    let reader = FileReader {
+        store: ctx.store.clone(),
+        path: path.clone(),
+        size,
+    };
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        .await
+        .map_err(corrupt(path.as_ref()))?;
+    let file_schema = builder.schema().clone();
+    let parquet_schema = builder.parquet_schema().clone();
+    let metadata = builder.metadata().clone();
+    let partitions = partition_scalars(&entry, &ctx.table_schema, &ctx.spec)?;
+
+    // Columns to read from the file: output and predicate columns that are data columns.
+    let mut wanted: Vec<String> = ctx
+        .output
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    if let Some(p) = &ctx.predicate {
+        for c in p.columns() {
+            if !wanted.iter().any(|w| w == c) {
+                wanted.push(c.to_owned());
+            }
+        }
+    }
+    let roots: Vec<usize> = wanted
+        .iter()
+        .filter(|c| !partitions.contains_key(*c))
+        .filter_map(|c| file_schema.index_of(c).ok())
+        .collect();
+    builder = builder
+        .with_projection(ProjectionMask::roots(&parquet_schema, roots.clone()))
+        .with_batch_size(ctx.batch_size);
+
+    if let Some(pred) = &ctx.predicate {
+        // Row groups: statistics, then bloom filters for equality conjuncts.
+        let rgs = metadata.row_groups();
+        let mut keep: Vec<usize> = Vec::with_capacity(rgs.len());
+        let stat_columns: Vec<&str> = pred
+            .columns()
+            .into_iter()
+            .filter(|c| !partitions.contains_key(*c) && file_schema.index_of(c).is_ok())
+            .collect();
+        let mut per_column: HashMap<&str, (ArrayRef, ArrayRef, Vec<Option<u64>>)> = HashMap::new();
+        for c in &stat_columns {
+            if let Ok(conv) = StatisticsConverter::try_new(c, &file_schema, &parquet_schema) {
+                let mins = conv.row_group_mins(rgs.iter());
+                let maxes = conv.row_group_maxes(rgs.iter());
+                let nulls = conv.row_group_null_counts(rgs.iter());
+                if let (Ok(mins), Ok(maxes), Ok(nulls)) = (mins, maxes, nulls) {
+                    let nulls = (0..nulls.len())
+                        .map(|i| nulls.is_valid(i).then(|| nulls.value(i)))
+                        .collect();
+                    per_column.insert(c, (mins, maxes, nulls));
+                }
+            }
+        }
+        for (i, rg) in rgs.iter().enumerate() {
+            let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
+            let mut columns: HashMap<String, ColumnStats> = partitions
+                .iter()
+                .map(|(k, v)| (k.clone(), ColumnStats::constant(v.clone(), rows)))
+                .collect();
+            for (c, (mins, maxes, nulls)) in &per_column {
+                let min = (mins.is_valid(i))
+                    .then(|| Scalar::try_from_array(mins.as_ref(), i).ok())
+                    .flatten();
+                let max = (maxes.is_valid(i))
+                    .then(|| Scalar::try_from_array(maxes.as_ref(), i).ok())
+                    .flatten();
+                let (min, max) = if min.is_some() && max.is_some() {
+                    (min, max)
+                } else {
+                    (None, None)
+                };
+                columns.insert(
+                    (*c).to_owned(),
+                    ColumnStats {
+                        min,
+                        max,
+                        null_count: nulls[i],
+                    },
+                );
+            }
+            let view = FileStatsView {
+                rows: Some(rows),
+                columns,
+            };
+            if pred.can_match(&view) {
+                keep.push(i);
+            }
+        }
+        let probes = bloom_probes(pred, &file_schema, &partitions);
+        if !probes.is_empty() {
+            let mut filtered = Vec::with_capacity(keep.len());
+            'rg: for rg in keep {
+                for (col, values) in &probes {
+                    let Some(leaf) = leaf_index(&parquet_schema, col) else {
+                        continue;
+                    };
+                    let sbbf = builder
+                        .get_row_group_column_bloom_filter(rg, leaf)
+                        .await
+                        .map_err(corrupt(path.as_ref()))?;
+                    if let Some(sbbf) = sbbf
+                        && !values.iter().any(|v| probe(&sbbf, v))
+                    {
+                        continue 'rg;
+                    }
+                }
+                filtered.push(rg);
+            }
+            keep = filtered;
+        }
+        if keep.is_empty() {
+            return Ok(Box::pin(stream::empty()));
+        }
+        builder = builder.with_row_groups(keep);
+
+        // Late materialisation: conjuncts over the file's own columns filter rows
+        // before the other columns are decoded.
+        let local: Vec<Predicate> = pred
+            .conjuncts()
+            .into_iter()
+            .filter(|c| {
+                c.columns()
+                    .iter()
+                    .all(|col| !partitions.contains_key(*col) && file_schema.index_of(col).is_ok())
+            })
+            .cloned()
+            .collect();
+        if let Some(local) = Predicate::all(local) {
+            let cols: Vec<usize> = local
+                .columns()
+                .iter()
+                .filter_map(|c| file_schema.index_of(c).ok())
+                .collect();
+            let mask = ProjectionMask::roots(&parquet_schema, cols);
+            let f = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+                local
+                    .evaluate(&batch)
+                    .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()))
+            });
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
+        }
+    } else if let Some(limit) = limit {
+        builder = builder.with_limit(limit);
+    }
+
+    let stream = builder.build().map_err(corrupt(path.as_ref()))?;
+    let ctx2 = ctx.clone();
+    let path_text = path.to_string();
+    let wanted = Arc::new(wanted);
+    Ok(Box::pin(stream.map(move |b| {
+        let b = b.map_err(corrupt(&path_text))?;
+        assemble(&ctx2, &b, &partitions, &wanted)
+    })))
+}
+
+/// Builds the output batch from a file batch: partition constants, nulls for columns
+/// the file predates, casts for files written with another physical type; then the
+/// full predicate, then the projection.
+fn assemble(
+    ctx: &ScanContext,
+    batch: &RecordBatch,
+    partitions: &BTreeMap<String, Scalar>,
+    wanted: &[String],
+) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut fields = Vec::with_capacity(wanted.len());
+    let mut columns = Vec::with_capacity(wanted.len());
+    for name in wanted {
+        let field = ctx.table_schema.field_with_name(name).map_err(|_| {
+            Error::new(
+                ErrorKind::ColumnNotFound,
+                format!("column {name} not found"),
+            )
+            .with_column(name)
+        })?;
+        let column: ArrayRef = if let Some(v) = partitions.get(name) {
+            constant_array(v, field.data_type(), rows)?
+        } else if let Some(c) = batch.column_by_name(name) {
+            if c.data_type() == field.data_type() {
+                c.clone()
+            } else {
+                cast(c, field.data_type()).map_err(|e| {
+                    Error::new(ErrorKind::TypeMismatch, format!("column {name}: {e}"))
+                        .with_column(name)
+                })?
+            }
+        } else {
+            new_null_array(field.data_type(), rows)
+        };
+        fields.push(Field::new(name, field.data_type().clone(), true));
+        columns.push(column);
+    }
+    let work = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+    let work = match &ctx.predicate {
+        Some(p) => {
+            let mask: BooleanArray = p.evaluate(&work)?;
+            filter_record_batch(&work, &mask)
+                .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?
+        }
+        None => work,
+    };
+    let columns = ctx
+        .output
+        .fields()
+        .iter()
+        .map(|f| {
+            work.column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| new_null_array(f.data_type(), work.num_rows()))
+        })
+        .collect();
+    RecordBatch::try_new(ctx.output.clone(), columns)
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn leaf_index(schema: &parquet::schema::types::SchemaDescriptor, column: &str) -> Option<usize> {
+    schema
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == column)
+}
+
+/// Equality values per data column, from `col = v` and `col IN (...)` conjuncts.
+fn bloom_probes(
+    pred: &Predicate,
+    schema: &Schema,
+    partitions: &BTreeMap<String, Scalar>,
+) -> Vec<(String, Vec<Scalar>)> {
+    let mut out = Vec::new();
+    for c in pred.conjuncts() {
+        let (column, values) = match c {
+            Predicate::Compare {
+                column,
+                op: lakehouse_core::CmpOp::Eq,
+                value,
+            } => (column, vec![value.clone()]),
+            Predicate::InList {
+                column,
+                values,
+                negated: false,
+            } => (column, values.clone()),
+            _ => continue,
+        };
+        if partitions.contains_key(column) {
+            continue;
+        }
+        let Ok(field) = schema.field_with_name(column) else {
+            continue;
+        };
+        let Some(values) = values
+            .iter()
+            .map(|v| v.cast_to(field.data_type()).ok().filter(|v| !v.is_null()))
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        out.push((column.to_string(), values));
+    }
+    out
+}
+
+/// Whether the bloom filter may hold `v` (true when the type is not probed).
+fn probe(sbbf: &parquet::bloom_filter::Sbbf, v: &Scalar) -> bool {
+    match v {
+        Scalar::Utf8(s) => sbbf.check(s.as_str()),
+        Scalar::Int64(x) => sbbf.check(x),
+        Scalar::Int32(x) => sbbf.check(x),
+        Scalar::Int16(x) => sbbf.check(&i32::from(*x)),
+        Scalar::Int8(x) => sbbf.check(&i32::from(*x)),
+        Scalar::Date32(x) => sbbf.check(x),
+        _ => true,
+    }
+}

@@ -1,0 +1,290 @@
+//! Encoding appended rows into partitioned Parquet files, in parallel on rayon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use bytes::Bytes;
+use lakehouse_core::{ColumnStats, Error, ErrorKind, Result};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
+
+use crate::partition::{PartitionSpec, dir_segment, value_text};
+
+/// Compression codec of data files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Zstandard at a level in `1..=22` (default, level 3).
+    Zstd(i32),
+    /// Snappy.
+    Snappy,
+    /// LZ4 (raw).
+    Lz4,
+    /// No compression.
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+impl Compression {
+    pub(crate) fn to_parquet(self) -> Result<PqCompression> {
+        Ok(match self {
+            Compression::Zstd(level) => {
+                PqCompression::ZSTD(ZstdLevel::try_new(level).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("zstd level {level} is not in 1..=22"),
+                    )
+                })?)
+            }
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::Lz4 => PqCompression::LZ4_RAW,
+            Compression::None => PqCompression::UNCOMPRESSED,
+        })
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Compression::Zstd(_) => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// How files are written.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteConfig {
+    pub(crate) compression: Compression,
+    pub(crate) target_file_bytes: u64,
+    pub(crate) row_group_rows: usize,
+    pub(crate) bloom_filter_columns: Vec<String>,
+    pub(crate) sort_by: Vec<String>,
+}
+
+/// One encoded data file, not yet uploaded.
+#[derive(Debug)]
+pub(crate) struct EncodedFile {
+    /// Object path relative to the table root.
+    pub(crate) path: String,
+    pub(crate) bytes: Bytes,
+    pub(crate) partition_values: BTreeMap<String, Option<String>>,
+    pub(crate) rows: u64,
+    /// Statistics of the data columns.
+    pub(crate) stats: BTreeMap<String, ColumnStats>,
+}
+
+fn arrow_err(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Internal, e.to_string())
+}
+
+/// The schema of data files: the table columns that are not partition columns.
+pub(crate) fn data_schema(table: &Schema, spec: &PartitionSpec) -> SchemaRef {
+    let names = spec.names();
+    Arc::new(Schema::new(
+        table
+            .fields()
+            .iter()
+            .filter(|f| !names.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Encodes `batches` (already conformed to the user columns) into files: rows are
+/// grouped by partition, optionally sorted, and written in parallel, rolling to a new
+/// file at the target size. CPU-bound: call it off the async workers.
+pub(crate) fn encode(
+    batches: &[RecordBatch],
+    user_schema: &SchemaRef,
+    table_schema: &Schema,
+    spec: &PartitionSpec,
+    cfg: &WriteConfig,
+) -> Result<Vec<EncodedFile>> {
+    let batch = concat_batches(user_schema, batches).map_err(arrow_err)?;
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let data_schema = data_schema(table_schema, spec);
+    let part_arrays = spec.compute(&batch)?;
+    let groups = group_rows(&part_arrays, batch.num_rows())?;
+    let threads = rayon::current_num_threads().max(1);
+    // Split large groups so that both cores encode even when one partition dominates.
+    let mut tasks: Vec<(usize, UInt32Array)> = Vec::new();
+    for (g, rows) in groups.iter().enumerate() {
+        let per_task = (rows.len().div_ceil(threads))
+            .max(cfg.row_group_rows)
+            .max(1);
+        for chunk in rows.chunks(per_task) {
+            tasks.push((g, UInt32Array::from(chunk.to_vec())));
+        }
+    }
+    let props = writer_properties(cfg, &data_schema)?;
+    let files: Vec<Vec<EncodedFile>> = tasks
+        .par_iter()
+        .map(|(g, indices)| {
+            let first = indices.value(0) as usize;
+            let mut partition_values = BTreeMap::new();
+            let mut dirs = String::new();
+            for (p, array) in spec.fields.iter().zip(&part_arrays) {
+                let v = value_text(array.as_ref(), first)?;
+                dirs.push_str(&dir_segment(&p.name, v.as_deref()));
+                dirs.push('/');
+                partition_values.insert(p.name.clone(), v);
+            }
+            let _ = g;
+            let rows = take_record_batch(&batch, indices).map_err(arrow_err)?;
+            let rows = project(&rows, &data_schema)?;
+            let rows = sort(rows, &cfg.sort_by)?;
+            write_files(&rows, &data_schema, &props, cfg, &dirs, &partition_values)
+        })
+        .collect::<Result<_>>()?;
+    Ok(files.into_iter().flatten().collect())
+}
+
+/// Row indices per distinct partition value, in first-appearance order.
+fn group_rows(part_arrays: &[ArrayRef], rows: usize) -> Result<Vec<Vec<u32>>> {
+    if part_arrays.is_empty() {
+        return Ok(vec![(0..rows as u32).collect()]);
+    }
+    let fields = part_arrays
+        .iter()
+        .map(|a| SortField::new(a.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(arrow_err)?;
+    let converted = converter.convert_columns(part_arrays).map_err(arrow_err)?;
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    for (i, row) in converted.iter().enumerate() {
+        let next = groups.len();
+        let g = *index.entry(row.data()).or_insert(next);
+        if g == next {
+            groups.push(Vec::new());
+        }
+        groups[g].push(i as u32);
+    }
+    Ok(groups)
+}
+
+fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                Error::new(ErrorKind::Internal, format!("column {} vanished", f.name()))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)
+}
+
+fn sort(batch: RecordBatch, by: &[String]) -> Result<RecordBatch> {
+    if by.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let columns = by
+        .iter()
+        .filter_map(|name| batch.column_by_name(name))
+        .map(|values| SortColumn {
+            values: values.clone(),
+            options: None,
+        })
+        .collect::<Vec<_>>();
+    if columns.is_empty() {
+        return Ok(batch);
+    }
+    let indices = lexsort_to_indices(&columns, None).map_err(arrow_err)?;
+    take_record_batch(&batch, &indices).map_err(arrow_err)
+}
+
+pub(crate) fn writer_properties(
+    cfg: &WriteConfig,
+    data_schema: &Schema,
+) -> Result<WriterProperties> {
+    let mut b = WriterProperties::builder()
+        .set_compression(cfg.compression.to_parquet()?)
+        .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
+        .set_created_by("lakehouse-storage".into());
+    for c in &cfg.bloom_filter_columns {
+        if data_schema.field_with_name(c).is_ok() {
+            let path = ColumnPath::from(c.as_str());
+            b = b
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_fpp(path, 0.01);
+        }
+    }
+    Ok(b.build())
+}
+
+/// Rows per `write` call; the writer rolls to a new file between slices.
+const SLICE_ROWS: usize = 64 * 1024;
+
+fn write_files(
+    rows: &RecordBatch,
+    schema: &SchemaRef,
+    props: &WriterProperties,
+    cfg: &WriteConfig,
+    dirs: &str,
+    partition_values: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<EncodedFile>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let total = rows.num_rows();
+    while offset < total {
+        let mut writer = ArrowWriter::try_new(
+            Vec::with_capacity(1 << 20),
+            schema.clone(),
+            Some(props.clone()),
+        )
+        .map_err(arrow_err)?;
+        let mut stats: BTreeMap<String, ColumnStats> = BTreeMap::new();
+        let start = offset;
+        while offset < total {
+            let len = SLICE_ROWS.min(total - offset);
+            let slice = rows.slice(offset, len);
+            for (f, col) in schema.fields().iter().zip(slice.columns()) {
+                let s = ColumnStats::from_array(col.as_ref())?;
+                match stats.get_mut(f.name()) {
+                    Some(acc) => acc.merge(&s),
+                    None => {
+                        stats.insert(f.name().clone(), s);
+                    }
+                }
+            }
+            writer.write(&slice).map_err(arrow_err)?;
+            offset += len;
+            if (writer.bytes_written() + writer.in_progress_size()) as u64 >= cfg.target_file_bytes
+            {
+                break;
+            }
+        }
+        let bytes = writer.into_inner().map_err(arrow_err)?;
+        out.push(EncodedFile {
+            path: format!(
+                "{dirs}part-{}.{}.parquet",
+                uuid::Uuid::new_v4(),
+                cfg.compression.suffix()
+            ),
+            bytes: Bytes::from(bytes),
+            partition_values: partition_values.clone(),
+            rows: (offset - start) as u64,
+            stats,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,69 @@
+//! Tables written here are read by delta-rs, Polars and DuckDB (Python), when
+//! `LAKEHOUSE_PEERS_PYTHON` names a Python with `deltalake`, `polars` and `duckdb`
+//! (`bash benches/peers/setup.sh`; `.ci/run` sets it). Without it the test is skipped.
+
+use std::process::Command;
+
+use lakehouse_core::{ScanRequest, TableSource};
+use lakehouse_storage::{Location, OptimizeOptions, PartitionField, Table, TableOptions};
+
+use crate::common::{batch, collect, rows, schema, sum_f64};
+
+#[tokio::test]
+async fn delta_rs_polars_and_duckdb_read_our_tables() {
+    let Ok(python) = std::env::var("LAKEHOUSE_PEERS_PYTHON") else {
+        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the interoperability test");
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../benches/peers/read_delta.py"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = Table::create(
+        Location::local(dir.path()).unwrap(),
+        schema(),
+        TableOptions::new()
+            .partition_by([
+                PartitionField::day("ts"),
+                PartitionField::identity("region"),
+            ])
+            .checkpoint_interval(3),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        t.append(vec![batch(i * 1000, 1000)]).await.unwrap();
+    }
+    t.optimize(OptimizeOptions::new()).await.unwrap();
+    let ours = collect(&t, ScanRequest::new()).await;
+    let out = Command::new(python)
+        .args([script, dir.path().to_str().unwrap(), "price"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want_rows = rows(&ours) as u64;
+    let want_sum = sum_f64(&ours, "price");
+    assert_eq!(v["version"].as_u64(), Some(t.version().await.unwrap()));
+    for engine in ["deltars", "polars", "duckdb"] {
+        assert_eq!(
+            v[format!("{engine}_rows")].as_u64(),
+            Some(want_rows),
+            "{engine}: {v}"
+        );
+        let sum = v[format!("{engine}_sum")].as_f64().unwrap();
+        assert!(
+            (sum - want_sum).abs() < 1e-6,
+            "{engine}: {sum} vs {want_sum}"
+        );
+    }
+    assert_eq!(
+        v["partitions"]["region"],
+        serde_json::json!(["apac", "eu", "latam", "us"])
+    );
+}
