@@ -1,6 +1,6 @@
 //! [`Als`]: implicit-feedback matrix factorisation (Hu, Koren and Volinsky 2008).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -198,6 +198,49 @@ impl Als {
         Ok(als)
     }
 
+    /// Checks a deserialised model: valid parameters and vectors that match the ids.
+    pub(crate) fn check(&self) -> Result<()> {
+        AlsBuilder {
+            params: self.params,
+        }
+        .build()?;
+        let f = self.f();
+        let Some(history) = &self.history else {
+            return if self.user_factors.is_empty() && self.item_factors.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::corrupt("unfitted model with factors"))
+            };
+        };
+        history.check()?;
+        let (users, items) = (history.users.len(), history.items.len());
+        if self.user_factors.len() != users * f
+            || self.item_factors.len() != items * f
+            || self.item_norms.len() != items
+            || self.item_gram.len() != f * f
+            || self.user_gram.len() != f * f
+        {
+            return Err(Error::corrupt(format!(
+                "vector lengths do not match {users} users, {items} items and {f} factors"
+            )));
+        }
+        let finite32 = self
+            .user_factors
+            .iter()
+            .chain(&self.item_factors)
+            .chain(&self.item_norms)
+            .all(|v| v.is_finite());
+        let finite64 = self
+            .item_gram
+            .iter()
+            .chain(&self.user_gram)
+            .all(|v| v.is_finite());
+        if !finite32 || !finite64 {
+            return Err(Error::corrupt("non-finite factor"));
+        }
+        Ok(())
+    }
+
     /// The hyper-parameters.
     pub fn params(&self) -> &AlsParams {
         &self.params
@@ -316,7 +359,7 @@ impl Als {
         } else {
             0
         };
-        let candidates = index.search_mips(&self.item_factors, x, query.k + extra);
+        let candidates = index.search_mips(&self.item_factors, x, query.k.saturating_add(extra));
         let mut top = TopK::new(query.k);
         for (score, i) in candidates {
             top.offer(score, i, &admit);
@@ -525,18 +568,17 @@ impl Recommender for Als {
             .take()
             .ok_or_else(|| Error::not_fitted("ALS"))?;
         let mut users = BTreeSet::new();
-        let mut new_items: Vec<(u32, Vec<(u32, f32)>)> = Vec::new();
+        // Items without a vector yet, with the users (and weights) that touched them.
+        let mut new_items: BTreeMap<u32, Vec<(u32, f32)>> = BTreeMap::new();
         let mut result = Ok(());
         for e in events {
             match history.add(e) {
                 Ok((u, i, _, new_item)) => {
                     users.insert(u);
-                    let fresh = new_item || self.item_row(i).is_empty();
-                    if fresh {
-                        new_items.push((i, Vec::new()));
-                    }
-                    if let Some(entry) = new_items.iter_mut().find(|(j, _)| *j == i) {
-                        entry.1.push((u, e.weight));
+                    // Vectors are sized after the loop: an item that is new in this batch
+                    // has no row yet on its second event either, so the map decides.
+                    if new_item || new_items.contains_key(&i) || self.item_row(i).is_empty() {
+                        new_items.entry(i).or_default().push((u, e.weight));
                     }
                 }
                 Err(err) => {
@@ -560,8 +602,8 @@ impl Recommender for Als {
         if !new_items.is_empty() {
             self.refresh_norms();
             if let Some(index) = &mut self.index {
-                for (i, _) in &new_items {
-                    index.insert_mips(&self.item_factors, *i);
+                for &i in new_items.keys() {
+                    index.insert_mips(&self.item_factors, i);
                 }
             }
         }

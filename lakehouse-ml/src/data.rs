@@ -181,6 +181,14 @@ impl Dataset {
             WeightSource::One => vec![Some(1.0); batch.num_rows()],
             WeightSource::Column(name) => {
                 let arr = column(batch, name)?;
+                // Casting would turn unparsable strings into nulls: accept numbers only.
+                if !arr.data_type().is_numeric() {
+                    return Err(Error::new(
+                        ErrorKind::TypeMismatch,
+                        format!("weight column must be numeric, not {}", arr.data_type()),
+                    )
+                    .with_column(name.clone()));
+                }
                 let arr = cast(arr, &DataType::Float64).map_err(|e| {
                     Error::new(ErrorKind::TypeMismatch, "weight column is not numeric")
                         .with_column(name.clone())

@@ -153,6 +153,10 @@ impl Error {
         Error::new(ErrorKind::InvalidInput, message)
     }
 
+    pub(crate) fn corrupt(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Corrupt, message)
+    }
+
     pub(crate) fn not_fitted(model: &str) -> Self {
         Error::new(
             ErrorKind::NotFitted,

@@ -88,6 +88,28 @@ impl ItemItem {
             .ok_or_else(|| Error::not_fitted("item-item"))
     }
 
+    /// Checks a deserialised model: valid parameters, neighbours that are mapped items.
+    pub(crate) fn check(&self) -> Result<()> {
+        ItemItem::new(self.similarity, self.neighbors)?;
+        let n = match &self.history {
+            Some(h) => {
+                h.check()?;
+                h.items.len()
+            }
+            None => 0,
+        };
+        let ok = self.order.len() <= n
+            && self
+                .order
+                .iter()
+                .all(|row| row.iter().all(|&(j, s)| (j as usize) < n && s.is_finite()));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::corrupt("neighbour lists name unmapped items"))
+        }
+    }
+
     fn neighbours(&self, item: u32) -> &[(u32, f32)] {
         self.order.get(item as usize).map_or(&[], |v| v.as_slice())
     }
@@ -138,10 +160,15 @@ impl Recommender for ItemItem {
                     for (&u, &a) in users.iter().zip(wi) {
                         let (items, wu) = by_user.row(u as usize);
                         for (&j, &c) in items.iter().zip(wu) {
+                            let add = a * c;
+                            // A zero term (zero weight) would mark `j` touched twice.
+                            if add == 0.0 {
+                                continue;
+                            }
                             if acc[j as usize] == 0.0 {
                                 touched.push(j);
                             }
-                            acc[j as usize] += a * c;
+                            acc[j as usize] += add;
                         }
                     }
                     let mut top = TopK::new(k);
@@ -170,10 +197,15 @@ impl Recommender for ItemItem {
         let mut touched = Vec::new();
         for &(i, w) in history.row(u) {
             for &(j, s) in self.neighbours(i) {
+                let add = w * s;
+                // Zero-weight interactions add nothing (and must not mark `j` twice).
+                if add == 0.0 {
+                    continue;
+                }
                 if acc[j as usize] == 0.0 {
                     touched.push(j);
                 }
-                acc[j as usize] += w * s;
+                acc[j as usize] += add;
             }
         }
         let admit = history.admit(Some(u), query);

@@ -26,6 +26,11 @@ pub trait Persist: Serialize + DeserializeOwned {
     /// The kind written into the header (`"als"`, `"item-item"`, ...).
     const KIND: &'static str;
 
+    /// Checks that a deserialised model is internally consistent (parameters, vector
+    /// lengths, indices). [`load`](Self::load) calls it, so a damaged file that still
+    /// parses fails with [`ErrorKind::Corrupt`] instead of misbehaving later.
+    fn validate(&self) -> Result<()>;
+
     /// Writes the model.
     fn save(&self, writer: impl Write) -> Result<()> {
         let mut w = BufWriter::new(writer);
@@ -79,7 +84,16 @@ pub trait Persist: Serialize + DeserializeOwned {
                 Self::KIND
             )));
         }
-        serde_json::from_reader(r).map_err(|e| corrupt("model body does not parse").with_source(e))
+        let model: Self = serde_json::from_reader(r)
+            .map_err(|e| corrupt("model body does not parse").with_source(e))?;
+        model.validate().map_err(|e| {
+            if e.kind() == ErrorKind::Corrupt {
+                e
+            } else {
+                corrupt(&format!("model is inconsistent: {}", e.message()))
+            }
+        })?;
+        Ok(model)
     }
 
     /// [`save`](Self::save) to a file (written to a temporary name, then renamed).
@@ -103,16 +117,32 @@ pub trait Persist: Serialize + DeserializeOwned {
 
 impl Persist for crate::Als {
     const KIND: &'static str = "als";
+
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
 }
 
 impl Persist for crate::ItemItem {
     const KIND: &'static str = "item-item";
+
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
 }
 
 impl Persist for crate::Popularity {
     const KIND: &'static str = "popularity";
+
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
 }
 
 impl Persist for crate::Segments {
     const KIND: &'static str = "segments";
+
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
 }

@@ -73,9 +73,14 @@ impl Popularity {
         self
     }
 
+    /// The factor by which a score at `from` has decayed at `to`; scores from the
+    /// future (`from > to`) do not grow. Computed in f64, so any two times are valid.
     fn decay(&self, from: i64, to: i64) -> f64 {
         match self.half_life_micros {
-            Some(h) => (-((to - from) as f64) / h as f64).exp2(),
+            Some(h) => {
+                let elapsed = (to as f64 - from as f64).max(0.0);
+                (-elapsed / h as f64).exp2()
+            }
             None => 1.0,
         }
     }
@@ -93,6 +98,27 @@ impl Popularity {
         } else {
             self.scores[i] += w * self.decay(at, self.as_of[i]);
         }
+    }
+
+    /// Checks a deserialised model: one score and time per mapped item.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.half_life_micros.is_some_and(|h| h <= 0) {
+            return Err(Error::corrupt("trending half-life must be positive"));
+        }
+        let n = match &self.history {
+            Some(h) => {
+                h.check()?;
+                h.items.len()
+            }
+            None => 0,
+        };
+        if self.scores.len() != self.as_of.len() || self.scores.len() > n {
+            return Err(Error::corrupt("scores do not match the items"));
+        }
+        if !self.scores.iter().all(|s| s.is_finite()) {
+            return Err(Error::corrupt("non-finite score"));
+        }
+        Ok(())
     }
 
     /// The current score of every item index.

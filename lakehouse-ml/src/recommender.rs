@@ -155,6 +155,26 @@ impl History {
         }
     }
 
+    /// Checks a deserialised history: rows for mapped users only, item indices in
+    /// range and sorted, weights finite and `>= 0`.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.rows.len() > self.users.len() {
+            return Err(Error::corrupt("history has rows for unmapped users"));
+        }
+        let n = self.items.len();
+        for row in &self.rows {
+            let in_range = row
+                .iter()
+                .all(|&(i, w)| (i as usize) < n && w.is_finite() && w >= 0.0);
+            if !in_range || !row.windows(2).all(|p| p[0].0 < p[1].0) {
+                return Err(Error::corrupt(
+                    "history row has an unmapped or unsorted item, or a bad weight",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The user's index when they have at least one interaction.
     pub(crate) fn known_user(&self, user: &Id) -> Result<u32> {
         match self.users.get(user) {
@@ -249,7 +269,8 @@ impl TopK {
     pub(crate) fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: Vec::with_capacity(k),
+            // `k` may be far larger than the catalogue (even usize::MAX): grow on demand.
+            heap: Vec::with_capacity(k.min(1024)),
         }
     }
 

@@ -47,6 +47,7 @@ impl Default for SegmentParams {
 pub struct Segments {
     dims: usize,
     centroids: Vec<f64>,
+    #[serde(with = "assignment_pairs")]
     assignment: HashMap<Id, usize>,
     items: IdMap,
     /// Per segment: `(item, score)`, best first.
@@ -139,6 +140,24 @@ impl Segments {
         Segments::fit_features(&users, features.view(), data, params)
     }
 
+    /// Checks a deserialised value: centroids of the stated width, one per segment.
+    pub(crate) fn check(&self) -> Result<()> {
+        let k = self.popular.len();
+        if self.dims == 0
+            || k == 0
+            || self.centroids.len() != self.dims.saturating_mul(k)
+            || !self.centroids.iter().all(|v| v.is_finite())
+            || self.assignment.values().any(|&s| s >= k)
+        {
+            return Err(Error::corrupt(format!(
+                "segments do not match: {k} segments, {} centroid values of width {}",
+                self.centroids.len(),
+                self.dims
+            )));
+        }
+        Ok(())
+    }
+
     /// Number of segments.
     pub fn len(&self) -> usize {
         self.popular.len()
@@ -199,5 +218,32 @@ impl Segments {
             }
         }
         Ok(out)
+    }
+}
+
+/// JSON maps need string keys and [`Id`] is an enum: the user-to-segment map is stored
+/// as a list of `(id, segment)` pairs, sorted by id so that saved files are stable.
+mod assignment_pairs {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::id::Id;
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &HashMap<Id, usize>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(&Id, &usize)> = map.iter().collect();
+        pairs.sort();
+        pairs.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HashMap<Id, usize>, D::Error> {
+        Ok(Vec::<(Id, usize)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
     }
 }

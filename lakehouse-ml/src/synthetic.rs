@@ -8,10 +8,15 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::rng::Rng;
 
+/// The largest number of users or of items [`Synthetic::generate`] accepts.
+const MAX_SIDE: usize = 1 << 26;
+
 /// Generates users and items in `groups` taste groups: user `u` (id `1..=users`) belongs
-/// to group `(u - 1) % groups`, item `i` likewise; a share `affinity` of each user's
-/// interactions go to items of their own group, the rest to any item, both with
-/// Zipf-skewed item popularity. User activity is skewed too (a few heavy users).
+/// to group `(u - 1) % groups`, item `i` likewise; each of a user's picks goes to an
+/// item of their own group with probability `affinity`, else to any item, both with
+/// Zipf-skewed item popularity. User activity is skewed too (a few heavy users); a
+/// heavy user who has exhausted their group's items can only add items of other
+/// groups, so the overall in-group share is somewhat below `affinity`.
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub struct Synthetic {
@@ -95,14 +100,19 @@ impl Synthetic {
     /// Generates the data.
     ///
     /// Errors with [`InvalidInput`](crate::ErrorKind::InvalidInput) for zero users,
-    /// items or groups, more groups than items, or more interactions than half the
-    /// user-item pairs.
+    /// items or groups, more groups than users or items, more than 2^26 users or items,
+    /// or more interactions than half the user-item pairs.
     pub fn generate(&self) -> Result<SyntheticData> {
         let (nu, ni, g) = (self.users, self.items, self.groups);
         if nu == 0 || ni == 0 || g == 0 || g > ni || g > nu {
             return Err(Error::invalid("need users, items >= groups >= 1"));
         }
-        if self.interactions > nu * ni / 2 {
+        if nu > MAX_SIDE || ni > MAX_SIDE {
+            return Err(Error::invalid(format!(
+                "at most {MAX_SIDE} users and {MAX_SIDE} items"
+            )));
+        }
+        if self.interactions > nu.saturating_mul(ni) / 2 {
             return Err(Error::invalid(
                 "at most half of all user-item pairs can be filled",
             ));
