@@ -2,4 +2,5 @@
 //! conformance suites, and property tests of the predicate language.
 
 mod conformance_memory;
+mod flow;
 mod predicate_props;

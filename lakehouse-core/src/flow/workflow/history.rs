@@ -189,6 +189,7 @@ impl EventKind {
 
     /// What makes a state-level event unique in a history: replaying an execution
     /// produces events with the same identity, which are not recorded twice.
+    /// `TaskStarted` has none: it is recorded each time a handler really runs.
     pub(crate) fn identity(&self) -> Option<String> {
         let (key, attempt) = match self {
             EventKind::StateEntered { key, .. }
@@ -196,8 +197,7 @@ impl EventKind {
             | EventKind::StateFailed { key, .. }
             | EventKind::Caught { key, .. }
             | EventKind::WaitStarted { key, .. } => (key, 0),
-            EventKind::TaskStarted { key, attempt, .. }
-            | EventKind::TaskSucceeded { key, attempt, .. }
+            EventKind::TaskSucceeded { key, attempt, .. }
             | EventKind::TaskFailed { key, attempt, .. }
             | EventKind::RetryScheduled { key, attempt, .. } => (key, *attempt),
             _ => return None,
