@@ -37,7 +37,8 @@ pub struct TriggerBatch {
 
 /// A failed invocation: the error and, for a partial failure, the first record that
 /// failed. Records before it count as processed; the checkpoint stops just before it and
-/// the retry starts at it.
+/// the retry starts at it. When its retries are exhausted, that record alone is given
+/// up on and the records after it are delivered again as a new batch.
 #[derive(Debug)]
 pub struct BatchError {
     error: Error,
@@ -526,7 +527,7 @@ impl Trigger {
         Ok(RunningTrigger {
             trigger: self.clone(),
             stop,
-            task,
+            task: Some(task),
         })
     }
 }
@@ -541,12 +542,19 @@ fn runtime_handle() -> Result<tokio::runtime::Handle> {
     })
 }
 
-/// A trigger running in the background, from [`Trigger::start`].
+/// A trigger running in the background, from [`Trigger::start`]. Dropping it stops the
+/// trigger without waiting; [`stop`](Self::stop) waits.
 #[derive(Debug)]
 pub struct RunningTrigger {
     trigger: Trigger,
     stop: CancelToken,
-    task: tokio::task::JoinHandle<Result<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Drop for RunningTrigger {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl RunningTrigger {
@@ -563,9 +571,12 @@ impl RunningTrigger {
     /// Stops polling, waits for the shard workers to finish or abandon their current
     /// batch (an abandoned batch is not checkpointed and will be delivered again), and
     /// returns the final metrics.
-    pub async fn stop(self) -> Result<TriggerMetrics> {
+    pub async fn stop(mut self) -> Result<TriggerMetrics> {
         self.stop.cancel();
-        match self.task.await {
+        let Some(task) = self.task.take() else {
+            return Ok(self.trigger.metrics());
+        };
+        match task.await {
             Ok(r) => r?,
             Err(e) => {
                 return Err(Error::new(
@@ -579,7 +590,17 @@ impl RunningTrigger {
     }
 }
 
+/// Cancels its token when dropped, so that the shard workers of an abandoned drain stop.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 async fn coordinate(inner: Arc<Inner>, mode: Mode, stop: CancelToken) -> Result<()> {
+    let _stop_workers = CancelOnDrop(stop.clone());
     let mut running: HashMap<ShardId, tokio::task::JoinHandle<Result<ShardExit>>> = HashMap::new();
     let mut ended: HashSet<ShardId> = HashSet::new();
     let mut caught_up: HashSet<ShardId> = HashSet::new();
@@ -975,6 +996,15 @@ impl LaneCtx<'_> {
                 continue;
             }
             if config.max_retry_attempts.is_some_and(|max| attempt >= max) {
+                if failure.first_failed.is_some() && failed.len() > 1 {
+                    // The handler named the failed record: give up on it alone and
+                    // deliver the records after it as a new batch.
+                    self.give_up(&failed[..1], &failure.error, attempt + 1)
+                        .await?;
+                    work.push_front((failed[1..].into(), 0));
+                    self.advance(work.front().map(|(r, _)| r)).await;
+                    continue;
+                }
                 self.give_up(&failed, &failure.error, attempt + 1).await?;
                 self.advance(work.front().map(|(r, _)| r)).await;
                 continue;

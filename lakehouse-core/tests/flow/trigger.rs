@@ -398,6 +398,49 @@ async fn partial_failure_checkpoints_before_the_first_failed_record() {
 }
 
 #[tokio::test]
+async fn a_named_poison_record_is_dead_lettered_alone() {
+    let (log, timer) = setup(1);
+    let dlq = MemoryLog::new(1);
+    put_keyed(&log, 20, 2).await;
+    let ok: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = {
+        let ok = ok.clone();
+        move |b: TriggerBatch| {
+            let mut ok = ok.lock().unwrap();
+            for r in b.records.iter() {
+                if r.sequence == 7 {
+                    return futures::future::ready(Err(BatchError::partial(
+                        7,
+                        Error::new(ErrorKind::InvalidInput, "bad price"),
+                    )));
+                }
+                ok.push(r.sequence);
+            }
+            futures::future::ready(Ok(()))
+        }
+    };
+    let trigger = Trigger::builder(log.clone(), handler)
+        .name("named")
+        .batch_size(20)
+        .max_retry_attempts(Some(2))
+        .backoff(no_jitter(10))
+        .on_failure(dlq.clone())
+        .timer(Arc::new(timer.clone()))
+        .build()
+        .unwrap();
+    let m = timer.run(trigger.drain()).await.unwrap();
+    let ok = ok.lock().unwrap().clone();
+    let expected: Vec<u64> = (0..20).filter(|s| *s != 7).collect();
+    assert_eq!(ok, expected, "every other record once, in order");
+    let letters = read_all(&dlq).await;
+    assert_eq!(letters.len(), 1);
+    let dl = DeadLetter::decode(&letters[0]).unwrap();
+    assert_eq!((dl.sequence, dl.attempts), (7, 3));
+    assert_eq!((m.records_processed, m.records_dead_lettered), (19, 1));
+    assert_eq!(log.checkpoint("named", ShardId(0)).await.unwrap(), Some(19));
+}
+
+#[tokio::test]
 async fn records_past_the_maximum_age_stop_being_retried() {
     let (log, timer) = setup(1);
     let dlq = MemoryLog::new(1);
