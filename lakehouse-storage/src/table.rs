@@ -348,6 +348,9 @@ struct Inner {
     location: Location,
     log_dir: Path,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Commits of one handle (and its clones) go one at a time; other handles and
+    /// processes race through put-if-absent.
+    commit_lock: tokio::sync::Mutex<()>,
     max_retries: u32,
 }
 
@@ -501,6 +504,7 @@ impl Table {
                 location,
                 log_dir,
                 snapshot: RwLock::new(Arc::new(snapshot)),
+                commit_lock: tokio::sync::Mutex::new(()),
                 max_retries: 10_000,
             }),
         }
@@ -844,6 +848,7 @@ impl Table {
     where
         F: Fn(&Snapshot) -> Result<Option<Vec<Action>>>,
     {
+        let _turn = self.inner.commit_lock.lock().await;
         let mut retries = 0u32;
         let mut snap = self.cached();
         loop {

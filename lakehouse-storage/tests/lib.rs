@@ -5,4 +5,6 @@ mod crash;
 mod interop;
 mod maintenance;
 mod partitions;
+#[cfg(feature = "s3")]
+mod s3;
 mod table;
