@@ -1,109 +1,112 @@
-//! SQL over any `TableSource` on Apache DataFusion.
+//! SQL over any [`TableSource`] on Apache DataFusion: the Redshift layer of the Lakehouse
+//! workspace.
 //!
-//! This crate is the Redshift layer of the Lakehouse workspace. It is under construction: this
-//! release defines its error type only. See the workspace README for the crates that
-//! are ready.
+//! A [`QueryEngine`] registers tables from any [`TableSource`] (the partitioned store, a
+//! stream tail, a [`MemoryTable`](lakehouse_core::MemoryTable)), Parquet or CSV files,
+//! and answers SQL in DataFusion's full dialect over them:
+//!
+//! * **Pushdown.** Filters become core [`Predicate`](lakehouse_core::Predicate)s, exact
+//!   where the source says it filters exactly and inexact (the engine filters again)
+//!   otherwise; projections and limits are pushed down too, and the source's per-file
+//!   statistics feed the planner.
+//! * **Consistency.** A query reads one version of each table: scans are pinned to the
+//!   versions read when the query starts.
+//! * **Workload management.** Named [`WorkloadQueue`]s with concurrency slots and bounded
+//!   waiting, a per-query memory limit (operators spill or fail with
+//!   [`ErrorKind::ResourcesExhausted`]), timeouts and [`CancelToken`]s.
+//! * **Plan and result caches.** Planned SQL is reused; results are cached under the
+//!   optimized plan and the versions of every table the query read, so an append makes
+//!   the next run recompute. Queries calling volatile functions (`now()`, `random()`)
+//!   are never cached.
+//! * **MPP slices.** [`QueryEngine::register_distributed`] holds a table in slices by a
+//!   [`Distribution`] (`KEY`, `EVEN`, `ALL`). The scan declares the hash partitioning of a
+//!   `KEY` table, so joins and aggregations on the key run slice-local with no
+//!   repartition; slice-local filtering runs on rayon.
+//! * **Materialized views.** `CREATE MATERIALIZED VIEW v AS SELECT ...` (or
+//!   [`QueryEngine::create_materialized_view`]); refreshed incrementally from
+//!   [`TableSource::changes_since`] for `SUM` / `COUNT` / `AVG` / `MIN` / `MAX` group-bys and
+//!   filter/projection views over one changing table (joined to unchanged dimensions),
+//!   fully otherwise, on demand or in the background. Readers never wait for a refresh.
+//! * **Streaming tail.** [`QueryEngine::register_with_tail`] unions a committed table with
+//!   rows not yet committed.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{Int64Array, RecordBatch, StringArray};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use lakehouse_core::{MemoryTable, TableSink};
+//! use lakehouse_query::QueryEngine;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("region", DataType::Utf8, false),
+//!     Field::new("amount", DataType::Int64, false),
+//! ]));
+//! let sales = Arc::new(MemoryTable::new("sales", schema.clone()));
+//! sales.append(vec![RecordBatch::try_new(schema.clone(), vec![
+//!     Arc::new(StringArray::from(vec!["eu", "us", "eu"])),
+//!     Arc::new(Int64Array::from(vec![10, 20, 5])),
+//! ])?], None).await?;
+//!
+//! let engine = QueryEngine::new();
+//! engine.register_table("sales", sales.clone())?;
+//! let result = engine
+//!     .sql("SELECT region, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region")
+//!     .await?;
+//! assert_eq!(result.num_rows(), 2);
+//!
+//! // A materialized view, refreshed incrementally after an append.
+//! engine
+//!     .sql("CREATE MATERIALIZED VIEW totals AS SELECT region, SUM(amount) AS total FROM sales GROUP BY region")
+//!     .await?;
+//! sales.append(vec![RecordBatch::try_new(schema, vec![
+//!     Arc::new(StringArray::from(vec!["us"])),
+//!     Arc::new(Int64Array::from(vec![7])),
+//! ])?], None).await?;
+//! let outcome = engine.refresh_materialized_view("totals").await?;
+//! assert_eq!(outcome.kind(), lakehouse_query::RefreshKind::Incremental);
+//! let us = engine.sql("SELECT total FROM totals WHERE region = 'us'").await?;
+//! print!("{}", us.pretty()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! None yet: the engine always includes DataFusion's SQL front end, Parquet and CSV
+//! readers and its scalar function libraries (string, math, date/time, regex, crypto,
+//! nested types).
+//!
+//! # Runtime
+//!
+//! The engine is `async` and needs a tokio runtime (DataFusion executes on it). CPU-bound
+//! slice work (distributing rows to slices, slice-local filtering) runs on the rayon pool
+//! and is awaited through a channel, never blocking a tokio worker. Locks guard memory
+//! operations only; a materialized view refresh never holds a lock readers take.
+//! [`QueryEngine::start_background_refresh`] spawns one task on the current runtime.
 
-use std::error::Error as StdError;
-use std::fmt;
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
 
-pub use lakehouse_core::Context;
+mod cache;
+mod engine;
+mod error;
+mod mv;
+mod pushdown;
+mod scan;
+mod slices;
+mod wlm;
 
-/// A `Result` whose error defaults to this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use lakehouse_core::{TableSource, Version};
 
-/// What went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The SQL text does not parse or plan.
-    InvalidSql,
-    /// A table or column named by the query does not exist.
-    NotFound,
-    /// The query ran past its memory limit.
-    ResourcesExhausted,
-    /// The query was cancelled.
-    Cancelled,
-    /// A table source failed.
-    Source,
-}
-
-/// The error of this crate: a kind, a message, a typed [`Context`] and a source.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    context: Context,
-    #[source]
-    source: Option<Box<dyn StdError + Send + Sync>>,
-}
-
-impl Error {
-    /// A new error.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            context: Context::default(),
-            source: None,
-        }
-    }
-
-    /// What went wrong.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// Where it went wrong.
-    pub fn context(&self) -> &Context {
-        &self.context
-    }
-
-    /// Names the table.
-    #[must_use]
-    pub fn with_table(mut self, table: impl Into<String>) -> Self {
-        self.context.table = Some(table.into());
-        self
-    }
-
-    /// Attaches the cause.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-}
-
-impl From<lakehouse_core::Error> for Error {
-    fn from(e: lakehouse_core::Error) -> Self {
-        let table = e.context().table.clone();
-        let mut out = Error::new(ErrorKind::Source, e.message().to_owned());
-        out.context = e.context().clone();
-        out.context.table = table;
-        out.with_source(e)
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_context_and_source() {
-        let core = lakehouse_core::Error::new(lakehouse_core::ErrorKind::Io, "disk full")
-            .with_table("events");
-        let e = Error::from(core);
-        assert_eq!(e.context().table.as_deref(), Some("events"));
-        assert_eq!(
-            e.source().map(|s| s.to_string()).as_deref(),
-            Some("i/o error: disk full (table=events)")
-        );
-    }
-}
+pub use crate::cache::CacheStats;
+pub use crate::engine::{
+    BackgroundRefresh, EngineBuilder, PreparedQuery, QueryEngine, QueryOptions, QueryResult,
+};
+pub use crate::error::{Context, Error, ErrorKind, Result};
+pub use crate::mv::{RefreshKind, RefreshMode, RefreshOutcome, ViewInfo, ViewSnapshot};
+pub use crate::slices::Distribution;
+pub use crate::wlm::{CancelToken, QueueStats, WorkloadQueue};
