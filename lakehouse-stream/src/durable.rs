@@ -663,7 +663,8 @@ pub(crate) fn read_checkpoints(root: &Path) -> Result<Vec<(String, ShardId, Sequ
     Ok(out)
 }
 
-/// Takes the directory's advisory lock so that one process at a time opens it.
+/// Takes the directory's advisory lock so that one handle at a time opens it, waiting
+/// up to a second for a closing handle to let go.
 pub(crate) fn lock_dir(root: &Path) -> Result<File> {
     fs::create_dir_all(root).map_err(|e| io_error("creating", root, e))?;
     let path = root.join("LOCK");
@@ -673,14 +674,22 @@ pub(crate) fn lock_dir(root: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| io_error("opening", &path, e))?;
-    f.try_lock().map_err(|e| {
-        Error::new(
-            ErrorKind::Conflict,
-            format!("the stream directory is open elsewhere ({e})"),
-        )
-        .with_path(root.display().to_string())
-    })?;
-    Ok(f)
+    // A handle dropped just before may still be closing on another thread (the last
+    // reference can be held by a `Durability::Interval` sync thread): wait briefly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the stream directory is open elsewhere ({e})"),
+                )
+                .with_path(root.display().to_string()));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 #[cfg(test)]

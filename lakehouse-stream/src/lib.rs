@@ -100,6 +100,7 @@
 
 mod durable;
 mod group;
+mod route;
 mod sink;
 mod stream;
 

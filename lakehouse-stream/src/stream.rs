@@ -15,6 +15,7 @@ use lakehouse_core::{
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+use crate::route;
 
 /// Pending frames of a shard are written to its segment once they reach this size
 /// (durable streams without per-batch fsync).
@@ -785,12 +786,12 @@ impl Stream {
         };
         loop {
             let shard = self.route(hash)?;
+            let now = self.inner.clock.now_millis();
             let mut log = shard.log.lock();
             if log.closed {
                 // Split or merged since routing: route again.
                 continue;
             }
-            let now = self.inner.clock.now_millis();
             self.trim_age(&mut log, now);
             let size = record.data.len();
             if log.bytes + size > self.inner.max_shard_bytes {
@@ -841,20 +842,49 @@ impl Stream {
     pub fn put_records(&self, records: Vec<PutRecord>) -> Vec<Result<PutResult>> {
         let mut results: Vec<Option<Result<PutResult>>> = Vec::with_capacity(records.len());
         let mut pending: Vec<Option<PutRecord>> = Vec::with_capacity(records.len());
-        let mut hashes = Vec::with_capacity(records.len());
-        for r in records {
+        let mut hashes = vec![0u128; records.len()];
+        // Short keys without an explicit hash key are hashed LANES at a time.
+        let mut lanes = [0usize; route::LANES];
+        let mut filled = 0;
+        let hash_lanes = |lanes: &[usize], pending: &[Option<PutRecord>], hashes: &mut [u128]| {
+            let mut keys: [&[u8]; route::LANES] = [&[]; route::LANES];
+            for (k, &i) in keys.iter_mut().zip(lanes) {
+                *k = pending[i]
+                    .as_ref()
+                    .map_or(&[][..], |r| r.partition_key.as_bytes());
+            }
+            let digests = route::md5_keys(&keys[..lanes.len()]);
+            for (&i, h) in lanes.iter().zip(digests) {
+                hashes[i] = h;
+            }
+        };
+        for (i, r) in records.into_iter().enumerate() {
             match r.validate(self.inner.max_record_bytes) {
                 Ok(()) => {
-                    hashes.push(r.routing_key());
+                    let batched =
+                        r.explicit_hash_key.is_none() && r.partition_key.len() <= route::MAX_KEY;
+                    if !batched {
+                        hashes[i] = r.routing_key();
+                    }
                     results.push(None);
                     pending.push(Some(r));
+                    if batched {
+                        lanes[filled] = i;
+                        filled += 1;
+                        if filled == route::LANES {
+                            hash_lanes(&lanes, &pending, &mut hashes);
+                            filled = 0;
+                        }
+                    }
                 }
                 Err(e) => {
-                    hashes.push(0);
                     results.push(Some(Err(e.with_table(&self.inner.name))));
                     pending.push(None);
                 }
             }
+        }
+        if filled > 0 {
+            hash_lanes(&lanes[..filled], &pending, &mut hashes);
         }
         let groups: Vec<(Arc<Shard>, Vec<usize>)> = {
             let topology = self.inner.topology.read();
@@ -877,8 +907,8 @@ impl Stream {
         };
         let mut full: Vec<Arc<Shard>> = Vec::new();
         for (shard, group) in &groups {
-            let mut log = shard.log.lock();
             let now = self.inner.clock.now_millis();
+            let mut log = shard.log.lock();
             self.trim_age(&mut log, now);
             for &i in group {
                 let Some(record) = pending[i].take() else {
@@ -1055,8 +1085,8 @@ impl Stream {
         limit: ReadLimit,
     ) -> Result<ReadBatch> {
         let s = self.shard(shard)?;
-        let mut log = s.log.lock();
         let now = self.inner.clock.now_millis();
+        let mut log = s.log.lock();
         if self.trim_age(&mut log, now) {
             s.space.notify_all();
         }
