@@ -12,7 +12,12 @@ use lakehouse_stream::{Durability, Stream};
 fn records(n: usize, seed: usize) -> Vec<PutRecord> {
     let payload = Bytes::from(vec![b'x'; 100]);
     (0..n)
-        .map(|i| PutRecord::new(format!("user-{}", (i * 7919 + seed) % 100_000), payload.clone()))
+        .map(|i| {
+            PutRecord::new(
+                format!("user-{}", (i * 7919 + seed) % 100_000),
+                payload.clone(),
+            )
+        })
         .collect()
 }
 
@@ -31,7 +36,11 @@ fn routing(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream/route");
     g.throughput(Throughput::Elements(keys.len() as u64));
     g.bench_function("md5_hash_key_x500", |b| {
-        b.iter(|| keys.iter().map(|k| hash_key(black_box(k))).fold(0u128, |a, h| a ^ h))
+        b.iter(|| {
+            keys.iter()
+                .map(|k| hash_key(black_box(k)))
+                .fold(0u128, |a, h| a ^ h)
+        })
     });
     g.finish();
 }

@@ -4,7 +4,7 @@
 //! cargo run --release -p lakehouse-benches --bin lakehouse-bench -- <subcommand> [--quick]
 //! ```
 //!
-//! Subcommands: `core`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `all`.
+//! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `all`.
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
@@ -13,6 +13,7 @@
 mod cache;
 mod core;
 mod e2e;
+mod flow;
 mod ml;
 mod query;
 // Shared measurement helpers; not every subcommand uses every one.
@@ -25,12 +26,14 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|stream|storage|query|cache|ml|e2e|all> [--quick]";
+const USAGE: &str =
+    "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|all> [--quick]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
 const SUBCOMMANDS: &[(&str, Subcommand)] = &[
     ("core", core::run),
+    ("flow", flow::run),
     ("stream", stream::run),
     ("storage", storage::run),
     ("query", query::run),

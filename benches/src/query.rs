@@ -69,7 +69,9 @@ fn sales(start: u64, n: usize) -> Result<RecordBatch, arrow::error::ArrowError> 
     )
 }
 
-async fn table_of(rows: usize) -> Result<Arc<MemoryTable>, Box<dyn std::error::Error + Send + Sync>> {
+async fn table_of(
+    rows: usize,
+) -> Result<Arc<MemoryTable>, Box<dyn std::error::Error + Send + Sync>> {
     let table = Arc::new(MemoryTable::new("sales", sales_schema()));
     let chunk = 1_000_000;
     let mut batches = Vec::new();
@@ -92,7 +94,9 @@ async fn point_and_cache(report: &mut Report) -> BenchResult {
     let mut lat = Latencies::with_capacity(2000);
     for i in 0..2100 {
         let start = Instant::now();
-        let r = engine.query(point, QueryOptions::new().bypass_cache()).await?;
+        let r = engine
+            .query(point, QueryOptions::new().bypass_cache())
+            .await?;
         if i >= 100 {
             lat.record(start.elapsed());
         }
@@ -154,7 +158,9 @@ async fn views(report: &mut Report) -> BenchResult {
     let mut full = Vec::new();
     for i in 0..RUNS {
         let start = Instant::now();
-        engine.create_materialized_view(&format!("full{i}"), sql).await?;
+        engine
+            .create_materialized_view(&format!("full{i}"), sql)
+            .await?;
         full.push(start.elapsed());
         engine.deregister(&format!("full{i}"))?;
     }
@@ -241,12 +247,24 @@ async fn tpch(report: &mut Report) -> BenchResult {
         .join("..")
         .join("target")
         .join(format!("tpch-sf{sf}"));
-    let dir_text = dir.to_str().ok_or("the target directory is not UTF-8")?.to_owned();
+    let dir_text = dir
+        .to_str()
+        .ok_or("the target directory is not UTF-8")?
+        .to_owned();
     let runs = RUNS.to_string();
     let Some(duck) = run_peer(
         report,
         "tpch.py",
-        &["--sf", sf, "--dir", &dir_text, "--time", &runs, "--threads", "2"],
+        &[
+            "--sf",
+            sf,
+            "--dir",
+            &dir_text,
+            "--time",
+            &runs,
+            "--threads",
+            "2",
+        ],
     ) else {
         report.note("TPC-H skipped: the DuckDB peer did not run");
         return Ok(());
@@ -321,7 +339,11 @@ async fn tpch(report: &mut Report) -> BenchResult {
     let total_duck = duck.get("duckdb_total").copied().unwrap_or(f64::NAN);
     let tag = if report.quick() { "sf0_1" } else { "sf1" };
     report.metric(&format!("query.tpch_{tag}_total_s"), total_ours, "s");
-    report.metric(&format!("query.tpch_{tag}_datafusion_total_s"), total_alone, "s");
+    report.metric(
+        &format!("query.tpch_{tag}_datafusion_total_s"),
+        total_alone,
+        "s",
+    );
     report.metric(&format!("query.tpch_{tag}_duckdb_total_s"), total_duck, "s");
     report.metric(
         &format!("query.tpch_{tag}_answers_matching_duckdb"),
@@ -331,13 +353,24 @@ async fn tpch(report: &mut Report) -> BenchResult {
     for m in &mismatches {
         report.note(&format!("answer differs from DuckDB: {m}"));
     }
-    report.ratio(&format!("query.tpch_{tag}_vs_duckdb"), total_ours, total_duck);
-    report.ratio(&format!("query.tpch_{tag}_vs_datafusion"), total_ours, total_alone);
+    report.ratio(
+        &format!("query.tpch_{tag}_vs_duckdb"),
+        total_ours,
+        total_duck,
+    );
+    report.ratio(
+        &format!("query.tpch_{tag}_vs_datafusion"),
+        total_ours,
+        total_alone,
+    );
     Ok(())
 }
 
 /// Compares a result with DuckDB's CSV answer; `Some(reason)` when they differ.
-fn compare(result: &QueryResult, answer: &Path) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+fn compare(
+    result: &QueryResult,
+    answer: &Path,
+) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
     let text = std::fs::read_to_string(answer)?;
     let theirs = parse_csv(&text);
     let mut columns: Vec<Vec<String>> = Vec::new();
@@ -426,4 +459,3 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     }
     rows
 }
-

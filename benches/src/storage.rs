@@ -24,7 +24,11 @@ fn schema() -> SchemaRef {
         Field::new("item_id", DataType::Int64, false),
         Field::new("category", DataType::Utf8, false),
         Field::new("region", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("price", DataType::Float64, false),
         Field::new("quantity", DataType::Int32, false),
         Field::new("channel", DataType::Utf8, false),
@@ -45,8 +49,12 @@ fn batch(first: i64, n: usize, rng: &mut StdRng) -> RecordBatch {
         schema(),
         vec![
             Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(Int64Array::from_iter_values((0..n).map(|_| rng.random_range(0..1_000_000)))),
-            Arc::new(Int64Array::from_iter_values((0..n).map(|_| rng.random_range(0..100_000)))),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(0..1_000_000)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(0..100_000)),
+            )),
             Arc::new(StringArray::from_iter_values(
                 (0..n).map(|_| CATEGORIES[rng.random_range(0..CATEGORIES.len())]),
             )),
@@ -59,7 +67,9 @@ fn batch(first: i64, n: usize, rng: &mut StdRng) -> RecordBatch {
             Arc::new(Float64Array::from_iter_values(
                 (0..n).map(|_| f64::from(rng.random_range(100..50_000)) / 100.0),
             )),
-            Arc::new(Int32Array::from_iter_values((0..n).map(|_| rng.random_range(1..5)))),
+            Arc::new(Int32Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(1..5)),
+            )),
             Arc::new(StringArray::from_iter_values(
                 (0..n).map(|_| CHANNELS[rng.random_range(0..CHANNELS.len())]),
             )),
@@ -130,7 +140,10 @@ async fn run_async(report: &mut Report) -> BenchResult {
     if let Some(peer) = run_peer(
         report,
         "storage_peers.py",
-        &[ipc.to_str().unwrap_or_default(), peer_dir.to_str().unwrap_or_default()],
+        &[
+            ipc.to_str().unwrap_or_default(),
+            peer_dir.to_str().unwrap_or_default(),
+        ],
     ) {
         for (name, key) in [
             ("duckdb", "duckdb_ingest_s"),
@@ -138,7 +151,11 @@ async fn run_async(report: &mut Report) -> BenchResult {
             ("deltars", "deltars_ingest_s"),
         ] {
             if let Some(s) = peer.get(key) {
-                report.metric(&format!("storage.peer_{name}_ingest_rows_per_s"), rows as f64 / s, "rows/s");
+                report.metric(
+                    &format!("storage.peer_{name}_ingest_rows_per_s"),
+                    rows as f64 / s,
+                    "rows/s",
+                );
                 report.ratio(&format!("storage.ingest_vs_{name}"), ours.as_secs_f64(), *s);
             }
         }
@@ -198,9 +215,20 @@ async fn run_async(report: &mut Report) -> BenchResult {
             return Err(format!("point lookup of {key} returned {n} rows").into());
         }
     }
-    report.metric("storage.point_lookup_p50_ms", ms(lat.percentile(50.0)), "ms");
-    report.metric("storage.point_lookup_p99_ms", ms(lat.percentile(99.0)), "ms");
-    report.note(&format!("point lookups: {lookup_rows} rows, {} files", lookup.files(None, None).await?.len()));
+    report.metric(
+        "storage.point_lookup_p50_ms",
+        ms(lat.percentile(50.0)),
+        "ms",
+    );
+    report.metric(
+        "storage.point_lookup_p99_ms",
+        ms(lat.percentile(99.0)),
+        "ms",
+    );
+    report.note(&format!(
+        "point lookups: {lookup_rows} rows, {} files",
+        lookup.files(None, None).await?.len()
+    ));
 
     // --- Opening a table with 1,000 commits (checkpoint every 10 commits).
     let commits = report.scale(1000usize, 200);
