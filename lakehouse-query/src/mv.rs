@@ -735,7 +735,9 @@ impl MaterializedView {
                 let plan = state_plan(&pinned, aggs)?;
                 let schema = nullable(plan.schema().as_arrow());
                 let agg_state = align_all(collect_all(engine, plan).await?, &schema)?;
-                let out = self.rows_from_state(engine, &schema, agg_state.clone()).await?;
+                let out = self
+                    .rows_from_state(engine, &schema, agg_state.clone())
+                    .await?;
                 state.agg_state = agg_state;
                 out
             }
@@ -801,7 +803,9 @@ impl MaterializedView {
                     all.extend(fresh);
                     self.merge_states(engine, &sschema, aggs, all).await?
                 };
-                let out = self.rows_from_state(engine, &sschema, merged.clone()).await?;
+                let out = self
+                    .rows_from_state(engine, &sschema, merged.clone())
+                    .await?;
                 state.agg_state = merged;
                 out
             }
@@ -872,7 +876,9 @@ impl MaterializedView {
         states: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         let Shape::Aggregate { aggs } = &self.shape else {
-            return Err(Error::internal("rows_from_state on a view without aggregation"));
+            return Err(Error::internal(
+                "rows_from_state on a view without aggregation",
+            ));
         };
         let agg = find_aggregate(&self.plan)?;
         let agg_schema: DFSchemaRef = agg.schema.clone();
