@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -406,8 +408,13 @@ fn assemble(
         fields.push(Field::new(name, field.data_type().clone(), true));
         columns.push(column);
     }
-    let work = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+    // The row count is explicit: a scan may ask for no column at all (`COUNT(*)`).
+    let work = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
     let work = match &ctx.predicate {
         Some(p) => {
             let mask: BooleanArray = p.evaluate(&work)?;
@@ -426,8 +433,12 @@ fn assemble(
                 .unwrap_or_else(|| new_null_array(f.data_type(), work.num_rows()))
         })
         .collect();
-    RecordBatch::try_new(ctx.output.clone(), columns)
-        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+    RecordBatch::try_new_with_options(
+        ctx.output.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(work.num_rows())),
+    )
+    .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
 }
 
 fn leaf_index(schema: &parquet::schema::types::SchemaDescriptor, column: &str) -> Option<usize> {

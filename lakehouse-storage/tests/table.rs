@@ -83,6 +83,33 @@ async fn append_scan_project_limit_and_reopen() {
     assert_eq!(sum_f64(&all2, "price"), sum_f64(&all, "price"));
 }
 
+/// `SELECT COUNT(*)` scans ask for no column: the rows still come, as batches without
+/// columns, before and after a predicate and on partitioned tables.
+#[tokio::test]
+async fn an_empty_projection_counts_rows() {
+    let t = Table::create(
+        Location::memory("count").unwrap(),
+        schema(),
+        TableOptions::new().partition_by([lakehouse_storage::PartitionField::identity("region")]),
+    )
+    .await
+    .unwrap();
+    t.append(vec![batch(0, 1000)]).await.unwrap();
+    let none: [&str; 0] = [];
+    let all = collect(&t, ScanRequest::new().with_projection(none)).await;
+    assert_eq!(rows(&all), 1000);
+    assert!(all.iter().all(|b| b.num_columns() == 0));
+    let eu = collect(
+        &t,
+        ScanRequest::new()
+            .with_projection(none)
+            .with_predicate(col("region").eq("eu").and(col("order_id").lt(100i64))),
+    )
+    .await;
+    assert_eq!(rows(&eu), 25);
+    assert!(eu.iter().all(|b| b.num_columns() == 0));
+}
+
 #[tokio::test]
 async fn time_travel_by_version_and_timestamp() {
     let t = Table::create(
