@@ -1,0 +1,835 @@
+//! The retail lakehouse, end to end, in one process with no servers.
+//!
+//! ```text
+//! cargo run --release -p lakehouse-examples --example retail_lakehouse -- \
+//!     [--duration SECS] [--rate EVENTS_PER_S] [--shards N] [--data-dir DIR] \
+//!     [--items N] [--users N] [--flush-ms MS]
+//! # the same pipeline with the table on S3 or an S3-compatible server:
+//! cargo run --release -p lakehouse-examples --features s3 --example retail_lakehouse -- \
+//!     --s3-endpoint http://127.0.0.1:9000 --s3-bucket lakehouse   # credentials: AWS_* env
+//! ```
+//!
+//! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
+//!    over 100,000 items with Zipf popularity; users prefer a category) at `--rate`
+//!    and puts them on a sharded stream, keyed by user.
+//! 2. A table delivery micro-batches every shard into a Delta table partitioned by
+//!    day, category and region, exactly once: each commit carries the shard's last
+//!    sequence number as its transaction id.
+//! 3. After each commit, materialized views (sales per category / region / hour, events
+//!    per type) are refreshed incrementally and the sales figures pushed into a cache.
+//! 4. A trigger on the stream keeps trending items, top sellers per category and the
+//!    latest prices in the cache; another folds users' new carts and purchases into
+//!    the serving ALS model.
+//! 5. A workflow retrains ALS from the table, evaluates it against popularity,
+//!    publishes it and warms the cache of recommendations: once while events flow and
+//!    once at the end.
+//!
+//! It ends with a report whose lines are stable for scripts (`events ingested N`,
+//! `rows in table N`, `freshness to cache p99 X ms`, `consistency ok`), and exits with
+//! an error when a consistency check fails.
+
+mod model;
+mod stats;
+mod workload;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type};
+use lakehouse_cache::{Cache, GroupedTopK, TopK};
+use lakehouse_core::flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflow, json};
+use lakehouse_core::{PutRecord, SystemClock, TableSource};
+use lakehouse_ml::Event as MlEvent;
+use lakehouse_query::{QueryEngine, RefreshKind};
+use lakehouse_storage::{Compression, Location, PartitionField, Table, TableOptions};
+use lakehouse_stream::{FlushPolicy, Stream, TableDelivery};
+
+use crate::model::Models;
+use crate::stats::Freshness;
+use crate::workload::{
+    CART, CATEGORIES, CLICK, Catalog, Event, EventDecoder, Generator, PRICE_CHANGE, PURCHASE,
+    now_micros,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every `SAMPLE`-th event is timed through the pipeline.
+const SAMPLE: u64 = 16;
+
+const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--s3-endpoint URL --s3-bucket NAME]";
+
+#[derive(Debug)]
+struct Args {
+    duration: Duration,
+    rate: u64,
+    shards: u32,
+    data_dir: Option<PathBuf>,
+    items: u32,
+    users: u32,
+    flush: Duration,
+    s3_endpoint: Option<String>,
+    s3_bucket: Option<String>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, BoxError> {
+        let mut a = Args {
+            duration: Duration::from_secs(10),
+            rate: 200_000,
+            shards: 4,
+            data_dir: None,
+            items: 100_000,
+            users: 20_000,
+            flush: Duration::from_millis(1_000),
+            s3_endpoint: None,
+            s3_bucket: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.clone(), None),
+            };
+            if name == "-h" || name == "--help" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
+            };
+            let bad = |e: &dyn std::fmt::Display| format!("{name} {value:?}: {e}\n{USAGE}");
+            match name.as_str() {
+                "--duration" => {
+                    let secs: f64 = value.parse().map_err(|e| bad(&e))?;
+                    a.duration = Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?;
+                }
+                "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
+                "--shards" => a.shards = value.parse().map_err(|e| bad(&e))?,
+                "--data-dir" => a.data_dir = Some(PathBuf::from(value)),
+                "--items" => a.items = value.parse().map_err(|e| bad(&e))?,
+                "--users" => a.users = value.parse().map_err(|e| bad(&e))?,
+                "--flush-ms" => {
+                    a.flush = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
+                }
+                "--s3-endpoint" => a.s3_endpoint = Some(value),
+                "--s3-bucket" => a.s3_bucket = Some(value),
+                _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
+            }
+        }
+        if a.rate == 0 || a.shards == 0 {
+            return Err(format!("--rate and --shards must be positive\n{USAGE}").into());
+        }
+        Ok(a)
+    }
+}
+
+/// Where the table goes, and a directory to remove at the end (the default temp dir).
+fn location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
+    if args.s3_endpoint.is_some() || args.s3_bucket.is_some() {
+        return s3_location(args);
+    }
+    match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Ok((Location::local(dir.join("events"))?, None))
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "retail-lakehouse-{}-{}",
+                std::process::id(),
+                now_micros()
+            ));
+            std::fs::create_dir_all(&dir)?;
+            Ok((Location::local(dir.join("events"))?, Some(dir)))
+        }
+    }
+}
+
+#[cfg(feature = "s3")]
+fn s3_location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
+    let bucket = args
+        .s3_bucket
+        .clone()
+        .ok_or("--s3-endpoint needs --s3-bucket")?;
+    let config = lakehouse_storage::S3Config {
+        bucket,
+        prefix: format!("retail-lakehouse/{}", now_micros()),
+        region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
+        endpoint: args.s3_endpoint.clone(),
+        ..Default::default()
+    };
+    Ok((Location::s3(config)?, None))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_location(_: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
+    Err("this build has no S3 support: run with `--features s3`".into())
+}
+
+/// The cache tier: what the stream trigger and the view refreshes keep current.
+struct Hot {
+    /// Item clicks and carts, halving every minute.
+    trending: TopK<u32>,
+    /// Units sold per category.
+    sellers: GroupedTopK<u8, u32>,
+    /// Latest price per item (from price-change events).
+    prices: Cache<u32, f32>,
+    /// Sales figures from the materialized view, by `category/region`.
+    sales: Cache<String, f64>,
+    /// Records the trigger has applied.
+    applied: AtomicU64,
+    freshness: Freshness,
+}
+
+impl Hot {
+    fn new() -> Result<Hot, BoxError> {
+        Ok(Hot {
+            trending: TopK::trending(4096, 4, Duration::from_secs(60), Arc::new(SystemClock)),
+            sellers: GroupedTopK::new(1024, None, Arc::new(SystemClock)),
+            prices: Cache::new(200_000)?,
+            sales: Cache::new(10_000)?,
+            applied: AtomicU64::new(0),
+            freshness: Freshness::default(),
+        })
+    }
+
+    fn apply(&self, batch: &TriggerBatch) {
+        let mut sampled = Vec::new();
+        for r in batch.records.iter() {
+            let Some(e) = Event::decode(&r.data) else {
+                continue;
+            };
+            match e.kind {
+                CLICK => self.trending.record(e.item, 1.0),
+                CART => self.trending.record(e.item, 3.0),
+                PURCHASE => self
+                    .sellers
+                    .record(&e.category, e.item, f64::from(e.quantity)),
+                PRICE_CHANGE => {
+                    let _ = self.prices.insert(e.item, e.price);
+                }
+                _ => {}
+            }
+            if e.id % SAMPLE == 0 {
+                sampled.push(e.time_micros);
+            }
+        }
+        self.applied
+            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        self.freshness.record(now_micros(), &sampled);
+    }
+}
+
+/// Counters the progress line and the report read.
+#[derive(Default)]
+struct Progress {
+    acked: AtomicU64,
+    rejected: AtomicU64,
+    committed: AtomicU64,
+    commits: AtomicU64,
+    version: AtomicU64,
+    refreshes: AtomicU64,
+    incremental: AtomicU64,
+    producing_done: AtomicBool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse()?;
+    let (location, temp_dir) = location(&args)?;
+    let uri = location.uri().to_owned();
+    println!(
+        "retail_lakehouse: {} events/s for {:.1} s, {} shards, {} items, {} users, flush every {} ms",
+        args.rate,
+        args.duration.as_secs_f64(),
+        args.shards,
+        args.items,
+        args.users,
+        args.flush.as_millis()
+    );
+    println!("table at {uri}");
+
+    let result = run(&args, location).await;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
+    let catalog = Arc::new(Catalog::new(args.items, args.users));
+    let stream = Stream::builder("retail-events")
+        .shards(args.shards)
+        .retention(Some(Duration::from_secs(3600)))
+        .max_shard_bytes(1 << 30)
+        .build()?;
+    let table = Table::create(
+        location,
+        workload::schema(),
+        TableOptions::new()
+            .name("events")
+            .partition_by([
+                PartitionField::day("event_time"),
+                PartitionField::identity("category"),
+                PartitionField::identity("region"),
+            ])
+            .compression(Compression::Zstd(1)),
+    )
+    .await
+    .map_err(|e| format!("{e} (use an empty --data-dir)"))?;
+
+    // SQL over the table, and the materialized views.
+    let engine = QueryEngine::new();
+    engine.register_table("events", Arc::new(table.clone()))?;
+    for (name, sql) in VIEWS {
+        engine.create_materialized_view(name, sql).await?;
+    }
+
+    let hot = Arc::new(Hot::new()?);
+    let models = Models::new()?;
+    let progress = Arc::new(Progress::default());
+    let table_fresh = Arc::new(Freshness::default());
+    let view_fresh = Arc::new(Freshness::default());
+    let rec_fresh = Arc::new(Freshness::default());
+
+    // The cache trigger: trending, top sellers and prices, straight from the stream.
+    let h = hot.clone();
+    let cache_trigger = Trigger::builder(stream.clone(), move |batch: TriggerBatch| {
+        h.apply(&batch);
+        futures::future::ready(Ok::<(), BatchError>(()))
+    })
+    .name("cache-feeder")
+    .batch_size(10_000)
+    .poll_interval(Duration::from_millis(1))
+    .build()?
+    .start()?;
+
+    // The fold-in trigger: carts and purchases update the serving model at once.
+    let (m, rf) = (models.clone(), rec_fresh.clone());
+    let fold_trigger = Trigger::builder(stream.clone(), move |batch: TriggerBatch| {
+        let (models, fresh) = (m.clone(), rf.clone());
+        async move {
+            let mut events = Vec::new();
+            let mut sampled = Vec::new();
+            for r in batch.records.iter() {
+                let Some(e) = Event::decode(&r.data) else {
+                    continue;
+                };
+                let weight = match e.kind {
+                    CART => 3.0,
+                    PURCHASE => 5.0,
+                    _ => continue,
+                };
+                events.push(MlEvent::new(i64::from(e.user), i64::from(e.item)).weight(weight));
+                if e.id % SAMPLE < 4 {
+                    sampled.push(e.time_micros);
+                }
+            }
+            if events.is_empty() {
+                return Ok(());
+            }
+            let applied = tokio::task::spawn_blocking(move || models.fold_in(&events))
+                .await
+                .map_err(|e| {
+                    BatchError::new(lakehouse_core::Error::new(
+                        lakehouse_core::ErrorKind::Internal,
+                        format!("fold-in panicked: {e}"),
+                    ))
+                })?
+                .map_err(|e| {
+                    BatchError::new(
+                        lakehouse_core::Error::new(lakehouse_core::ErrorKind::External, "fold-in")
+                            .with_source(e),
+                    )
+                })?;
+            if applied {
+                fresh.record(now_micros(), &sampled);
+            }
+            Ok(())
+        }
+    })
+    .name("recommender-fold-in")
+    .batch_size(10_000)
+    .poll_interval(Duration::from_millis(2))
+    .build()?
+    .start()?;
+
+    // The table delivery, with view refreshes after each commit.
+    let decoder = Arc::new(EventDecoder::new(SAMPLE));
+    let delivery = TableDelivery::new(
+        "retail-sink",
+        stream.clone(),
+        table.clone(),
+        decoder.clone(),
+    )
+    .with_policy(FlushPolicy {
+        max_records: 500_000,
+        max_bytes: 64 << 20,
+        max_age: args.flush,
+    });
+    let deliver = {
+        let (engine, hot, progress) = (engine.clone(), hot.clone(), progress.clone());
+        let (table, table_fresh, view_fresh) =
+            (table.clone(), table_fresh.clone(), view_fresh.clone());
+        tokio::spawn(async move {
+            let mut finished_since: Option<Instant> = None;
+            loop {
+                let done = progress.producing_done.load(Ordering::SeqCst);
+                let report = delivery.poll(done).await?;
+                if report.commits > 0 {
+                    let samples = decoder.take_samples();
+                    table_fresh.record(now_micros(), &samples);
+                    progress
+                        .committed
+                        .fetch_add(report.rows_committed, Ordering::SeqCst);
+                    progress
+                        .commits
+                        .fetch_add(report.commits, Ordering::Relaxed);
+                    progress
+                        .version
+                        .store(table.version().await?, Ordering::Relaxed);
+                    for (name, _) in VIEWS {
+                        let outcome = engine.refresh_materialized_view(name).await?;
+                        progress.refreshes.fetch_add(1, Ordering::Relaxed);
+                        if outcome.kind() == RefreshKind::Incremental {
+                            progress.incremental.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    push_sales(&engine, &hot)?;
+                    view_fresh.record(now_micros(), &samples);
+                }
+                if done
+                    && progress.committed.load(Ordering::SeqCst)
+                        >= progress.acked.load(Ordering::SeqCst)
+                {
+                    return Ok::<u64, BoxError>(report.duplicates);
+                }
+                if done {
+                    let since = *finished_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(60) {
+                        return Err("the table delivery did not catch up within 60 s".into());
+                    }
+                }
+                if report.records_read == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+
+    // The workflow, first run while events flow.
+    let workflow = model::workflow(engine.clone(), models.clone())?;
+    let first_run = {
+        let (workflow, progress) = (workflow.clone(), progress.clone());
+        let wait = args.duration.mul_f64(0.4).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            while progress.committed.load(Ordering::SeqCst) < 1_000
+                && !progress.producing_done.load(Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            run_workflow(&workflow, "retrain-1").await
+        })
+    };
+
+    // The producer, paced to the rate, on its own thread.
+    let started = Instant::now();
+    let producer = {
+        let (stream, progress, catalog) = (stream.clone(), progress.clone(), catalog.clone());
+        let (rate, duration) = (args.rate, args.duration);
+        std::thread::spawn(move || {
+            let mut generator = Generator::new(catalog, 7);
+            let mut sent = 0u64;
+            let t0 = Instant::now();
+            loop {
+                let elapsed = t0.elapsed();
+                if elapsed >= duration {
+                    break;
+                }
+                let due = (rate as f64 * elapsed.as_secs_f64()) as u64;
+                if sent >= due {
+                    std::thread::sleep(Duration::from_micros(500));
+                    continue;
+                }
+                let n = (due - sent).min(500);
+                let now = now_micros();
+                let batch: Vec<PutRecord> = (0..n)
+                    .map(|_| {
+                        let e = generator.next_event(now);
+                        PutRecord::new(format!("user-{}", e.user), e.encode().to_vec())
+                    })
+                    .collect();
+                let (mut ok, mut bad) = (0, 0);
+                for r in stream.put_records(batch) {
+                    if r.is_ok() { ok += 1 } else { bad += 1 }
+                }
+                progress.acked.fetch_add(ok, Ordering::SeqCst);
+                progress.rejected.fetch_add(bad, Ordering::Relaxed);
+                sent += n;
+            }
+        })
+    };
+
+    // The live progress line.
+    let live = {
+        let (progress, hot, models) = (progress.clone(), hot.clone(), models.clone());
+        let (table_fresh, rec_fresh) = (table_fresh.clone(), rec_fresh.clone());
+        tokio::spawn(async move {
+            let tty = std::io::stderr().is_terminal();
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(if tty { 250 } else { 2000 }));
+            let (mut last_n, mut last_t) = (0u64, Instant::now());
+            loop {
+                tick.tick().await;
+                let acked = progress.acked.load(Ordering::Relaxed);
+                let now = Instant::now();
+                let rate = (acked - last_n) as f64 / now.duration_since(last_t).as_secs_f64();
+                (last_n, last_t) = (acked, now);
+                let line = format!(
+                    "[{:5.1}s] {acked} events ({:.0}/s) | lag {} | table v{} | {} view refreshes | to table {} | to cache {} | model v{} folded {} (to recs {})",
+                    started.elapsed().as_secs_f64(),
+                    rate,
+                    acked.saturating_sub(progress.committed.load(Ordering::Relaxed)),
+                    progress.version.load(Ordering::Relaxed),
+                    progress.refreshes.load(Ordering::Relaxed),
+                    table_fresh.p99_text(),
+                    hot.freshness.p99_text(),
+                    models.version.load(Ordering::Relaxed),
+                    models.folded.load(Ordering::Relaxed),
+                    rec_fresh.p99_text(),
+                );
+                if tty {
+                    eprint!("\r{line:<160}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        })
+    };
+
+    producer
+        .join()
+        .map_err(|_| "the producer thread panicked")?;
+    let produce_secs = started.elapsed().as_secs_f64();
+    progress.producing_done.store(true, Ordering::SeqCst);
+    let acked = progress.acked.load(Ordering::SeqCst);
+    let duplicates = deliver.await??;
+    let to_table_secs = started.elapsed().as_secs_f64();
+    wait_for(
+        || hot.applied.load(Ordering::SeqCst) >= acked,
+        "the cache trigger",
+    )
+    .await?;
+    let cache_metrics = cache_trigger.stop().await?;
+    wait_for(
+        || fold_trigger.metrics().records_processed >= acked,
+        "the fold-in trigger",
+    )
+    .await?;
+    let fold_metrics = fold_trigger.stop().await?;
+    live.abort();
+    eprintln!();
+    let first = first_run.await?;
+    let final_run = run_workflow(&workflow, "retrain-final").await;
+
+    // The report.
+    let n = |s: &str| s.to_owned();
+    println!("== report");
+    println!("events ingested {acked}");
+    println!(
+        "events rejected {}",
+        progress.rejected.load(Ordering::Relaxed)
+    );
+    println!("events per second {:.0}", acked as f64 / produce_secs);
+    println!(
+        "all events in the table after {to_table_secs:.2} s (generation took {produce_secs:.2} s)"
+    );
+    let count = scalar_i64(&engine, "SELECT COUNT(event_id) FROM events").await?;
+    let distinct = scalar_i64(&engine, "SELECT COUNT(DISTINCT event_id) FROM events").await?;
+    let committed = progress.committed.load(Ordering::SeqCst);
+    println!("rows in table {count}");
+    println!("rows committed by the sink {committed}");
+    println!("distinct event ids {distinct}");
+    println!("replayed commits ignored {duplicates}");
+    let stats = table.statistics(None).await?;
+    println!("table version {}", stats.version);
+    println!("table commits {}", progress.commits.load(Ordering::Relaxed));
+    println!("table files {}", stats.files.len());
+    println!("table bytes {}", stats.size_bytes());
+    println!(
+        "view refreshes {} ({} incremental)",
+        progress.refreshes.load(Ordering::Relaxed),
+        progress.incremental.load(Ordering::Relaxed)
+    );
+    for (what, f) in [
+        ("table", &*table_fresh),
+        ("views", &*view_fresh),
+        ("cache", &hot.freshness),
+        ("recommendation", &*rec_fresh),
+    ] {
+        for p in [50.0, 99.0] {
+            match f.percentile(p) {
+                Some(ms) => println!("freshness to {what} p{p:.0} {ms:.2} ms"),
+                None => println!("freshness to {what} p{p:.0} none (no samples)"),
+            }
+        }
+    }
+    println!(
+        "cache trigger {} records in {} invocations; fold-in trigger {} records, {} interactions folded in",
+        cache_metrics.records_processed,
+        cache_metrics.invocations,
+        fold_metrics.records_processed,
+        models.folded.load(Ordering::Relaxed)
+    );
+
+    // Sample SQL answers.
+    let sql = [
+        n(
+            "SELECT category, COUNT(*) AS orders, ROUND(SUM(price * quantity), 2) AS revenue \
+           FROM events WHERE event_type = 'purchase' GROUP BY category ORDER BY revenue DESC LIMIT 3",
+        ),
+        n(
+            "SELECT region, SUM(orders) AS orders, ROUND(SUM(revenue), 2) AS revenue \
+           FROM sales_by_hour GROUP BY region ORDER BY revenue DESC",
+        ),
+        n("SELECT event_type, events FROM events_by_type ORDER BY events DESC"),
+    ];
+    for q in &sql {
+        println!("sql> {q}");
+        let r = engine.sql(q).await.map_err(|e| format!("{q}: {e}"))?;
+        print!("{}", r.pretty()?);
+        println!();
+    }
+
+    // Top sellers and trending, from the cache tier.
+    let trending: Vec<String> = hot
+        .trending
+        .top(5)
+        .iter()
+        .map(|h| {
+            format!(
+                "{} ({})",
+                h.key,
+                CATEGORIES[catalog.category(h.key) as usize]
+            )
+        })
+        .collect();
+    println!("trending now {}", trending.join(", "));
+    for (c, name) in CATEGORIES.iter().enumerate().take(3) {
+        let top: Vec<String> = hot
+            .sellers
+            .top(&(c as u8), 3)
+            .iter()
+            .map(|h| format!("{} x{:.0}", h.key, h.estimate))
+            .collect();
+        println!("top sellers {name} {}", top.join(", "));
+    }
+    println!(
+        "cached: {} prices, {} sales figures, {} warmed recommendation lists",
+        hot.prices.entry_count(),
+        hot.sales.entry_count(),
+        models.recs.entry_count()
+    );
+
+    // The workflow runs and a sample user's recommendations.
+    println!("workflow retrain-1 {}", describe(&first));
+    println!("workflow retrain-final {}", describe(&final_run));
+    let sample_user = scalar_i64(
+        &engine,
+        "SELECT user_id FROM events GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT 1",
+    )
+    .await?;
+    let favourite = catalog.favourite(sample_user as u32);
+    match models.recommend(sample_user, 5) {
+        Some(recs) => {
+            let in_favourite = recs
+                .iter()
+                .filter(|(i, _)| catalog.category(*i as u32) == favourite)
+                .count();
+            let shown: Vec<String> = recs
+                .iter()
+                .map(|(i, s)| {
+                    format!(
+                        "{i} ({}, {s:.2})",
+                        CATEGORIES[catalog.category(*i as u32) as usize]
+                    )
+                })
+                .collect();
+            println!(
+                "recommendations for user {sample_user} (prefers {}): {} ({in_favourite} of {} in the preferred category)",
+                CATEGORIES[favourite as usize],
+                shown.join(", "),
+                recs.len()
+            );
+        }
+        None => println!("recommendations for user {sample_user}: no published model"),
+    }
+
+    // Consistency checks.
+    let by_type = scalar_i64(&engine, "SELECT SUM(events) FROM events_by_type").await?;
+    let purchases = scalar_i64(
+        &engine,
+        "SELECT COUNT(*) FROM events WHERE event_type = 'purchase'",
+    )
+    .await?;
+    let view_orders = scalar_i64(
+        &engine,
+        "SELECT CAST(SUM(orders) AS BIGINT) FROM sales_by_hour",
+    )
+    .await?;
+    let mut failures = Vec::new();
+    if count as u64 != acked {
+        failures.push(format!(
+            "rows in table {count} != events acknowledged by the stream {acked}"
+        ));
+    }
+    if count as u64 != committed {
+        failures.push(format!(
+            "rows in table {count} != rows the sink committed {committed}"
+        ));
+    }
+    if distinct != count {
+        failures.push(format!("{} duplicated events", count - distinct));
+    }
+    if by_type != count {
+        failures.push(format!(
+            "view events_by_type holds {by_type} events, the table {count}"
+        ));
+    }
+    if view_orders != purchases {
+        failures.push(format!(
+            "view sales_by_hour holds {view_orders} orders, the table {purchases}"
+        ));
+    }
+    if hot.applied.load(Ordering::SeqCst) != acked {
+        failures.push(format!(
+            "the cache trigger applied {} of {acked} events",
+            hot.applied.load(Ordering::SeqCst)
+        ));
+    }
+    if !matches!(&final_run, Ok((ExecutionStatus::Succeeded, _))) {
+        failures.push("the final model workflow did not succeed".to_owned());
+    }
+    if failures.is_empty() {
+        println!("consistency ok");
+        Ok(())
+    } else {
+        for f in &failures {
+            println!("consistency FAILED: {f}");
+        }
+        Err(format!("{} consistency checks failed", failures.len()).into())
+    }
+}
+
+/// The materialized views, refreshed after every commit.
+const VIEWS: [(&str, &str); 2] = [
+    (
+        "sales_by_hour",
+        "SELECT category, region, date_trunc('hour', event_time) AS hour, \
+         COUNT(*) AS orders, SUM(quantity) AS units, SUM(price * quantity) AS revenue \
+         FROM events WHERE event_type = 'purchase' \
+         GROUP BY category, region, date_trunc('hour', event_time)",
+    ),
+    (
+        "events_by_type",
+        "SELECT event_type, COUNT(*) AS events FROM events GROUP BY event_type",
+    ),
+];
+
+/// Pushes the view's revenue per category and region into the cache.
+fn push_sales(engine: &QueryEngine, hot: &Hot) -> Result<(), BoxError> {
+    let view = engine.read_materialized_view("sales_by_hour")?;
+    let mut totals: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for b in view.batches() {
+        let cat = b.column_by_name("category").ok_or("no category column")?;
+        let reg = b.column_by_name("region").ok_or("no region column")?;
+        let rev = b.column_by_name("revenue").ok_or("no revenue column")?;
+        let (cat, reg) = (cat.as_string::<i32>(), reg.as_string::<i32>());
+        let rev = rev.as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            *totals
+                .entry(format!("{}/{}", cat.value(i), reg.value(i)))
+                .or_default() += rev.value(i);
+        }
+    }
+    for (k, v) in totals {
+        hot.sales.insert(k, v)?;
+    }
+    Ok(())
+}
+
+/// The first column of the first row of a query, as an integer.
+async fn scalar_i64(engine: &QueryEngine, sql: &str) -> Result<i64, BoxError> {
+    let r = engine.sql(sql).await.map_err(|e| format!("{sql}: {e}"))?;
+    let b: RecordBatch = r.concat()?;
+    if b.num_rows() == 0 || b.column(0).is_null(0) {
+        return Ok(0);
+    }
+    let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
+    Ok(col.as_primitive::<Int64Type>().value(0))
+}
+
+async fn wait_for(done: impl Fn() -> bool, what: &str) -> Result<(), BoxError> {
+    let t = Instant::now();
+    while !done() {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(format!("{what} did not catch up within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+type WorkflowOutcome = Result<(ExecutionStatus, lakehouse_core::flow::Value), String>;
+
+async fn run_workflow(workflow: &Workflow, id: &str) -> WorkflowOutcome {
+    let t = Instant::now();
+    let e = workflow
+        .run(id, json!({"requested_by": "retail_lakehouse"}))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ms = t.elapsed().as_millis();
+    let mut out = e
+        .output
+        .clone()
+        .unwrap_or_else(|| json!({"error": e.error.as_ref().map(|x| x.to_json())}));
+    out["took_ms"] = json!(ms);
+    Ok((e.status, out))
+}
+
+fn describe(outcome: &WorkflowOutcome) -> String {
+    match outcome {
+        Ok((status, out)) => {
+            let m = &out["metrics"];
+            let t = &out["trained"];
+            if *status == ExecutionStatus::Succeeded {
+                format!(
+                    "succeeded in {} ms: trained on {} interactions ({} users, {} items) in {} ms; \
+                     ndcg@10 {:.4} vs popularity {:.4}, recall@10 {:.4}; published model v{}; warmed {} users",
+                    out["took_ms"],
+                    t["interactions"],
+                    t["users"],
+                    t["items"],
+                    t["train_ms"],
+                    m["ndcg"].as_f64().unwrap_or(0.0),
+                    m["popularity_ndcg"].as_f64().unwrap_or(0.0),
+                    m["recall"].as_f64().unwrap_or(0.0),
+                    out["published"]["version"],
+                    out["warmed"]["users"],
+                )
+            } else {
+                format!("{status:?}: {out}")
+            }
+        }
+        Err(e) => format!("did not run: {e}"),
+    }
+}

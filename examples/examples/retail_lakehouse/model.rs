@@ -1,0 +1,279 @@
+//! The recommender: ALS trained from the table by a workflow (retrain, evaluate,
+//! publish, warm the cache), and kept current between retrains by online fold-in.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use lakehouse_cache::Cache;
+use lakehouse_core::flow::{
+    StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json,
+};
+use lakehouse_ml::{
+    Als, Columns, Dataset, Event as MlEvent, Id, Popularity, Query, Recommender, evaluate,
+};
+use lakehouse_query::QueryEngine;
+
+/// The model pipeline, in the Amazon States Language subset of `lakehouse-core::flow`.
+pub(crate) const PIPELINE: &str = r#"{
+  "Comment": "Retrain the recommender from the events table, evaluate it against popularity, publish it, warm the cache",
+  "StartAt": "Retrain",
+  "States": {
+    "Retrain": {
+      "Type": "Task", "Resource": "retrain", "ResultPath": "$.trained",
+      "Retry": [{"ErrorEquals": ["Train.NotEnoughData"], "IntervalSeconds": 1,
+                 "MaxAttempts": 3, "BackoffRate": 2.0}],
+      "Next": "Evaluate"
+    },
+    "Evaluate": {"Type": "Task", "Resource": "evaluate", "ResultPath": "$.metrics", "Next": "Good enough?"},
+    "Good enough?": {
+      "Type": "Choice",
+      "Choices": [{"Variable": "$.metrics.ndcg", "NumericGreaterThanEqualsPath": "$.metrics.bar", "Next": "Publish"}],
+      "Default": "Rejected"
+    },
+    "Publish": {"Type": "Task", "Resource": "publish", "ResultPath": "$.published", "Next": "Warm cache"},
+    "Warm cache": {"Type": "Task", "Resource": "warm", "ResultPath": "$.warmed", "End": true},
+    "Rejected": {"Type": "Fail", "Error": "Model.Rejected", "Cause": "ALS ranks worse than popularity"}
+  }
+}"#;
+
+/// Interaction weights by event type.
+const TRAINING_SQL: &str = "SELECT user_id, item_id, \
+     SUM(CASE event_type WHEN 'purchase' THEN 5.0 WHEN 'add_to_cart' THEN 3.0 ELSE 1.0 END) AS weight \
+     FROM events WHERE event_type <> 'price_change' GROUP BY user_id, item_id";
+
+/// Recommendations kept warm for this many of the most active users.
+const WARM_USERS: usize = 200;
+
+/// A trained model waiting for evaluation and publication.
+struct Candidate {
+    model: Als,
+    train: Dataset,
+    test: Dataset,
+}
+
+/// The published model and what the workflow and fold-in share.
+pub(crate) struct Models {
+    /// The serving model; `None` until the first publication.
+    pub(crate) serving: RwLock<Option<Als>>,
+    /// Publications so far.
+    pub(crate) version: AtomicU64,
+    /// Interactions folded in online.
+    pub(crate) folded: AtomicU64,
+    candidate: Mutex<Option<Candidate>>,
+    /// Warmed recommendations by user.
+    pub(crate) recs: Cache<i64, Arc<[i64]>>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("version", &self.version.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Models {
+    pub(crate) fn new() -> Result<Arc<Models>, lakehouse_cache::Error> {
+        Ok(Arc::new(Models {
+            serving: RwLock::new(None),
+            version: AtomicU64::new(0),
+            folded: AtomicU64::new(0),
+            candidate: Mutex::new(None),
+            recs: Cache::new(10_000)?,
+        }))
+    }
+
+    /// Folds new interactions into the serving model (no-op before the first
+    /// publication); returns whether a model took them.
+    pub(crate) fn fold_in(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
+        let mut serving = self.serving.write().unwrap_or_else(|p| p.into_inner());
+        let Some(model) = serving.as_mut() else {
+            return Ok(false);
+        };
+        model.update(events)?;
+        drop(serving);
+        self.folded
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        // Warmed lists of these users are stale now.
+        for e in events {
+            if let Id::Int(u) = e.user {
+                self.recs.invalidate(&u);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The top `k` items for `user` from the serving model.
+    pub(crate) fn recommend(&self, user: i64, k: usize) -> Option<Vec<(i64, f32)>> {
+        let serving = self.serving.read().unwrap_or_else(|p| p.into_inner());
+        let recs = serving
+            .as_ref()?
+            .recommend(&Id::from(user), &Query::top(k))
+            .ok()?;
+        Some(
+            recs.into_iter()
+                .filter_map(|s| match s.item {
+                    Id::Int(i) => Some((i, s.score)),
+                    Id::Str(_) => None,
+                })
+                .collect(),
+        )
+    }
+
+    fn lock_candidate(&self) -> std::sync::MutexGuard<'_, Option<Candidate>> {
+        self.candidate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs CPU-bound model work off the async workers; a failure is the task error
+/// `error`.
+async fn blocking<T: Send + 'static>(
+    error: &'static str,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TaskError::new("Task.Panicked", e.to_string()))?
+        .map_err(|cause| TaskError::new(error, cause))
+}
+
+/// The workflow with its four task handlers.
+pub(crate) fn workflow(
+    engine: QueryEngine,
+    models: Arc<Models>,
+) -> Result<Workflow, Box<dyn std::error::Error + Send + Sync>> {
+    let machine = StateMachine::from_json(PIPELINE)?;
+    let (e1, m1) = (engine.clone(), models.clone());
+    let m2 = models.clone();
+    let m3 = models.clone();
+    let (e4, m4) = (engine, models);
+    let tasks = TaskRegistry::new()
+        .with("retrain", move |_: Value, _: TaskContext| {
+            let (engine, models) = (e1.clone(), m1.clone());
+            async move {
+                let started = Instant::now();
+                let result = engine
+                    .sql(TRAINING_SQL)
+                    .await
+                    .map_err(|e| TaskError::new("Train.QueryFailed", e.to_string()))?;
+                let batches = result.batches().to_vec();
+                let (rows, users, items, train_ms) = blocking("Train.NotEnoughData", move || {
+                    let columns = Columns::new("user_id", "item_id").weight("weight");
+                    let data = Dataset::from_batches(&batches, &columns).map_err(|e| e.to_string())?;
+                    if data.len() < 1_000 {
+                        return Err(format!("only {} interactions", data.len()));
+                    }
+                    let (train, test) = data.split_random(0.1, 7).map_err(|e| e.to_string())?;
+                    let mut model = Als::builder()
+                        .factors(16)
+                        .iterations(6)
+                        .seed(1)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    let t = Instant::now();
+                    model.fit(&train).map_err(|e| e.to_string())?;
+                    let stats = (data.len(), data.num_users(), data.num_items(), t.elapsed().as_millis());
+                    *models.lock_candidate() = Some(Candidate { model, train, test });
+                    Ok(stats)
+                })
+                .await?;
+                Ok(json!({
+                    "interactions": rows, "users": users, "items": items,
+                    "train_ms": train_ms as u64, "total_ms": started.elapsed().as_millis() as u64
+                }))
+            }
+        })
+        .with("evaluate", move |_: Value, _: TaskContext| {
+            let models = m2.clone();
+            async move {
+                blocking("Evaluate.Failed", move || {
+                    let guard = models.lock_candidate();
+                    let c = guard.as_ref().ok_or("no trained candidate")?;
+                    let m = evaluate(&c.model, &c.test, 10).map_err(|e| e.to_string())?;
+                    // Popularity trained on the same split is the bar to clear.
+                    let mut pop = Popularity::new();
+                    pop.fit(&c.train).map_err(|e| e.to_string())?;
+                    let popularity = evaluate(&pop, &c.test, 10).map_err(|e| e.to_string())?.ndcg;
+                    Ok(json!({
+                        "precision": m.precision, "recall": m.recall, "ndcg": m.ndcg,
+                        "coverage": m.coverage, "users": m.users,
+                        "popularity_ndcg": popularity, "bar": popularity * 0.5
+                    }))
+                })
+                .await
+            }
+        })
+        .with("publish", move |_: Value, _: TaskContext| {
+            let models = m3.clone();
+            async move {
+                blocking("Publish.Failed", move || {
+                    let Candidate { mut model, test, .. } =
+                        models.lock_candidate().take().ok_or("no evaluated candidate")?;
+                    // The held-out interactions are real history: fold them in before
+                    // serving, so that they are not recommended back.
+                    let held_out = dataset_events(&test);
+                    model.update(&held_out).map_err(|e| e.to_string())?;
+                    *models.serving.write().unwrap_or_else(|p| p.into_inner()) = Some(model);
+                    models.recs.invalidate_all();
+                    let v = models.version.fetch_add(1, Ordering::SeqCst) + 1;
+                    Ok(json!({"version": v, "folded_held_out": held_out.len()}))
+                })
+                .await
+            }
+        })
+        .with("warm", move |_: Value, _: TaskContext| {
+            let (engine, models) = (e4.clone(), m4.clone());
+            async move {
+                let top = engine
+                    .sql(&format!(
+                        "SELECT user_id FROM events GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT {WARM_USERS}"
+                    ))
+                    .await
+                    .map_err(|e| TaskError::new("Warm.QueryFailed", e.to_string()))?;
+                let mut users = Vec::new();
+                for b in top.batches() {
+                    let col = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .ok_or_else(|| TaskError::failed("user_id is not Int64"))?;
+                    users.extend(col.values().iter().copied());
+                }
+                blocking("Warm.Failed", move || {
+                    let serving = models.serving.read().unwrap_or_else(|p| p.into_inner());
+                    let model = serving.as_ref().ok_or("no published model")?;
+                    let ids: Vec<Id> = users.iter().map(|&u| Id::from(u)).collect();
+                    let lists = model.recommend_many(&ids, &Query::top(10));
+                    let mut warmed = 0;
+                    for (u, list) in users.iter().zip(lists) {
+                        let Ok(list) = list else { continue };
+                        let items: Arc<[i64]> = list
+                            .iter()
+                            .filter_map(|s| match s.item {
+                                Id::Int(i) => Some(i),
+                                Id::Str(_) => None,
+                            })
+                            .collect();
+                        models.recs.insert(*u, items).map_err(|e| e.to_string())?;
+                        warmed += 1;
+                    }
+                    Ok(json!({"users": warmed}))
+                })
+                .await
+            }
+        });
+    Ok(Workflow::builder(machine).tasks(tasks).build()?)
+}
+
+/// The held-out interactions of `data` as events for fold-in.
+fn dataset_events(data: &Dataset) -> Vec<MlEvent> {
+    data.interactions()
+        .iter()
+        .filter_map(|i| {
+            let user = data.users().id(i.user)?;
+            let item = data.items().id(i.item)?;
+            Some(MlEvent::new(user, item).weight(i.weight))
+        })
+        .collect()
+}
