@@ -18,6 +18,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
@@ -45,6 +46,8 @@ pub(crate) struct ScanExec {
     properties: Arc<PlanProperties>,
     statistics: Arc<Statistics>,
     producer: Arc<dyn PartitionProducer>,
+    /// Rows and batches produced, for `EXPLAIN ANALYZE`.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ScanExec {
@@ -67,6 +70,7 @@ impl ScanExec {
             properties: Arc::new(properties),
             statistics: Arc::new(statistics),
             producer,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -126,7 +130,24 @@ impl ExecutionPlan for ScanExec {
                 "partition {partition} out of range: the scan has {count}"
             )));
         }
-        Ok(self.producer.execute(partition, self.schema.clone()))
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = self
+            .producer
+            .execute(partition, self.schema.clone())
+            .map(move |r| {
+                if let Ok(batch) = &r {
+                    baseline.record_output(batch.num_rows());
+                }
+                r
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn statistics_from_inputs(
@@ -340,11 +361,15 @@ impl SourceTable {
         if let Some(l) = limit {
             request = request.with_limit(l);
         }
+        // Files whose statistics the predicate may match, of all files (for EXPLAIN).
+        let mut files_read = None;
         let statistics = match self.source.statistics(Some(version)).await {
             Ok(s) => {
+                let total = s.files.len();
                 let mut stats = if let Some(p) = &predicate {
                     // Files the predicate rules out do not count.
-                    let files = s.files.into_iter().filter(|f| p.can_match(f)).collect();
+                    let files: Vec<_> = s.files.into_iter().filter(|f| p.can_match(f)).collect();
+                    files_read = Some((files.len(), total));
                     to_df_statistics(
                         &TableStatistics {
                             version: s.version,
@@ -354,6 +379,7 @@ impl SourceTable {
                         false,
                     )
                 } else {
+                    files_read = Some((total, total));
                     // Sources' statistics are conservative, not exact: never let the
                     // planner answer COUNT(*) from them.
                     to_df_statistics(&s, &schema, false)
@@ -365,13 +391,16 @@ impl SourceTable {
             }
             Err(_) => Statistics::new_unknown(&schema),
         };
-        let label = format!(
+        let mut label = format!(
             "table={}, version={version}, predicate={}",
             self.name,
             predicate
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "none".into())
         );
+        if let Some((read, total)) = files_read {
+            label.push_str(&format!(", files={read}/{total}"));
+        }
         Ok(Arc::new(ScanExec::new(
             label,
             schema,

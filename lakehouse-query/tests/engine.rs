@@ -306,7 +306,31 @@ async fn explain_analyze_reports_metrics() {
         .await
         .expect("explain analyze");
     assert!(text.contains("output_rows"), "{text}");
-    assert!(text.contains("LakehouseScanExec"), "{text}");
+    let scan = text
+        .lines()
+        .find(|l| l.contains("LakehouseScanExec"))
+        .unwrap_or_else(|| panic!("no scan in the plan:\n{text}"));
+    // The scan reports the rows it produced and the files it reads.
+    assert!(scan.contains("output_rows=100"), "{scan}");
+    assert!(scan.contains("files=1/1"), "{scan}");
+
+    // A second batch with higher prices: a filter on price rules the first one out.
+    let engine = QueryEngine::new();
+    let sales = sales_table(100).await;
+    sales
+        .append(vec![sales_batch(100, 100)], None)
+        .await
+        .expect("append");
+    engine.register_table("sales", sales).expect("register");
+    let text = engine
+        .explain("SELECT COUNT(*) FROM sales WHERE price >= 150", true)
+        .await
+        .expect("explain analyze");
+    let scan = text
+        .lines()
+        .find(|l| l.contains("LakehouseScanExec"))
+        .unwrap_or_else(|| panic!("no scan in the plan:\n{text}"));
+    assert!(scan.contains("files=1/2"), "{scan}");
 }
 
 #[tokio::test]
