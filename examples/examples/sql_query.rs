@@ -274,22 +274,48 @@ async fn main() -> BoxResult<()> {
     );
     check("files read by the pruned scan", read_files.len(), 1)?;
     let plan = engine.explain(filter, true).await?;
-    println!("EXPLAIN ANALYZE (physical plan, abridged):");
+    println!("EXPLAIN ANALYZE (physical plan; operator: output rows):");
     let mut scan_line = None;
     for line in plan.lines().filter(|l| l.contains("Exec")) {
-        println!("  {}", line.trim());
-        if line.contains("LakehouseScanExec") {
+        let line = line.trim();
+        let name = line.split(':').next().unwrap_or(line);
+        let rows = line
+            .split("output_rows=")
+            .nth(1)
+            .and_then(|r| r.split([',', ']']).next())
+            .unwrap_or("?");
+        println!("  {name}: {rows}");
+        if name == "LakehouseScanExec" {
             scan_line = Some(line.to_owned());
         }
     }
     let scan_line = scan_line.ok_or("EXPLAIN ANALYZE shows no LakehouseScanExec")?;
-    if !scan_line.contains("region") || !scan_line.contains("order_date") {
+    let scan = scan_line.split(", metrics=").next().unwrap_or(&scan_line);
+    println!("  scan: {scan}");
+    let eu_rows = orders
+        .iter()
+        .filter(|o| o.day == FIRST_DAY + 1 && o.region == "eu")
+        .count();
+    if !scan_line.contains("region = 'eu'") || !scan_line.contains("order_date") {
         return Err(format!("the filter was not pushed into the scan: {scan_line}").into());
+    }
+    if !scan_line.contains(&format!("files=1/{}", all_files.len()))
+        || !scan_line.contains(&format!("output_rows={eu_rows},"))
+    {
+        return Err(format!(
+            "expected the scan to read 1 of {} files and return {eu_rows} rows: {scan_line}",
+            all_files.len()
+        )
+        .into());
     }
     if plan.contains("FilterExec") {
         return Err("an exact pushdown should leave no FilterExec in the plan".into());
     }
-    println!("  -> predicate pushed into the scan, applied exactly (no FilterExec above it)\n");
+    println!(
+        "  -> predicate pushed into the scan and applied there exactly (no FilterExec above it); \
+         the scan read 1 of {} files and returned only the {eu_rows} matching rows\n",
+        all_files.len()
+    );
 
     // 4. Time travel: version 1 held only the first day.
     engine.register_table(
