@@ -26,6 +26,8 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 const SHARDS: u32 = 6;
 const KEYS: u32 = 300;
 const LEASE: Duration = Duration::from_secs(10);
+/// Rounds of records put after the push subscriptions start.
+const PUSHED_ROUNDS: u32 = 10;
 
 /// What the group's members have consumed, with per-key de-duplication: a record is
 /// new when it is the key's next value, a duplicate when it is an earlier one, and an
@@ -218,7 +220,7 @@ fn main() -> BoxResult<()> {
     if a.shards().len() != SHARDS as usize {
         return Err(format!("member-a holds {:?}, expected every shard", a.shards()).into());
     }
-    let phase3 = produce(&stream, &mut sent, 10)?;
+    let phase3 = produce(&stream, &mut sent, PUSHED_ROUNDS)?;
     put += phase3;
     drain(&[&a], &mut consumed)?;
 
@@ -233,7 +235,11 @@ fn main() -> BoxResult<()> {
         let records = s.join().map_err(|_| "a subscriber thread panicked")??;
         for r in records {
             let value: u32 = std::str::from_utf8(&r.data)?.parse()?;
-            let first = sent.get(&r.partition_key).copied().unwrap_or(0) - 10;
+            // Each key's last PUSHED_ROUNDS values were put after subscribing.
+            let first = sent
+                .get(&r.partition_key)
+                .and_then(|n| n.checked_sub(PUSHED_ROUNDS))
+                .ok_or_else(|| format!("subscription: unexpected key {}", r.partition_key))?;
             let next = push_next.entry(r.partition_key.clone()).or_insert(first);
             if value != *next {
                 return Err(format!(
