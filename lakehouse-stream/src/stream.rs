@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use lakehouse_core::{
     Clock, Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, Result,
     SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges,
@@ -260,7 +261,7 @@ impl StreamBuilder {
                     .map(|r| r.timestamp_ms)
                     .max()
                     .unwrap_or(i64::MIN);
-                log.records = VecDeque::from(rec.records);
+                log.records = rec.records.into_iter().map(Entry::from).collect();
                 log.closed = meta.closed;
                 log.visible = log.next();
                 log.pending_first = log.next();
@@ -326,10 +327,63 @@ struct CommitState {
     failed: Option<String>,
 }
 
+/// Longest partition key an [`Entry`] holds inline.
+const INLINE_KEY: usize = 22;
+
+/// A partition key as a shard holds it: a short one inline, so that a read copies it
+/// from the entry it reads anyway instead of following a pointer per record.
+#[derive(Debug)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    fn new(key: String) -> Key {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key.as_bytes());
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(key.into_boxed_str())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("an inline key holds the bytes of a str, cut at its end"),
+            Key::Heap(key) => key,
+        }
+    }
+}
+
+/// A record as a shard holds it (64 bytes): its sequence number is its place in the
+/// shard and its shard is the holder, so neither is stored.
+#[derive(Debug)]
+struct Entry {
+    key: Key,
+    data: Bytes,
+    timestamp_ms: i64,
+}
+
+impl From<Record> for Entry {
+    fn from(r: Record) -> Entry {
+        Entry {
+            key: Key::new(r.partition_key),
+            data: r.data,
+            timestamp_ms: r.timestamp_ms,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ShardLog {
     first: SequenceNumber,
-    records: VecDeque<Record>,
+    records: VecDeque<Entry>,
     bytes: usize,
     newest_ms: i64,
     closed: bool,
@@ -448,7 +502,8 @@ impl Inner {
         &self,
         shard: &Shard,
         log: &mut ShardLog,
-        record: PutRecord,
+        key: Key,
+        data: Bytes,
         timestamp_ms: i64,
     ) -> SequenceNumber {
         let sequence = log.next();
@@ -460,17 +515,15 @@ impl Inner {
                 &mut log.pending,
                 sequence,
                 timestamp_ms,
-                &record.partition_key,
-                &record.data,
+                key.as_str(),
+                &data,
             );
         }
         log.newest_ms = timestamp_ms;
-        log.bytes += record.data.len();
-        log.records.push_back(Record {
-            shard: shard.id,
-            sequence,
-            partition_key: record.partition_key,
-            data: record.data,
+        log.bytes += data.len();
+        log.records.push_back(Entry {
+            key,
+            data,
             timestamp_ms,
         });
         if !self.gated {
@@ -780,6 +833,12 @@ impl Stream {
             .validate(self.inner.max_record_bytes)
             .map_err(|e| e.with_table(&self.inner.name))?;
         let hash = record.routing_key();
+        self.put_routed(hash, Key::new(record.partition_key), record.data)
+    }
+
+    /// Appends a validated record whose hash key is `hash`, applying the back-pressure
+    /// policy and routing again if its shard closes meanwhile.
+    fn put_routed(&self, hash: u128, key: Key, data: Bytes) -> Result<PutResult> {
         let deadline = match self.inner.backpressure {
             Backpressure::Reject => None,
             Backpressure::Wait(d) => Some(Instant::now() + d),
@@ -793,7 +852,7 @@ impl Stream {
                 continue;
             }
             self.trim_age(&mut log, now);
-            let size = record.data.len();
+            let size = data.len();
             if log.bytes + size > self.inner.max_shard_bytes {
                 let full = || {
                     Error::new(
@@ -805,7 +864,7 @@ impl Stream {
                     )
                     .with_table(&self.inner.name)
                     .with_shard(shard.id)
-                    .with_key(record.partition_key.clone())
+                    .with_key(key.as_str())
                 };
                 match deadline {
                     Some(d) if Instant::now() < d => {
@@ -817,7 +876,7 @@ impl Stream {
                 }
             }
             let timestamp_ms = now.max(log.newest_ms);
-            let sequence = self.inner.append(&shard, &mut log, record, timestamp_ms);
+            let sequence = self.inner.append(&shard, &mut log, key, data, timestamp_ms);
             let full = log.pending.len() >= FLUSH_BYTES;
             drop(log);
             shard.data.notify_all();
@@ -886,6 +945,12 @@ impl Stream {
         if filled > 0 {
             hash_lanes(&lanes[..filled], &pending, &mut hashes);
         }
+        // Keys take their stored form here, while they are in cache and outside any
+        // shard lock.
+        let mut pending: Vec<Option<(Key, Bytes)>> = pending
+            .into_iter()
+            .map(|r| r.map(|r| (Key::new(r.partition_key), r.data)))
+            .collect();
         let groups: Vec<(Arc<Shard>, Vec<usize>)> = {
             let topology = self.inner.topology.read();
             let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); topology.open.len()];
@@ -911,18 +976,17 @@ impl Stream {
             let mut log = shard.log.lock();
             self.trim_age(&mut log, now);
             for &i in group {
-                let Some(record) = pending[i].take() else {
+                let Some((key, data)) = pending[i].take() else {
                     continue;
                 };
-                let size = record.data.len();
-                if log.closed || log.bytes + size > self.inner.max_shard_bytes {
+                if log.closed || log.bytes + data.len() > self.inner.max_shard_bytes {
                     // Resharded meanwhile, or full: the single-record path reroutes or
                     // applies the back-pressure policy.
-                    pending[i] = Some(record);
+                    pending[i] = Some((key, data));
                     continue;
                 }
                 let timestamp_ms = now.max(log.newest_ms);
-                let sequence = self.inner.append(shard, &mut log, record, timestamp_ms);
+                let sequence = self.inner.append(shard, &mut log, key, data, timestamp_ms);
                 results[i] = Some(Ok(PutResult {
                     shard: shard.id,
                     sequence,
@@ -951,9 +1015,10 @@ impl Stream {
         results
             .into_iter()
             .zip(pending)
-            .map(|(done, left)| match (done, left) {
+            .zip(hashes)
+            .map(|((done, left), hash)| match (done, left) {
                 (Some(r), _) => r,
-                (None, Some(record)) => self.put_record(record),
+                (None, Some((key, data))) => self.put_routed(hash, key, data),
                 (None, None) => Err(Error::new(
                     ErrorKind::Internal,
                     "a record was neither put nor failed",
@@ -1091,7 +1156,7 @@ impl Stream {
             s.space.notify_all();
         }
         let start = self.resolve(&s, &log, position)?;
-        let (records, resume, millis_behind) = window(&log, start, limit);
+        let (records, resume, millis_behind) = window(s.id, &log, start, limit);
         Ok(ReadBatch {
             records,
             next: Position::AtSequence(resume),
@@ -1336,6 +1401,7 @@ impl Stream {
 /// and how far the next unread record is behind the newest. `start` must lie in
 /// `log.first..=log.next()`; only visible records are returned.
 fn window(
+    shard: ShardId,
     log: &ShardLog,
     start: SequenceNumber,
     limit: ReadLimit,
@@ -1346,12 +1412,18 @@ fn window(
     let mut out = Vec::with_capacity(max.min(1 << 16));
     let mut bytes = 0usize;
     if max > 0 {
-        for r in log.records.range(skip..skip + max) {
+        for (sequence, r) in (start..).zip(log.records.range(skip..skip + max)) {
             if !out.is_empty() && bytes + r.data.len() > limit.max_bytes {
                 break;
             }
             bytes += r.data.len();
-            out.push(r.clone());
+            out.push(Record {
+                shard,
+                sequence,
+                partition_key: r.key.as_str().to_owned(),
+                data: r.data.clone(),
+                timestamp_ms: r.timestamp_ms,
+            });
         }
     }
     let resume = start + out.len() as u64;
