@@ -429,7 +429,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     let workflow = model::workflow(engine.clone(), models.clone())?;
     let first_run = {
         let (workflow, progress) = (workflow.clone(), progress.clone());
-        let wait = args.duration.mul_f64(0.4).max(Duration::from_secs(1));
+        let wait = args.duration.mul_f64(0.25).max(Duration::from_secs(1));
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             while progress.committed.load(Ordering::SeqCst) < 1_000

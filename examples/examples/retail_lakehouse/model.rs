@@ -45,11 +45,16 @@ const TRAINING_SQL: &str = "SELECT user_id, item_id, \
 /// Recommendations kept warm for this many of the most active users.
 const WARM_USERS: usize = 200;
 
+/// Held-out users the evaluation ranks for (a sample keeps it to about a second).
+const EVAL_USERS: usize = 2_000;
+
 /// A trained model waiting for evaluation and publication.
 struct Candidate {
     model: Als,
     train: Dataset,
     test: Dataset,
+    /// The held-out interactions of a sample of the test users.
+    eval: Dataset,
 }
 
 /// The published model and what the workflow and fold-in share.
@@ -63,6 +68,9 @@ pub(crate) struct Models {
     candidate: Mutex<Option<Candidate>>,
     /// Warmed recommendations by user.
     pub(crate) recs: Cache<i64, Arc<[i64]>>,
+    /// One rayon thread for training, evaluation and batch scoring, so that the
+    /// global pool stays free for the table's Parquet encoding.
+    pool: rayon::ThreadPool,
 }
 
 impl std::fmt::Debug for Models {
@@ -74,13 +82,18 @@ impl std::fmt::Debug for Models {
 }
 
 impl Models {
-    pub(crate) fn new() -> Result<Arc<Models>, lakehouse_cache::Error> {
+    pub(crate) fn new() -> Result<Arc<Models>, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Arc::new(Models {
             serving: RwLock::new(None),
             version: AtomicU64::new(0),
             folded: AtomicU64::new(0),
             candidate: Mutex::new(None),
             recs: Cache::new(10_000)?,
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "model".into())
+                .build()
+                .map_err(|e| e.to_string())?,
         }))
     }
 
@@ -172,9 +185,15 @@ pub(crate) fn workflow(
                         .build()
                         .map_err(|e| e.to_string())?;
                     let t = Instant::now();
-                    model.fit(&train).map_err(|e| e.to_string())?;
+                    models.pool.install(|| model.fit(&train)).map_err(|e| e.to_string())?;
                     let stats = (data.len(), data.num_users(), data.num_items(), t.elapsed().as_millis());
-                    *models.lock_candidate() = Some(Candidate { model, train, test });
+                    let eval = sample_users(&test, EVAL_USERS).map_err(|e| e.to_string())?;
+                    *models.lock_candidate() = Some(Candidate {
+                        model,
+                        train,
+                        test,
+                        eval,
+                    });
                     Ok(stats)
                 })
                 .await?;
@@ -190,11 +209,18 @@ pub(crate) fn workflow(
                 blocking("Evaluate.Failed", move || {
                     let guard = models.lock_candidate();
                     let c = guard.as_ref().ok_or("no trained candidate")?;
-                    let m = evaluate(&c.model, &c.test, 10).map_err(|e| e.to_string())?;
+                    let m = models
+                        .pool
+                        .install(|| evaluate(&c.model, &c.eval, 10))
+                        .map_err(|e| e.to_string())?;
                     // Popularity trained on the same split is the bar to clear.
                     let mut pop = Popularity::new();
                     pop.fit(&c.train).map_err(|e| e.to_string())?;
-                    let popularity = evaluate(&pop, &c.test, 10).map_err(|e| e.to_string())?.ndcg;
+                    let popularity = models
+                        .pool
+                        .install(|| evaluate(&pop, &c.eval, 10))
+                        .map_err(|e| e.to_string())?
+                        .ndcg;
                     Ok(json!({
                         "precision": m.precision, "recall": m.recall, "ndcg": m.ndcg,
                         "coverage": m.coverage, "users": m.users,
@@ -244,7 +270,9 @@ pub(crate) fn workflow(
                     let serving = models.serving.read().unwrap_or_else(|p| p.into_inner());
                     let model = serving.as_ref().ok_or("no published model")?;
                     let ids: Vec<Id> = users.iter().map(|&u| Id::from(u)).collect();
-                    let lists = model.recommend_many(&ids, &Query::top(10));
+                    let lists = models
+                        .pool
+                        .install(|| model.recommend_many(&ids, &Query::top(10)));
                     let mut warmed = 0;
                     for (u, list) in users.iter().zip(lists) {
                         let Ok(list) = list else { continue };
@@ -276,4 +304,19 @@ fn dataset_events(data: &Dataset) -> Vec<MlEvent> {
             Some(MlEvent::new(user, item).weight(i.weight))
         })
         .collect()
+}
+
+/// The interactions of about `max_users` of the users of `data` (every n-th user).
+fn sample_users(data: &Dataset, max_users: usize) -> Result<Dataset, lakehouse_ml::Error> {
+    let step = data.num_users().div_ceil(max_users.max(1)).max(1) as u32;
+    let mut out = Dataset::new();
+    for i in data.interactions() {
+        if i.user % step != 0 {
+            continue;
+        }
+        if let (Some(u), Some(it)) = (data.users().id(i.user), data.items().id(i.item)) {
+            out.push(u.clone(), it.clone(), i.weight, i.timestamp)?;
+        }
+    }
+    Ok(out)
 }
