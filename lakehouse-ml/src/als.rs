@@ -336,6 +336,29 @@ impl Als {
         self.index.is_some()
     }
 
+    /// Sets how many candidates a search of the HNSW index keeps (`ef_search`, at least
+    /// `k` of a request in any case): a larger value finds more of the exact top-k and
+    /// costs more time per request. The graph is kept; the next request uses the value.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFitted`] without an index, [`ErrorKind::InvalidInput`] for 0.
+    pub fn set_index_ef_search(&mut self, ef_search: usize) -> Result<()> {
+        if ef_search == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "HNSW ef_search must be at least 1",
+            ));
+        }
+        let index = self
+            .index
+            .as_mut()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFitted, "no HNSW index: call build_index first")
+            })?;
+        index.set_ef_search(ef_search);
+        Ok(())
+    }
+
     /// The exact top-k for a known user (full scan), whether or not an index exists.
     pub fn recommend_exact(&self, user: &Id, query: &Query<'_>) -> Result<Vec<Scored>> {
         let u = self.known_user(user)?;

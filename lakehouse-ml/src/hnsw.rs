@@ -393,6 +393,10 @@ impl Hnsw {
 
     /// Up to `k` items with the largest inner product with `query`, as
     /// `(score, item)`, best first.
+    pub(crate) fn set_ef_search(&mut self, ef_search: usize) {
+        self.params.ef_search = ef_search;
+    }
+
     pub(crate) fn search_mips(&self, vectors: &[f32], query: &[f32], k: usize) -> Vec<(f32, u32)> {
         if k == 0 || self.levels.is_empty() {
             return Vec::new();

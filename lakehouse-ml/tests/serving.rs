@@ -72,6 +72,46 @@ fn hnsw_recall_against_the_exact_scan() {
 }
 
 #[test]
+fn a_wider_index_search_finds_more_of_the_exact_top_k() {
+    let mut als = random_model(60, 10_000, 16);
+    let users: Vec<Id> = (0..60i64).map(Id::from).collect();
+    let q = Query::top(10);
+    let exact: Vec<Vec<Scored>> = users
+        .iter()
+        .map(|u| als.recommend(u, &q).unwrap())
+        .collect();
+    let err = als.set_index_ef_search(50).unwrap_err();
+    assert_eq!(err.kind(), lakehouse_ml::ErrorKind::NotFitted);
+    let narrow = HnswParams {
+        m: 4,
+        ef_construction: 16,
+        ef_search: 10,
+        ..HnswParams::default()
+    };
+    als.build_index(narrow).unwrap();
+    let recall = |als: &Als| {
+        let mut hits = 0usize;
+        for (u, truth) in users.iter().zip(&exact) {
+            let approx = als.recommend(u, &q).unwrap();
+            hits += approx
+                .iter()
+                .filter(|a| truth.iter().any(|t| t.item == a.item))
+                .count();
+        }
+        hits as f64 / (users.len() * 10) as f64
+    };
+    let low = recall(&als);
+    assert_eq!(
+        als.set_index_ef_search(0).unwrap_err().kind(),
+        lakehouse_ml::ErrorKind::InvalidInput
+    );
+    als.set_index_ef_search(2_000).unwrap();
+    let high = recall(&als);
+    assert!(high > low, "recall {low} at ef 10, {high} at ef 2000");
+    assert!(high >= 0.9, "recall {high} at ef 2000");
+}
+
+#[test]
 fn hnsw_respects_seen_items_and_filters() {
     let data = planted();
     let mut als = small_als(1);
