@@ -455,7 +455,11 @@ fn large_catalogue(report: &mut Report) -> BenchResult {
             lat.percentile(99.0).as_secs_f64() * 1e3,
         );
         report.metric(&format!("ml.recommend_1m_items_ef{ef}_p99_ms"), p99, "ms");
-        report.metric(&format!("ml.hnsw_recall_at_10_1m_items_ef{ef}"), recall, "ratio");
+        report.metric(
+            &format!("ml.hnsw_recall_at_10_1m_items_ef{ef}"),
+            recall,
+            "ratio",
+        );
         if headline.is_none_or(|(_, r, ..)| r < 0.9) {
             headline = Some((ef, recall, p50, p99));
         }

@@ -349,12 +349,12 @@ impl Als {
                 "HNSW ef_search must be at least 1",
             ));
         }
-        let index = self
-            .index
-            .as_mut()
-            .ok_or_else(|| {
-                Error::new(ErrorKind::NotFitted, "no HNSW index: call build_index first")
-            })?;
+        let index = self.index.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFitted,
+                "no HNSW index: call build_index first",
+            )
+        })?;
         index.set_ef_search(ef_search);
         Ok(())
     }
