@@ -43,7 +43,7 @@ struct Consumed {
 impl Consumed {
     fn take(&mut self, member: &str, r: &Record) -> BoxResult<()> {
         let value: u32 = std::str::from_utf8(&r.data)?.parse()?;
-        let next = self.next.entry(r.partition_key.clone()).or_insert(0);
+        let next = self.next.entry(r.partition_key.to_string()).or_insert(0);
         if value < *next {
             self.duplicates += 1;
         } else if value == *next {
@@ -237,10 +237,10 @@ fn main() -> BoxResult<()> {
             let value: u32 = std::str::from_utf8(&r.data)?.parse()?;
             // Each key's last PUSHED_ROUNDS values were put after subscribing.
             let first = sent
-                .get(&r.partition_key)
+                .get(r.partition_key.as_str())
                 .and_then(|n| n.checked_sub(PUSHED_ROUNDS))
                 .ok_or_else(|| format!("subscription: unexpected key {}", r.partition_key))?;
-            let next = push_next.entry(r.partition_key.clone()).or_insert(first);
+            let next = push_next.entry(r.partition_key.to_string()).or_insert(first);
             if value != *next {
                 return Err(format!(
                     "subscription: {} got {value}, expected {}",

@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let out = stream.get_records(&it, ReadLimit::records(5_000))?;
             for r in &out.records {
                 let round: u32 = std::str::from_utf8(&r.data)?.parse()?;
-                if let Some(prev) = last.insert(r.partition_key.clone(), round)
+                if let Some(prev) = last.insert(r.partition_key.to_string(), round)
                     && round != prev + 1
                 {
                     return Err(

@@ -542,11 +542,11 @@ where
             .collect();
         for r in &batch {
             put_order
-                .entry(r.partition_key.clone())
+                .entry(r.partition_key.to_string())
                 .or_default()
                 .push(r.data.clone());
         }
-        let keys: Vec<String> = batch.iter().map(|r| r.partition_key.clone()).collect();
+        let keys: Vec<String> = batch.iter().map(|r| r.partition_key.to_string()).collect();
         let results = log.put_batch(batch).await.expect("put_batch");
         assert_eq!(results.len(), keys.len(), "one result per entry");
         for (key, res) in keys.iter().zip(results) {
@@ -600,7 +600,7 @@ where
                 }
                 prev = Some(r.sequence);
                 read_back
-                    .entry(r.partition_key.clone())
+                    .entry(r.partition_key.to_string())
                     .or_default()
                     .push(r.data.clone());
             }

@@ -99,8 +99,8 @@ pub use async_trait::async_trait;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Context, Error, ErrorKind, Result};
 pub use crate::log::{
-    EventLog, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, SequenceNumber,
-    ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,
+    EventLog, PartitionKey, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record,
+    SequenceNumber, ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,
 };
 pub use crate::memory::{MemoryLog, MemoryTable, conform_batch};
 pub use crate::predicate::{CmpOp, ColumnRef, ColumnStats, Predicate, StatsProvider, col};

@@ -51,12 +51,18 @@ pub fn even_hash_ranges(shards: u32) -> Vec<(u128, u128)> {
         .collect()
 }
 
+/// A partition key. Keys of up to 24 bytes (user, session or order ids) are held
+/// inline, in the space a `String` takes, so putting and reading records with such
+/// keys allocates nothing for the key; longer keys go to the heap. Derefs to `str`
+/// and compares with `&str` and `String`; made from either with `into()`.
+pub type PartitionKey = compact_str::CompactString;
+
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutRecord {
     /// Decides the shard (through [`hash_key`]) and, within a shard, the order that
     /// readers see. Must not be empty.
-    pub partition_key: String,
+    pub partition_key: PartitionKey,
     /// The payload.
     pub data: Bytes,
     /// Routes by this hash key instead of the partition key's hash.
@@ -65,7 +71,7 @@ pub struct PutRecord {
 
 impl PutRecord {
     /// A record routed by `partition_key`.
-    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+    pub fn new(partition_key: impl Into<PartitionKey>, data: impl Into<Bytes>) -> Self {
         PutRecord {
             partition_key: partition_key.into(),
             data: data.into(),
@@ -100,7 +106,7 @@ impl PutRecord {
                 ErrorKind::RecordTooLarge,
                 format!("record of {size} bytes exceeds the limit of {max_record_bytes} bytes"),
             )
-            .with_key(self.partition_key.clone()));
+            .with_key(self.partition_key.as_str()));
         }
         Ok(())
     }
@@ -123,7 +129,7 @@ pub struct Record {
     /// Its sequence number in the shard.
     pub sequence: SequenceNumber,
     /// The partition key it was put with.
-    pub partition_key: String,
+    pub partition_key: PartitionKey,
     /// The payload.
     pub data: Bytes,
     /// Arrival time, milliseconds since the Unix epoch, from the log's clock.

@@ -189,7 +189,7 @@ pub(crate) fn scan(
         out.records.push(Record {
             shard,
             sequence,
-            partition_key: key.to_owned(),
+            partition_key: key.into(),
             data: bytes.slice(data_at..at + HEADER + body_len),
             timestamp_ms: ts,
         });

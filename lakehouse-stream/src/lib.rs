@@ -98,6 +98,7 @@
 //! [`TableDelivery::poll`] is async and runtime-agnostic; call it in a loop or on a
 //! timer from your executor.
 
+mod blocks;
 mod durable;
 mod group;
 mod route;

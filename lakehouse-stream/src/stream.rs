@@ -1,6 +1,6 @@
 //! [`Stream`]: the in-process sharded log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use lakehouse_core::{
-    Clock, Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, Result,
-    SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges,
+    Clock, Error, ErrorKind, PartitionKey, Position, PutRecord, PutResult, ReadBatch, ReadLimit,
+    Record, Result, SequenceNumber, ShardId, ShardInfo, SystemClock, even_hash_ranges,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
+use crate::blocks::Blocks;
 use crate::durable::{self, Durability, ShardFiles, ShardMeta};
 use crate::route;
 
@@ -205,6 +207,7 @@ impl StreamBuilder {
             trimmed_read: self.trimmed_read,
             iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
             clock: self.clock,
+            routing: ArcSwap::from_pointee(open.clone()),
             topology: RwLock::new(Topology { open, all }),
             checkpoints: Mutex::new(checkpoints),
             gated: durable
@@ -327,45 +330,12 @@ struct CommitState {
     failed: Option<String>,
 }
 
-/// Longest partition key an [`Entry`] holds inline.
-const INLINE_KEY: usize = 22;
-
-/// A partition key as a shard holds it: a short one inline, so that a read copies it
-/// from the entry it reads anyway instead of following a pointer per record.
-#[derive(Debug)]
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<str>),
-}
-
-impl Key {
-    fn new(key: String) -> Key {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key.as_bytes());
-            Key::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(key.into_boxed_str())
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
-                .expect("an inline key holds the bytes of a str, cut at its end"),
-            Key::Heap(key) => key,
-        }
-    }
-}
-
-/// A record as a shard holds it (64 bytes): its sequence number is its place in the
-/// shard and its shard is the holder, so neither is stored.
+/// A record as a shard holds it (64 bytes; a key of up to 24 bytes is inline, so a
+/// read copies it from the entry it reads anyway): its sequence number is its place in
+/// the shard and its shard is the holder, so neither is stored.
 #[derive(Debug)]
 struct Entry {
-    key: Key,
+    key: PartitionKey,
     data: Bytes,
     timestamp_ms: i64,
 }
@@ -373,7 +343,7 @@ struct Entry {
 impl From<Record> for Entry {
     fn from(r: Record) -> Entry {
         Entry {
-            key: Key::new(r.partition_key),
+            key: r.partition_key,
             data: r.data,
             timestamp_ms: r.timestamp_ms,
         }
@@ -383,7 +353,7 @@ impl From<Record> for Entry {
 #[derive(Debug)]
 struct ShardLog {
     first: SequenceNumber,
-    records: VecDeque<Entry>,
+    records: Blocks<Entry>,
     bytes: usize,
     newest_ms: i64,
     closed: bool,
@@ -428,7 +398,7 @@ impl Shard {
             range,
             log: Mutex::new(ShardLog {
                 first: 0,
-                records: VecDeque::new(),
+                records: Blocks::default(),
                 bytes: 0,
                 newest_ms: i64::MIN,
                 closed: false,
@@ -470,11 +440,19 @@ struct Topology {
 }
 
 impl Topology {
-    fn replace_open(&mut self, closed: &[ShardId], added: &[Arc<Shard>]) {
+    /// Replaces `closed` by `added` among the open shards and publishes the new set to
+    /// `routing`.
+    fn replace_open(
+        &mut self,
+        routing: &ArcSwap<Vec<Arc<Shard>>>,
+        closed: &[ShardId],
+        added: &[Arc<Shard>],
+    ) {
         self.open.retain(|s| !closed.contains(&s.id));
         self.open.extend(added.iter().cloned());
         self.open.sort_by_key(|s| s.range.0);
         self.all.extend(added.iter().cloned());
+        routing.store(Arc::new(self.open.clone()));
     }
 }
 
@@ -488,7 +466,12 @@ struct Inner {
     trimmed_read: TrimmedRead,
     iterator_ttl_ms: i64,
     clock: Arc<dyn Clock>,
+    /// Changed only under its write lock, by resharding.
     topology: RwLock<Topology>,
+    /// A copy of the open shards that puts route by without taking a lock or touching
+    /// a shared counter: resharding publishes a new one before it closes the parents,
+    /// and a put that finds its shard closed routes again.
+    routing: ArcSwap<Vec<Arc<Shard>>>,
     checkpoints: Mutex<HashMap<(String, ShardId), SequenceNumber>>,
     /// Readers see only durable records (durable, fsyncing streams).
     gated: bool,
@@ -502,7 +485,7 @@ impl Inner {
         &self,
         shard: &Shard,
         log: &mut ShardLog,
-        key: Key,
+        key: PartitionKey,
         data: Bytes,
         timestamp_ms: i64,
     ) -> SequenceNumber {
@@ -792,16 +775,6 @@ impl Stream {
             .collect()
     }
 
-    fn route(&self, hash: u128) -> Result<Arc<Shard>> {
-        let topology = self.inner.topology.read();
-        let i = topology.open.partition_point(|s| s.range.1 < hash);
-        topology
-            .open
-            .get(i)
-            .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::Internal, "no open shard owns a hash key"))
-    }
-
     /// Trims records past the retention age from `log`; returns whether any were.
     fn trim_age(&self, log: &mut ShardLog, now_ms: i64) -> bool {
         let Some(age) = self.inner.retention_ms else {
@@ -833,18 +806,25 @@ impl Stream {
             .validate(self.inner.max_record_bytes)
             .map_err(|e| e.with_table(&self.inner.name))?;
         let hash = record.routing_key();
-        self.put_routed(hash, Key::new(record.partition_key), record.data)
+        self.put_routed(hash, record.partition_key, record.data)
     }
 
     /// Appends a validated record whose hash key is `hash`, applying the back-pressure
     /// policy and routing again if its shard closes meanwhile.
-    fn put_routed(&self, hash: u128, key: Key, data: Bytes) -> Result<PutResult> {
+    fn put_routed(&self, hash: u128, key: PartitionKey, data: Bytes) -> Result<PutResult> {
         let deadline = match self.inner.backpressure {
             Backpressure::Reject => None,
             Backpressure::Wait(d) => Some(Instant::now() + d),
         };
         loop {
-            let shard = self.route(hash)?;
+            let open = self.inner.routing.load();
+            let i = open.partition_point(|s| s.range.1 < hash);
+            let Some(shard) = open.get(i) else {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "no open shard owns a hash key",
+                ));
+            };
             let now = self.inner.clock.now_millis();
             let mut log = shard.log.lock();
             if log.closed {
@@ -876,12 +856,12 @@ impl Stream {
                 }
             }
             let timestamp_ms = now.max(log.newest_ms);
-            let sequence = self.inner.append(&shard, &mut log, key, data, timestamp_ms);
+            let sequence = self.inner.append(shard, &mut log, key, data, timestamp_ms);
             let full = log.pending.len() >= FLUSH_BYTES;
             drop(log);
             shard.data.notify_all();
             if self.inner.durable.is_some() {
-                let shards: &[&Shard] = if full { &[&shard] } else { &[] };
+                let shards: &[&Shard] = if full { &[shard] } else { &[] };
                 self.inner
                     .after_append(shards)
                     .map_err(|e| e.with_shard(shard.id).with_version(sequence))?;
@@ -945,26 +925,22 @@ impl Stream {
         if filled > 0 {
             hash_lanes(&lanes[..filled], &pending, &mut hashes);
         }
-        // Keys take their stored form here, while they are in cache and outside any
-        // shard lock.
-        let mut pending: Vec<Option<(Key, Bytes)>> = pending
+        let mut pending: Vec<Option<(PartitionKey, Bytes)>> = pending
             .into_iter()
-            .map(|r| r.map(|r| (Key::new(r.partition_key), r.data)))
+            .map(|r| r.map(|r| (r.partition_key, r.data)))
             .collect();
         let groups: Vec<(Arc<Shard>, Vec<usize>)> = {
-            let topology = self.inner.topology.read();
-            let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); topology.open.len()];
+            let open = self.inner.routing.load();
+            let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); open.len()];
             for (i, &h) in hashes.iter().enumerate() {
                 if pending[i].is_some() {
-                    let s = topology.open.partition_point(|s| s.range.1 < h);
+                    let s = open.partition_point(|s| s.range.1 < h);
                     if let Some(group) = by_shard.get_mut(s) {
                         group.push(i);
                     }
                 }
             }
-            topology
-                .open
-                .iter()
+            open.iter()
                 .cloned()
                 .zip(by_shard)
                 .filter(|(_, g)| !g.is_empty())
@@ -1205,9 +1181,9 @@ impl Stream {
             self.new_shard(hi, vec![shard], (new_starting_hash_key, end)),
         ];
         self.persist_topology(&topology, &[shard], &children)?;
+        topology.replace_open(&self.inner.routing, &[shard], &children);
         parent.log.lock().closed = true;
         parent.data.notify_all();
-        topology.replace_open(&[shard], &children);
         Ok((lo, hi))
     }
 
@@ -1243,11 +1219,11 @@ impl Stream {
         let child = ShardId(topology.all.len() as u32);
         let added = [self.new_shard(child, vec![a, b], (sa.range.0, sb.range.1))];
         self.persist_topology(&topology, &[a, b], &added)?;
+        topology.replace_open(&self.inner.routing, &[a, b], &added);
         sa.log.lock().closed = true;
         sb.log.lock().closed = true;
         sa.data.notify_all();
         sb.data.notify_all();
-        topology.replace_open(&[a, b], &added);
         Ok(child)
     }
 
@@ -1412,7 +1388,7 @@ fn window(
     let mut out = Vec::with_capacity(max.min(1 << 16));
     let mut bytes = 0usize;
     if max > 0 {
-        for (sequence, r) in (start..).zip(log.records.range(skip..skip + max)) {
+        for (sequence, r) in (start..).zip(log.records.iter_from(skip).take(max)) {
             if !out.is_empty() && bytes + r.data.len() > limit.max_bytes {
                 break;
             }
@@ -1420,7 +1396,7 @@ fn window(
             out.push(Record {
                 shard,
                 sequence,
-                partition_key: r.key.as_str().to_owned(),
+                partition_key: r.key.clone(),
                 data: r.data.clone(),
                 timestamp_ms: r.timestamp_ms,
             });

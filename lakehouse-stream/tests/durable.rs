@@ -429,7 +429,7 @@ fn consume(members: &[Member], got: &mut HashMap<String, Vec<u32>>) -> usize {
         for (shard, records) in m.poll(ReadLimit::records(4)).unwrap() {
             for r in &records {
                 let v: u32 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
-                got.entry(r.partition_key.clone()).or_default().push(v);
+                got.entry(r.partition_key.to_string()).or_default().push(v);
             }
             n += records.len();
             m.checkpoint(shard, records.last().unwrap().sequence)

@@ -45,7 +45,7 @@ impl DeadLetter {
             trigger: trigger.to_owned(),
             shard: record.shard,
             sequence: record.sequence,
-            partition_key: record.partition_key.clone(),
+            partition_key: record.partition_key.to_string(),
             timestamp_ms: record.timestamp_ms,
             attempts,
             error_kind: error.kind().as_str().to_owned(),
