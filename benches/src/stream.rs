@@ -1,10 +1,16 @@
 //! `lakehouse-bench stream`: put and read rates of the in-process stream, beside a
 //! crossbeam channel moving the same records in the same run, and the put rate and
 //! commit latency of a durable stream with group commit and fsync per put call.
+//!
+//! Each thread builds its own input before the clock starts, as a producer would (its
+//! keys and payloads are allocated on the thread that puts them). The payloads of a
+//! 500-record batch are slices of one buffer, as those of records decoded from one
+//! request are; a single-record put carries a buffer of its own.
 
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lakehouse_core::{Position, PutRecord, ReadLimit};
@@ -14,135 +20,176 @@ use crate::report::{BenchResult, Report};
 
 const THREADS: usize = 2;
 
-fn records(n: usize, payload: &Bytes) -> Vec<PutRecord> {
-    (0..n)
-        .map(|i| PutRecord::new(format!("user-{}", i % 100_000), payload.clone()))
+/// Records `first..first + n` keyed `user-<i mod 100 000>` with 100-byte payloads; the
+/// payloads of each `per_buffer` consecutive records are slices of one buffer.
+fn records(first: usize, n: usize, per_buffer: usize) -> Vec<PutRecord> {
+    let mut buffer = Bytes::new();
+    (first..first + n)
+        .map(|i| {
+            let at = (i - first) % per_buffer;
+            if at == 0 {
+                buffer = Bytes::from(vec![b'x'; 100 * per_buffer]);
+            }
+            PutRecord::new(
+                format!("user-{}", i % 100_000),
+                buffer.slice(at * 100..(at + 1) * 100),
+            )
+        })
         .collect()
 }
 
+/// Records `first..first + n` in `put_records` calls of 500.
+fn batches(first: usize, n: usize) -> Vec<Vec<PutRecord>> {
+    records(first, n, 500)
+        .chunks(500)
+        .map(<[PutRecord]>::to_vec)
+        .collect()
+}
+
+/// Runs `work` on `threads` threads, each on the input `make(thread)` built on that
+/// thread beforehand; returns the results (in thread order) and the time from when
+/// every input was ready to when the last thread finished.
+fn timed<I, R: Send>(
+    threads: usize,
+    make: impl Fn(usize) -> I + Sync,
+    work: impl Fn(I) -> R + Sync,
+) -> Result<(Vec<R>, Duration), String> {
+    let ready = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (make, work, ready) = (&make, &work, &ready);
+                s.spawn(move || {
+                    let input = make(t);
+                    ready.wait();
+                    work(input)
+                })
+            })
+            .collect();
+        ready.wait();
+        let start = Instant::now();
+        let results = handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "a bench thread panicked".to_owned()))
+            .collect::<Result<Vec<R>, String>>()?;
+        Ok((results, start.elapsed()))
+    })
+}
+
+/// Puts `batches` one call at a time; returns the failed entries and each call's time.
+fn put_batches(stream: &Stream, batches: Vec<Vec<PutRecord>>) -> (usize, Vec<Duration>) {
+    let mut failed = 0;
+    let mut latencies = Vec::with_capacity(batches.len());
+    for b in batches {
+        let t = Instant::now();
+        failed += stream.put_records(b).iter().filter(|r| r.is_err()).count();
+        latencies.push(t.elapsed());
+    }
+    (failed, latencies)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
 pub(crate) fn run(report: &mut Report) -> BenchResult {
-    let n = report.scale(4_000_000, 1_000_000);
-    let payload = Bytes::from(vec![b'x'; 100]);
+    let per = report.scale(4_000_000, 1_000_000) / THREADS;
+    let n = per * THREADS;
     let stream = Stream::builder("bench")
         .shards(8)
         .max_shard_bytes(4 << 30)
         .build()?;
 
     // Batched puts: 500 records per call, 2 producer threads.
-    let batches: Vec<Vec<Vec<PutRecord>>> = (0..THREADS)
-        .map(|_| {
-            records(n / THREADS, &payload)
-                .chunks(500)
-                .map(<[PutRecord]>::to_vec)
-                .collect()
-        })
-        .collect();
-    let start = Instant::now();
-    let failed: usize = thread::scope(|s| {
-        let handles: Vec<_> = batches
-            .into_iter()
-            .map(|mine| {
-                let stream = &stream;
-                s.spawn(move || {
-                    mine.into_iter()
-                        .map(|b| stream.put_records(b).iter().filter(|r| r.is_err()).count())
-                        .sum::<usize>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(usize::MAX))
-            .sum()
-    });
-    let batched = n as f64 / start.elapsed().as_secs_f64();
+    let (out, took) = timed(
+        THREADS,
+        |t| batches(t * per, per),
+        |b| put_batches(&stream, b).0,
+    )?;
+    let batched = rate(n, took);
+    let failed: usize = out.iter().sum();
     if failed > 0 {
         return Err(format!("{failed} batched puts failed").into());
     }
     report.metric("stream.put_batched_rps", batched, "records/s");
 
     // Single-record puts, 2 producer threads.
-    let single_stream = Stream::builder("single")
+    let single = Stream::builder("single")
         .shards(8)
         .max_shard_bytes(4 << 30)
         .build()?;
-    let singles: Vec<Vec<PutRecord>> = (0..THREADS)
-        .map(|_| records(n / THREADS, &payload))
-        .collect();
-    let start = Instant::now();
-    thread::scope(|s| {
-        for mine in singles {
-            let stream = &single_stream;
-            s.spawn(move || {
-                for r in mine {
-                    let _ = black_box(stream.put_record(r));
-                }
-            });
-        }
-    });
-    report.metric(
-        "stream.put_single_rps",
-        n as f64 / start.elapsed().as_secs_f64(),
-        "records/s",
-    );
+    let (out, took) = timed(
+        THREADS,
+        |t| records(t * per, per, 1),
+        |mine| {
+            mine.into_iter()
+                .map(|r| single.put_record(r))
+                .filter(|r| black_box(r).is_err())
+                .count()
+        },
+    )?;
+    if out.iter().sum::<usize>() > 0 {
+        return Err("single-record puts failed".into());
+    }
+    report.metric("stream.put_single_rps", rate(n, took), "records/s");
+    drop(single);
 
     // Reads: every shard from the horizon, 10,000 records per call, 2 reader threads.
     let shards: Vec<_> = stream.shards().into_iter().map(|s| s.id).collect();
-    let start = Instant::now();
-    let read: usize = thread::scope(|s| {
-        let handles: Vec<_> = shards
-            .chunks(shards.len().div_ceil(THREADS))
-            .map(|mine| {
-                let stream = &stream;
-                s.spawn(move || {
-                    let mut total = 0;
-                    for &shard in mine {
-                        let mut pos = Position::TrimHorizon;
-                        loop {
-                            let Ok(b) = stream.read_at(shard, pos, ReadLimit::records(10_000))
-                            else {
-                                break;
-                            };
-                            if b.records.is_empty() {
-                                break;
-                            }
-                            total += b.records.len();
-                            pos = b.next;
-                        }
+    let mine = shards.len().div_ceil(THREADS);
+    let (out, took) = timed(
+        THREADS,
+        |t| {
+            shards
+                .iter()
+                .skip(t * mine)
+                .take(mine)
+                .copied()
+                .collect::<Vec<_>>()
+        },
+        |mine| {
+            let mut total = 0;
+            for shard in mine {
+                let mut pos = Position::TrimHorizon;
+                while let Ok(b) = stream.read_at(shard, pos, ReadLimit::records(10_000)) {
+                    if b.records.is_empty() {
+                        break;
                     }
-                    total
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-    });
-    let read_rps = read as f64 / start.elapsed().as_secs_f64();
+                    total += b.records.len();
+                    pos = b.next;
+                }
+            }
+            total
+        },
+    )?;
+    let read: usize = out.iter().sum();
     if read != n {
         return Err(format!("read {read} records, put {n}").into());
     }
-    report.metric("stream.read_rps", read_rps, "records/s");
+    report.metric("stream.read_rps", rate(n, took), "records/s");
+    drop(stream);
 
     // The same records through a bounded crossbeam channel: 2 producers, 1 consumer.
     let (tx, rx) = crossbeam_channel::bounded::<PutRecord>(65_536);
-    let producers: Vec<Vec<PutRecord>> = (0..THREADS)
-        .map(|_| records(n / THREADS, &payload))
-        .collect();
-    let start = Instant::now();
-    thread::scope(|s| {
-        for mine in producers {
-            let tx = tx.clone();
-            s.spawn(move || {
+    let (out, took) = timed(
+        THREADS + 1,
+        |t| (t < THREADS).then(|| records(t * per, per, 500)),
+        |input| match input {
+            Some(mine) => {
                 for r in mine {
                     if tx.send(r).is_err() {
                         break;
                     }
                 }
-            });
-        }
-        drop(tx);
-        s.spawn(move || rx.iter().count());
-    });
-    let channel = n as f64 / start.elapsed().as_secs_f64();
+                0
+            }
+            None => rx.iter().take(n).count(),
+        },
+    )?;
+    if out.iter().sum::<usize>() != n {
+        return Err("the channel lost records".into());
+    }
+    let channel = rate(n, took);
     report.metric("stream.crossbeam_channel_rps", channel, "records/s");
     report.ratio(
         "stream.put_batched_time_vs_crossbeam_channel",
@@ -150,14 +197,15 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
         1.0 / channel,
     );
     report.note("Kinesis per-shard write limit: 1,000 records/s or 1 MiB/s; read: 2 MiB/s");
-    durable(report, &payload)
+    durable(report)
 }
 
 /// Durable puts: 8 writer threads, 500 records per `put_records` call, each call
 /// returning once its records are fsynced; concurrent calls share commit rounds.
-fn durable(report: &mut Report, payload: &Bytes) -> BenchResult {
+fn durable(report: &mut Report) -> BenchResult {
     const WRITERS: usize = 8;
-    let n = report.scale(1_000_000, 200_000);
+    let per = report.scale(1_000_000, 200_000) / WRITERS;
+    let n = per * WRITERS;
     let dir = tempfile::tempdir()?;
     let stream = Stream::builder("durable")
         .shards(8)
@@ -165,46 +213,23 @@ fn durable(report: &mut Report, payload: &Bytes) -> BenchResult {
         .durable(dir.path())
         .durability(Durability::PerBatch)
         .build()?;
-    let batches: Vec<Vec<Vec<PutRecord>>> = (0..WRITERS)
-        .map(|_| {
-            records(n / WRITERS, payload)
-                .chunks(500)
-                .map(<[PutRecord]>::to_vec)
-                .collect()
-        })
-        .collect();
-    let start = Instant::now();
-    let outcome: Vec<(usize, Vec<f64>)> = thread::scope(|s| {
-        let handles: Vec<_> = batches
-            .into_iter()
-            .map(|mine| {
-                let stream = &stream;
-                s.spawn(move || {
-                    let mut failed = 0;
-                    let mut latencies = Vec::with_capacity(mine.len());
-                    for b in mine {
-                        let t = Instant::now();
-                        failed += stream.put_records(b).iter().filter(|r| r.is_err()).count();
-                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    (failed, latencies)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or((usize::MAX, Vec::new())))
-            .collect()
-    });
-    let rps = n as f64 / start.elapsed().as_secs_f64();
+    let (outcome, took) = timed(
+        WRITERS,
+        |t| batches(t * per, per),
+        |b| put_batches(&stream, b),
+    )?;
     let failed: usize = outcome.iter().map(|(f, _)| *f).sum();
     if failed > 0 {
         return Err(format!("{failed} durable puts failed").into());
     }
-    let mut latencies: Vec<f64> = outcome.into_iter().flat_map(|(_, l)| l).collect();
+    let mut latencies: Vec<f64> = outcome
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-    report.metric("stream.durable_put_rps", rps, "records/s");
+    report.metric("stream.durable_put_rps", rate(n, took), "records/s");
     report.metric("stream.durable_commit_p50_ms", pct(0.50), "ms");
     report.metric("stream.durable_commit_p99_ms", pct(0.99), "ms");
     drop(stream);

@@ -6,6 +6,7 @@
 //! `cargo run --release -p lakehouse-stream --example throughput [records]`
 
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
@@ -35,10 +36,54 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Records `first..first + n` keyed `user-<i mod 100 000>` with 100-byte payloads; the
+/// payloads of each `per_buffer` consecutive records are slices of one buffer, as those
+/// of records decoded from one request are (`per_buffer` 1: a buffer per record).
+fn records(first: usize, n: usize, per_buffer: usize) -> Vec<PutRecord> {
+    let mut buffer = Bytes::new();
+    (first..first + n)
+        .map(|i| {
+            let at = (i - first) % per_buffer;
+            if at == 0 {
+                buffer = Bytes::from(vec![b'x'; 100 * per_buffer]);
+            }
+            PutRecord::new(
+                format!("user-{}", i % 100_000),
+                buffer.slice(at * 100..(at + 1) * 100),
+            )
+        })
+        .collect()
+}
+
+/// Runs `work` on `threads` threads, each on the input `make(thread)` built on that
+/// thread beforehand; returns the results and the time from when all inputs were
+/// ready to when the last thread finished.
+fn timed<I, R: Send>(
+    threads: usize,
+    make: impl Fn(usize) -> I + Sync,
+    work: impl Fn(I) -> R + Sync,
+) -> (Vec<R>, f64, f64) {
+    let ready = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (make, work, ready) = (&make, &work, &ready);
+                s.spawn(move || {
+                    let input = make(t);
+                    ready.wait();
+                    work(input)
+                })
+            })
+            .collect();
+        ready.wait();
+        let (start, cpu) = (Instant::now(), cpu_seconds());
+        let results: Vec<R> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        (results, start.elapsed().as_secs_f64(), cpu_seconds() - cpu)
+    })
+}
+
 /// Prints a phase's rate per wall-clock second and per CPU second.
-fn report(name: &str, n: usize, wall: Instant, cpu: f64) {
-    let wall = wall.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+fn report(name: &str, n: usize, wall: f64, cpu: f64) {
     println!(
         "{name}: {:.2} M/s wall, {:.2} M per CPU-second ({n} records)",
         n as f64 / wall / 1e6,
@@ -46,63 +91,22 @@ fn report(name: &str, n: usize, wall: Instant, cpu: f64) {
     );
 }
 
-fn records(n: usize, payload: &Bytes) -> Vec<PutRecord> {
-    let mode = std::env::var("PAYLOAD").unwrap_or_default();
-    let mut buf = Bytes::new();
-    (0..n)
-        .map(|i| {
-            let data = match mode.as_str() {
-                "batch" => {
-                    if i % 500 == 0 {
-                        buf = Bytes::from(payload.repeat(500));
-                    }
-                    let at = (i % 500) * payload.len();
-                    buf.slice(at..at + payload.len())
-                }
-                "record" => Bytes::from_owner(payload.to_vec()),
-                _ => payload.clone(),
-            };
-            PutRecord::new(format!("user-{}", i % 100_000), data)
-        })
-        .collect()
+fn put_batches(stream: &Stream, batches: Vec<Vec<PutRecord>>) -> (usize, Vec<f64>) {
+    let mut failed = 0;
+    let mut latencies = Vec::with_capacity(batches.len());
+    for b in batches {
+        let t = Instant::now();
+        failed += stream.put_records(b).iter().filter(|r| r.is_err()).count();
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (failed, latencies)
 }
 
-fn batches(n: usize, payload: &Bytes, threads: usize) -> Vec<Vec<Vec<PutRecord>>> {
-    (0..threads)
-        .map(|_| {
-            records(n / threads, payload)
-                .chunks(500)
-                .map(<[PutRecord]>::to_vec)
-                .collect()
-        })
+fn batches(first: usize, n: usize) -> Vec<Vec<PutRecord>> {
+    records(first, n, 500)
+        .chunks(500)
+        .map(<[PutRecord]>::to_vec)
         .collect()
-}
-
-fn put_batches(stream: &Stream, batches: Vec<Vec<Vec<PutRecord>>>) -> (usize, Vec<f64>) {
-    thread::scope(|s| {
-        let handles: Vec<_> = batches
-            .into_iter()
-            .map(|mine| {
-                s.spawn(move || {
-                    let mut failed = 0;
-                    let mut latencies = Vec::with_capacity(mine.len());
-                    for b in mine {
-                        let t = Instant::now();
-                        failed += stream.put_records(b).iter().filter(|r| r.is_err()).count();
-                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    (failed, latencies)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .fold((0usize, Vec::new()), |(f, mut l), h| {
-                let (hf, hl) = h.join().unwrap_or((usize::MAX, Vec::new()));
-                l.extend(hl);
-                (f.saturating_add(hf), l)
-            })
-    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -113,18 +117,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(4_000_000);
     let only = std::env::args().nth(2).unwrap_or_default();
     let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p == phase);
-    let payload = Bytes::from(vec![b'x'; 100]);
+    let per = n / THREADS;
     let stream = Stream::builder("bench")
         .shards(8)
         .max_shard_bytes(4 << 30)
         .build()?;
 
     if want("batched") || want("read") {
-        let input = batches(n, &payload, THREADS);
-        let (start, cpu) = (Instant::now(), cpu_seconds());
-        let (failed, _) = put_batches(&stream, input);
-        report("put_batched", n, start, cpu);
-        assert_eq!(failed, 0, "batched puts failed");
+        let (out, wall, cpu) = timed(
+            THREADS,
+            |t| batches(t * per, per),
+            |b| put_batches(&stream, b).0,
+        );
+        report("put_batched", n, wall, cpu);
+        assert_eq!(out.iter().sum::<usize>(), 0, "batched puts failed");
     }
 
     if want("single") {
@@ -132,78 +138,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .shards(8)
             .max_shard_bytes(4 << 30)
             .build()?;
-        let input: Vec<Vec<PutRecord>> = (0..THREADS)
-            .map(|_| records(n / THREADS, &payload))
-            .collect();
-        let (start, cpu) = (Instant::now(), cpu_seconds());
-        thread::scope(|s| {
-            for mine in input {
-                let single = &single;
-                s.spawn(move || {
-                    for r in mine {
-                        let _ = black_box(single.put_record(r));
-                    }
-                });
-            }
-        });
-        report("put_single", n, start, cpu);
+        let (_, wall, cpu) = timed(
+            THREADS,
+            |t| records(t * per, per, 1),
+            |mine| {
+                for r in mine {
+                    let _ = black_box(single.put_record(r));
+                }
+            },
+        );
+        report("put_single", n, wall, cpu);
     }
 
     if want("read") {
         let shards: Vec<_> = stream.shards().into_iter().map(|s| s.id).collect();
-        let (start, cpu) = (Instant::now(), cpu_seconds());
-        let read: usize = thread::scope(|s| {
-            let handles: Vec<_> = shards
-                .chunks(shards.len().div_ceil(THREADS))
-                .map(|mine| {
-                    let stream = &stream;
-                    s.spawn(move || {
-                        let mut total = 0;
-                        for &shard in mine {
-                            let mut pos = Position::TrimHorizon;
-                            while let Ok(b) = stream.read_at(shard, pos, ReadLimit::records(10_000))
-                            {
-                                if b.records.is_empty() {
-                                    break;
-                                }
-                                total += b.records.len();
-                                pos = b.next;
-                            }
+        let mine = shards.len().div_ceil(THREADS);
+        let (out, wall, cpu) = timed(
+            THREADS,
+            |t| {
+                shards
+                    .iter()
+                    .skip(t * mine)
+                    .take(mine)
+                    .copied()
+                    .collect::<Vec<_>>()
+            },
+            |mine| {
+                let mut total = 0;
+                for shard in mine {
+                    let mut pos = Position::TrimHorizon;
+                    while let Ok(b) = stream.read_at(shard, pos, ReadLimit::records(10_000)) {
+                        if b.records.is_empty() {
+                            break;
                         }
-                        total
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
-        report("read", read, start, cpu);
+                        total += b.records.len();
+                        pos = b.next;
+                    }
+                }
+                total
+            },
+        );
+        let read: usize = out.iter().sum();
+        report("read", read, wall, cpu);
+        assert_eq!(read, per * THREADS, "read fewer records than were put");
     }
 
     if want("channel") {
         let (tx, rx) = crossbeam_channel::bounded::<PutRecord>(65_536);
-        let input: Vec<Vec<PutRecord>> = (0..THREADS)
-            .map(|_| records(n / THREADS, &payload))
-            .collect();
-        let (start, cpu) = (Instant::now(), cpu_seconds());
-        thread::scope(|s| {
-            for mine in input {
-                let tx = tx.clone();
-                s.spawn(move || {
+        let (_, wall, cpu) = timed(
+            THREADS + 1,
+            |t| (t < THREADS).then(|| records(t * per, per, 500)),
+            |input| match input {
+                Some(mine) => {
                     for r in mine {
                         if tx.send(r).is_err() {
                             break;
                         }
                     }
-                });
-            }
-            drop(tx);
-            s.spawn(move || rx.iter().count());
-        });
-        report("crossbeam_channel", n, start, cpu);
+                }
+                None => {
+                    let got = rx.iter().take(per * THREADS).count();
+                    assert_eq!(got, per * THREADS);
+                }
+            },
+        );
+        report("crossbeam_channel", n, wall, cpu);
     }
 
     if want("durable") {
-        let n = n / 4;
+        const WRITERS: usize = 8;
+        let per = n / 4 / WRITERS;
         let dir = tempfile::tempdir()?;
         let durable = Stream::builder("durable")
             .shards(8)
@@ -211,10 +215,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .durable(dir.path())
             .durability(Durability::PerBatch)
             .build()?;
-        let input = batches(n, &payload, 8);
-        let (start, cpu) = (Instant::now(), cpu_seconds());
-        let (failed, mut latencies) = put_batches(&durable, input);
-        report("durable_put", n, start, cpu);
+        let (out, wall, cpu) = timed(
+            WRITERS,
+            |t| batches(t * per, per),
+            |b| put_batches(&durable, b),
+        );
+        report("durable_put", per * WRITERS, wall, cpu);
+        let failed: usize = out.iter().map(|(f, _)| f).sum();
+        let mut latencies: Vec<f64> = out.into_iter().flat_map(|(_, l)| l).collect();
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
         println!(
