@@ -240,7 +240,9 @@ fn main() -> BoxResult<()> {
                 .get(r.partition_key.as_str())
                 .and_then(|n| n.checked_sub(PUSHED_ROUNDS))
                 .ok_or_else(|| format!("subscription: unexpected key {}", r.partition_key))?;
-            let next = push_next.entry(r.partition_key.to_string()).or_insert(first);
+            let next = push_next
+                .entry(r.partition_key.to_string())
+                .or_insert(first);
             if value != *next {
                 return Err(format!(
                     "subscription: {} got {value}, expected {}",
