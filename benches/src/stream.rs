@@ -8,6 +8,7 @@
 //! request are; a single-record put carries a buffer of its own.
 
 use std::hint::black_box;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,19 +61,25 @@ fn timed<I, R: Send>(
             .map(|t| {
                 let (make, work, ready) = (&make, &work, &ready);
                 s.spawn(move || {
-                    let input = make(t);
+                    // Every thread reaches the barrier, even one whose input failed.
+                    let input = panic::catch_unwind(AssertUnwindSafe(|| make(t)));
                     ready.wait();
-                    work(input)
+                    input.map(work).ok()
                 })
             })
             .collect();
         ready.wait();
         let start = Instant::now();
-        let results = handles
+        let joined: Vec<Option<R>> = handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| "a bench thread panicked".to_owned()))
-            .collect::<Result<Vec<R>, String>>()?;
-        Ok((results, start.elapsed()))
+            .map(|h| h.join().ok().flatten())
+            .collect();
+        let took = start.elapsed();
+        let results = joined
+            .into_iter()
+            .collect::<Option<Vec<R>>>()
+            .ok_or_else(|| "a bench thread panicked".to_owned())?;
+        Ok((results, took))
     })
 }
 

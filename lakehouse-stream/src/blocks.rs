@@ -3,15 +3,19 @@
 //! A shard grows at one end and is trimmed at the other, like a `VecDeque`, but a
 //! `VecDeque` grows by doubling: it copies every record it holds into a buffer twice
 //! the size, while the shard's lock is held, and the new buffer's pages are touched
-//! for the first time during that copy. Here records live in fixed blocks of
-//! [`BLOCK`] entries: a put that fills a block allocates one more, nothing is ever
-//! moved, and a trim that empties the oldest block frees it (small enough to come
-//! from, and go back to, the allocator's free lists rather than fresh pages).
+//! for the first time during that copy. Here records live in blocks of at most
+//! [`BLOCK`] entries: a put that fills a block allocates one more, a full block is
+//! never moved, and a trim that empties the oldest block frees it (64 KiB: small
+//! enough to come from, and go back to, the allocator's free lists rather than fresh
+//! pages). Only a shard's sole block grows by doubling, from a few entries, so that
+//! idle shards hold little memory.
 
 use std::collections::VecDeque;
 
 /// Entries per block.
 pub(crate) const BLOCK: usize = 1024;
+/// Entries a block is first made for when it is the only one; it doubles up to `BLOCK`.
+const FIRST: usize = 16;
 
 /// A double-ended queue of `T` in fixed blocks, indexed from the oldest entry.
 #[derive(Debug)]
@@ -42,7 +46,10 @@ impl<T> Blocks<T> {
         match self.blocks.back_mut() {
             Some(last) if last.len() < BLOCK => last.push_back(value),
             _ => {
-                let mut block = VecDeque::with_capacity(BLOCK);
+                // A shard's first block grows from a few entries, so that idle shards
+                // (and closed ones that retention emptied) hold little memory.
+                let capacity = if self.blocks.is_empty() { FIRST } else { BLOCK };
+                let mut block = VecDeque::with_capacity(capacity);
                 block.push_back(value);
                 self.blocks.push_back(block);
             }

@@ -951,14 +951,19 @@ impl Stream {
             let now = self.inner.clock.now_millis();
             let mut log = shard.log.lock();
             self.trim_age(&mut log, now);
+            // Once one record of this shard is left to the single-record path, so are
+            // all after it: they are put in request order, which keeps each key's order
+            // (a smaller record must not overtake one waiting for space).
+            let mut deferred = false;
             for &i in group {
                 let Some((key, data)) = pending[i].take() else {
                     continue;
                 };
-                if log.closed || log.bytes + data.len() > self.inner.max_shard_bytes {
+                if deferred || log.closed || log.bytes + data.len() > self.inner.max_shard_bytes {
                     // Resharded meanwhile, or full: the single-record path reroutes or
                     // applies the back-pressure policy.
                     pending[i] = Some((key, data));
+                    deferred = true;
                     continue;
                 }
                 let timestamp_ms = now.max(log.newest_ms);
