@@ -54,9 +54,15 @@ struct Counter<K> {
 #[derive(Clone)]
 pub struct SpaceSaving<K> {
     capacity: usize,
+    /// The counters; a counter keeps its slot until a merge rebuilds the summary.
+    counters: Vec<Counter<K>>,
+    /// Key -> slot.
     index: HashMap<K, usize>,
-    /// Min-heap on `count`.
-    heap: Vec<Counter<K>>,
+    /// Slots in a min-heap on their count: moving a counter in the heap touches only
+    /// `heap` and `pos`, never the keys.
+    heap: Vec<usize>,
+    /// Slot -> its place in `heap`.
+    pos: Vec<usize>,
     total: f64,
     /// Decay rate per microsecond (`ln 2 / half-life`), 0 without decay.
     lambda: f64,
@@ -68,7 +74,7 @@ impl<K> fmt::Debug for SpaceSaving<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpaceSaving")
             .field("capacity", &self.capacity)
-            .field("held", &self.heap.len())
+            .field("held", &self.counters.len())
             .field("total", &self.total)
             .finish()
     }
@@ -80,8 +86,10 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
         let capacity = capacity.max(1);
         SpaceSaving {
             capacity,
+            counters: Vec::with_capacity(capacity),
             index: HashMap::with_capacity(capacity),
             heap: Vec::with_capacity(capacity),
+            pos: Vec::with_capacity(capacity),
             total: 0.0,
             lambda: 0.0,
             landmark: 0,
@@ -128,7 +136,7 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
     /// Moves the landmark to `now`, shrinking every stored count.
     fn rescale(&mut self, now: i64) {
         let factor = (-self.lambda * (now - self.landmark) as f64).exp();
-        for c in &mut self.heap {
+        for c in &mut self.counters {
             c.count *= factor;
             c.error *= factor;
         }
@@ -141,26 +149,20 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
             return;
         }
         self.total += weight;
-        if let Some(&i) = self.index.get(&key) {
-            self.heap[i].count += weight;
-            self.sift_down(i);
+        if let Some(&slot) = self.index.get(&key) {
+            self.counters[slot].count += weight;
+            self.sift_down(self.pos[slot]);
             return;
         }
-        if self.heap.len() < self.capacity {
-            self.heap.push(Counter {
-                key: key.clone(),
-                count: weight,
-                error: 0.0,
-            });
-            let i = self.heap.len() - 1;
-            self.index.insert(key, i);
-            self.sift_up(i);
+        if self.counters.len() < self.capacity {
+            self.push(key, weight, 0.0);
             return;
         }
         // Replace the smallest counter: the newcomer inherits its count as error.
-        let min = self.heap[0].count;
+        let slot = self.heap[0];
+        let min = self.counters[slot].count;
         let old = std::mem::replace(
-            &mut self.heap[0],
+            &mut self.counters[slot],
             Counter {
                 key: key.clone(),
                 count: min + weight,
@@ -168,24 +170,51 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
             },
         );
         self.index.remove(&old.key);
-        self.index.insert(key, 0);
+        self.index.insert(key, slot);
         self.sift_down(0);
+    }
+
+    /// Adds a counter in a new slot (the summary must have room).
+    fn push(&mut self, key: K, count: f64, error: f64) {
+        let slot = self.counters.len();
+        self.counters.push(Counter {
+            key: key.clone(),
+            count,
+            error,
+        });
+        self.index.insert(key, slot);
+        self.heap.push(slot);
+        self.pos.push(self.heap.len() - 1);
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    /// The count at heap place `i`.
+    fn count_at(&self, i: usize) -> f64 {
+        self.counters[self.heap[i]].count
+    }
+
+    /// The smallest count when every counter is taken, else 0 (what an item not held
+    /// may have had).
+    fn min_count(&self) -> f64 {
+        if self.counters.len() < self.capacity {
+            0.0
+        } else {
+            self.heap
+                .first()
+                .map_or(0.0, |&slot| self.counters[slot].count)
+        }
     }
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        if let Some(i) = self.index.get_mut(&self.heap[a].key) {
-            *i = a;
-        }
-        if let Some(i) = self.index.get_mut(&self.heap[b].key) {
-            *i = b;
-        }
+        self.pos[self.heap[a]] = a;
+        self.pos[self.heap[b]] = b;
     }
 
     fn sift_up(&mut self, mut i: usize) {
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.heap[i].count < self.heap[parent].count {
+            if self.count_at(i) < self.count_at(parent) {
                 self.swap(i, parent);
                 i = parent;
             } else {
@@ -199,10 +228,10 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
             let mut smallest = i;
-            if l < n && self.heap[l].count < self.heap[smallest].count {
+            if l < n && self.count_at(l) < self.count_at(smallest) {
                 smallest = l;
             }
-            if r < n && self.heap[r].count < self.heap[smallest].count {
+            if r < n && self.count_at(r) < self.count_at(smallest) {
                 smallest = r;
             }
             if smallest == i {
@@ -223,7 +252,9 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
 
     /// The estimate of `key` (0 if not held).
     pub fn estimate(&self, key: &K) -> f64 {
-        self.index.get(key).map_or(0.0, |&i| self.heap[i].count)
+        self.index
+            .get(key)
+            .map_or(0.0, |&slot| self.counters[slot].count)
     }
 
     /// The `k` heaviest items, heaviest first (ties by insertion position).
@@ -237,7 +268,7 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
     }
 
     fn top_k_scaled(&self, k: usize, scale: f64) -> Vec<HeavyHitter<K>> {
-        let mut all: Vec<&Counter<K>> = self.heap.iter().collect();
+        let mut all: Vec<&Counter<K>> = self.counters.iter().collect();
         let k = k.min(all.len());
         if k == 0 {
             return Vec::new();
@@ -266,22 +297,14 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
             }
             other_scale = (-other.lambda * (landmark - other.landmark) as f64).exp();
         }
-        let self_min = if self.heap.len() < self.capacity {
-            0.0
-        } else {
-            self.heap.first().map_or(0.0, |c| c.count)
-        };
-        let other_min = if other.heap.len() < other.capacity {
-            0.0
-        } else {
-            other.heap.first().map_or(0.0, |c| c.count * other_scale)
-        };
+        let self_min = self.min_count();
+        let other_min = other.min_count() * other_scale;
         let mut combined: HashMap<K, (f64, f64)> =
-            HashMap::with_capacity(self.heap.len() + other.heap.len());
-        for c in self.heap.drain(..) {
+            HashMap::with_capacity(self.counters.len() + other.counters.len());
+        for c in self.counters.drain(..) {
             combined.insert(c.key, (c.count + other_min, c.error + other_min));
         }
-        for c in &other.heap {
+        for c in &other.counters {
             let (count, error) = (c.count * other_scale, c.error * other_scale);
             match combined.get_mut(&c.key) {
                 Some(e) => {
@@ -302,16 +325,10 @@ impl<K: Hash + Eq + Clone> SpaceSaving<K> {
         }
         self.index.clear();
         self.heap.clear();
+        self.pos.clear();
         self.total += other.total * other_scale;
         for (key, (count, error)) in entries {
-            self.heap.push(Counter {
-                key: key.clone(),
-                count,
-                error,
-            });
-            let i = self.heap.len() - 1;
-            self.index.insert(key, i);
-            self.sift_up(i);
+            self.push(key, count, error);
         }
     }
 }
@@ -499,6 +516,54 @@ impl<G: Hash + Eq + Clone + Send + Sync, K: Hash + Eq + Clone + Send> GroupedTop
 mod tests {
     use super::*;
     use lakehouse_core::ManualClock;
+    use proptest::prelude::*;
+
+    /// The summary's own structure: the heap orders its slots by count, `pos` and
+    /// `index` point back at them, and (with `sums`, before any merge, which adds the
+    /// other side's minimum to counts) the counts add up to the weight seen: every
+    /// update adds its weight to exactly one counter.
+    fn check_structure(s: &SpaceSaving<u32>, sums: bool) -> Result<(), TestCaseError> {
+        prop_assert_eq!(s.heap.len(), s.counters.len());
+        prop_assert_eq!(s.pos.len(), s.counters.len());
+        prop_assert_eq!(s.index.len(), s.counters.len());
+        for (i, &slot) in s.heap.iter().enumerate() {
+            prop_assert_eq!(s.pos[slot], i);
+            if i > 0 {
+                prop_assert!(s.count_at((i - 1) / 2) <= s.count_at(i));
+            }
+        }
+        for (slot, c) in s.counters.iter().enumerate() {
+            prop_assert_eq!(s.index.get(&c.key), Some(&slot));
+        }
+        let sum: f64 = s.counters.iter().map(|c| c.count).sum();
+        prop_assert!(!sums || (sum - s.total).abs() <= 1e-6 * s.total.max(1.0));
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn updates_and_merges_keep_the_heap_and_its_indexes_consistent(
+            a in prop::collection::vec((0u32..40, 1u32..20), 0..400),
+            b in prop::collection::vec((0u32..40, 1u32..20), 0..400),
+            capacity in 1usize..16,
+        ) {
+            let mut sa = SpaceSaving::new(capacity);
+            let mut sb = SpaceSaving::new(capacity);
+            for &(k, w) in &a {
+                sa.update(k, f64::from(w));
+                check_structure(&sa, true)?;
+            }
+            for &(k, w) in &b {
+                sb.update(k, f64::from(w));
+            }
+            sa.merge(&sb);
+            check_structure(&sa, false)?;
+            let min = sa.min_count();
+            if sa.counters.len() == capacity {
+                prop_assert!(sa.counters.iter().all(|c| c.count >= min));
+            }
+        }
+    }
 
     #[test]
     fn holds_every_item_above_the_bound() {
