@@ -207,8 +207,8 @@ impl StreamBuilder {
             trimmed_read: self.trimmed_read,
             iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
             clock: self.clock,
-            routing: ArcSwap::from_pointee(open.clone()),
-            topology: RwLock::new(Topology { open, all }),
+            routing: ArcSwap::from_pointee(open),
+            topology: RwLock::new(Topology { all }),
             checkpoints: Mutex::new(checkpoints),
             gated: durable
                 .as_ref()
@@ -435,24 +435,28 @@ struct Topology {
     /// Every shard ever created, indexed by id; children always have larger ids than
     /// their parents.
     all: Vec<Arc<Shard>>,
-    /// The open shards, ordered by hash range.
-    open: Vec<Arc<Shard>>,
 }
 
 impl Topology {
-    /// Replaces `closed` by `added` among the open shards and publishes the new set to
-    /// `routing`.
+    /// Adds `added` to every shard and publishes to `routing` the open shards with
+    /// `closed` replaced by `added`. Called under the topology's write lock, the only
+    /// place `routing` changes.
     fn replace_open(
         &mut self,
         routing: &ArcSwap<Vec<Arc<Shard>>>,
         closed: &[ShardId],
         added: &[Arc<Shard>],
     ) {
-        self.open.retain(|s| !closed.contains(&s.id));
-        self.open.extend(added.iter().cloned());
-        self.open.sort_by_key(|s| s.range.0);
+        let mut open: Vec<Arc<Shard>> = routing
+            .load()
+            .iter()
+            .filter(|s| !closed.contains(&s.id))
+            .chain(added)
+            .cloned()
+            .collect();
+        open.sort_by_key(|s| s.range.0);
         self.all.extend(added.iter().cloned());
-        routing.store(Arc::new(self.open.clone()));
+        routing.store(Arc::new(open));
     }
 }
 
@@ -468,9 +472,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Changed only under its write lock, by resharding.
     topology: RwLock<Topology>,
-    /// A copy of the open shards that puts route by without taking a lock or touching
-    /// a shared counter: resharding publishes a new one before it closes the parents,
-    /// and a put that finds its shard closed routes again.
+    /// The open shards, ordered by hash range, that puts route by without taking a
+    /// lock or touching a shared counter: resharding publishes a new set before it
+    /// closes the parents, and a put that finds its shard closed routes again.
     routing: ArcSwap<Vec<Arc<Shard>>>,
     checkpoints: Mutex<HashMap<(String, ShardId), SequenceNumber>>,
     /// Readers see only durable records (durable, fsyncing streams).
