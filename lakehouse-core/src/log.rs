@@ -52,9 +52,10 @@ pub fn even_hash_ranges(shards: u32) -> Vec<(u128, u128)> {
 }
 
 /// A partition key. Keys of up to 24 bytes on 64-bit targets (12 on 32-bit) — user,
-/// session or order ids — are held inline, in the space a `String` takes, so putting and reading records with such
-/// keys allocates nothing for the key; longer keys go to the heap. Derefs to `str`
-/// and compares with `&str` and `String`; made from either with `into()`.
+/// session or order ids — are held inline, in the space a `String` takes, so putting
+/// and reading records with such keys allocates nothing for the key; longer keys go
+/// to the heap. Derefs to `str` and compares with `&str` and `String`; made from
+/// either with `into()`.
 pub type PartitionKey = compact_str::CompactString;
 
 /// A record to append.
