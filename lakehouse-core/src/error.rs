@@ -1,8 +1,9 @@
-//! The error type of `lakehouse-core` and the typed [`Context`] every lakehouse crate
+//! The one error type of the Lakehouse workspace and the typed [`Context`] every crate
 //! attaches to its errors.
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::log::ShardId;
 
@@ -33,7 +34,7 @@ pub enum ErrorKind {
     PositionTrimmed,
     /// The position to read from is not valid for this shard.
     InvalidPosition,
-    /// A record exceeds the configured size limit.
+    /// A record or cache entry exceeds the configured size limit.
     RecordTooLarge,
     /// A concurrent writer committed first and the operation could not be retried.
     Conflict,
@@ -51,8 +52,36 @@ pub enum ErrorKind {
     Timeout,
     /// An operation was cancelled by its caller.
     Cancelled,
-    /// An error from a user-supplied callback or an external system; see the source.
+    /// An error from a user-supplied callback (a handler, a cache loader) or an external
+    /// library; see the source.
     External,
+    /// A remote service (Redis, an object store, a stream server) failed or cannot be
+    /// reached; see the source.
+    Unavailable,
+    /// A configuration value is out of range (zero capacity, zero shards, ...).
+    InvalidConfig,
+    /// The SQL text does not parse, or does not plan for a reason other than a missing
+    /// table or column.
+    InvalidSql,
+    /// A table or view named by a query or a call does not exist.
+    TableNotFound,
+    /// A table, view or object with that name already exists.
+    AlreadyExists,
+    /// An operation ran past its memory limit and could not spill.
+    ResourcesExhausted,
+    /// The data an operation needs is empty (no interactions to train on, ...).
+    EmptyData,
+    /// A user id that the model never saw, and no cold-start path applies.
+    UnknownUser,
+    /// An item id that the model never saw.
+    UnknownItem,
+    /// A model was used before it was fitted.
+    NotFitted,
+    /// Stored data was written by a format version this build cannot read.
+    FormatVersion,
+    /// Another caller's computation that this one waited for (a coalesced cache load)
+    /// panicked or was dropped before it produced a value.
+    Abandoned,
     /// A bug: an invariant of this library did not hold.
     Internal,
 }
@@ -80,6 +109,18 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::External => "external error",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::InvalidConfig => "invalid configuration",
+            ErrorKind::InvalidSql => "invalid sql",
+            ErrorKind::TableNotFound => "table not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::ResourcesExhausted => "resources exhausted",
+            ErrorKind::EmptyData => "empty data",
+            ErrorKind::UnknownUser => "unknown user",
+            ErrorKind::UnknownItem => "unknown item",
+            ErrorKind::NotFitted => "model not fitted",
+            ErrorKind::FormatVersion => "unsupported format version",
+            ErrorKind::Abandoned => "abandoned",
             ErrorKind::Internal => "internal error",
         }
     }
@@ -156,26 +197,30 @@ impl fmt::Display for Context {
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// The error of `lakehouse-core` and of the in-memory implementations of its traits.
+/// The error of every Lakehouse crate.
 ///
 /// It carries an [`ErrorKind`] to branch on, a message, a typed [`Context`] and, where a
-/// lower layer failed, that error as its [`source`](StdError::source).
+/// lower layer failed (an object store, DataFusion, Redis, an I/O call), that error as
+/// its [`source`](StdError::source). Cheap to clone: the waiters of one coalesced
+/// operation all receive the same error.
+#[derive(Clone)]
 pub struct Error {
-    inner: Box<Inner>,
+    inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: ErrorKind,
     message: String,
     context: Context,
-    source: Option<BoxError>,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl Error {
     /// A new error of `kind` with a human-readable message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            inner: Box::new(Inner {
+            inner: Arc::new(Inner {
                 kind,
                 message: message.into(),
                 context: Context::default(),
@@ -201,60 +246,101 @@ impl Error {
 
     /// Sets the whole context.
     pub fn with_context(mut self, context: Context) -> Self {
-        self.inner.context = context;
+        Arc::make_mut(&mut self.inner).context = context;
         self
     }
 
     /// Names the table.
     pub fn with_table(mut self, table: impl Into<String>) -> Self {
-        self.inner.context.table = Some(table.into());
+        Arc::make_mut(&mut self.inner).context.table = Some(table.into());
         self
     }
 
     /// Names the file or object.
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.inner.context.path = Some(path.into());
+        Arc::make_mut(&mut self.inner).context.path = Some(path.into());
         self
     }
 
     /// Names the shard.
     pub fn with_shard(mut self, shard: ShardId) -> Self {
-        self.inner.context.shard = Some(shard);
+        Arc::make_mut(&mut self.inner).context.shard = Some(shard);
         self
     }
 
     /// Names the key.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.inner.context.key = Some(key.into());
+        Arc::make_mut(&mut self.inner).context.key = Some(key.into());
         self
     }
 
     /// Names the column.
     pub fn with_column(mut self, column: impl Into<String>) -> Self {
-        self.inner.context.column = Some(column.into());
+        Arc::make_mut(&mut self.inner).context.column = Some(column.into());
         self
     }
 
     /// Names the version or sequence number.
     pub fn with_version(mut self, version: u64) -> Self {
-        self.inner.context.version = Some(version);
+        Arc::make_mut(&mut self.inner).context.version = Some(version);
         self
     }
 
     /// Names the byte offset.
     pub fn with_offset(mut self, offset: u64) -> Self {
-        self.inner.context.offset = Some(offset);
+        Arc::make_mut(&mut self.inner).context.offset = Some(offset);
         self
     }
 
     /// Attaches the lower-level error that caused this one.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        Arc::make_mut(&mut self.inner).source = Some(Arc::from(source.into()));
         self
     }
 
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+    /// Attaches a cause that is already shared (the error of a coalesced operation).
+    pub fn with_shared_source(mut self, source: Arc<dyn StdError + Send + Sync + 'static>) -> Self {
+        Arc::make_mut(&mut self.inner).source = Some(source);
+        self
+    }
+
+    /// Changes the kind, keeping message, context and source.
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        Arc::make_mut(&mut self.inner).kind = kind;
+        self
+    }
+
+    /// Puts `message` in front of the current one (`message: current`), keeping kind,
+    /// context and source.
+    pub fn prefixed(mut self, message: impl fmt::Display) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.message = format!("{message}: {}", inner.message);
+        self
+    }
+
+    /// The first error of `kind` found in this error's [`source`](StdError::source)
+    /// chain, this one included, if its type is [`Error`].
+    pub fn find_kind(&self, kind: ErrorKind) -> Option<&Error> {
+        let mut current: Option<&(dyn StdError + 'static)> = Some(self);
+        while let Some(e) = current {
+            if let Some(ours) = e.downcast_ref::<Error>()
+                && ours.kind() == kind
+            {
+                return Some(ours);
+            }
+            current = e.source();
+        }
+        None
+    }
+
+    /// A new [`ErrorKind::InvalidInput`] error.
+    pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// A new [`ErrorKind::Internal`] error: a bug, an invariant that did not hold.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
     }
 }
 
@@ -288,13 +374,38 @@ impl StdError for Error {
     }
 }
 
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                ErrorKind::Corrupt
+            }
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, "i/o operation failed").with_source(e)
+    }
+}
+
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
         let kind = match &e {
             arrow::error::ArrowError::SchemaError(_) => ErrorKind::SchemaMismatch,
             arrow::error::ArrowError::CastError(_) => ErrorKind::TypeMismatch,
-            arrow::error::ArrowError::InvalidArgumentError(_) => ErrorKind::InvalidInput,
+            arrow::error::ArrowError::InvalidArgumentError(_)
+            | arrow::error::ArrowError::DivideByZero
+            | arrow::error::ArrowError::ArithmeticOverflow(_)
+            | arrow::error::ArrowError::ParseError(_)
+            | arrow::error::ArrowError::ComputeError(_) => ErrorKind::InvalidInput,
             arrow::error::ArrowError::IoError(_, _) => ErrorKind::Io,
+            arrow::error::ArrowError::ParquetError(_) => ErrorKind::Corrupt,
+            arrow::error::ArrowError::MemoryError(_) => ErrorKind::ResourcesExhausted,
+            arrow::error::ArrowError::ExternalError(inner) => {
+                if let Some(ours) = inner.downcast_ref::<Error>() {
+                    return ours.clone();
+                }
+                ErrorKind::External
+            }
             _ => ErrorKind::External,
         };
         Error::new(kind, "arrow operation failed").with_source(e)
@@ -319,6 +430,30 @@ mod tests {
         );
         assert_eq!(e.kind(), ErrorKind::RecordTooLarge);
         assert_eq!(e.context().shard, Some(ShardId(3)));
+    }
+
+    #[test]
+    fn clones_share_and_builders_copy_on_write() {
+        let e = Error::new(ErrorKind::Io, "write failed").with_table("events");
+        let other = e.clone().with_key("k");
+        assert_eq!(e.context().key, None);
+        assert_eq!(other.context().key.as_deref(), Some("k"));
+        assert_eq!(other.context().table.as_deref(), Some("events"));
+        let outer = Error::new(ErrorKind::External, "handler failed").with_source(other);
+        assert_eq!(
+            outer.find_kind(ErrorKind::Io).map(|e| e.message()),
+            Some("write failed")
+        );
+        assert!(outer.find_kind(ErrorKind::Timeout).is_none());
+    }
+
+    #[test]
+    fn arrow_external_errors_come_back_out() {
+        let ours = Error::new(ErrorKind::Full, "queue full").with_key("etl");
+        let wrapped = arrow::error::ArrowError::ExternalError(Box::new(ours));
+        let back = Error::from(wrapped);
+        assert_eq!(back.kind(), ErrorKind::Full);
+        assert_eq!(back.context().key.as_deref(), Some("etl"));
     }
 
     #[test]

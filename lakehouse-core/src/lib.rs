@@ -77,7 +77,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cancel;
 mod clock;
+mod cpu;
 mod error;
 mod log;
 mod memory;
@@ -96,7 +98,9 @@ pub mod conformance;
 pub use arrow::array::RecordBatch;
 pub use async_trait::async_trait;
 
+pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::cpu::on_rayon;
 pub use crate::error::{Context, Error, ErrorKind, Result};
 pub use crate::log::{
     EventLog, PartitionKey, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record,
