@@ -7,7 +7,7 @@ Usage (from the repository root, after `bash benches/peers/setup.sh`):
 
 * Generates the eight TPC-H tables as Parquet with tpchgen-cli into DIR (skipped when
   DIR/lineitem.parquet exists).
-* Runs the 22 queries of lakehouse-query/tests/tpch/ on DuckDB over those files and writes
+* Runs the 22 queries of examples/tpch/ on DuckDB over those files and writes
   each answer to DIR/answers/qNN.csv (no header, DuckDB's CSV quoting).
 * With --time N, also runs each query N times on --threads threads and prints one line per
   query, `PEER duckdb_qNN <best seconds>`, and `PEER duckdb_total <sum of bests>`.
@@ -24,7 +24,7 @@ import duckdb
 
 TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-QUERIES = ROOT / "lakehouse-query" / "tests" / "tpch"
+QUERIES = ROOT / "examples" / "tpch"
 
 
 def generate(sf: str, out: pathlib.Path) -> None:

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Instant;
 
 use lakehouse_cache::{Cache, CacheTier, RedisCache, SpaceSaving};
+use lakehouse_examples::zipf::{Zipf, scatter};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -19,36 +20,13 @@ const KEYS: usize = 1_000_000;
 const CAPACITY: usize = 100_000;
 const THREADS: usize = 2;
 
-/// Samples Zipf(s) ranks `0..n` by inverting the cumulative distribution.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut cdf = Vec::with_capacity(n);
-        let mut acc = 0.0;
-        for k in 1..=n {
-            acc += 1.0 / (k as f64).powf(s);
-            cdf.push(acc);
-        }
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Zipf { cdf }
-    }
-
-    fn trace(&self, len: usize, seed: u64) -> Vec<u64> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        (0..len)
-            .map(|_| {
-                let u: f64 = rng.random();
-                // Scatter ranks over the key space so that hot keys are not adjacent.
-                let rank = self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u64;
-                rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS as u64
-            })
-            .collect()
-    }
+/// `len` keys drawn from `zipf`, scattered over the key space so that hot keys are not
+/// adjacent.
+fn zipf_trace(zipf: &Zipf, len: usize, seed: u64) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len)
+        .map(|_| scatter(zipf.rank(rng.random()) as u64, KEYS as u64))
+        .collect()
 }
 
 /// Gets per second over `trace`, split across `THREADS` threads.
@@ -119,7 +97,7 @@ fn exact_top<K: Hash + Eq + Copy + Ord>(trace: &[K], k: usize) -> Vec<K> {
 pub(crate) fn run(report: &mut Report) -> BenchResult {
     let zipf = Zipf::new(KEYS, 0.99);
     let gets = report.scale(20_000_000, 4_000_000);
-    let trace = zipf.trace(gets, 1);
+    let trace = zipf_trace(&zipf, gets, 1);
 
     // Hit ratios: Zipf, and Zipf polluted by sequential scans of never-repeated keys.
     let sim = &trace[..report.scale(4_000_000, 1_000_000)];
@@ -189,7 +167,7 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
 
     // Trending: per-thread Space-Saving summaries merged at the end.
     let updates = report.scale(20_000_000, 4_000_000);
-    let stream = zipf.trace(updates, 2);
+    let stream = zipf_trace(&zipf, updates, 2);
     let chunk = stream.len().div_ceil(THREADS);
     let start = Instant::now();
     let summaries: Vec<SpaceSaving<u64>> = thread::scope(|s| {

@@ -14,15 +14,13 @@ use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use lakehouse_core::{MemoryTable, TableSink};
+use lakehouse_examples::tpch;
 use lakehouse_query::{QueryEngine, QueryOptions, QueryResult, RefreshKind};
 
 use crate::report::{BenchResult, Latencies, Report, run_peer};
 
 const THREADS: usize = 2;
 const RUNS: usize = 3;
-const TABLES: [&str; 8] = [
-    "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
-];
 
 pub(crate) fn run(report: &mut Report) -> BenchResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -233,14 +231,6 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn query_text(n: usize) -> Result<String, std::io::Error> {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../lakehouse-query/tests/tpch")
-            .join(format!("q{n:02}.sql")),
-    )
-}
-
 async fn tpch(report: &mut Report) -> BenchResult {
     let sf = report.scale("1", "0.1");
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -269,11 +259,11 @@ async fn tpch(report: &mut Report) -> BenchResult {
         report.note("TPC-H skipped: the DuckDB peer did not run");
         return Ok(());
     };
-    let queries: Vec<String> = (1..=22).map(query_text).collect::<Result<_, _>>()?;
+    let queries: Vec<String> = (1..=22).map(tpch::query).collect::<Result<_, _>>()?;
 
     // Ours.
     let engine = QueryEngine::builder().target_partitions(THREADS).build();
-    for t in TABLES {
+    for t in tpch::TABLES {
         let path = dir.join(format!("{t}.parquet"));
         engine
             .register_parquet(t, path.to_str().ok_or("a non UTF-8 path")?)
@@ -292,7 +282,7 @@ async fn tpch(report: &mut Report) -> BenchResult {
         ours.push(best);
         if let Some(r) = last {
             let answer = dir.join("answers").join(format!("q{:02}.csv", i + 1));
-            if let Some(problem) = compare(&r, &answer)? {
+            if let Some(problem) = tpch::compare_with_file(r.batches(), &answer)? {
                 mismatches.push(format!("q{:02}: {problem}", i + 1));
             }
         }
@@ -300,7 +290,7 @@ async fn tpch(report: &mut Report) -> BenchResult {
 
     // DataFusion alone, same files, same threads.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(THREADS));
-    for t in TABLES {
+    for t in tpch::TABLES {
         let path = dir.join(format!("{t}.parquet"));
         ctx.register_parquet(
             t,
@@ -364,98 +354,4 @@ async fn tpch(report: &mut Report) -> BenchResult {
         total_alone,
     );
     Ok(())
-}
-
-/// Compares a result with DuckDB's CSV answer; `Some(reason)` when they differ.
-fn compare(
-    result: &QueryResult,
-    answer: &Path,
-) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
-    let text = std::fs::read_to_string(answer)?;
-    let theirs = parse_csv(&text);
-    let mut columns: Vec<Vec<String>> = Vec::new();
-    for c in 0..result.schema().fields().len() {
-        let mut col = Vec::new();
-        for b in result.batches() {
-            for r in 0..b.num_rows() {
-                col.push(arrow::util::display::array_value_to_string(b.column(c), r)?);
-            }
-        }
-        columns.push(col);
-    }
-    if result.num_rows() != theirs.len() {
-        return Ok(Some(format!(
-            "{} rows, DuckDB has {}",
-            result.num_rows(),
-            theirs.len()
-        )));
-    }
-    for (r, row) in theirs.iter().enumerate() {
-        if row.len() != columns.len() {
-            return Ok(Some(format!("row {r}: column count differs")));
-        }
-        for (c, theirs) in row.iter().enumerate() {
-            if !same_value(&columns[c][r], theirs) {
-                return Ok(Some(format!(
-                    "row {r} column {c}: {} vs DuckDB {theirs}",
-                    columns[c][r]
-                )));
-            }
-        }
-    }
-    Ok(None)
-}
-
-fn same_value(ours: &str, theirs: &str) -> bool {
-    let (a, b) = (ours.trim(), theirs.trim());
-    if a == b {
-        return true;
-    }
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => {
-            let diff = (x - y).abs();
-            diff <= 0.01 || diff <= 1e-6 * x.abs().max(y.abs())
-        }
-        _ => false,
-    }
-}
-
-/// DuckDB's CSV: `,` separated, `"` quoted with `""` escapes.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut pending = false;
-    let mut chars = text.chars().peekable();
-    while let Some(ch) = chars.next() {
-        pending = true;
-        if quoted {
-            match ch {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                c => field.push(c),
-            }
-            continue;
-        }
-        match ch {
-            '"' => quoted = true,
-            ',' => row.push(std::mem::take(&mut field)),
-            '\n' => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-                pending = false;
-            }
-            '\r' => {}
-            c => field.push(c),
-        }
-    }
-    if pending {
-        row.push(field);
-        rows.push(row);
-    }
-    rows
 }

@@ -2,7 +2,7 @@
 //! by an event trigger, crashed half-way and resumed from its persisted history.
 //!
 //! ```text
-//! cargo run --release -p lakehouse-examples --example workflow_json -- [records] [steps]
+//! cargo run --release -p lakehouse-examples --example workflow_json
 //! ```
 //!
 //! 1. "retrain requested" events arrive on a sharded log; a trigger reads them in
@@ -14,12 +14,13 @@
 //!    warms the cache per customer segment with a Map (at most two at a time).
 //! 3. Another execution "crashes" while publishing; a second workflow object resumes
 //!    it from the history log without retraining.
-//! 4. Finally it measures the overhead of the runtime: records per second through a
-//!    trigger with a no-op handler, and microseconds per workflow state transition.
+//!
+//! The overhead of the runtime (records per second through a trigger with a no-op
+//! handler, microseconds per state transition) is measured by `lakehouse-bench flow`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lakehouse_core::flow::{
     Backoff, BatchError, DeadLetter, Execution, ExecutionStatus, ExecutionStore, Jitter,
@@ -141,18 +142,6 @@ fn tasks(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let bench_records: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(2_000_000);
-    let bench_steps: usize = args
-        .get(2)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-
     // Simulated time: the backoff, the 600 s wait and the time limits pass instantly.
     let clock = ManualClock::at_millis(1_764_000_000_000);
     let timer = ManualTimer::new(clock.clone());
@@ -308,60 +297,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         calls.retrain.load(Ordering::SeqCst) - retrains_before,
         calls.publish.load(Ordering::SeqCst) - publishes_before,
         e.output.as_ref().map_or("-".to_owned(), Value::to_string)
-    );
-
-    // 4. Overhead of the runtime, in real time.
-    let sink = MemoryLog::new(4);
-    let batch: Vec<PutRecord> = (0..bench_records)
-        .map(|i| PutRecord::new(format!("user-{}", i % 10_000), "x"))
-        .collect();
-    for r in sink.put_batch(batch).await? {
-        r?;
-    }
-    let seen = Arc::new(AtomicU64::new(0));
-    let counted = seen.clone();
-    let noop = Trigger::builder(sink, move |b: TriggerBatch| {
-        counted.fetch_add(b.records.len() as u64, Ordering::Relaxed);
-        futures::future::ready(Ok(()))
-    })
-    .batch_size(1_000)
-    .build()?;
-    let t = Instant::now();
-    noop.drain().await?;
-    let secs = t.elapsed().as_secs_f64();
-    if seen.load(Ordering::Relaxed) as usize != bench_records {
-        return Err(Error::new(ErrorKind::Internal, "the trigger lost records").into());
-    }
-    println!(
-        "trigger with a no-op handler: {bench_records} records in {secs:.3} s = {:.2} M records/s",
-        bench_records as f64 / secs / 1e6
-    );
-
-    let looping = StateMachine::from_json(
-        r#"{"StartAt": "Step", "States": {
-            "Step": {"Type": "Pass", "Next": "More?"},
-            "More?": {"Type": "Choice", "Choices": [
-                {"Variable": "$.left", "NumericGreaterThan": 0, "Next": "Count down"}], "Default": "Done"},
-            "Count down": {"Type": "Task", "Resource": "dec", "Next": "Step"},
-            "Done": {"Type": "Succeed"}}}"#,
-    )?;
-    let dec = Workflow::builder(looping)
-        .task("dec", |v: Value, _: TaskContext| async move {
-            Ok(json!({"left": v["left"].as_u64().unwrap_or(0).saturating_sub(1)}))
-        })
-        .build()?;
-    let rounds = bench_steps / 3;
-    let t = Instant::now();
-    let e = dec.run("loop", json!({"left": rounds})).await?;
-    let secs = t.elapsed().as_secs_f64();
-    let transitions = e
-        .history
-        .iter()
-        .filter(|h| h.kind.name() == "StateEntered")
-        .count();
-    println!(
-        "workflow: {transitions} state transitions in {secs:.3} s = {:.2} us per step (history kept in memory)",
-        secs * 1e6 / transitions as f64
     );
     Ok(())
 }

@@ -4,4 +4,3 @@ mod common;
 mod engine;
 mod mv;
 mod slices;
-mod tpch;

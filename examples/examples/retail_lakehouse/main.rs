@@ -28,9 +28,8 @@
 //! `rows in table N`, `freshness to cache p99 X ms`, `consistency ok`), and exits with
 //! an error when a consistency check fails.
 
+mod args;
 mod model;
-mod stats;
-mod workload;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,97 +38,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type};
-use lakehouse_cache::{Cache, GroupedTopK, TopK};
+use arrow::datatypes::Int64Type;
 use lakehouse_core::flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflow, json};
-use lakehouse_core::{PutRecord, SystemClock, TableSource};
+use lakehouse_core::{PutRecord, TableSource};
 use lakehouse_ml::Event as MlEvent;
 use lakehouse_query::{QueryEngine, RefreshKind};
 use lakehouse_storage::{Compression, Location, PartitionField, Table, TableOptions};
 use lakehouse_stream::{FlushPolicy, Stream, TableDelivery};
 
-use crate::model::Models;
-use crate::stats::Freshness;
-use crate::workload::{
-    CART, CATEGORIES, CLICK, Catalog, Event, EventDecoder, Generator, PRICE_CHANGE, PURCHASE,
-    now_micros,
+use lakehouse_examples::freshness::Freshness;
+use lakehouse_examples::hot::Hot;
+use lakehouse_examples::workload::{
+    self, CART, CATEGORIES, Catalog, Event, EventDecoder, Generator, PURCHASE, VIEWS, now_micros,
 };
+
+use crate::args::Args;
+use crate::model::Models;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every `SAMPLE`-th event is timed through the pipeline.
 const SAMPLE: u64 = 16;
-
-const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
-[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--s3-endpoint URL --s3-bucket NAME]";
-
-#[derive(Debug)]
-struct Args {
-    duration: Duration,
-    rate: u64,
-    shards: u32,
-    data_dir: Option<PathBuf>,
-    items: u32,
-    users: u32,
-    flush: Duration,
-    s3_endpoint: Option<String>,
-    s3_bucket: Option<String>,
-}
-
-impl Args {
-    fn parse() -> Result<Args, BoxError> {
-        let mut a = Args {
-            duration: Duration::from_secs(10),
-            rate: 200_000,
-            shards: 4,
-            data_dir: None,
-            items: 100_000,
-            users: 20_000,
-            flush: Duration::from_millis(1_000),
-            s3_endpoint: None,
-            s3_bucket: None,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-                None => (flag.clone(), None),
-            };
-            if name == "-h" || name == "--help" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
-            };
-            let bad = |e: &dyn std::fmt::Display| format!("{name} {value:?}: {e}\n{USAGE}");
-            match name.as_str() {
-                "--duration" => {
-                    let secs: f64 = value.parse().map_err(|e| bad(&e))?;
-                    a.duration = Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?;
-                }
-                "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
-                "--shards" => a.shards = value.parse().map_err(|e| bad(&e))?,
-                "--data-dir" => a.data_dir = Some(PathBuf::from(value)),
-                "--items" => a.items = value.parse().map_err(|e| bad(&e))?,
-                "--users" => a.users = value.parse().map_err(|e| bad(&e))?,
-                "--flush-ms" => {
-                    a.flush = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
-                }
-                "--s3-endpoint" => a.s3_endpoint = Some(value),
-                "--s3-bucket" => a.s3_bucket = Some(value),
-                _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
-            }
-        }
-        if a.rate == 0 || a.shards == 0 {
-            return Err(format!("--rate and --shards must be positive\n{USAGE}").into());
-        }
-        Ok(a)
-    }
-}
 
 /// Where the table goes, and a directory to remove at the end (the default temp dir).
 fn location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
@@ -172,60 +101,6 @@ fn s3_location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
 #[cfg(not(feature = "s3"))]
 fn s3_location(_: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
     Err("this build has no S3 support: run with `--features s3`".into())
-}
-
-/// The cache tier: what the stream trigger and the view refreshes keep current.
-struct Hot {
-    /// Item clicks and carts, halving every minute.
-    trending: TopK<u32>,
-    /// Units sold per category.
-    sellers: GroupedTopK<u8, u32>,
-    /// Latest price per item (from price-change events).
-    prices: Cache<u32, f32>,
-    /// Sales figures from the materialized view, by `category/region`.
-    sales: Cache<String, f64>,
-    /// Records the trigger has applied.
-    applied: AtomicU64,
-    freshness: Freshness,
-}
-
-impl Hot {
-    fn new() -> Result<Hot, BoxError> {
-        Ok(Hot {
-            trending: TopK::trending(4096, 4, Duration::from_secs(60), Arc::new(SystemClock)),
-            sellers: GroupedTopK::new(1024, None, Arc::new(SystemClock)),
-            prices: Cache::new(200_000)?,
-            sales: Cache::new(10_000)?,
-            applied: AtomicU64::new(0),
-            freshness: Freshness::default(),
-        })
-    }
-
-    fn apply(&self, batch: &TriggerBatch) {
-        let mut sampled = Vec::new();
-        for r in batch.records.iter() {
-            let Some(e) = Event::decode(&r.data) else {
-                continue;
-            };
-            match e.kind {
-                CLICK => self.trending.record(e.item, 1.0),
-                CART => self.trending.record(e.item, 3.0),
-                PURCHASE => self
-                    .sellers
-                    .record(&e.category, e.item, f64::from(e.quantity)),
-                PRICE_CHANGE => {
-                    let _ = self.prices.insert(e.item, e.price);
-                }
-                _ => {}
-            }
-            if e.id % SAMPLE == 0 {
-                sampled.push(e.time_micros);
-            }
-        }
-        self.applied
-            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-        self.freshness.record(now_micros(), &sampled);
-    }
 }
 
 /// Counters the progress line and the report read.
@@ -293,7 +168,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
         engine.create_materialized_view(name, sql).await?;
     }
 
-    let hot = Arc::new(Hot::new()?);
+    let hot = Arc::new(Hot::new(SAMPLE)?);
     let models = Models::new()?;
     let progress = Arc::new(Progress::default());
     let table_fresh = Arc::new(Freshness::default());
@@ -301,16 +176,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     let rec_fresh = Arc::new(Freshness::default());
 
     // The cache trigger: trending, top sellers and prices, straight from the stream.
-    let h = hot.clone();
-    let cache_trigger = Trigger::builder(stream.clone(), move |batch: TriggerBatch| {
-        h.apply(&batch);
-        futures::future::ready(Ok::<(), BatchError>(()))
-    })
-    .name("cache-feeder")
-    .batch_size(10_000)
-    .poll_interval(Duration::from_millis(1))
-    .build()?
-    .start()?;
+    let cache_trigger = hot.start_feeding(stream.clone(), "cache-feeder")?;
 
     // The fold-in trigger: carts and purchases update the serving model at once.
     let (m, rf) = (models.clone(), rec_fresh.clone());
@@ -403,7 +269,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                             progress.incremental.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    push_sales(&engine, &hot)?;
+                    hot.push_sales(engine.read_materialized_view("sales_by_hour")?.batches())?;
                     view_fresh.record(now_micros(), &samples);
                 }
                 if done
@@ -465,7 +331,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                 let batch: Vec<PutRecord> = (0..n)
                     .map(|_| {
                         let e = generator.next_event(now);
-                        PutRecord::new(format!("user-{}", e.user), e.encode().to_vec())
+                        e.put_record()
                     })
                     .collect();
                 let (mut ok, mut bad) = (0, 0);
@@ -728,43 +594,6 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
         }
         Err(format!("{} consistency checks failed", failures.len()).into())
     }
-}
-
-/// The materialized views, refreshed after every commit.
-const VIEWS: [(&str, &str); 2] = [
-    (
-        "sales_by_hour",
-        "SELECT category, region, date_trunc('hour', event_time) AS hour, \
-         COUNT(*) AS orders, SUM(quantity) AS units, SUM(price * quantity) AS revenue \
-         FROM events WHERE event_type = 'purchase' \
-         GROUP BY category, region, date_trunc('hour', event_time)",
-    ),
-    (
-        "events_by_type",
-        "SELECT event_type, COUNT(*) AS events FROM events GROUP BY event_type",
-    ),
-];
-
-/// Pushes the view's revenue per category and region into the cache.
-fn push_sales(engine: &QueryEngine, hot: &Hot) -> Result<(), BoxError> {
-    let view = engine.read_materialized_view("sales_by_hour")?;
-    let mut totals: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
-    for b in view.batches() {
-        let cat = b.column_by_name("category").ok_or("no category column")?;
-        let reg = b.column_by_name("region").ok_or("no region column")?;
-        let rev = b.column_by_name("revenue").ok_or("no revenue column")?;
-        let (cat, reg) = (cat.as_string::<i32>(), reg.as_string::<i32>());
-        let rev = rev.as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            *totals
-                .entry(format!("{}/{}", cat.value(i), reg.value(i)))
-                .or_default() += rev.value(i);
-        }
-    }
-    for (k, v) in totals {
-        hot.sales.insert(k, v)?;
-    }
-    Ok(())
 }
 
 /// The first column of the first row of a query, as an integer.

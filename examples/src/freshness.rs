@@ -4,13 +4,13 @@ use std::sync::Mutex;
 
 /// Latencies in milliseconds from an event's creation to a point of the pipeline.
 #[derive(Debug, Default)]
-pub(crate) struct Freshness {
+pub struct Freshness {
     samples: Mutex<Vec<f64>>,
 }
 
 impl Freshness {
     /// Records `now - t` for each event time `t` (all in microseconds).
-    pub(crate) fn record(&self, now_micros: i64, event_times: &[i64]) {
+    pub fn record(&self, now_micros: i64, event_times: &[i64]) {
         if event_times.is_empty() {
             return;
         }
@@ -23,7 +23,7 @@ impl Freshness {
     }
 
     /// The `p`-th percentile (nearest rank) in milliseconds; `None` without samples.
-    pub(crate) fn percentile(&self, p: f64) -> Option<f64> {
+    pub fn percentile(&self, p: f64) -> Option<f64> {
         let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         if s.is_empty() {
             return None;
@@ -34,7 +34,7 @@ impl Freshness {
     }
 
     /// `"<p50> ms"`-style text for the progress line.
-    pub(crate) fn p99_text(&self) -> String {
+    pub fn p99_text(&self) -> String {
         self.percentile(99.0)
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
     }

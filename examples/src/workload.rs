@@ -1,18 +1,34 @@
 //! The synthetic retail workload: a catalogue, users with a favourite category, Zipf
 //! item popularity, and the four event types, encoded as fixed 32-byte records.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lakehouse_examples::workload::{Catalog, Event, Generator};
+//!
+//! let catalog = Arc::new(Catalog::new(1_000, 100));
+//! let mut events = Generator::new(catalog.clone(), 7);
+//! let e = events.next_event(1_700_000_000_000_000);
+//! assert_eq!(Event::decode(&e.encode()), Some(e));
+//! assert_eq!(e.category, catalog.category(e.item));
+//! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
-    Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use lakehouse_core::{Error, ErrorKind, Record};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
+use lakehouse_core::{Error, ErrorKind, PutRecord, Record};
 use lakehouse_stream::Decoder;
 
-pub(crate) const CATEGORIES: [&str; 8] = [
+use crate::zipf::{Zipf, scatter};
+
+/// The eight product categories; an item's category is `item % 8`.
+pub const CATEGORIES: [&str; 8] = [
     "electronics",
     "books",
     "home",
@@ -22,19 +38,25 @@ pub(crate) const CATEGORIES: [&str; 8] = [
     "sports",
     "beauty",
 ];
-pub(crate) const REGIONS: [&str; 4] = ["na", "eu", "apac", "latam"];
-pub(crate) const EVENT_TYPES: [&str; 4] = ["click", "add_to_cart", "purchase", "price_change"];
+/// The four sales regions; an item's region is `(item / 8) % 4`.
+pub const REGIONS: [&str; 4] = ["na", "eu", "apac", "latam"];
+/// The `event_type` column's values, indexed by [`Event::kind`].
+pub const EVENT_TYPES: [&str; 4] = ["click", "add_to_cart", "purchase", "price_change"];
 
-pub(crate) const CLICK: u8 = 0;
-pub(crate) const CART: u8 = 1;
-pub(crate) const PURCHASE: u8 = 2;
-pub(crate) const PRICE_CHANGE: u8 = 3;
+/// [`Event::kind`] of a product page view.
+pub const CLICK: u8 = 0;
+/// [`Event::kind`] of an add-to-cart.
+pub const CART: u8 = 1;
+/// [`Event::kind`] of a purchase.
+pub const PURCHASE: u8 = 2;
+/// [`Event::kind`] of a price change (the new price is [`Event::price`]).
+pub const PRICE_CHANGE: u8 = 3;
 
 /// Bytes of one encoded event.
-pub(crate) const EVENT_BYTES: usize = 32;
+pub const EVENT_BYTES: usize = 32;
 
 /// Microseconds since the Unix epoch, the time base of every freshness figure.
-pub(crate) fn now_micros() -> i64 {
+pub fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -42,20 +64,35 @@ pub(crate) fn now_micros() -> i64 {
 
 /// One retail event.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Event {
-    pub(crate) id: u64,
-    pub(crate) time_micros: i64,
-    pub(crate) user: u32,
-    pub(crate) item: u32,
-    pub(crate) kind: u8,
-    pub(crate) category: u8,
-    pub(crate) region: u8,
-    pub(crate) quantity: u8,
-    pub(crate) price: f32,
+pub struct Event {
+    /// Sequential id, unique per generator.
+    pub id: u64,
+    /// Creation time, microseconds since the Unix epoch.
+    pub time_micros: i64,
+    /// The user.
+    pub user: u32,
+    /// The item.
+    pub item: u32,
+    /// [`CLICK`], [`CART`], [`PURCHASE`] or [`PRICE_CHANGE`].
+    pub kind: u8,
+    /// Index into [`CATEGORIES`].
+    pub category: u8,
+    /// Index into [`REGIONS`].
+    pub region: u8,
+    /// Units bought or put in the cart (0 for clicks and price changes).
+    pub quantity: u8,
+    /// The item's price when the event happened.
+    pub price: f32,
 }
 
 impl Event {
-    pub(crate) fn encode(&self) -> [u8; EVENT_BYTES] {
+    /// The stream record of this event, keyed by user (`user-<id>`).
+    pub fn put_record(&self) -> PutRecord {
+        PutRecord::new(format!("user-{}", self.user), self.encode().to_vec())
+    }
+
+    /// The 32-byte little-endian record of this event.
+    pub fn encode(&self) -> [u8; EVENT_BYTES] {
         let mut b = [0u8; EVENT_BYTES];
         b[0..8].copy_from_slice(&self.id.to_le_bytes());
         b[8..16].copy_from_slice(&self.time_micros.to_le_bytes());
@@ -69,7 +106,8 @@ impl Event {
         b
     }
 
-    pub(crate) fn decode(b: &[u8]) -> Option<Event> {
+    /// The event of a 32-byte record; `None` if the record is malformed.
+    pub fn decode(b: &[u8]) -> Option<Event> {
         if b.len() != EVENT_BYTES {
             return None;
         }
@@ -96,14 +134,16 @@ impl Event {
 
 /// xorshift64*: a small deterministic generator (the workload is seeded).
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -111,55 +151,32 @@ impl Rng {
     }
 
     /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() >> 32) * n) >> 32
-    }
-}
-
-/// Zipf(s) ranks `0..n`, sampled by inverting the cumulative distribution.
-#[derive(Debug)]
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                acc += 1.0 / (k as f64).powf(s);
-                acc
-            })
-            .collect();
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
     }
 }
 
 /// The catalogue: item `i` is in category `i % 8`, sold in region `(i / 8) % 4`, with a
 /// base price; popularity is Zipf over a scattered rank order.
 #[derive(Debug)]
-pub(crate) struct Catalog {
-    pub(crate) items: u32,
-    pub(crate) users: u32,
+pub struct Catalog {
+    /// Items in the catalogue (at least 128).
+    pub items: u32,
+    /// Users (at least 1).
+    pub users: u32,
     prices: Vec<f32>,
     global: Zipf,
     per_category: Zipf,
 }
 
 impl Catalog {
-    pub(crate) fn new(items: u32, users: u32) -> Self {
+    /// A catalogue of `items` items (log-uniform prices between 2 and 500) for `users` users.
+    pub fn new(items: u32, users: u32) -> Self {
         let items = items.max(CATEGORIES.len() as u32 * 16);
         let mut rng = Rng::new(42);
         let prices = (0..items)
@@ -178,29 +195,26 @@ impl Catalog {
         }
     }
 
-    pub(crate) fn category(&self, item: u32) -> u8 {
+    /// The item's category (index into [`CATEGORIES`]).
+    pub fn category(&self, item: u32) -> u8 {
         (item % CATEGORIES.len() as u32) as u8
     }
 
-    pub(crate) fn region(&self, item: u32) -> u8 {
+    /// The item's region (index into [`REGIONS`]).
+    pub fn region(&self, item: u32) -> u8 {
         ((item / CATEGORIES.len() as u32) % REGIONS.len() as u32) as u8
     }
 
     /// A user's favourite category: the preference ALS is meant to learn.
-    pub(crate) fn favourite(&self, user: u32) -> u8 {
+    pub fn favourite(&self, user: u32) -> u8 {
         (user.wrapping_mul(2_654_435_761) >> 29) as u8 % CATEGORIES.len() as u8
-    }
-
-    /// Scatters a popularity rank over the ids so that hot items are not adjacent.
-    fn scatter(rank: u64, n: u64) -> u64 {
-        rank.wrapping_mul(2_654_435_761) % n
     }
 }
 
 /// Generates events: 70 % clicks, 20 % add-to-cart, 8 % purchases, 2 % price changes;
 /// 80 % of a user's events are in their favourite category.
 #[derive(Debug)]
-pub(crate) struct Generator {
+pub struct Generator {
     catalog: Arc<Catalog>,
     prices: Vec<f32>,
     rng: Rng,
@@ -208,7 +222,8 @@ pub(crate) struct Generator {
 }
 
 impl Generator {
-    pub(crate) fn new(catalog: Arc<Catalog>, seed: u64) -> Self {
+    /// A generator over `catalog`, seeded with `seed`.
+    pub fn new(catalog: Arc<Catalog>, seed: u64) -> Self {
         Generator {
             prices: catalog.prices.clone(),
             catalog,
@@ -217,15 +232,16 @@ impl Generator {
         }
     }
 
-    pub(crate) fn next_event(&mut self, time_micros: i64) -> Event {
+    /// The next event, stamped `time_micros`.
+    pub fn next_event(&mut self, time_micros: i64) -> Event {
         let c = &self.catalog;
         let user = self.rng.below(u64::from(c.users)) as u32;
         let item = if self.rng.unit() < 0.8 {
-            let per = c.per_category.cdf.len() as u64;
-            let rank = Catalog::scatter(c.per_category.sample(&mut self.rng) as u64, per);
+            let per = c.per_category.len() as u64;
+            let rank = scatter(c.per_category.rank(self.rng.unit()) as u64, per);
             (rank * CATEGORIES.len() as u64 + u64::from(c.favourite(user))) as u32
         } else {
-            Catalog::scatter(c.global.sample(&mut self.rng) as u64, u64::from(c.items)) as u32
+            scatter(c.global.rank(self.rng.unit()) as u64, u64::from(c.items)) as u32
         };
         let roll = self.rng.below(100);
         let kind = match roll {
@@ -261,8 +277,57 @@ impl Generator {
     }
 }
 
+/// The materialized views of the pipeline, `(name, SQL)`, refreshed after every commit.
+pub const VIEWS: [(&str, &str); 2] = [
+    (
+        "sales_by_hour",
+        "SELECT category, region, date_trunc('hour', event_time) AS hour, \
+         COUNT(*) AS orders, SUM(quantity) AS units, SUM(price * quantity) AS revenue \
+         FROM events WHERE event_type = 'purchase' \
+         GROUP BY category, region, date_trunc('hour', event_time)",
+    ),
+    (
+        "events_by_type",
+        "SELECT event_type, COUNT(*) AS events FROM events GROUP BY event_type",
+    ),
+];
+
+/// Revenue per `category/region` summed over the rows of the `sales_by_hour` view: what
+/// the pipeline pushes into the cache after each refresh.
+pub fn sales_totals(view: &[RecordBatch]) -> lakehouse_core::Result<HashMap<String, f64>> {
+    let column = |b: &RecordBatch, name: &str| {
+        b.column_by_name(name).cloned().ok_or_else(|| {
+            Error::new(ErrorKind::ColumnNotFound, "sales_by_hour lacks a column").with_column(name)
+        })
+    };
+    let mut totals = HashMap::new();
+    for b in view {
+        let (cat, reg, rev) = (
+            column(b, "category")?,
+            column(b, "region")?,
+            column(b, "revenue")?,
+        );
+        let (Some(cat), Some(reg), Some(rev)) = (
+            cat.as_string_opt::<i32>(),
+            reg.as_string_opt::<i32>(),
+            rev.as_primitive_opt::<Float64Type>(),
+        ) else {
+            return Err(Error::new(
+                ErrorKind::TypeMismatch,
+                "sales_by_hour: category and region must be Utf8, revenue Float64",
+            ));
+        };
+        for i in 0..b.num_rows() {
+            *totals
+                .entry(format!("{}/{}", cat.value(i), reg.value(i)))
+                .or_default() += rev.value(i);
+        }
+    }
+    Ok(totals)
+}
+
 /// The columns of the `events` table.
-pub(crate) fn schema() -> SchemaRef {
+pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("event_id", DataType::Int64, false),
         Field::new(
@@ -283,14 +348,16 @@ pub(crate) fn schema() -> SchemaRef {
 /// Decodes stream records into `events` rows, and keeps a sample of event times so that
 /// the caller can measure event-to-table freshness once the commit returns.
 #[derive(Debug)]
-pub(crate) struct EventDecoder {
+pub struct EventDecoder {
     schema: SchemaRef,
     sample_every: u64,
-    pub(crate) samples: Mutex<Vec<i64>>,
+    /// Creation times of the sampled events decoded since [`take_samples`](Self::take_samples).
+    pub samples: Mutex<Vec<i64>>,
 }
 
 impl EventDecoder {
-    pub(crate) fn new(sample_every: u64) -> Self {
+    /// A decoder that samples the time of every `sample_every`-th event (by id).
+    pub fn new(sample_every: u64) -> Self {
         EventDecoder {
             schema: schema(),
             sample_every: sample_every.max(1),
@@ -299,7 +366,7 @@ impl EventDecoder {
     }
 
     /// Event times sampled since the last call.
-    pub(crate) fn take_samples(&self) -> Vec<i64> {
+    pub fn take_samples(&self) -> Vec<i64> {
         std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

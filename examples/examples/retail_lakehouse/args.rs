@@ -1,0 +1,77 @@
+//! The command line of the retail lakehouse example.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--s3-endpoint URL --s3-bucket NAME]";
+
+#[derive(Debug)]
+pub(crate) struct Args {
+    pub(crate) duration: Duration,
+    pub(crate) rate: u64,
+    pub(crate) shards: u32,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) items: u32,
+    pub(crate) users: u32,
+    pub(crate) flush: Duration,
+    pub(crate) s3_endpoint: Option<String>,
+    pub(crate) s3_bucket: Option<String>,
+}
+
+impl Args {
+    pub(crate) fn parse() -> Result<Args, BoxError> {
+        let mut a = Args {
+            duration: Duration::from_secs(10),
+            rate: 200_000,
+            shards: 4,
+            data_dir: None,
+            items: 100_000,
+            users: 20_000,
+            flush: Duration::from_millis(1_000),
+            s3_endpoint: None,
+            s3_bucket: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.clone(), None),
+            };
+            if name == "-h" || name == "--help" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
+            };
+            let bad = |e: &dyn std::fmt::Display| format!("{name} {value:?}: {e}\n{USAGE}");
+            match name.as_str() {
+                "--duration" => {
+                    let secs: f64 = value.parse().map_err(|e| bad(&e))?;
+                    a.duration = Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?;
+                }
+                "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
+                "--shards" => a.shards = value.parse().map_err(|e| bad(&e))?,
+                "--data-dir" => a.data_dir = Some(PathBuf::from(value)),
+                "--items" => a.items = value.parse().map_err(|e| bad(&e))?,
+                "--users" => a.users = value.parse().map_err(|e| bad(&e))?,
+                "--flush-ms" => {
+                    a.flush = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
+                }
+                "--s3-endpoint" => a.s3_endpoint = Some(value),
+                "--s3-bucket" => a.s3_bucket = Some(value),
+                _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
+            }
+        }
+        if a.rate == 0 || a.shards == 0 {
+            return Err(format!("--rate and --shards must be positive\n{USAGE}").into());
+        }
+        Ok(a)
+    }
+}
