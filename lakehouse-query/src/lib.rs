@@ -91,22 +91,33 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
-mod cache;
+mod background_refresh;
+mod builder;
+mod ddl;
 mod engine;
 mod error;
 mod mv;
+mod options;
+mod plan;
+mod plan_cache;
+mod prepared;
 mod pushdown;
+mod registry;
+mod result;
+mod result_cache;
 mod scan;
 mod slices;
 mod wlm;
 
-pub use lakehouse_core::{TableSource, Version};
+pub use lakehouse_core::{CancelToken, Context, Error, ErrorKind, Result, TableSource, Version};
 
-pub use crate::cache::CacheStats;
-pub use crate::engine::{
-    BackgroundRefresh, EngineBuilder, PreparedQuery, QueryEngine, QueryOptions, QueryResult,
-};
-pub use crate::error::{Context, Error, ErrorKind, Result};
+pub use crate::background_refresh::BackgroundRefresh;
+pub use crate::builder::EngineBuilder;
+pub use crate::engine::QueryEngine;
 pub use crate::mv::{RefreshKind, RefreshMode, RefreshOutcome, ViewInfo, ViewSnapshot};
+pub use crate::options::QueryOptions;
+pub use crate::prepared::PreparedQuery;
+pub use crate::result::QueryResult;
+pub use crate::result_cache::ResultCacheStats;
 pub use crate::slices::Distribution;
-pub use crate::wlm::{CancelToken, QueueStats, WorkloadQueue};
+pub use crate::wlm::{QueueStats, WorkloadQueue};

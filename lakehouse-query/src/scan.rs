@@ -29,7 +29,7 @@ use lakehouse_core::{
     FilterSupport, Predicate, ScanRequest, TableSource, TableStatistics, Version,
 };
 
-use crate::error::core_to_df;
+use crate::error::to_df;
 use crate::pushdown::{has_not, scalar_to_df, to_predicate, to_pruning_predicate};
 
 /// Produces the batches of one output partition of a [`ScanExec`].
@@ -259,7 +259,7 @@ impl PartitionProducer for SourceScan {
             .try_flatten()
             .map(move |r| match r {
                 Ok(batch) => align(batch, &out_schema),
-                Err(e) => Err(core_to_df(e)),
+                Err(e) => Err(to_df(e)),
             });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
@@ -348,7 +348,7 @@ impl SourceTable {
         };
         let version = match self.version {
             Some(v) => v,
-            None => self.source.version().await.map_err(core_to_df)?,
+            None => self.source.version().await.map_err(to_df)?,
         };
         let predicate = combined_predicate(filters, &full);
         let mut request = ScanRequest::new().at_version(version);

@@ -21,10 +21,12 @@ use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use futures::{StreamExt, TryStreamExt};
-use lakehouse_core::{ErrorKind as CoreKind, Predicate, ScanRequest, TableSource, Version};
+use lakehouse_core::{
+    Error, ErrorKind, Predicate, Result, ScanRequest, TableSource, Version, on_rayon,
+};
 use parking_lot::RwLock;
 
-use crate::error::{Error, ErrorKind, Result, to_df};
+use crate::error::{DfResultExt, to_df};
 use crate::pushdown::{has_not, to_predicate};
 use crate::scan::{PartitionProducer, ScanExec, align};
 
@@ -76,21 +78,6 @@ impl fmt::Debug for SlicedTable {
     }
 }
 
-/// Runs `work` on the rayon pool and awaits its result without blocking the caller's
-/// executor thread.
-pub(crate) async fn on_rayon<T, F>(work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await
-        .map_err(|_| Error::internal("a rayon task ended without a result"))
-}
-
 impl SlicedTable {
     pub(crate) fn new(
         name: &str,
@@ -133,7 +120,7 @@ impl SlicedTable {
         self.source
             .version()
             .await
-            .map_err(|e| Error::from(e).with_table(&*self.name))
+            .map_err(|e| e.with_table(&*self.name))
     }
 
     /// Brings the slices up to the source's latest version.
@@ -150,7 +137,7 @@ impl SlicedTable {
         if current.version == Some(latest) {
             return Ok(current);
         }
-        let table = |e: lakehouse_core::Error| Error::from(e).with_table(&*self.name);
+        let table = |e: Error| e.with_table(&*self.name);
         let (base, batches, version) = match current.version {
             Some(from) => match self.source.changes_since(from).await {
                 Ok(changes) => {
@@ -158,7 +145,7 @@ impl SlicedTable {
                         changes.batches.try_collect().await.map_err(table)?;
                     (Some(current.clone()), batches, changes.to_version)
                 }
-                Err(e) if e.kind() == CoreKind::NonAppendChange => {
+                Err(e) if e.kind() == ErrorKind::NonAppendChange => {
                     (None, self.read_all(latest).await?, latest)
                 }
                 Err(e) => return Err(table(e)),
@@ -169,7 +156,7 @@ impl SlicedTable {
         let key = self
             .key_index
             .map(|i| (self.source.schema().field(i).name().clone(), i));
-        let fresh = on_rayon(move || distribute(batches, key, slices)).await??;
+        let fresh = on_rayon(move || distribute(batches, key, slices)).await?;
         let mut merged = match base {
             Some(b) => b.slices.clone(),
             None => vec![Vec::new(); slices],
@@ -190,11 +177,11 @@ impl SlicedTable {
             .source
             .scan(ScanRequest::new().at_version(version))
             .await
-            .map_err(|e| Error::from(e).with_table(&*self.name))?;
+            .map_err(|e| e.with_table(&*self.name))?;
         stream
             .try_collect()
             .await
-            .map_err(|e| Error::from(e).with_table(&*self.name))
+            .map_err(|e| e.with_table(&*self.name))
     }
 }
 
@@ -216,10 +203,13 @@ fn distribute(
                         vec![Arc::new(Column::new(name, *index))],
                         slices,
                         Time::new(),
-                    )?;
+                    )
+                    .map_df()?;
                     let out = partitioner
-                        .partition_iter(batch)?
-                        .collect::<DfResult<Vec<_>>>()?;
+                        .partition_iter(batch)
+                        .map_df()?
+                        .collect::<DfResult<Vec<_>>>()
+                        .map_df()?;
                     Ok(out.into_iter().filter(|(_, b)| b.num_rows() > 0).collect())
                 }
                 None => {
@@ -278,8 +268,8 @@ impl PartitionProducer for SliceScan {
         };
         let stream = futures::stream::once(async move {
             match on_rayon(work).await {
-                Ok(Ok(batches)) => Ok(futures::stream::iter(batches.into_iter().map(Ok))),
-                Ok(Err(e)) | Err(e) => Err(to_df(e)),
+                Ok(batches) => Ok(futures::stream::iter(batches.into_iter().map(Ok))),
+                Err(e) => Err(to_df(e)),
             }
         })
         .try_flatten()

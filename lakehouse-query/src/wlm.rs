@@ -1,14 +1,13 @@
 //! Workload management: named queues with a number of concurrent slots and a bounded
-//! number of waiting queries, and cancellation tokens.
+//! number of waiting queries.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-
-use crate::error::{Error, ErrorKind, Result};
+use lakehouse_core::{CancelToken, Error, ErrorKind, Result};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A workload queue: at most `slots` queries of the queue run at once, at most
 /// `max_queued` more wait for a slot, and a query waits at most `queue_timeout`.
@@ -46,7 +45,7 @@ impl WorkloadQueue {
         }
     }
 
-    /// At most this many queries wait; more fail with [`ErrorKind::QueueFull`].
+    /// At most this many queries wait; more fail with [`ErrorKind::Full`].
     #[must_use]
     pub fn max_queued(mut self, max_queued: usize) -> Self {
         self.max_queued = max_queued;
@@ -140,7 +139,7 @@ impl Wlm {
         if q.waiting.fetch_add(1, Ordering::AcqRel) >= q.config.max_queued {
             q.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::new(
-                ErrorKind::QueueFull,
+                ErrorKind::Full,
                 format!(
                     "workload queue {queue:?} already has {} queries waiting",
                     q.config.max_queued
@@ -189,47 +188,6 @@ impl Wlm {
     }
 }
 
-/// Cancels a running or queued query: pass it in
-/// [`QueryOptions::cancel`](crate::QueryOptions::cancel) and call [`cancel`](Self::cancel)
-/// from anywhere. The query fails with [`ErrorKind::Cancelled`] and releases its memory.
-/// Cheap to clone; clones share the state.
-#[derive(Debug, Clone)]
-pub struct CancelToken {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for CancelToken {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CancelToken {
-    /// A token not yet cancelled.
-    pub fn new() -> Self {
-        CancelToken {
-            tx: Arc::new(watch::Sender::new(false)),
-        }
-    }
-
-    /// Cancels every query holding this token.
-    pub fn cancel(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    /// Completes when the token is cancelled.
-    pub async fn cancelled(&self) {
-        let mut rx = self.tx.subscribe();
-        // The sender lives as long as `self`, so `wait_for` cannot fail.
-        let _ = rx.wait_for(|c| *c).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,7 +203,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let third = wlm.admit("q", None).await.expect_err("the queue is full");
-        assert_eq!(third.kind(), ErrorKind::QueueFull);
+        assert_eq!(third.kind(), ErrorKind::Full);
         drop(first);
         waiter
             .await

@@ -133,6 +133,56 @@ async fn errors_name_the_problem() {
 }
 
 #[tokio::test]
+async fn missing_tables_are_named_but_views_and_ctes_are_found() {
+    let engine = QueryEngine::new();
+    engine
+        .register_table("sales", sales_table(30).await)
+        .expect("register");
+    engine
+        .sql("CREATE VIEW eu AS SELECT qty FROM sales WHERE region = 'eu'")
+        .await
+        .expect("a view");
+    engine
+        .sql("CREATE MATERIALIZED VIEW counts AS SELECT region, COUNT(*) AS n FROM sales GROUP BY region")
+        .await
+        .expect("a materialized view");
+    let r = engine
+        .sql("WITH big AS (SELECT qty FROM eu WHERE qty > 3) SELECT COUNT(*) FROM big")
+        .await
+        .expect("a CTE over a view");
+    let expect = (0..30).filter(|i| i % 3 == 0 && i % 7 + 1 > 3).count() as i64;
+    assert_eq!(column_i64(&r, 0), [expect]);
+    let r = engine
+        .sql("SELECT SUM(n) FROM counts")
+        .await
+        .expect("a materialized view is a table");
+    assert_eq!(column_i64(&r, 0), [30]);
+
+    let e = engine
+        .sql("SELECT * FROM sales JOIN (SELECT * FROM gone) g ON true")
+        .await
+        .expect_err("a subquery reads a missing table");
+    assert_eq!(e.kind(), ErrorKind::TableNotFound, "{e}");
+    assert_eq!(e.context().table.as_deref(), Some("gone"));
+    let e = engine
+        .sql("CREATE VIEW w AS SELECT * FROM gone")
+        .await
+        .expect_err("a view over a missing table");
+    assert_eq!(e.context().table.as_deref(), Some("gone"));
+    let e = engine
+        .create_materialized_view("broken", "SELECT * FROM gone")
+        .await
+        .expect_err("a materialized view over a missing table");
+    assert_eq!(e.kind(), ErrorKind::TableNotFound, "{e}");
+    assert_eq!(e.context().table.as_deref(), Some("gone"));
+    let e = engine
+        .prepare("SELECT * FROM gone WHERE qty = $1")
+        .await
+        .expect_err("preparing over a missing table");
+    assert_eq!(e.kind(), ErrorKind::TableNotFound, "{e}");
+}
+
+#[tokio::test]
 async fn memory_limit_fails_cleanly_and_the_engine_goes_on() {
     let engine = QueryEngine::builder()
         .target_partitions(2)
@@ -366,7 +416,7 @@ async fn workload_queue_refuses_when_full() {
         .query("SELECT 1", QueryOptions::new().queue("small"))
         .await
         .expect_err("no slot and no room to wait");
-    assert_eq!(e.kind(), ErrorKind::QueueFull);
+    assert_eq!(e.kind(), ErrorKind::Full);
     assert_eq!(e.context().key.as_deref(), Some("small"));
     // Other queues are unaffected.
     engine.sql("SELECT 1").await.expect("default queue");

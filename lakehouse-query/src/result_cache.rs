@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
+use lakehouse_core::Version;
 use parking_lot::Mutex;
+
+use crate::engine::QueryEngine;
 
 /// What identifies a cached result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -15,6 +18,20 @@ pub(crate) struct CacheKey {
     pub(crate) plan: Arc<str>,
     /// `(table, version)` of every table the plan reads, sorted by table.
     pub(crate) versions: Vec<(Arc<str>, u64)>,
+}
+
+impl CacheKey {
+    /// The key of `plan` over the tables at `versions` (a table without versions counts
+    /// as version `u64::MAX`; such plans are not cached).
+    pub(crate) fn new(plan: Arc<str>, versions: &[(Arc<str>, Option<Version>)]) -> Self {
+        CacheKey {
+            plan,
+            versions: versions
+                .iter()
+                .map(|(t, v)| (t.clone(), v.unwrap_or(u64::MAX)))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -35,7 +52,7 @@ struct State {
 /// Counters of the result cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct CacheStats {
+pub struct ResultCacheStats {
     /// Lookups answered from the cache.
     pub hits: u64,
     /// Lookups that ran the query.
@@ -139,15 +156,27 @@ impl ResultCache {
         state.bytes = 0;
     }
 
-    pub(crate) fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> ResultCacheStats {
         let state = self.state.lock();
-        CacheStats {
+        ResultCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             entries: state.map.len(),
             bytes: state.bytes,
             evictions: self.evictions.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl QueryEngine {
+    /// Counters of the result cache.
+    pub fn result_cache_stats(&self) -> ResultCacheStats {
+        self.inner.results.stats()
+    }
+
+    /// Empties the result cache.
+    pub fn clear_result_cache(&self) {
+        self.inner.results.clear();
     }
 }
 

@@ -1,0 +1,134 @@
+//! The engine's configuration: [`EngineBuilder`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lakehouse_core::{Clock, SystemClock};
+use parking_lot::RwLock;
+
+use crate::engine::{Inner, QueryEngine};
+use crate::plan_cache::PlanCache;
+use crate::result_cache::ResultCache;
+use crate::wlm::{Wlm, WorkloadQueue};
+
+/// Configures a [`QueryEngine`]; made by [`QueryEngine::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EngineBuilder {
+    pub(crate) target_partitions: usize,
+    batch_size: usize,
+    pub(crate) query_memory_limit: Option<usize>,
+    result_cache_bytes: usize,
+    plan_cache_entries: usize,
+    queues: Vec<WorkloadQueue>,
+    pub(crate) query_timeout: Option<Duration>,
+    slices: Option<usize>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineBuilder {
+            target_partitions: cores,
+            batch_size: 8192,
+            query_memory_limit: None,
+            result_cache_bytes: 64 << 20,
+            plan_cache_entries: 1024,
+            queues: Vec::new(),
+            query_timeout: None,
+            slices: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Partitions a query runs on in parallel (default: the number of cores).
+    pub fn target_partitions(mut self, n: usize) -> Self {
+        self.target_partitions = n.max(1);
+        self
+    }
+
+    /// Rows per batch inside operators (default 8192).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Memory each query may hold in operators that track it (sorts, joins,
+    /// aggregations). Operators that can spill to temporary files do; the others fail
+    /// with [`ErrorKind::ResourcesExhausted`](crate::ErrorKind::ResourcesExhausted). Default: unlimited.
+    pub fn query_memory_limit(mut self, bytes: usize) -> Self {
+        self.query_memory_limit = Some(bytes);
+        self
+    }
+
+    /// Bytes of query results kept by the result cache (default 64 MiB; 0 disables it).
+    pub fn result_cache_bytes(mut self, bytes: usize) -> Self {
+        self.result_cache_bytes = bytes;
+        self
+    }
+
+    /// Planned SQL texts kept by the plan cache (default 1024; 0 disables it).
+    pub fn plan_cache_entries(mut self, n: usize) -> Self {
+        self.plan_cache_entries = n;
+        self
+    }
+
+    /// Adds a workload queue. Without any, the engine has one queue,
+    /// [`WorkloadQueue::DEFAULT`], with as many slots as target partitions. A queue named
+    /// `default` replaces that one.
+    pub fn queue(mut self, queue: WorkloadQueue) -> Self {
+        self.queues.push(queue);
+        self
+    }
+
+    /// Queries running longer fail with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (default: no limit).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = Some(timeout);
+        self
+    }
+
+    /// Slices of distributed tables (default: target partitions).
+    pub fn slices(mut self, n: usize) -> Self {
+        self.slices = Some(n.max(1));
+        self
+    }
+
+    /// The clock materialized views stamp their refreshes with.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the engine.
+    /// Builds the engine.
+    pub fn build(self) -> QueryEngine {
+        let config = SessionConfig::new()
+            .with_target_partitions(self.target_partitions)
+            .with_batch_size(self.batch_size)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let mut queues = self.queues.clone();
+        if !queues.iter().any(|q| q.name() == WorkloadQueue::DEFAULT) {
+            queues.push(WorkloadQueue::new(
+                WorkloadQueue::DEFAULT,
+                self.target_partitions.max(2),
+            ));
+        }
+        QueryEngine {
+            inner: Arc::new(Inner {
+                ctx,
+                slices: self.slices.unwrap_or(self.target_partitions),
+                tables: RwLock::new(HashMap::new()),
+                plans: PlanCache::new(self.plan_cache_entries),
+                results: ResultCache::new(self.result_cache_bytes),
+                wlm: Wlm::new(queues),
+                config: self,
+            }),
+        }
+    }
+}
