@@ -10,6 +10,9 @@
 //! * [`SpaceSaving`], [`TopK`], [`GroupedTopK`]: heavy hitters with a documented error
 //!   bound, mergeable, with optional exponential decay for "trending now".
 //!
+//! Errors are the workspace's one [`Error`] type (from `lakehouse-core`, re-exported
+//! here): branch on its [`ErrorKind`]; a loader's or Redis's own error is its `source()`.
+//!
 //! # Quick start
 //!
 //! ```
@@ -57,19 +60,29 @@
 //! 200 ms): from async code, call it inside `spawn_blocking`. Its invalidation listener
 //! runs on one background thread.
 
+mod builder;
 mod cache;
-mod error;
+mod entry;
+mod expiry;
 mod load;
 #[cfg(feature = "redis")]
 mod redis_tier;
+mod shard;
+mod space_saving;
+mod stats;
 mod tier;
 mod topk;
 
-pub use crate::cache::{Cache, CacheBuilder, CacheStats, EntryOptions, RemovalCause};
-pub use crate::error::{Error, ErrorKind, Result};
+pub use lakehouse_core::{Context, Error, ErrorKind, Result};
+
+pub use crate::builder::CacheBuilder;
+pub use crate::cache::Cache;
+pub use crate::entry::{EntryOptions, RemovalCause};
 #[cfg(feature = "redis")]
 pub use crate::redis_tier::{
     InvalidationListener, RedisCache, RedisCacheBuilder, RedisStats, RedisTopK,
 };
+pub use crate::space_saving::{HeavyHitter, SpaceSaving};
+pub use crate::stats::CacheStats;
 pub use crate::tier::CacheTier;
-pub use crate::topk::{GroupedTopK, HeavyHitter, SpaceSaving, TopK};
+pub use crate::topk::{GroupedTopK, TopK};

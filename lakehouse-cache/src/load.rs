@@ -10,10 +10,10 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hashbrown::HashMap;
+use lakehouse_core::{Error, ErrorKind, Result};
 use parking_lot::{Condvar, Mutex};
 
 use crate::cache::Cache;
-use crate::error::{Error, ErrorKind, Result};
 
 struct Pending<V> {
     result: Mutex<Option<Result<V>>>,
@@ -53,7 +53,7 @@ impl<K: Hash + Eq, V> Drop for Abandon<'_, K, V> {
     fn drop(&mut self) {
         if !self.done {
             *self.pending.result.lock() = Some(Err(Error::new(
-                ErrorKind::LoaderAbandoned,
+                ErrorKind::Abandoned,
                 "the loader for this key panicked",
             )));
             self.loads.pending.lock().remove(self.key);
@@ -62,9 +62,12 @@ impl<K: Hash + Eq, V> Drop for Abandon<'_, K, V> {
     }
 }
 
+/// A loader's failure: an [`ErrorKind::External`] error with the loader's error as the
+/// source (an [`Error`] of a lower layer included, which
+/// [`find_kind`](Error::find_kind) finds).
 fn loader_error(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Error {
-    let source: Arc<dyn StdError + Send + Sync> = Arc::from(e.into());
-    Error::new(ErrorKind::Loader, source.to_string()).with_source(source)
+    let source: Box<dyn StdError + Send + Sync> = e.into();
+    Error::new(ErrorKind::External, source.to_string()).with_source(source)
 }
 
 impl<K, V> Cache<K, V>
@@ -117,8 +120,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Loader`] with the loader's error as the source;
-    /// [`ErrorKind::LoaderAbandoned`] for the waiters of a loader that panicked.
+    /// [`ErrorKind::External`] with the loader's error as the source;
+    /// [`ErrorKind::Abandoned`] for the waiters of a loader that panicked.
     pub fn get_or_load<F, E>(&self, key: K, load: F) -> Result<V>
     where
         F: FnOnce(&K) -> std::result::Result<V, E>,
@@ -153,9 +156,9 @@ where
             while result.is_none() {
                 pending.ready.wait(&mut result);
             }
-            return result.clone().unwrap_or_else(|| {
-                Err(Error::new(ErrorKind::LoaderAbandoned, "no result was set"))
-            });
+            return result
+                .clone()
+                .unwrap_or_else(|| Err(Error::new(ErrorKind::Abandoned, "no result was set")));
         }
         let mut guard = Abandon {
             loads: self.loads(),

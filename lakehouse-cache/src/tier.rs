@@ -5,9 +5,10 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use bytes::Bytes;
+use lakehouse_core::Result;
 
-use crate::cache::{Cache, EntryOptions};
-use crate::error::Result;
+use crate::cache::Cache;
+use crate::entry::EntryOptions;
 
 /// A cache of byte values under string keys, as a service shares with other processes.
 ///

@@ -43,7 +43,7 @@ fn overweight_entries_are_rejected_and_change_nothing() {
         .unwrap();
     cache.insert(1, vec![0; 10]).unwrap();
     let err = cache.insert(2, vec![0; 1_001]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::WeightTooLarge);
+    assert_eq!(err.kind(), ErrorKind::RecordTooLarge);
     assert!(err.to_string().contains("1001"), "{err}");
     assert_eq!(cache.get(&1), Some(vec![0; 10]));
     assert_eq!(cache.get(&2), None);

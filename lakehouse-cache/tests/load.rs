@@ -57,7 +57,7 @@ fn loader_errors_reach_every_waiter_and_are_not_cached() {
         .collect();
     for t in threads {
         let err = t.join().unwrap().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Loader);
+        assert_eq!(err.kind(), ErrorKind::External);
         assert!(err.to_string().contains("database down"));
         assert!(std::error::Error::source(&err).is_some());
     }
@@ -115,7 +115,7 @@ fn a_panicking_loader_releases_its_waiters() {
     // The waiter either joined the doomed load (and is told) or loaded itself.
     match waiter {
         Ok(v) => assert_eq!(v, 9),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::LoaderAbandoned),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Abandoned),
     }
     assert_eq!(
         cache

@@ -37,7 +37,7 @@ fn a_dead_server_degrades_to_the_near_cache() {
     let err = cache
         .insert("a", Bytes::from_static(b"1"), None)
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(
         cache.get("a").unwrap(),
         Some(Bytes::from_static(b"1")),
@@ -50,7 +50,7 @@ fn a_dead_server_degrades_to_the_near_cache() {
     );
     assert_eq!(
         cache.invalidate("a").unwrap_err().kind(),
-        ErrorKind::Backend
+        ErrorKind::Unavailable
     );
     assert_eq!(cache.get("a").unwrap(), None);
     let errors = cache.stats().backend_errors;
@@ -60,7 +60,7 @@ fn a_dead_server_degrades_to_the_near_cache() {
     );
     assert_eq!(
         cache.top_k("x").record("k", 1.0).unwrap_err().kind(),
-        ErrorKind::Backend
+        ErrorKind::Unavailable
     );
 }
 

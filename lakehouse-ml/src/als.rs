@@ -2,121 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lakehouse_core::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::als_builder::{AlsBuilder, AlsParams};
 use crate::data::{Dataset, Event};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::id::{Id, IdMap};
 use crate::linalg::{CgScratch, cg_row, gram, solve_exact};
 use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events, dot};
 use crate::rng::Rng;
-
-/// Hyper-parameters of [`Als`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AlsParams {
-    /// Latent factors per user and item.
-    pub factors: usize,
-    /// L2 regularisation (lambda), `> 0`.
-    pub regularization: f32,
-    /// Confidence scaling: an interaction of weight `w` has confidence `1 + alpha * w`.
-    pub alpha: f32,
-    /// Alternating sweeps (users, then items).
-    pub iterations: usize,
-    /// Conjugate-gradient steps per row and sweep.
-    pub cg_steps: usize,
-    /// Seed of the initial factors; training is deterministic for a seed.
-    pub seed: u64,
-}
-
-impl Default for AlsParams {
-    fn default() -> Self {
-        AlsParams {
-            factors: 32,
-            regularization: 0.05,
-            alpha: 2.0,
-            iterations: 15,
-            cg_steps: 3,
-            seed: 42,
-        }
-    }
-}
-
-/// Builds an [`Als`]; see [`AlsParams`] for the defaults.
-#[derive(Debug, Clone, Default)]
-#[must_use]
-pub struct AlsBuilder {
-    params: AlsParams,
-}
-
-impl AlsBuilder {
-    /// Latent factors (default 32).
-    pub fn factors(mut self, factors: usize) -> Self {
-        self.params.factors = factors;
-        self
-    }
-
-    /// L2 regularisation (default 0.05).
-    pub fn regularization(mut self, regularization: f32) -> Self {
-        self.params.regularization = regularization;
-        self
-    }
-
-    /// Confidence scaling (default 2).
-    pub fn alpha(mut self, alpha: f32) -> Self {
-        self.params.alpha = alpha;
-        self
-    }
-
-    /// Alternating sweeps (default 15).
-    pub fn iterations(mut self, iterations: usize) -> Self {
-        self.params.iterations = iterations;
-        self
-    }
-
-    /// Conjugate-gradient steps per row (default 3).
-    pub fn cg_steps(mut self, cg_steps: usize) -> Self {
-        self.params.cg_steps = cg_steps;
-        self
-    }
-
-    /// Seed of the initial factors (default 42).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.params.seed = seed;
-        self
-    }
-
-    /// The model, untrained.
-    ///
-    /// Errors with [`ErrorKind::InvalidInput`] for zero factors, zero CG steps, or a
-    /// regularisation or alpha that is not finite and positive (alpha may be 0).
-    pub fn build(self) -> Result<Als> {
-        let p = self.params;
-        if p.factors == 0 || p.factors > 4096 {
-            return Err(Error::invalid("factors must be in 1..=4096"));
-        }
-        if p.cg_steps == 0 {
-            return Err(Error::invalid("cg_steps must be at least 1"));
-        }
-        if !(p.regularization.is_finite() && p.regularization > 0.0) {
-            return Err(Error::invalid("regularization must be finite and > 0"));
-        }
-        if !(p.alpha.is_finite() && p.alpha >= 0.0) {
-            return Err(Error::invalid("alpha must be finite and >= 0"));
-        }
-        Ok(Als {
-            params: p,
-            history: None,
-            user_factors: Vec::new(),
-            item_factors: Vec::new(),
-            item_norms: Vec::new(),
-            item_gram: Vec::new(),
-            user_gram: Vec::new(),
-            index: None,
-        })
-    }
-}
 
 /// Implicit-feedback alternating least squares: users and items get `factors`-long
 /// vectors whose dot product predicts preference, fitted with confidence
@@ -155,6 +52,20 @@ const USER_BLOCK: usize = 16;
 const ITEM_TILE: usize = 1024;
 
 impl Als {
+    /// A model with `params` (already checked) and nothing learned yet.
+    pub(crate) fn untrained(params: AlsParams) -> Self {
+        Als {
+            params,
+            history: None,
+            user_factors: Vec::new(),
+            item_factors: Vec::new(),
+            item_norms: Vec::new(),
+            item_gram: Vec::new(),
+            user_gram: Vec::new(),
+            index: None,
+        }
+    }
+
     /// A builder with the default [`AlsParams`].
     pub fn builder() -> AlsBuilder {
         AlsBuilder::default()
@@ -172,7 +83,7 @@ impl Als {
         items: Vec<Id>,
         item_factors: Vec<f32>,
     ) -> Result<Als> {
-        let mut als = AlsBuilder { params }.build()?;
+        let mut als = AlsBuilder::from_params(params).build()?;
         let f = params.factors;
         if users.len() * f != user_factors.len() || items.len() * f != item_factors.len() {
             return Err(Error::invalid("factor lengths do not match ids x factors"));
@@ -200,16 +111,13 @@ impl Als {
 
     /// Checks a deserialised model: valid parameters and vectors that match the ids.
     pub(crate) fn check(&self) -> Result<()> {
-        AlsBuilder {
-            params: self.params,
-        }
-        .build()?;
+        AlsBuilder::from_params(self.params).build()?;
         let f = self.f();
         let Some(history) = &self.history else {
             return if self.user_factors.is_empty() && self.item_factors.is_empty() {
                 Ok(())
             } else {
-                Err(Error::corrupt("unfitted model with factors"))
+                Err(error::corrupt("unfitted model with factors"))
             };
         };
         history.check()?;
@@ -220,7 +128,7 @@ impl Als {
             || self.item_gram.len() != f * f
             || self.user_gram.len() != f * f
         {
-            return Err(Error::corrupt(format!(
+            return Err(error::corrupt(format!(
                 "vector lengths do not match {users} users, {items} items and {f} factors"
             )));
         }
@@ -236,7 +144,7 @@ impl Als {
             .chain(&self.user_gram)
             .all(|v| v.is_finite());
         if !finite32 || !finite64 {
-            return Err(Error::corrupt("non-finite factor"));
+            return Err(error::corrupt("non-finite factor"));
         }
         Ok(())
     }
@@ -249,7 +157,7 @@ impl Als {
     fn history(&self) -> Result<&History> {
         self.history
             .as_ref()
-            .ok_or_else(|| Error::not_fitted("ALS"))
+            .ok_or_else(|| error::not_fitted("ALS"))
     }
 
     fn f(&self) -> usize {
@@ -274,7 +182,7 @@ impl Als {
         let history = self.history()?;
         match history.users.get(user) {
             Some(u) if self.user_row(u).iter().any(|&v| v != 0.0) => Ok(u),
-            _ => Err(Error::unknown_user(user)),
+            _ => Err(error::unknown_user(user)),
         }
     }
 
@@ -395,7 +303,7 @@ impl Als {
         let history = self
             .history
             .as_ref()
-            .ok_or_else(|| Error::not_fitted("ALS"))?;
+            .ok_or_else(|| error::not_fitted("ALS"))?;
         let entries: Vec<(u32, f32)> = history
             .row(u)
             .iter()
@@ -479,7 +387,7 @@ impl Als {
         let history = self
             .history
             .as_mut()
-            .ok_or_else(|| Error::not_fitted("ALS"))?;
+            .ok_or_else(|| error::not_fitted("ALS"))?;
         let i = history
             .items
             .insert(item)
@@ -589,7 +497,7 @@ impl Recommender for Als {
         let mut history = self
             .history
             .take()
-            .ok_or_else(|| Error::not_fitted("ALS"))?;
+            .ok_or_else(|| error::not_fitted("ALS"))?;
         let mut users = BTreeSet::new();
         // Items without a vector yet, with the users (and weights) that touched them.
         let mut new_items: BTreeMap<u32, Vec<(u32, f32)>> = BTreeMap::new();

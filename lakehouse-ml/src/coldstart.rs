@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
+use lakehouse_core::{ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event};
-use crate::error::{ErrorKind, Result};
 use crate::id::Id;
 use crate::popularity::Popularity;
 use crate::recommender::{Query, Recommender, Scored};

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use lakehouse_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
 use crate::id::{Id, IdMap};
 use crate::rng::Rng;
 use crate::sparse::InteractionMatrix;

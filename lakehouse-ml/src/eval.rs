@@ -2,11 +2,11 @@
 
 use std::collections::HashSet;
 
+use lakehouse_core::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::recommender::{Query, Recommender};
 

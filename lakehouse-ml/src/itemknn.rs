@@ -1,10 +1,11 @@
 //! [`ItemItem`]: item-to-item collaborative filtering.
 
+use lakehouse_core::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event};
-use crate::error::{Error, Result};
+use crate::error;
 use crate::id::Id;
 use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events};
 
@@ -85,7 +86,7 @@ impl ItemItem {
     fn history(&self) -> Result<&History> {
         self.history
             .as_ref()
-            .ok_or_else(|| Error::not_fitted("item-item"))
+            .ok_or_else(|| error::not_fitted("item-item"))
     }
 
     /// Checks a deserialised model: valid parameters, neighbours that are mapped items.
@@ -106,7 +107,7 @@ impl ItemItem {
         if ok {
             Ok(())
         } else {
-            Err(Error::corrupt("neighbour lists name unmapped items"))
+            Err(error::corrupt("neighbour lists name unmapped items"))
         }
     }
 
@@ -233,7 +234,7 @@ impl Recommender for ItemItem {
         let history = self
             .history
             .as_mut()
-            .ok_or_else(|| Error::not_fitted("item-item"))?;
+            .ok_or_else(|| error::not_fitted("item-item"))?;
         for e in events {
             history.add(e)?;
         }

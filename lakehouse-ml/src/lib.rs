@@ -21,7 +21,8 @@
 //! [`evaluate`] measures precision, recall, NDCG, MAP at k and coverage on a random or
 //! by-time split; [`read_movielens`] reads MovieLens `u.data`; [`Synthetic`] generates
 //! data with planted preferences. Models save and load with a format version
-//! ([`Persist`]).
+//! ([`Persist`]). Errors are the workspace's one [`Error`] type (from `lakehouse-core`,
+//! re-exported here), with an [`ErrorKind`] to branch on.
 //!
 //! # Quick start
 //!
@@ -62,6 +63,7 @@
 //! reads, and swap in a retrained one by replacing the `Arc`.
 
 mod als;
+mod als_builder;
 mod coldstart;
 mod data;
 mod error;
@@ -79,10 +81,10 @@ mod segments;
 mod sparse;
 mod synthetic;
 
-pub use crate::als::{Als, AlsBuilder, AlsParams};
+pub use crate::als::Als;
+pub use crate::als_builder::{AlsBuilder, AlsParams};
 pub use crate::coldstart::{ColdStart, ItemAttributes};
 pub use crate::data::{Columns, Dataset, Event, Interaction};
-pub use crate::error::{Context, Error, ErrorKind, Result};
 pub use crate::eval::{Metrics, evaluate};
 pub use crate::hnsw::HnswParams;
 pub use crate::id::{Id, IdMap};
@@ -94,3 +96,4 @@ pub use crate::recommender::{ItemFilter, Query, Recommender, Scored};
 pub use crate::segments::{SegmentParams, Segments};
 pub use crate::sparse::{Csr, InteractionMatrix};
 pub use crate::synthetic::{Synthetic, SyntheticData};
+pub use lakehouse_core::{Context, Error, ErrorKind, Result};

@@ -3,19 +3,21 @@
 use std::io::BufRead;
 use std::path::Path;
 
+use lakehouse_core::{Error, ErrorKind, Result};
+
 use crate::data::Dataset;
-use crate::error::{Error, ErrorKind, Result};
 
 /// Reads MovieLens `u.data` lines (`user item rating unix-seconds`, separated by tabs
 /// or spaces) into a [`Dataset`] with integer ids, the rating as weight and the time in
 /// microseconds. Blank lines are skipped.
 ///
-/// Errors with [`ErrorKind::Corrupt`] naming the line of the first malformed row.
+/// Errors with [`ErrorKind::Corrupt`] naming the line of the first malformed row (a line
+/// that is not UTF-8 included); a reader that fails gives [`ErrorKind::Io`].
 pub fn read_movielens(reader: impl BufRead) -> Result<Dataset> {
     let mut ds = Dataset::new();
     for (n, line) in reader.lines().enumerate() {
-        let line = line?;
         let line_no = n as u64 + 1;
+        let line = line.map_err(|e| Error::from(e).with_offset(line_no))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -3,10 +3,9 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
+use lakehouse_core::{Error, ErrorKind, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::error::{Error, ErrorKind, Result};
 
 /// The format version this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -90,7 +89,8 @@ pub trait Persist: Serialize + DeserializeOwned {
             if e.kind() == ErrorKind::Corrupt {
                 e
             } else {
-                corrupt(&format!("model is inconsistent: {}", e.message()))
+                e.with_kind(ErrorKind::Corrupt)
+                    .prefixed("model is inconsistent")
             }
         })?;
         Ok(model)

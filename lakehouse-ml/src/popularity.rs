@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lakehouse_core::{Clock, SystemClock};
+use lakehouse_core::{Clock, Error, ErrorKind, Result, SystemClock};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error;
 use crate::id::Id;
 use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events};
 
@@ -103,7 +103,7 @@ impl Popularity {
     /// Checks a deserialised model: one score and time per mapped item.
     pub(crate) fn check(&self) -> Result<()> {
         if self.half_life_micros.is_some_and(|h| h <= 0) {
-            return Err(Error::corrupt("trending half-life must be positive"));
+            return Err(error::corrupt("trending half-life must be positive"));
         }
         let n = match &self.history {
             Some(h) => {
@@ -113,10 +113,10 @@ impl Popularity {
             None => 0,
         };
         if self.scores.len() != self.as_of.len() || self.scores.len() > n {
-            return Err(Error::corrupt("scores do not match the items"));
+            return Err(error::corrupt("scores do not match the items"));
         }
         if !self.scores.iter().all(|s| s.is_finite()) {
-            return Err(Error::corrupt("non-finite score"));
+            return Err(error::corrupt("non-finite score"));
         }
         Ok(())
     }
@@ -136,7 +136,7 @@ impl Popularity {
         let history = self
             .history
             .as_ref()
-            .ok_or_else(|| Error::not_fitted("popularity"))?;
+            .ok_or_else(|| error::not_fitted("popularity"))?;
         let admit = history.admit(user, query);
         let mut top = TopK::new(query.k);
         for (i, s) in self.current().into_iter().enumerate() {
@@ -181,7 +181,7 @@ impl Recommender for Popularity {
         let history = self
             .history
             .as_ref()
-            .ok_or_else(|| Error::not_fitted("popularity"))?;
+            .ok_or_else(|| error::not_fitted("popularity"))?;
         let u = history.known_user(user).ok();
         self.top(u, query)
     }
@@ -198,7 +198,7 @@ impl Recommender for Popularity {
         let mut history = self
             .history
             .take()
-            .ok_or_else(|| Error::not_fitted("popularity"))?;
+            .ok_or_else(|| error::not_fitted("popularity"))?;
         let mut result = Ok(());
         for e in events {
             match history.add(e) {

@@ -3,11 +3,12 @@
 
 use std::fmt;
 
+use lakehouse_core::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event, check_weight};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error;
 use crate::id::{Id, IdMap};
 
 /// One recommended or similar item with its score (higher is better; scales differ
@@ -159,7 +160,7 @@ impl History {
     /// range and sorted, weights finite and `>= 0`.
     pub(crate) fn check(&self) -> Result<()> {
         if self.rows.len() > self.users.len() {
-            return Err(Error::corrupt("history has rows for unmapped users"));
+            return Err(error::corrupt("history has rows for unmapped users"));
         }
         let n = self.items.len();
         for row in &self.rows {
@@ -167,7 +168,7 @@ impl History {
                 .iter()
                 .all(|&(i, w)| (i as usize) < n && w.is_finite() && w >= 0.0);
             if !in_range || !row.windows(2).all(|p| p[0].0 < p[1].0) {
-                return Err(Error::corrupt(
+                return Err(error::corrupt(
                     "history row has an unmapped or unsorted item, or a bad weight",
                 ));
             }
@@ -179,14 +180,14 @@ impl History {
     pub(crate) fn known_user(&self, user: &Id) -> Result<u32> {
         match self.users.get(user) {
             Some(u) if !self.row(u).is_empty() => Ok(u),
-            _ => Err(Error::unknown_user(user)),
+            _ => Err(error::unknown_user(user)),
         }
     }
 
     pub(crate) fn item(&self, item: &Id) -> Result<u32> {
         self.items
             .get(item)
-            .ok_or_else(|| Error::unknown_item(item))
+            .ok_or_else(|| error::unknown_item(item))
     }
 
     pub(crate) fn row(&self, user: u32) -> &[(u32, f32)] {

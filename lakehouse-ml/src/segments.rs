@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use lakehouse_core::{Error, ErrorKind, Result};
 use linfa::prelude::*;
 use linfa_clustering::KMeans;
 use ndarray::{Array2, ArrayView2};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::als::Als;
 use crate::data::Dataset;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error;
 use crate::id::{Id, IdMap};
 use crate::recommender::{Query, Scored, TopK};
 
@@ -149,7 +150,7 @@ impl Segments {
             || !self.centroids.iter().all(|v| v.is_finite())
             || self.assignment.values().any(|&s| s >= k)
         {
-            return Err(Error::corrupt(format!(
+            return Err(error::corrupt(format!(
                 "segments do not match: {k} segments, {} centroid values of width {}",
                 self.centroids.len(),
                 self.dims

@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 
+use lakehouse_core::{Error, Result};
+
 use crate::data::Dataset;
-use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::rng::Rng;
 

@@ -249,7 +249,13 @@ fn malformed_movielens_lines() {
         assert_eq!(e.context().offset, Some(line), "{text:?}");
     }
     let bytes: &[u8] = &[b'1', b'\t', 0xff, 0xfe, b'\n'];
-    assert_eq!(read_movielens(bytes).unwrap_err().kind(), ErrorKind::Io);
+    let e = read_movielens(bytes).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Corrupt,
+        "a line that is not UTF-8: {e}"
+    );
+    assert_eq!(e.context().offset, Some(1));
     let e = read_movielens_file("/nonexistent/u.data").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(e.context().path.as_deref(), Some("/nonexistent/u.data"));

@@ -1,77 +1,21 @@
-//! The Redis tier (feature `redis`): [`RedisCache`] and [`RedisTopK`].
+//! [`RedisCache`]: the [`CacheTier`] on Redis with an in-process near cache, and its
+//! cross-process invalidation.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lakehouse_core::{Clock, SystemClock};
-use parking_lot::Mutex;
+use lakehouse_core::{Clock, Error, ErrorKind, Result, SystemClock};
 
-use crate::cache::{Cache, CacheStats, EntryOptions};
-use crate::error::{Error, ErrorKind, Result};
+use super::pool::Pool;
+use super::topk::RedisTopK;
+use crate::cache::Cache;
+use crate::entry::EntryOptions;
+use crate::stats::CacheStats;
 use crate::tier::CacheTier;
-
-/// Connections to one Redis server, with a circuit breaker: after a failure, calls fail
-/// fast for `retry_after` instead of waiting on a dead server.
-struct Pool {
-    client: redis::Client,
-    slots: Vec<Mutex<Option<redis::Connection>>>,
-    next: AtomicUsize,
-    timeout: Duration,
-    retry_after: i64,
-    down_until: AtomicI64,
-    errors: AtomicU64,
-    clock: Arc<dyn Clock>,
-}
-
-impl Pool {
-    fn backend(&self, message: impl Into<String>) -> Error {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        Error::new(ErrorKind::Backend, message)
-    }
-
-    fn run<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T> {
-        let now = self.clock.now_micros();
-        if now < self.down_until.load(Ordering::Relaxed) {
-            return Err(self.backend("redis is marked down after a recent failure"));
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock();
-        if slot.is_none() {
-            match self.client.get_connection_with_timeout(self.timeout) {
-                Ok(c) => {
-                    let _ = c.set_read_timeout(Some(self.timeout));
-                    let _ = c.set_write_timeout(Some(self.timeout));
-                    *slot = Some(c);
-                }
-                Err(e) => {
-                    self.down_until
-                        .store(now.saturating_add(self.retry_after), Ordering::Relaxed);
-                    return Err(self
-                        .backend("cannot connect to redis")
-                        .with_source(Arc::new(e)));
-                }
-            }
-        }
-        let conn = slot.as_mut().expect("connected above");
-        match f(conn) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    *slot = None;
-                    self.down_until
-                        .store(now.saturating_add(self.retry_after), Ordering::Relaxed);
-                }
-                Err(self
-                    .backend("redis command failed")
-                    .with_source(Arc::new(e)))
-            }
-        }
-    }
-}
 
 /// Configures a [`RedisCache`]; made by [`RedisCache::builder`].
 #[must_use]
@@ -159,7 +103,7 @@ impl RedisCacheBuilder {
                 ErrorKind::InvalidConfig,
                 format!("bad redis url {:?}", self.url),
             )
-            .with_source(Arc::new(e))
+            .with_source(e)
         })?;
         let near = Cache::builder()
             .max_entries(self.near_capacity)
@@ -172,16 +116,13 @@ impl RedisCacheBuilder {
         );
         Ok(RedisCache {
             inner: Arc::new(RedisInner {
-                pool: Arc::new(Pool {
+                pool: Arc::new(Pool::new(
                     client,
-                    slots: (0..self.pool_size).map(|_| Mutex::new(None)).collect(),
-                    next: AtomicUsize::new(0),
-                    timeout: self.timeout,
-                    retry_after: i64::try_from(self.retry_after.as_micros()).unwrap_or(i64::MAX),
-                    down_until: AtomicI64::new(i64::MIN),
-                    errors: AtomicU64::new(0),
-                    clock: self.clock,
-                }),
+                    self.pool_size,
+                    self.timeout,
+                    self.retry_after,
+                    self.clock,
+                )),
                 near,
                 channel: format!("{}invalidate", self.prefix),
                 prefix: self.prefix,
@@ -231,8 +172,26 @@ pub struct RedisStats {
 ///
 /// When Redis is down or slow, nothing panics and the near cache keeps serving: reads
 /// that miss near report a miss, writes and invalidations update the near cache and
-/// return [`ErrorKind::Backend`], and every failed or skipped call is counted in
+/// return the failure, and every failed or skipped call is counted in
 /// [`stats`](Self::stats). After a failure, calls skip Redis for `retry_after`.
+///
+/// # Errors
+///
+/// A Redis failure is returned with the Redis error as its
+/// [`source`](std::error::Error::source) and a kind that follows the client's
+/// classification of it:
+///
+/// * [`ErrorKind::Unavailable`]: Redis cannot be reached, the connection broke, the
+///   server (or cluster) cannot serve now (loading, failing over, read-only), or calls
+///   skip Redis after a recent failure;
+/// * [`ErrorKind::Timeout`]: Redis did not answer within the timeout;
+/// * [`ErrorKind::InvalidConfig`]: the client configuration or the credentials are
+///   wrong;
+/// * [`ErrorKind::Corrupt`] and [`ErrorKind::TypeMismatch`]: a reply that does not
+///   parse, or does not have the expected type;
+/// * [`ErrorKind::Unsupported`]: the server lacks a protocol feature (RESP3);
+/// * [`ErrorKind::External`]: Redis refused the command (an error reply such as
+///   `WRONGTYPE`, a missing permission, an aborted transaction), and anything else.
 #[derive(Clone)]
 pub struct RedisCache {
     inner: Arc<RedisInner>,
@@ -280,10 +239,7 @@ impl RedisCache {
     /// A top-k tracker on a Redis sorted set named `name`, sharing this cache's
     /// connections.
     pub fn top_k(&self, name: &str) -> RedisTopK {
-        RedisTopK {
-            pool: self.inner.pool.clone(),
-            key: self.key(&format!("topk:{name}")),
-        }
+        RedisTopK::new(self.inner.pool.clone(), self.key(&format!("topk:{name}")))
     }
 
     /// Subscribes to the invalidation channel on a background thread and drops near
@@ -449,101 +405,5 @@ impl Drop for InvalidationListener {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-/// Heavy hitters on a Redis sorted set (`ZINCRBY`, `ZREVRANGE`): exact counts shared by
-/// every process, for top sellers across a fleet. Made by [`RedisCache::top_k`].
-#[derive(Clone)]
-pub struct RedisTopK {
-    pool: Arc<Pool>,
-    key: String,
-}
-
-impl fmt::Debug for RedisTopK {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTopK").field("key", &self.key).finish()
-    }
-}
-
-impl RedisTopK {
-    /// Adds `weight` to `member`.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Backend`] when Redis fails.
-    pub fn record(&self, member: &str, weight: f64) -> Result<()> {
-        self.record_many(&[(member, weight)])
-    }
-
-    /// Adds several weights in one pipelined round trip.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Backend`] when Redis fails.
-    pub fn record_many(&self, updates: &[(&str, f64)]) -> Result<()> {
-        let mut pipe = redis::pipe();
-        for (member, weight) in updates {
-            pipe.cmd("ZINCRBY")
-                .arg(&self.key)
-                .arg(*weight)
-                .arg(*member)
-                .ignore();
-        }
-        self.pool.run(|c| pipe.query::<()>(c))
-    }
-
-    /// The `k` heaviest members with their weights, heaviest first.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Backend`] when Redis fails.
-    pub fn top(&self, k: usize) -> Result<Vec<(String, f64)>> {
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        self.pool.run(|c| {
-            redis::cmd("ZREVRANGE")
-                .arg(&self.key)
-                .arg(0)
-                .arg(k as i64 - 1)
-                .arg("WITHSCORES")
-                .query(c)
-        })
-    }
-
-    /// Multiplies every weight by `factor` (0 < factor <= 1): call it on a schedule
-    /// for exponentially decayed trending.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::InvalidConfig`] for a factor outside (0, 1]; [`ErrorKind::Backend`]
-    /// when Redis fails.
-    pub fn decay(&self, factor: f64) -> Result<()> {
-        if !(factor > 0.0 && factor <= 1.0) {
-            return Err(Error::new(
-                ErrorKind::InvalidConfig,
-                format!("decay factor {factor} is not in (0, 1]"),
-            ));
-        }
-        self.pool.run(|c| {
-            redis::cmd("ZUNIONSTORE")
-                .arg(&self.key)
-                .arg(1)
-                .arg(&self.key)
-                .arg("WEIGHTS")
-                .arg(factor)
-                .query::<()>(c)
-        })
-    }
-
-    /// Deletes the set.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Backend`] when Redis fails.
-    pub fn clear(&self) -> Result<()> {
-        self.pool
-            .run(|c| redis::cmd("DEL").arg(&self.key).query::<()>(c))
     }
 }

@@ -1,0 +1,297 @@
+//! One shard of a [`Cache`](crate::Cache): a hash table of slots and S3-FIFO eviction
+//! (a small probationary queue, a main queue and a ghost list of recently evicted
+//! keys), which keeps one-hit wonders and scans from flushing popular entries.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use crate::entry::RemovalCause;
+
+/// One entry.
+pub(crate) struct Slot<K, V> {
+    pub(crate) key: K,
+    pub(crate) value: V,
+    hash: u64,
+    weight: u64,
+    /// S3-FIFO access frequency, saturating at 3.
+    freq: AtomicU8,
+    in_main: bool,
+    /// Absolute expiry in clock microseconds (`i64::MAX`: never).
+    pub(crate) expires_at: i64,
+    /// Last read, for time to idle (only maintained when the cache has one).
+    pub(crate) last_access: AtomicI64,
+    pub(crate) tags: Box<[Arc<str>]>,
+}
+
+impl<K, V> Slot<K, V> {
+    /// A new entry, not yet read, inserted at `now`.
+    pub(crate) fn new(
+        key: K,
+        value: V,
+        hash: u64,
+        weight: u64,
+        expires_at: i64,
+        now: i64,
+        tags: Box<[Arc<str>]>,
+    ) -> Self {
+        Slot {
+            key,
+            value,
+            hash,
+            weight,
+            freq: AtomicU8::new(0),
+            in_main: false,
+            expires_at,
+            last_access: AtomicI64::new(now),
+            tags,
+        }
+    }
+
+    /// Counts a read for S3-FIFO. Reads hold only the shard's read lock, hence the
+    /// atomic; a lost increment between racing readers is harmless.
+    pub(crate) fn mark_read(&self) {
+        let f = self.freq.load(Ordering::Relaxed);
+        if f < 3 {
+            self.freq.store(f + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The entries of one shard, at most `capacity` in total weight.
+pub(crate) struct Shard<K, V> {
+    table: HashTable<u32>,
+    slots: Vec<Option<Slot<K, V>>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    small: VecDeque<(u32, u32)>,
+    main: VecDeque<(u32, u32)>,
+    ghost: VecDeque<u64>,
+    ghost_set: hashbrown::HashSet<u64>,
+    small_weight: u64,
+    weight: u64,
+    capacity: u64,
+}
+
+impl<K, V> Shard<K, V> {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Shard {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            small: VecDeque::new(),
+            main: VecDeque::new(),
+            ghost: VecDeque::new(),
+            ghost_set: hashbrown::HashSet::new(),
+            small_weight: 0,
+            weight: 0,
+            capacity,
+        }
+    }
+
+    /// Number of entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Total weight held.
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// The slot index of `key`, if held.
+    pub(crate) fn find(&self, hash: u64, key: &K) -> Option<u32>
+    where
+        K: Eq,
+    {
+        self.table
+            .find(hash, |&i| {
+                self.slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.key == *key)
+            })
+            .copied()
+    }
+
+    /// The generation of slot `idx`: it changes whenever the slot is emptied, so that
+    /// an index remembered under a read lock can be checked under the write lock.
+    pub(crate) fn generation(&self, idx: u32) -> u32 {
+        self.generations[idx as usize]
+    }
+
+    pub(crate) fn slot(&self, idx: u32) -> &Slot<K, V> {
+        self.slots[idx as usize]
+            .as_ref()
+            .expect("the table only holds indices of occupied slots")
+    }
+
+    /// Removes the slot at `idx` from the table and returns it.
+    pub(crate) fn take(&mut self, idx: u32) -> Slot<K, V> {
+        let slot = self.slots[idx as usize]
+            .take()
+            .expect("the table only holds indices of occupied slots");
+        if let Ok(entry) = self.table.find_entry(slot.hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.weight -= slot.weight;
+        if !slot.in_main {
+            self.small_weight -= slot.weight;
+        }
+        self.generations[idx as usize] = self.generations[idx as usize].wrapping_add(1);
+        self.free.push(idx);
+        slot
+    }
+
+    fn remember_ghost(&mut self, hash: u64) {
+        if self.ghost_set.insert(hash) {
+            self.ghost.push_back(hash);
+        }
+        // The ghost list remembers about as many keys as the shard holds.
+        let limit = (self.table.len().max(16)) * 2;
+        while self.ghost.len() > limit {
+            if let Some(old) = self.ghost.pop_front() {
+                self.ghost_set.remove(&old);
+            }
+        }
+    }
+
+    /// Evicts one entry by S3-FIFO; `None` when the shard is empty.
+    fn evict_one(&mut self) -> Option<Slot<K, V>> {
+        loop {
+            let from_small = !self.small.is_empty()
+                && (self.small_weight > self.capacity / 10 || self.main.is_empty());
+            let queue = if from_small {
+                &mut self.small
+            } else {
+                &mut self.main
+            };
+            let (idx, generation) = queue.pop_front()?;
+            if self.generations[idx as usize] != generation || self.slots[idx as usize].is_none() {
+                continue;
+            }
+            let freq = self.slot(idx).freq.load(Ordering::Relaxed);
+            if from_small {
+                if freq > 0 {
+                    // Re-read while on probation: promote to the main queue.
+                    let slot = self.slots[idx as usize].as_mut().expect("checked above");
+                    slot.in_main = true;
+                    slot.freq.store(0, Ordering::Relaxed);
+                    self.small_weight -= slot.weight;
+                    self.main.push_back((idx, generation));
+                    continue;
+                }
+                let slot = self.take(idx);
+                self.remember_ghost(slot.hash);
+                return Some(slot);
+            }
+            if freq > 0 {
+                self.slot(idx).freq.store(freq - 1, Ordering::Relaxed);
+                self.main.push_back((idx, generation));
+                continue;
+            }
+            return Some(self.take(idx));
+        }
+    }
+
+    /// Removes slot `idx` if it still holds the entry of `generation`.
+    pub(crate) fn take_current(&mut self, idx: u32, generation: u32) -> Option<Slot<K, V>> {
+        if self.generations[idx as usize] == generation && self.slots[idx as usize].is_some() {
+            Some(self.take(idx))
+        } else {
+            None
+        }
+    }
+
+    /// Removes every entry `doomed` selects.
+    pub(crate) fn take_where(&mut self, doomed: impl Fn(&Slot<K, V>) -> bool) -> Vec<Slot<K, V>> {
+        let picked: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].as_ref().is_some_and(&doomed))
+            .collect();
+        picked.into_iter().map(|i| self.take(i)).collect()
+    }
+
+    /// Inserts `slot`, replacing the entry of the same key and evicting by S3-FIFO
+    /// until it fits; every entry that leaves is pushed to `removed`. The caller checked
+    /// that `slot` weighs no more than the shard's capacity.
+    pub(crate) fn insert(&mut self, mut slot: Slot<K, V>, removed: &mut Vec<(K, V, RemovalCause)>)
+    where
+        K: Eq,
+    {
+        let (hash, weight) = (slot.hash, slot.weight);
+        // A replaced entry keeps its place in the eviction order.
+        let mut replaced_in_main = false;
+        if let Some(idx) = self.find(hash, &slot.key) {
+            let old = self.take(idx);
+            replaced_in_main = old.in_main;
+            *slot.freq.get_mut() = old.freq.load(Ordering::Relaxed);
+            removed.push((old.key, old.value, RemovalCause::Replaced));
+        }
+        // Make room first, so that the weight sum never exceeds the capacity
+        // (`weight <= capacity` was checked by the caller).
+        while self.weight > self.capacity - weight {
+            match self.evict_one() {
+                Some(evicted) => removed.push((evicted.key, evicted.value, RemovalCause::Size)),
+                None => break,
+            }
+        }
+        let in_main = self.ghost_set.remove(&hash) || replaced_in_main;
+        slot.in_main = in_main;
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                u32::try_from(self.slots.len() - 1).expect("a shard holds fewer than 2^32 entries")
+            }
+        };
+        let generation = self.generations[idx as usize];
+        self.slots[idx as usize] = Some(slot);
+        let slots = &self.slots;
+        match self.table.entry(
+            hash,
+            |&i| i == idx,
+            |&i| slots[i as usize].as_ref().map_or(0, |s| s.hash),
+        ) {
+            Entry::Occupied(_) => {}
+            Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+        }
+        self.weight += weight;
+        if in_main {
+            self.main.push_back((idx, generation));
+        } else {
+            self.small_weight += weight;
+            self.small.push_back((idx, generation));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Cache;
+
+    #[test]
+    fn evicts_to_capacity_and_keeps_popular_entries() {
+        let cache: Cache<u64, u64> = Cache::builder().max_entries(100).shards(1).build().unwrap();
+        for k in 0..50 {
+            cache.insert(k, k).unwrap();
+        }
+        // Make 0..50 popular, then scan 10,000 one-hit keys through the cache.
+        for _ in 0..3 {
+            for k in 0..50 {
+                assert_eq!(cache.get(&k), Some(k));
+            }
+        }
+        for k in 1000..11_000 {
+            cache.insert(k, k).unwrap();
+        }
+        assert!(cache.entry_count() <= 100);
+        let kept = (0..50).filter(|k| cache.contains_key(k)).count();
+        assert_eq!(kept, 50, "a scan does not flush popular entries");
+    }
+}

@@ -1,0 +1,109 @@
+//! [`AlsParams`], the hyper-parameters of [`Als`], and [`AlsBuilder`], which checks
+//! them.
+
+use lakehouse_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::als::Als;
+
+/// Hyper-parameters of [`Als`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AlsParams {
+    /// Latent factors per user and item.
+    pub factors: usize,
+    /// L2 regularisation (lambda), `> 0`.
+    pub regularization: f32,
+    /// Confidence scaling: an interaction of weight `w` has confidence `1 + alpha * w`.
+    pub alpha: f32,
+    /// Alternating sweeps (users, then items).
+    pub iterations: usize,
+    /// Conjugate-gradient steps per row and sweep.
+    pub cg_steps: usize,
+    /// Seed of the initial factors; training is deterministic for a seed.
+    pub seed: u64,
+}
+
+impl Default for AlsParams {
+    fn default() -> Self {
+        AlsParams {
+            factors: 32,
+            regularization: 0.05,
+            alpha: 2.0,
+            iterations: 15,
+            cg_steps: 3,
+            seed: 42,
+        }
+    }
+}
+
+/// Builds an [`Als`]; see [`AlsParams`] for the defaults.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct AlsBuilder {
+    params: AlsParams,
+}
+
+impl AlsBuilder {
+    /// A builder that starts from `params`.
+    pub(crate) fn from_params(params: AlsParams) -> Self {
+        AlsBuilder { params }
+    }
+
+    /// Latent factors (default 32).
+    pub fn factors(mut self, factors: usize) -> Self {
+        self.params.factors = factors;
+        self
+    }
+
+    /// L2 regularisation (default 0.05).
+    pub fn regularization(mut self, regularization: f32) -> Self {
+        self.params.regularization = regularization;
+        self
+    }
+
+    /// Confidence scaling (default 2).
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.params.alpha = alpha;
+        self
+    }
+
+    /// Alternating sweeps (default 15).
+    pub fn iterations(mut self, iterations: usize) -> Self {
+        self.params.iterations = iterations;
+        self
+    }
+
+    /// Conjugate-gradient steps per row (default 3).
+    pub fn cg_steps(mut self, cg_steps: usize) -> Self {
+        self.params.cg_steps = cg_steps;
+        self
+    }
+
+    /// Seed of the initial factors (default 42).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.params.seed = seed;
+        self
+    }
+
+    /// The model, untrained.
+    ///
+    /// Errors with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for zero
+    /// factors, zero CG steps, or a regularisation or alpha that is not finite and
+    /// positive (alpha may be 0).
+    pub fn build(self) -> Result<Als> {
+        let p = self.params;
+        if p.factors == 0 || p.factors > 4096 {
+            return Err(Error::invalid("factors must be in 1..=4096"));
+        }
+        if p.cg_steps == 0 {
+            return Err(Error::invalid("cg_steps must be at least 1"));
+        }
+        if !(p.regularization.is_finite() && p.regularization > 0.0) {
+            return Err(Error::invalid("regularization must be finite and > 0"));
+        }
+        if !(p.alpha.is_finite() && p.alpha >= 0.0) {
+            return Err(Error::invalid("alpha must be finite and >= 0"));
+        }
+        Ok(Als::untrained(p))
+    }
+}
