@@ -8,9 +8,8 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use lakehouse_cache::{Cache, GroupedTopK, TopK};
 use lakehouse_core::flow::{BatchError, RunningTrigger, Trigger, TriggerBatch};
-use lakehouse_core::{EventLog, SystemClock};
+use lakehouse_core::{EventLog, Result, SystemClock};
 
-use crate::BoxError;
 use crate::freshness::Freshness;
 use crate::workload::{CART, CLICK, Event, PRICE_CHANGE, PURCHASE, now_micros, sales_totals};
 
@@ -34,7 +33,7 @@ pub struct Hot {
 
 impl Hot {
     /// An empty cache tier that times every `sample_every`-th event (by id).
-    pub fn new(sample_every: u64) -> Result<Hot, BoxError> {
+    pub fn new(sample_every: u64) -> Result<Hot> {
         Ok(Hot {
             trending: TopK::trending(4096, 4, Duration::from_secs(60), Arc::new(SystemClock)),
             sellers: GroupedTopK::new(1024, None, Arc::new(SystemClock)),
@@ -76,7 +75,7 @@ impl Hot {
         self: &Arc<Self>,
         log: L,
         name: &str,
-    ) -> Result<RunningTrigger, BoxError> {
+    ) -> Result<RunningTrigger> {
         let hot = self.clone();
         Trigger::builder(log, move |batch: TriggerBatch| {
             hot.apply(&batch);
@@ -87,12 +86,11 @@ impl Hot {
         .poll_interval(Duration::from_millis(1))
         .build()?
         .start()
-        .map_err(Into::into)
     }
 
     /// Pushes the revenue per category and region of the `sales_by_hour` view's rows
     /// into [`sales`](Self::sales).
-    pub fn push_sales(&self, view: &[RecordBatch]) -> Result<(), BoxError> {
+    pub fn push_sales(&self, view: &[RecordBatch]) -> Result<()> {
         for (k, v) in sales_totals(view)? {
             self.sales.insert(k, v)?;
         }

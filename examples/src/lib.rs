@@ -18,6 +18,3 @@ pub mod hot;
 pub mod tpch;
 pub mod workload;
 pub mod zipf;
-
-/// The error of the examples' helpers: any error of the crates they wire together.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -219,9 +219,16 @@ where
     pub fn contains_key(&self, key: &K) -> bool {
         let hash = self.hash(key);
         let shard = self.cell(hash).shard.read();
+        let expiry = &self.inner.expiry;
         shard.find(hash, key).is_some_and(|idx| {
             let slot = shard.slot(idx);
-            slot.expires_at == NEVER || self.inner.clock.now_micros() < slot.expires_at
+            let now = if expiry.needs_clock(slot.expires_at) {
+                self.inner.clock.now_micros()
+            } else {
+                i64::MIN
+            };
+            let last_access = slot.last_access.load(Ordering::Relaxed);
+            !expiry.is_expired(slot.expires_at, last_access, now)
         })
     }
 

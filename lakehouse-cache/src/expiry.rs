@@ -119,4 +119,23 @@ mod tests {
         assert_eq!(cache.entry_count(), 0);
         assert_eq!(cache.invalidate_all(), 0);
     }
+
+    #[test]
+    fn contains_key_honours_the_idle_limit() {
+        let clock = ManualClock::at_millis(0);
+        let cache: Cache<&str, i32> = Cache::builder()
+            .max_entries(10)
+            .time_to_idle(Duration::from_secs(3))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        cache.insert("a", 1).unwrap();
+        clock.advance_millis(2_000);
+        assert!(cache.contains_key(&"a"), "idle for 2 s, limit 3 s");
+        assert!(!cache.contains_key(&"b"));
+        clock.advance_millis(2_000);
+        // contains_key is not a read: "a" has been idle since its insert, 4 s ago.
+        assert!(!cache.contains_key(&"a"), "idle for 4 s");
+        assert_eq!(cache.get(&"a"), None);
+    }
 }

@@ -210,12 +210,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                         format!("fold-in panicked: {e}"),
                     ))
                 })?
-                .map_err(|e| {
-                    BatchError::new(
-                        lakehouse_core::Error::new(lakehouse_core::ErrorKind::External, "fold-in")
-                            .with_source(e),
-                    )
-                })?;
+                .map_err(|e| BatchError::new(e.prefixed("fold-in")))?;
             if applied {
                 fresh.record(now_micros(), &sampled);
             }
