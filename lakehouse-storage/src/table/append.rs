@@ -1,0 +1,172 @@
+//! The append path: conforming batches, encoding them on rayon, uploading the files
+//! and committing them (idempotently under a transaction id).
+
+use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt, stream};
+use lakehouse_core::{Error, ErrorKind, Result, TxnId, Version, conform_batch, on_rayon};
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::schema::extends;
+use super::{Table, TableOptions, io, now_ms, user_schema_of};
+use crate::log::{Action, Add, Snapshot, Txn, stats_to_json};
+use crate::read::object_path;
+use crate::write::{EncodedFile, encode};
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitInfo {
+    /// The new version.
+    pub version: Version,
+    /// Rows added.
+    pub rows: u64,
+    /// Files added.
+    pub files: usize,
+    /// Bytes added.
+    pub bytes: u64,
+    /// Times the commit lost a race to another writer and was retried.
+    pub retries: u32,
+}
+
+impl Table {
+    /// Appends `batches` as one commit.
+    ///
+    /// Errors with [`ErrorKind::SchemaMismatch`] (naming the columns) before anything
+    /// is written when a batch does not fit the table.
+    pub async fn append(&self, batches: Vec<RecordBatch>) -> Result<CommitInfo> {
+        match self.append_inner(batches, None).await? {
+            (Some(info), _) => Ok(info),
+            (None, _) => Err(Error::new(
+                ErrorKind::Internal,
+                "an append without a transaction id was a duplicate",
+            )),
+        }
+    }
+
+    pub(super) async fn append_inner(
+        &self,
+        batches: Vec<RecordBatch>,
+        txn: Option<TxnId>,
+    ) -> Result<(Option<CommitInfo>, Option<u64>)> {
+        let snap = self.refreshed().await?;
+        if let Some(t) = &txn
+            && let Some(last) = snap.txns.get(&t.app_id)
+            && *last >= t.sequence as i64
+        {
+            return Ok((None, Some(*last as u64)));
+        }
+        let user = user_schema_of(&snap);
+        let conformed = batches
+            .iter()
+            .map(|b| conform_batch(&user, b).map_err(|e| e.with_table(self.uri())))
+            .collect::<Result<Vec<_>>>()?;
+        let rows: u64 = conformed.iter().map(|b| b.num_rows() as u64).sum();
+        let spec = Self::spec_of(&snap)?;
+        let opts = TableOptions::from_config(&snap.metadata.configuration);
+        let cfg = opts.write_config();
+        let table_schema = snap.schema.clone();
+        let user2 = user.clone();
+        let files =
+            on_rayon(move || encode(&conformed, &user2, &table_schema, &spec, &cfg)).await?;
+        let adds = self.upload(files, true).await?;
+        let nfiles = adds.len();
+        let bytes: u64 = adds.iter().map(|a| a.size as u64).sum();
+        let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        let schema_at_write = snap.schema.clone();
+        let txn2 = txn.clone();
+        let result = self
+            .commit(
+                "WRITE",
+                serde_json::json!({"mode": "Append"}),
+                move |latest: &Snapshot| {
+                    if let Some(t) = &txn2
+                        && let Some(last) = latest.txns.get(&t.app_id)
+                        && *last >= t.sequence as i64
+                    {
+                        return Ok(None);
+                    }
+                    if !extends(&latest.schema, &schema_at_write) {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            "the table schema changed incompatibly while appending",
+                        ));
+                    }
+                    let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+                    if let Some(t) = &txn2 {
+                        actions.push(Action::Txn(Txn {
+                            app_id: t.app_id.clone(),
+                            version: t.sequence as i64,
+                            last_updated: Some(now_ms()),
+                        }));
+                    }
+                    Ok(Some(actions))
+                },
+            )
+            .await;
+        match result {
+            Ok(Some((version, retries))) => Ok((
+                Some(CommitInfo {
+                    version,
+                    rows,
+                    files: nfiles,
+                    bytes,
+                    retries,
+                }),
+                None,
+            )),
+            Ok(None) => {
+                self.delete_quietly(&written).await;
+                let last = txn
+                    .and_then(|t| self.cached().txns.get(&t.app_id).copied())
+                    .unwrap_or_default();
+                Ok((None, Some(last as u64)))
+            }
+            Err(e) => {
+                self.delete_quietly(&written).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn delete_quietly(&self, rel_uris: &[String]) {
+        for uri in rel_uris {
+            if let Ok(p) = object_path(&self.inner.location.root, uri) {
+                let _ = self.inner.location.store.delete(&p).await;
+            }
+        }
+    }
+
+    /// Uploads encoded files (several at a time) and returns their `add` actions.
+    pub(super) async fn upload(
+        &self,
+        files: Vec<EncodedFile>,
+        data_change: bool,
+    ) -> Result<Vec<Add>> {
+        let store = self.inner.location.store.clone();
+        let location = self.inner.location.clone();
+        stream::iter(files)
+            .map(|f| {
+                let store = store.clone();
+                let location = location.clone();
+                async move {
+                    let path = location.child(&f.path)?;
+                    let size = f.bytes.len() as i64;
+                    store
+                        .put(&path, PutPayload::from(f.bytes))
+                        .await
+                        .map_err(|e| io(e, &path))?;
+                    Ok(Add {
+                        path: crate::partition::uri_encode(&f.path),
+                        partition_values: f.partition_values,
+                        size,
+                        modification_time: now_ms(),
+                        data_change,
+                        stats: Some(stats_to_json(f.rows, &f.stats)),
+                    })
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
+    }
+}

@@ -1,0 +1,137 @@
+//! [`Table`] as a [`TableSource`] and a [`TableSink`].
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use lakehouse_core::{
+    AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileStats, FilterSupport, Predicate,
+    Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
+};
+
+use super::{Table, live_files};
+use crate::log::{Action, FileEntry};
+use crate::read::{partition_scalars, scan_files};
+
+#[async_trait]
+impl TableSource for Table {
+    fn schema(&self) -> SchemaRef {
+        self.cached().schema.clone()
+    }
+
+    async fn version(&self) -> Result<Version> {
+        self.refresh().await
+    }
+
+    fn partition_columns(&self) -> Vec<String> {
+        self.cached().metadata.partition_columns.clone()
+    }
+
+    fn filter_support(&self, _predicate: &Predicate) -> FilterSupport {
+        FilterSupport::Exact
+    }
+
+    async fn scan(&self, request: ScanRequest) -> Result<BatchStream> {
+        self.scan_inner(request).await
+    }
+
+    async fn statistics(&self, version: Option<Version>) -> Result<TableStatistics> {
+        let snap = self.snapshot(version).await?;
+        let spec = Self::spec_of(&snap)?;
+        let mut files = Vec::with_capacity(snap.files.len());
+        for f in live_files(&snap) {
+            let partition_values = partition_scalars(f, &snap.schema, &spec)?;
+            let rows = f.stats.num_rows.unwrap_or(0);
+            let mut columns = f.stats.columns.clone();
+            for (k, v) in &partition_values {
+                columns.insert(
+                    k.clone(),
+                    lakehouse_core::ColumnStats::constant(v.clone(), rows),
+                );
+            }
+            files.push(FileStats {
+                path: f.add.path.clone(),
+                partition_values,
+                num_rows: rows,
+                size_bytes: f.add.size as u64,
+                columns,
+            });
+        }
+        Ok(TableStatistics {
+            version: snap.version,
+            files,
+        })
+    }
+
+    async fn changes_since(&self, version: Version) -> Result<Changes> {
+        let latest = self.refreshed().await?;
+        if version > latest.version {
+            return Err(Error::new(
+                ErrorKind::VersionNotFound,
+                format!(
+                    "version {version} does not exist; the latest is {}",
+                    latest.version
+                ),
+            )
+            .with_version(version)
+            .with_table(self.uri()));
+        }
+        let mut added: Vec<Arc<FileEntry>> = Vec::new();
+        for v in version + 1..=latest.version {
+            for a in self.commit_actions(v).await? {
+                match a {
+                    Action::Add(add) if add.data_change => {
+                        let stats = crate::log::parse_stats(add.stats.as_deref(), &latest.schema);
+                        added.push(Arc::new(FileEntry { add, stats }));
+                    }
+                    Action::Remove(r) if r.data_change => {
+                        return Err(Error::new(
+                            ErrorKind::NonAppendChange,
+                            format!("version {v} removed rows (file {})", r.path),
+                        )
+                        .with_version(v)
+                        .with_table(self.uri()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let ctx = self.scan_context(
+            &latest,
+            Self::spec_of(&latest)?,
+            latest.schema.clone(),
+            None,
+            8192,
+        );
+        Ok(Changes {
+            from_version: version,
+            to_version: latest.version,
+            batches: scan_files(ctx, added, None),
+        })
+    }
+}
+
+#[async_trait]
+impl TableSink for Table {
+    fn sink_schema(&self) -> SchemaRef {
+        self.user_schema()
+    }
+
+    async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        match self.append_inner(batches, txn).await? {
+            (Some(info), _) => Ok(AppendOutcome::Committed {
+                version: info.version,
+                rows: info.rows,
+            }),
+            (None, last) => Ok(AppendOutcome::Duplicate {
+                last_sequence: last.unwrap_or_default(),
+            }),
+        }
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        let snap = self.refreshed().await?;
+        Ok(snap.txns.get(app_id).map(|v| *v as u64))
+    }
+}

@@ -1,0 +1,176 @@
+//! [`Table`]: create, open, append, scan, time travel and maintenance.
+//!
+//! One concept per module: `options` is what a table is created with, `open` creates
+//! and opens tables, `snapshot` refreshes the cached snapshot and travels in time,
+//! `append` writes new files and `commit` is the optimistic commit loop, `scan` plans
+//! reads, `schema` evolves the schema, `optimize` and `vacuum` are the maintenance
+//! operations and `impls` implements the `TableSource` and `TableSink` contracts.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use lakehouse_core::{Error, ErrorKind, Predicate, Result};
+use object_store::path::Path;
+use parking_lot::RwLock;
+
+use crate::location::Location;
+use crate::log::{FileEntry, Snapshot};
+use crate::partition::{PartitionField, PartitionSpec};
+use crate::read::ScanContext;
+
+mod append;
+mod commit;
+mod impls;
+mod open;
+mod optimize;
+mod options;
+mod scan;
+mod schema;
+mod snapshot;
+mod vacuum;
+
+pub use self::append::CommitInfo;
+pub use self::optimize::{OptimizeMetrics, OptimizeOptions};
+pub use self::options::TableOptions;
+pub use self::snapshot::HistoryEntry;
+pub use self::vacuum::{MIN_VACUUM_RETENTION, VacuumMetrics, VacuumOptions};
+
+struct Inner {
+    location: Location,
+    log_dir: Path,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Commits of one handle (and its clones) go one at a time; other handles and
+    /// processes race through put-if-absent.
+    commit_lock: tokio::sync::Mutex<()>,
+    max_retries: u32,
+}
+
+/// A partitioned columnar table in the Delta Lake format: Parquet files plus a
+/// transaction log, on a local directory, in memory or on S3.
+///
+/// Cheap to clone; every clone shares the cached snapshot. Several handles, threads
+/// and processes may append at once: commits are put-if-absent, and a writer that
+/// loses a race re-reads the log, checks for conflicts and retries with backoff.
+///
+/// Requires a Tokio runtime with the time driver (for commit backoff). Encoding runs
+/// on the rayon pool, never on the async workers.
+#[derive(Clone)]
+pub struct Table {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.inner.snapshot.read();
+        f.debug_struct("Table")
+            .field("uri", &self.inner.location.uri())
+            .field("version", &s.version)
+            .field("files", &s.files.len())
+            .finish()
+    }
+}
+
+fn io(e: object_store::Error, path: &Path) -> Error {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => ErrorKind::Corrupt,
+        _ => ErrorKind::Io,
+    };
+    Error::new(kind, e.to_string()).with_path(path.to_string())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Table {
+    fn from_snapshot(location: Location, log_dir: Path, snapshot: Snapshot) -> Table {
+        Table {
+            inner: Arc::new(Inner {
+                location,
+                log_dir,
+                snapshot: RwLock::new(Arc::new(snapshot)),
+                commit_lock: tokio::sync::Mutex::new(()),
+                max_retries: 10_000,
+            }),
+        }
+    }
+
+    /// Where the table lives.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    fn uri(&self) -> &str {
+        self.inner.location.uri()
+    }
+
+    fn cached(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.read().clone()
+    }
+
+    /// Makes `next` the cached snapshot unless a newer one is cached already; returns
+    /// the cached snapshot.
+    fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        let mut w = self.inner.snapshot.write();
+        if w.version < next.version {
+            *w = next;
+        }
+        w.clone()
+    }
+
+    /// What a scan of files of `snap` reads with: this table's store, `snap`'s schema.
+    fn scan_context(
+        &self,
+        snap: &Snapshot,
+        spec: PartitionSpec,
+        output: SchemaRef,
+        predicate: Option<Predicate>,
+        batch_size: usize,
+    ) -> Arc<ScanContext> {
+        Arc::new(ScanContext {
+            store: self.inner.location.store.clone(),
+            root: self.inner.location.root.clone(),
+            table_schema: snap.schema.clone(),
+            spec,
+            output,
+            predicate,
+            batch_size,
+        })
+    }
+
+    fn spec_of(s: &Snapshot) -> Result<PartitionSpec> {
+        PartitionSpec::from_config(&s.metadata.partition_columns, &s.metadata.configuration)
+    }
+
+    /// The columns appends carry: the table schema without derived partition columns.
+    pub fn user_schema(&self) -> SchemaRef {
+        let s = self.cached();
+        user_schema_of(&s)
+    }
+
+    /// The partition columns and how they are derived.
+    pub fn partitioning(&self) -> Vec<PartitionField> {
+        Self::spec_of(&self.cached())
+            .map(|s| s.fields)
+            .unwrap_or_default()
+    }
+}
+
+fn user_schema_of(s: &Snapshot) -> SchemaRef {
+    let Ok(spec) = Table::spec_of(s) else {
+        return s.schema.clone();
+    };
+    Arc::new(Schema::new(
+        s.schema
+            .fields()
+            .iter()
+            .filter(|f| !spec.is_derived(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The live files of `snap` in the order they were added (the order scans read them).
+fn live_files(snap: &Snapshot) -> impl Iterator<Item = &Arc<FileEntry>> {
+    snap.order.iter().filter_map(|path| snap.files.get(path))
+}

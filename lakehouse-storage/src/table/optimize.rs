@@ -1,0 +1,177 @@
+//! [`Table::optimize`]: compaction and clustering of small files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use lakehouse_core::{Error, ErrorKind, Predicate, Result, Version, on_rayon};
+
+use super::{Table, TableOptions, live_files, now_ms, user_schema_of};
+use crate::log::{Action, Add, FileEntry, Remove};
+use crate::read::{file_view, scan_files};
+use crate::write::encode;
+
+/// Options of [`Table::optimize`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct OptimizeOptions {
+    target_file_bytes: Option<u64>,
+    min_file_bytes: Option<u64>,
+    sort_by: Vec<String>,
+    predicate: Option<Predicate>,
+}
+
+impl OptimizeOptions {
+    /// Compact with the table's target file size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size of the files written.
+    pub fn target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_bytes = Some(bytes.max(1));
+        self
+    }
+
+    /// Files at least this big are left alone (default: half the target).
+    pub fn min_file_size(mut self, bytes: u64) -> Self {
+        self.min_file_bytes = Some(bytes);
+        self
+    }
+
+    /// Cluster rows by these columns while rewriting (every small file of a partition
+    /// is rewritten sorted, so that zone maps become selective).
+    pub fn sort_by<I, S>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.sort_by = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only partitions whose files may match `predicate` (on partition columns).
+    pub fn only(mut self, predicate: Predicate) -> Self {
+        self.predicate = Some(predicate);
+        self
+    }
+}
+
+/// What [`Table::optimize`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OptimizeMetrics {
+    /// The commit, if anything was rewritten.
+    pub version: Option<Version>,
+    /// Files removed.
+    pub files_removed: usize,
+    /// Files written.
+    pub files_added: usize,
+    /// Rows rewritten.
+    pub rows: u64,
+}
+
+impl Table {
+    /// Compacts small files: per partition, files below the minimum size are rewritten
+    /// into files of the target size (optionally clustered by a sort key). The rewrite
+    /// keeps every row, so incremental readers skip it. Errors with
+    /// [`ErrorKind::Conflict`] if another writer removed one of the files meanwhile.
+    pub async fn optimize(&self, options: OptimizeOptions) -> Result<OptimizeMetrics> {
+        let snap = self.refreshed().await?;
+        let spec = Self::spec_of(&snap)?;
+        let opts = TableOptions::from_config(&snap.metadata.configuration);
+        let target = options.target_file_bytes.unwrap_or(opts.target_file_bytes);
+        let min = options.min_file_bytes.unwrap_or(target / 2);
+        let mut groups: BTreeMap<PartitionKey, Vec<Arc<FileEntry>>> = BTreeMap::new();
+        for f in live_files(&snap) {
+            if (f.add.size as u64) >= min && options.sort_by.is_empty() {
+                continue;
+            }
+            if let Some(p) = &options.predicate
+                && !p.can_match(&file_view(f, &snap.schema, &spec)?)
+            {
+                continue;
+            }
+            let key = f.add.partition_values.clone().into_iter().collect();
+            groups.entry(key).or_default().push(f.clone());
+        }
+        groups.retain(|_, files| files.len() > 1 || !options.sort_by.is_empty());
+        if groups.is_empty() {
+            return Ok(OptimizeMetrics::default());
+        }
+        let mut removed: Vec<Arc<FileEntry>> = Vec::new();
+        let mut added: Vec<Add> = Vec::new();
+        let mut rows = 0u64;
+        let mut cfg = opts.write_config();
+        cfg.target_file_bytes = target;
+        if !options.sort_by.is_empty() {
+            cfg.sort_by = options.sort_by.clone();
+        }
+        let user = user_schema_of(&snap);
+        for files in groups.into_values() {
+            // Read the group back with all user columns (partition columns included).
+            let ctx = self.scan_context(&snap, spec.clone(), user.clone(), None, 64 * 1024);
+            let batches: Vec<RecordBatch> =
+                scan_files(ctx, files.clone(), None).try_collect().await?;
+            rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let (user2, schema2, spec2, cfg2) =
+                (user.clone(), snap.schema.clone(), spec.clone(), cfg.clone());
+            let encoded =
+                on_rayon(move || encode(&batches, &user2, &schema2, &spec2, &cfg2)).await?;
+            added.extend(self.upload(encoded, false).await?);
+            removed.extend(files);
+        }
+        let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
+        let (nr, na) = (removed.len(), added.len());
+        let ts = now_ms();
+        let r = self
+            .commit(
+                "OPTIMIZE",
+                serde_json::json!({"targetSize": target}),
+                move |latest| {
+                    if let Some(gone) = removed
+                        .iter()
+                        .find(|f| !latest.files.contains_key(&f.add.path))
+                    {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!("file {} was removed by a concurrent commit", gone.add.path),
+                        )
+                        .with_path(gone.add.path.clone()));
+                    }
+                    let mut actions: Vec<Action> = removed
+                        .iter()
+                        .map(|f| {
+                            Action::Remove(Remove {
+                                path: f.add.path.clone(),
+                                deletion_timestamp: Some(ts),
+                                data_change: false,
+                                extended_file_metadata: Some(true),
+                                partition_values: Some(f.add.partition_values.clone()),
+                                size: Some(f.add.size),
+                            })
+                        })
+                        .collect();
+                    actions.extend(added.iter().cloned().map(Action::Add));
+                    Ok(Some(actions))
+                },
+            )
+            .await;
+        match r {
+            Ok(r) => Ok(OptimizeMetrics {
+                version: r.map(|(v, _)| v),
+                files_removed: nr,
+                files_added: na,
+                rows,
+            }),
+            Err(e) => {
+                self.delete_quietly(&written).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The partition values of a file, as a grouping key.
+type PartitionKey = Vec<(String, Option<String>)>;

@@ -1,0 +1,175 @@
+//! The cached snapshot and time travel: refreshing from the log, snapshots of older
+//! versions, the version at a time, and the commit history.
+
+use std::sync::Arc;
+
+use lakehouse_core::{Error, ErrorKind, Result, Version};
+use object_store::ObjectStoreExt;
+use serde_json::Value;
+
+use super::open::load_snapshot;
+use super::{Table, io};
+use crate::log::{Action, Replay, Snapshot, commit_name, decode_commit};
+
+/// One entry of [`Table::history`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: Version,
+    /// Commit time, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// The operation (`WRITE`, `OPTIMIZE`, `CREATE TABLE`, ...).
+    pub operation: String,
+}
+
+impl Table {
+    /// Reads commits made since the cached snapshot (by other handles or processes)
+    /// and returns the latest version.
+    pub async fn refresh(&self) -> Result<Version> {
+        Ok(self.refreshed().await?.version)
+    }
+
+    pub(super) async fn refreshed(&self) -> Result<Arc<Snapshot>> {
+        let cur = self.cached();
+        let mut replay: Option<Replay> = None;
+        let mut v = cur.version + 1;
+        loop {
+            let path = self.inner.log_dir.clone().join(commit_name(v));
+            match self.inner.location.store.get(&path).await {
+                Ok(r) => {
+                    let bytes = r.bytes().await.map_err(|e| io(e, &path))?;
+                    let actions = decode_commit(&bytes, path.as_ref())?;
+                    replay
+                        .get_or_insert_with(|| Replay::from_snapshot(&cur))
+                        .apply(v, actions)?;
+                    v += 1;
+                }
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(io(e, &path)),
+            }
+        }
+        let Some(replay) = replay else { return Ok(cur) };
+        Ok(self.publish(Arc::new(replay.finish()?)))
+    }
+
+    /// The snapshot at `version` (the latest when `None`).
+    pub(super) async fn snapshot(&self, version: Option<Version>) -> Result<Arc<Snapshot>> {
+        let latest = self.refreshed().await?;
+        match version {
+            None => Ok(latest),
+            Some(v) if v == latest.version => Ok(latest),
+            Some(v) if v > latest.version => Err(Error::new(
+                ErrorKind::VersionNotFound,
+                format!(
+                    "version {v} does not exist; the latest is {}",
+                    latest.version
+                ),
+            )
+            .with_version(v)
+            .with_table(self.uri())),
+            Some(v) => Ok(Arc::new(
+                load_snapshot(&self.inner.location, &self.inner.log_dir, Some(v)).await?,
+            )),
+        }
+    }
+
+    /// The latest version committed at or before `timestamp_ms` (time travel by time).
+    ///
+    /// Errors with [`ErrorKind::VersionNotFound`] when the table did not exist yet.
+    pub async fn version_at(&self, timestamp_ms: i64) -> Result<Version> {
+        let latest = self.refresh().await?;
+        let (mut lo, mut hi) = (0u64, latest);
+        if self.commit_time(0).await? > timestamp_ms {
+            return Err(Error::new(
+                ErrorKind::VersionNotFound,
+                format!("the table was created after {timestamp_ms}"),
+            )
+            .with_table(self.uri()));
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.commit_time(mid).await? <= timestamp_ms {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    pub(super) async fn commit_actions(&self, version: Version) -> Result<Vec<Action>> {
+        let path = self.inner.log_dir.clone().join(commit_name(version));
+        let r = self
+            .inner
+            .location
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::new(
+                    ErrorKind::VersionNotFound,
+                    format!("the log no longer holds version {version}"),
+                )
+                .with_version(version),
+                e => io(e, &path),
+            })?;
+        let meta_time = r.meta.last_modified.timestamp_millis();
+        let bytes = r.bytes().await.map_err(|e| io(e, &path))?;
+        let mut actions = decode_commit(&bytes, path.as_ref())?;
+        // Make sure a commit time is known even for commits without commitInfo.
+        if !actions.iter().any(|a| matches!(a, Action::CommitInfo(_))) {
+            actions.push(Action::CommitInfo(
+                serde_json::json!({"timestamp": meta_time}),
+            ));
+        }
+        Ok(actions)
+    }
+
+    async fn commit_time(&self, version: Version) -> Result<i64> {
+        let actions = self.commit_actions(version).await?;
+        Ok(actions
+            .iter()
+            .find_map(|a| match a {
+                Action::CommitInfo(v) => v.get("timestamp").and_then(Value::as_i64),
+                _ => None,
+            })
+            .unwrap_or_default())
+    }
+
+    /// The most recent commits, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let latest = self.refresh().await?;
+        let mut out = Vec::new();
+        let mut v = latest;
+        while out.len() < limit {
+            let actions = match self.commit_actions(v).await {
+                Ok(a) => a,
+                Err(e) if e.kind() == ErrorKind::VersionNotFound => break,
+                Err(e) => return Err(e),
+            };
+            let info = actions.iter().find_map(|a| match a {
+                Action::CommitInfo(v) => Some(v.clone()),
+                _ => None,
+            });
+            let info = info.unwrap_or_default();
+            out.push(HistoryEntry {
+                version: v,
+                timestamp_ms: info
+                    .get("timestamp")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default(),
+                operation: info
+                    .get("operation")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+            });
+            if v == 0 {
+                break;
+            }
+            v -= 1;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,134 @@
+//! [`Table::vacuum`]: deleting files no version within the retention needs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lakehouse_core::{Error, ErrorKind, Result};
+use object_store::ObjectStoreExt;
+
+use super::{Table, io, now_ms};
+use crate::log::LOG_DIR;
+
+/// Options of [`Table::vacuum`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct VacuumOptions {
+    retention: Duration,
+    enforce_retention: bool,
+    dry_run: bool,
+}
+
+/// The shortest retention [`Table::vacuum`] accepts unless told otherwise: readers and
+/// time travel within this window keep working.
+pub const MIN_VACUUM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Default for VacuumOptions {
+    fn default() -> Self {
+        VacuumOptions {
+            retention: MIN_VACUUM_RETENTION,
+            enforce_retention: true,
+            dry_run: false,
+        }
+    }
+}
+
+impl VacuumOptions {
+    /// Retain removed and orphan files for 7 days.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long unreferenced files are kept.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Allow a retention shorter than [`MIN_VACUUM_RETENTION`] (a reader or a writer
+    /// still using an old version may then fail).
+    pub fn allow_short_retention(mut self) -> Self {
+        self.enforce_retention = false;
+        self
+    }
+
+    /// List what would be deleted without deleting it.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+}
+
+/// What [`Table::vacuum`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VacuumMetrics {
+    /// Files deleted (or that would be, in a dry run), relative to the table root.
+    pub deleted: Vec<String>,
+}
+
+impl Table {
+    /// Deletes files no version within the retention needs: files removed from the
+    /// table longer ago than the retention, and orphans (left by writers that failed
+    /// before committing) older than the retention.
+    ///
+    /// Errors with [`ErrorKind::InvalidInput`] for a retention under
+    /// [`MIN_VACUUM_RETENTION`] unless [`VacuumOptions::allow_short_retention`] is set.
+    pub async fn vacuum(&self, options: VacuumOptions) -> Result<VacuumMetrics> {
+        if options.enforce_retention && options.retention < MIN_VACUUM_RETENTION {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "retention {:?} is below the {:?} guard; readers of older versions could \
+                     fail (allow_short_retention() overrides)",
+                    options.retention, MIN_VACUUM_RETENTION
+                ),
+            )
+            .with_table(self.uri()));
+        }
+        let snap = self.refreshed().await?;
+        let cutoff = now_ms() - i64::try_from(options.retention.as_millis()).unwrap_or(i64::MAX);
+        let live: HashSet<String> = snap
+            .files
+            .keys()
+            .filter_map(|u| crate::partition::uri_decode(u).ok())
+            .collect();
+        let tomb: std::collections::HashMap<String, i64> = snap
+            .tombstones
+            .iter()
+            .filter_map(|(u, t)| crate::partition::uri_decode(u).ok().map(|p| (p, *t)))
+            .collect();
+        let root = self.inner.location.root.clone();
+        let prefix_len = if root.as_ref().is_empty() {
+            0
+        } else {
+            root.as_ref().len() + 1
+        };
+        let mut listing = self.inner.location.store.list(Some(&root));
+        let mut deleted = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| io(e, &root))?;
+            let full = meta.location.as_ref();
+            let rel = full.get(prefix_len..).unwrap_or_default();
+            if rel.starts_with(LOG_DIR) || rel.starts_with('_') || live.contains(rel) {
+                continue;
+            }
+            let when = tomb
+                .get(rel)
+                .copied()
+                .unwrap_or(meta.last_modified.timestamp_millis());
+            if when > cutoff {
+                continue;
+            }
+            if !options.dry_run {
+                match self.inner.location.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io(e, &meta.location)),
+                }
+            }
+            deleted.push(rel.to_owned());
+        }
+        deleted.sort();
+        Ok(VacuumMetrics { deleted })
+    }
+}

@@ -1,0 +1,256 @@
+//! Group commit of a durable stream: pending frames are written to the segments and
+//! fsynced in rounds that cover every writer waiting when a round starts.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lakehouse_core::{Error, ErrorKind, Result};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::shard::Shard;
+use super::{Inner, Stream};
+use crate::durable::{Durability, ShardFiles};
+
+/// Pending frames of a shard are written to its segment once they reach this size
+/// (durable streams without per-batch fsync).
+pub(super) const FLUSH_BYTES: usize = 1 << 20;
+
+/// The body of the thread that fsyncs a [`Durability::Interval`] stream.
+pub(super) fn interval_sync(weak: &Weak<Inner>, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        if let Some(d) = &inner.durable {
+            let target = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+            // A failure is kept in the commit state and reported to `sync` callers.
+            let _ = inner.commit(target);
+        }
+    }
+}
+
+/// The durable side of a stream: its directory and the group-commit state.
+#[derive(Debug)]
+pub(super) struct Durable {
+    pub(super) dir: PathBuf,
+    pub(super) durability: Durability,
+    segment_bytes: u64,
+    /// Tickets handed to appenders; a commit round covers every ticket issued before it
+    /// starts.
+    appended: AtomicU64,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct CommitState {
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// A writer is running a commit round.
+    leading: bool,
+    /// A write or fsync failed: what is durable is unknown, so the stream refuses to
+    /// acknowledge anything more.
+    failed: Option<String>,
+}
+
+impl Durable {
+    /// The durable side of a stream kept in `dir`, whose advisory lock `lock` holds.
+    pub(super) fn new(
+        dir: PathBuf,
+        durability: Durability,
+        segment_bytes: u64,
+        lock: File,
+    ) -> Durable {
+        Durable {
+            dir,
+            durability,
+            segment_bytes,
+            appended: AtomicU64::new(0),
+            commit: Mutex::new(CommitState {
+                synced: 0,
+                leading: false,
+                failed: None,
+            }),
+            committed: Condvar::new(),
+            _lock: lock,
+        }
+    }
+}
+
+impl Inner {
+    /// After records were appended to `shards` (whose pending frames had reached
+    /// `FLUSH_BYTES` where `full` says so): writes or commits them per the durability
+    /// setting.
+    pub(super) fn after_append(&self, full: &[&Shard]) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        match d.durability {
+            Durability::PerBatch => {
+                let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+                self.commit(ticket)
+            }
+            Durability::None | Durability::Interval(_) => {
+                for shard in full {
+                    if let Some(files) = &shard.files {
+                        let mut files = files.lock();
+                        self.write_pending(shard, &mut files)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `shard`'s pending frames to its newest segment and deletes segments that
+    /// retention emptied.
+    fn write_pending(&self, shard: &Shard, files: &mut ShardFiles) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let (buf, first, oldest) = {
+            let mut log = shard.log.lock();
+            (
+                std::mem::take(&mut log.pending),
+                log.pending_first,
+                log.first,
+            )
+        };
+        let sync = d.durability != Durability::None;
+        let written = files
+            .append(&buf, first, d.segment_bytes, sync)
+            .and_then(|()| files.retain(oldest))
+            .map_err(|e| e.with_table(&self.name));
+        if let Err(e) = &written {
+            d.commit.lock().failed = Some(e.to_string());
+        }
+        written
+    }
+
+    /// One commit round: writes every shard's pending frames and, with `sync`, fsyncs
+    /// every segment written since its last fsync (in parallel), then lets readers see
+    /// what became durable.
+    fn flush(&self, sync: bool) -> Result<()> {
+        let shards = self.topology.read().all.clone();
+        let mut to_sync = Vec::new();
+        for shard in &shards {
+            let Some(files) = &shard.files else {
+                continue;
+            };
+            let mut files = files.lock();
+            self.write_pending(shard, &mut files)?;
+            if sync && files.unsynced() {
+                to_sync.push(shard);
+            }
+        }
+        let sync_one = |shard: &Shard| -> Result<()> {
+            let Some(files) = &shard.files else {
+                return Ok(());
+            };
+            let mut files = files.lock();
+            files.sync().map_err(|e| e.with_table(&self.name))?;
+            let end = files.written_end();
+            drop(files);
+            let mut log = shard.log.lock();
+            if self.gated && end > log.visible {
+                log.visible = end;
+                drop(log);
+                shard.data.notify_all();
+            }
+            Ok(())
+        };
+        match to_sync.len() {
+            0 => Ok(()),
+            1 => sync_one(to_sync[0]),
+            _ => std::thread::scope(|s| {
+                let handles: Vec<_> = to_sync[1..]
+                    .iter()
+                    .map(|shard| s.spawn(|| sync_one(shard)))
+                    .collect();
+                let mut result = sync_one(to_sync[0]);
+                for h in handles {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Internal, "an fsync thread panicked"))
+                    });
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                result
+            }),
+        }
+    }
+
+    /// Waits until ticket `ticket` is durable, running commit rounds while no other
+    /// writer does: writers that arrive during a round's fsync are all covered by the
+    /// next round (group commit).
+    fn commit(&self, ticket: u64) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let mut st = d.commit.lock();
+        loop {
+            if let Some(failed) = &st.failed {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "an earlier write or fsync failed, nothing more is acknowledged: {failed}"
+                    ),
+                )
+                .with_table(&self.name));
+            }
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.leading {
+                d.committed.wait(&mut st);
+                continue;
+            }
+            st.leading = true;
+            let (target, result) = MutexGuard::unlocked(&mut st, || {
+                let target = d.appended.load(Ordering::SeqCst);
+                (target, self.flush(true))
+            });
+            st.leading = false;
+            match result {
+                Ok(()) => st.synced = st.synced.max(target),
+                Err(e) => {
+                    st.failed.get_or_insert_with(|| e.to_string());
+                }
+            }
+            d.committed.notify_all();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(d) = &self.durable {
+            // Best effort: `Stream::sync` reports errors; a drop cannot.
+            let _ = self.flush(d.durability != Durability::None);
+        }
+    }
+}
+
+impl Stream {
+    /// Writes every pending record of a durable stream to its segment and fsyncs it,
+    /// whatever the [`Durability`] setting; returns when all records put before the
+    /// call are durable. Does nothing for an in-memory stream.
+    ///
+    /// # Errors
+    ///
+    /// `Io` when a write or fsync fails (now or earlier: after a failed fsync the
+    /// stream acknowledges nothing more).
+    pub fn sync(&self) -> Result<()> {
+        let Some(d) = &self.inner.durable else {
+            return Ok(());
+        };
+        let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.commit(ticket)
+    }
+}
