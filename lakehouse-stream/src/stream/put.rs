@@ -252,8 +252,8 @@ impl Stream {
                 // Not acknowledged: whether these records are durable is unknown.
                 for r in results.iter_mut() {
                     if let Some(Ok(put)) = r {
-                        *r = Some(Err(Error::new(e.kind(), e.message().to_owned())
-                            .with_context(e.context().clone())
+                        *r = Some(Err(e
+                            .clone()
                             .with_shard(put.shard)
                             .with_version(put.sequence)));
                     }
