@@ -111,7 +111,9 @@ mod tests {
     fn cancel_wakes_waiters_and_late_waiters_return_at_once() {
         let token = CancelToken::new();
         let mut waiting = Box::pin(token.cancelled());
-        assert!(futures::executor::block_on(futures::future::poll_immediate(&mut waiting)).is_none());
+        assert!(
+            futures::executor::block_on(futures::future::poll_immediate(&mut waiting)).is_none()
+        );
         assert_eq!(token.inner.waiters.lock().wakers.len(), 1);
         let clone = token.clone();
         let thread = std::thread::spawn(move || clone.cancel());

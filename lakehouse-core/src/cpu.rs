@@ -15,16 +15,17 @@ where
 {
     let (tx, rx) = futures::channel::oneshot::channel();
     rayon::spawn(move || {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(
-            |panic| {
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_owned());
-                Err(Error::internal(format!("a task on the rayon pool panicked: {what}")))
-            },
-        );
+                Err(Error::internal(format!(
+                    "a task on the rayon pool panicked: {what}"
+                )))
+            });
         let _ = tx.send(out);
     });
     rx.await

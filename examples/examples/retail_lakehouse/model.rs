@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use lakehouse_cache::Cache;
-use lakehouse_core::flow::{
-    StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json,
-};
+use lakehouse_flow::{StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json};
 use lakehouse_ml::{
     Als, Columns, Dataset, Event as MlEvent, Id, Popularity, Query, Recommender, evaluate,
 };

@@ -2,11 +2,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lakehouse_core::flow::{
+use lakehouse_core::{Clock, ErrorKind, ManualClock, MemoryLog};
+use lakehouse_flow::{
     Catcher, ChoiceRule, DefinitionError, EventKind, ExecutionStatus, ExecutionStore, ManualTimer,
     Retrier, State, StateMachine, TaskContext, TaskError, TaskRegistry, Workflow,
 };
-use lakehouse_core::{Clock, ErrorKind, ManualClock, MemoryLog};
 use serde_json::{Value, json};
 
 fn timer() -> ManualTimer {

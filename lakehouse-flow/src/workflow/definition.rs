@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::flow::backoff::Jitter;
-use crate::flow::workflow::choice::{Rule, parse_timestamp};
-use crate::flow::workflow::path::{DataPath, Path, ResultPath, Template};
+use crate::backoff::Jitter;
+use crate::workflow::choice::{Rule, parse_timestamp};
+use crate::workflow::path::{DataPath, Path, ResultPath, Template};
+use lakehouse_core::{Error, ErrorKind, Result};
 
 /// What is wrong with a workflow definition, and where: the state (nested states are
 /// named `Outer/Branches[1]/Inner` or `Outer/ItemProcessor/Inner`) and the field.
@@ -136,8 +136,8 @@ impl Retrier {
         self
     }
 
-    pub(crate) fn backoff(&self) -> crate::flow::Backoff {
-        crate::flow::Backoff {
+    pub(crate) fn backoff(&self) -> crate::Backoff {
+        crate::Backoff {
             initial: self.interval,
             rate: self.backoff_rate,
             max_delay: self.max_delay,

@@ -14,12 +14,13 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::flow::backoff::JitterRng;
-use crate::flow::time::{CancelToken, Timer, TokioTimer};
-use crate::flow::workflow::definition::{CState, Kind, Machine, Next, StateMachine, WaitFor};
-use crate::flow::workflow::history::{EventKind, ExecutionStore, HistoryEvent};
-use crate::flow::workflow::task::{TaskContext, TaskError, TaskHandler, TaskRegistry};
+use crate::backoff::JitterRng;
+use crate::time::{Timer, TokioTimer};
+use crate::workflow::definition::{CState, Kind, Machine, Next, StateMachine, WaitFor};
+use crate::workflow::history::{EventKind, ExecutionStore, HistoryEvent};
+use crate::workflow::task::{TaskContext, TaskError, TaskHandler, TaskRegistry};
+use lakehouse_core::CancelToken;
+use lakehouse_core::{Error, ErrorKind, Result};
 
 /// How an execution ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,7 +172,7 @@ struct WorkflowInner {
 ///   `InputPath`, `Parameters`, `ResultSelector`, `ResultPath` and `OutputPath`.
 /// * A whole execution has a time limit (the definition's `TimeoutSeconds` or
 ///   [`WorkflowBuilder::timeout`]) and can be cancelled ([`ExecutionHandle::cancel`]).
-/// * With a store, each history event is appended to an [`EventLog`](crate::EventLog)
+/// * With a store, each history event is appended to an [`EventLog`](lakehouse_core::EventLog)
 ///   as it happens; [`resume`](Self::resume) replays the history and continues without
 ///   running completed tasks again (a task that was in flight runs again).
 ///
@@ -759,8 +760,8 @@ impl Run {
         attempt: u32,
         effective: &Value,
         processor: &Machine,
-        items_path: &crate::flow::workflow::path::DataPath,
-        item_selector: Option<&crate::flow::workflow::path::Template>,
+        items_path: &crate::workflow::path::DataPath,
+        item_selector: Option<&crate::workflow::path::Template>,
         max_concurrency: usize,
     ) -> std::result::Result<Value, TaskError> {
         let items = items_path
@@ -904,7 +905,7 @@ fn wait_until(
         WaitFor::UntilPath(p) => p
             .get(input, ctx)
             .and_then(Value::as_str)
-            .and_then(crate::flow::workflow::choice::parse_timestamp)
+            .and_then(crate::workflow::choice::parse_timestamp)
             .ok_or_else(|| runtime(format!("TimestampPath {p} is not an RFC 3339 timestamp")))?,
     })
 }
@@ -986,12 +987,12 @@ mod tests {
         let m = StateMachine::builder("A")
             .state(
                 "A",
-                crate::flow::State::pass()
+                crate::State::pass()
                     .result(json!(1))
                     .result_path("$.a")
                     .next("B"),
             )
-            .state("B", crate::flow::State::succeed())
+            .state("B", crate::State::succeed())
             .build()
             .unwrap();
         let wf = Workflow::builder(m).build().unwrap();

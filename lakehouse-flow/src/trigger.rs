@@ -14,11 +14,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::flow::backoff::{Backoff, JitterRng};
-use crate::flow::dead_letter::DeadLetter;
-use crate::flow::time::{CancelToken, Timer, TokioTimer};
-use crate::log::{EventLog, Position, ReadLimit, Record, SequenceNumber, ShardId};
+use crate::backoff::{Backoff, JitterRng};
+use crate::dead_letter::DeadLetter;
+use crate::time::{Timer, TokioTimer};
+use lakehouse_core::CancelToken;
+use lakehouse_core::{Error, ErrorKind, Result};
+use lakehouse_core::{EventLog, Position, ReadLimit, Record, SequenceNumber, ShardId};
 
 /// One invocation's worth of records, all from one shard, in sequence order.
 #[derive(Debug, Clone)]

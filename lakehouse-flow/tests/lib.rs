@@ -1,0 +1,5 @@
+//! Integration tests of `lakehouse-flow`: the runtime against the in-memory log, in
+//! simulated time.
+
+mod trigger;
+mod workflow;
