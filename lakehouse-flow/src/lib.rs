@@ -125,6 +125,7 @@
 
 mod backoff;
 mod dead_letter;
+mod panic;
 mod time;
 mod trigger;
 mod workflow;

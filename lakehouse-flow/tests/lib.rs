@@ -3,3 +3,5 @@
 
 mod trigger;
 mod workflow;
+mod workflow_definition;
+mod workflow_history;
