@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use lakehouse_core::flow::{
-    StateMachine, TaskContext, Trigger, TriggerBatch, Value, Workflow, json,
-};
 use lakehouse_core::{EventLog, MemoryLog, PutRecord};
+use lakehouse_flow::{StateMachine, TaskContext, Trigger, TriggerBatch, Value, Workflow, json};
 
 use crate::report::{BenchResult, Report};
 

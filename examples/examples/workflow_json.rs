@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lakehouse_core::flow::{
+use lakehouse_core::{
+    Error, ErrorKind, EventLog, ManualClock, MemoryLog, Position, PutRecord, ReadLimit, ShardId,
+};
+use lakehouse_flow::{
     Backoff, BatchError, DeadLetter, Execution, ExecutionStatus, ExecutionStore, Jitter,
     ManualTimer, StateMachine, TaskContext, TaskError, TaskRegistry, Trigger, TriggerBatch, Value,
     Workflow, json,
-};
-use lakehouse_core::{
-    Error, ErrorKind, EventLog, ManualClock, MemoryLog, Position, PutRecord, ReadLimit, ShardId,
 };
 
 const PIPELINE: &str = r#"{

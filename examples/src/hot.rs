@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use lakehouse_cache::{Cache, GroupedTopK, TopK};
-use lakehouse_core::flow::{BatchError, RunningTrigger, Trigger, TriggerBatch};
 use lakehouse_core::{EventLog, Result, SystemClock};
+use lakehouse_flow::{BatchError, RunningTrigger, Trigger, TriggerBatch};
 
 use crate::freshness::Freshness;
 use crate::workload::{CART, CLICK, Event, PRICE_CHANGE, PURCHASE, now_micros, sales_totals};

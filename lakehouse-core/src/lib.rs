@@ -11,12 +11,9 @@
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
 //! * [`Predicate`] and [`Scalar`]: the filter language sources use to skip data.
 //! * [`Clock`]: injected time.
-//! * `flow` (feature `flow`, on by default): the orchestration runtime, the Lambda and
-//!   Step Functions role: event-source triggers that run a handler on batches from every
-//!   shard of an [`EventLog`] (checkpoints, retries with backoff, bisection, a dead-letter
-//!   log, metrics), and workflows defined in code or in the Amazon States Language
-//!   subset, with retries, catches, time limits, cancellation, a persisted history and
-//!   resume after a crash.
+//!
+//! The orchestration runtime over these contracts (event-source triggers and
+//! Step Functions-like workflows, on tokio) lives in the `lakehouse-flow` crate.
 //!
 //! In-memory implementations, [`MemoryTable`] and [`MemoryLog`], serve tests and small
 //! jobs; the `conformance` feature adds the suites that every implementation passes.
@@ -65,15 +62,11 @@
 //!   implementation of [`TableSource`] + [`TableSink`] or [`EventLog`] runs in its own
 //!   tests.
 //!
-//! * `flow` (on by default): the `flow` module. Pulls in tokio (`rt`, `time`, `sync`,
-//!   `macros`), serde and serde_json.
-//!
 //! # Runtime
 //!
 //! The traits are `async` ([`async_trait`](mod@async_trait)) and runtime-agnostic: nothing here spawns
 //! tasks or needs tokio. The in-memory implementations never block for long: their
-//! locks guard memory operations only, so they can be called from any executor. The
-//! `flow` module is the exception: it runs on tokio (see its Runtime section).
+//! locks guard memory operations only, so they can be called from any executor.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -86,10 +79,6 @@ mod memory;
 mod predicate;
 mod scalar;
 mod table;
-
-#[cfg(feature = "flow")]
-#[cfg_attr(docsrs, doc(cfg(feature = "flow")))]
-pub mod flow;
 
 #[cfg(any(feature = "conformance", doc))]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]

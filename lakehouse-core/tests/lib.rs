@@ -2,5 +2,4 @@
 //! conformance suites, and property tests of the predicate language.
 
 mod conformance_memory;
-mod flow;
 mod predicate_props;

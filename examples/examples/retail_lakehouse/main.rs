@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use lakehouse_core::flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflow, json};
 use lakehouse_core::{PutRecord, TableSource};
+use lakehouse_flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflow, json};
 use lakehouse_ml::Event as MlEvent;
 use lakehouse_query::{QueryEngine, RefreshKind};
 use lakehouse_storage::{Compression, Location, PartitionField, Table, TableOptions};
@@ -613,7 +613,7 @@ async fn wait_for(done: impl Fn() -> bool, what: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-type WorkflowOutcome = Result<(ExecutionStatus, lakehouse_core::flow::Value), String>;
+type WorkflowOutcome = Result<(ExecutionStatus, lakehouse_flow::Value), String>;
 
 async fn run_workflow(workflow: &Workflow, id: &str) -> WorkflowOutcome {
     let t = Instant::now();

@@ -6,15 +6,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use lakehouse_cache::Cache;
-use lakehouse_core::flow::{
-    StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json,
-};
+use lakehouse_flow::{StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json};
 use lakehouse_ml::{
     Als, Columns, Dataset, Event as MlEvent, Id, Popularity, Query, Recommender, evaluate,
 };
 use lakehouse_query::QueryEngine;
 
-/// The model pipeline, in the Amazon States Language subset of `lakehouse-core::flow`.
+/// The model pipeline, in the Amazon States Language subset of `lakehouse-flow`.
 pub(crate) const PIPELINE: &str = r#"{
   "Comment": "Retrain the recommender from the events table, evaluate it against popularity, publish it, warm the cache",
   "StartAt": "Retrain",

@@ -4,12 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use lakehouse_core::{Error, ErrorKind, EventLog, Position, PutRecord, ReadLimit, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::flow::workflow::task::TaskError;
-use crate::log::{EventLog, Position, PutRecord, ReadLimit};
+use crate::workflow::task::TaskError;
 
 /// One entry of an execution's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,7 +309,7 @@ impl ExecutionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryLog;
+    use lakehouse_core::MemoryLog;
     use serde_json::json;
 
     #[tokio::test]

@@ -1,15 +1,16 @@
+//! Triggers: batching, order per shard and per key, checkpoints, retries, bisection,
+//! partial failures, dead letters and shard failures, in simulated time.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use lakehouse_core::flow::{
-    Backoff, BatchError, DeadLetter, Jitter, ManualTimer, Trigger, TriggerBatch,
-};
 use lakehouse_core::{
     Error, ErrorKind, EventLog, ManualClock, MemoryLog, Position, PutRecord, ReadLimit, Record,
     ShardId,
 };
+use lakehouse_flow::{Backoff, BatchError, DeadLetter, Jitter, ManualTimer, Trigger, TriggerBatch};
 use proptest::prelude::*;
 
 /// A log and a simulated timer sharing one manual clock.

@@ -1,22 +1,20 @@
 //! Injected time for the flow runtime: [`Timer`] (a clock plus sleeping), the tokio
-//! implementation and a simulated one for tests, and [`CancelToken`].
+//! implementation and a simulated one for tests.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskCx, Poll, Waker};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use lakehouse_core::{Clock, ManualClock, SystemClock};
 use parking_lot::Mutex;
 
-use crate::clock::{Clock, ManualClock, SystemClock};
-
-/// A clock that can also sleep: everything in [`flow`](crate::flow) reads time and waits
-/// through one, so tests can replace real time with [`ManualTimer`].
+/// A clock that can also sleep: everything in this crate reads time and waits through
+/// one, so tests can replace real time with [`ManualTimer`].
 pub trait Timer: Send + Sync + fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_millis(&self) -> i64;
@@ -77,7 +75,7 @@ struct ManualState {
 /// deadline, and the clock moves only through [`advance`](Self::advance),
 /// [`advance_to_next`](Self::advance_to_next) or [`run`](Self::run).
 ///
-/// Share the same [`ManualClock`] with a [`MemoryLog`](crate::MemoryLog) so that record
+/// Share the same [`ManualClock`] with a [`MemoryLog`](lakehouse_core::MemoryLog) so that record
 /// arrival times and the runtime's sense of "now" agree. Clones share the timer.
 #[derive(Debug, Clone, Default)]
 pub struct ManualTimer {
@@ -230,50 +228,6 @@ impl Drop for ManualSleep {
     }
 }
 
-/// A cancellation signal shared by clones: [`cancel`](Self::cancel) once, and every
-/// [`cancelled`](Self::cancelled) future completes.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken {
-    inner: Arc<CancelInner>,
-}
-
-#[derive(Debug, Default)]
-struct CancelInner {
-    flag: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> Self {
-        CancelToken::default()
-    }
-
-    /// Cancels: wakes every waiter, now and later.
-    pub fn cancel(&self) {
-        self.inner.flag.store(true, Ordering::SeqCst);
-        self.inner.notify.notify_waiters();
-    }
-
-    /// `true` once [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.flag.load(Ordering::SeqCst)
-    }
-
-    /// Completes when the token is cancelled.
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,19 +276,5 @@ mod tests {
             })
             .await;
         assert_eq!(out, 3_660_000);
-    }
-
-    #[tokio::test]
-    async fn cancel_token_wakes_waiters() {
-        let token = CancelToken::new();
-        let waiter = token.clone();
-        let task = tokio::spawn(async move { waiter.cancelled().await });
-        tokio::task::yield_now().await;
-        assert!(!token.is_cancelled());
-        token.cancel();
-        task.await.expect("waiter task does not panic");
-        assert!(token.is_cancelled());
-        // A late waiter returns at once.
-        token.cancelled().await;
     }
 }

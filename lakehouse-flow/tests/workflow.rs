@@ -1,24 +1,27 @@
+//! Executions: every state type, paths, retries and catches, time limits,
+//! cancellation, Map concurrency and panicking handlers, in simulated time.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lakehouse_core::flow::{
-    Catcher, ChoiceRule, DefinitionError, EventKind, ExecutionStatus, ExecutionStore, ManualTimer,
-    Retrier, State, StateMachine, TaskContext, TaskError, TaskRegistry, Workflow,
+use lakehouse_core::{Clock, ManualClock};
+use lakehouse_flow::{
+    Catcher, EventKind, ExecutionStatus, ManualTimer, Retrier, State, StateMachine, TaskContext,
+    TaskError, TaskRegistry, Workflow,
 };
-use lakehouse_core::{Clock, ErrorKind, ManualClock, MemoryLog};
 use serde_json::{Value, json};
 
-fn timer() -> ManualTimer {
+pub(crate) fn timer() -> ManualTimer {
     ManualTimer::new(ManualClock::at_millis(1_700_000_000_000))
 }
 
-fn counter() -> Arc<AtomicUsize> {
+pub(crate) fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
 
 /// A handler that counts its calls and returns `f(input)`.
-fn counted(
+pub(crate) fn counted(
     calls: Arc<AtomicUsize>,
     f: impl Fn(Value) -> Result<Value, TaskError> + Send + Sync + 'static,
 ) -> impl Fn(Value, TaskContext) -> futures::future::Ready<Result<Value, TaskError>> {
@@ -504,148 +507,6 @@ async fn waits_until_a_timestamp_or_for_seconds_from_the_input() {
     assert_eq!(timer.clock().now_millis() - t0, 600_000);
 }
 
-/// A simulated crash mid-execution: the execution future is dropped while a task is in
-/// flight; resuming replays the persisted history and runs only what had not finished.
-#[tokio::test]
-async fn resume_after_a_crash_does_not_rerun_completed_tasks() {
-    let timer = timer();
-    let log = MemoryLog::new(2);
-    let definition = StateMachine::from_json(
-        r#"{"StartAt": "Extract", "States": {
-            "Extract": {"Type": "Task", "Resource": "extract", "ResultPath": "$.rows", "Next": "Both"},
-            "Both": {"Type": "Parallel", "ResultPath": "$.stats", "Next": "Load", "Branches": [
-                {"StartAt": "Count", "States": {"Count": {"Type": "Task", "Resource": "count", "End": true}}},
-                {"StartAt": "Pause", "States": {
-                    "Pause": {"Type": "Wait", "Seconds": 60, "Next": "Sum"},
-                    "Sum": {"Type": "Task", "Resource": "sum", "End": true}}}]},
-            "Load": {"Type": "Task", "Resource": "load", "ResultPath": "$.loaded", "Next": "Report"},
-            "Report": {"Type": "Task", "Resource": "report", "End": true}}}"#,
-    )
-    .unwrap();
-    let (extract, count, sum, load, report) =
-        (counter(), counter(), counter(), counter(), counter());
-    let registry = |crash: bool, started: Arc<tokio::sync::Notify>| {
-        TaskRegistry::new()
-            .with(
-                "extract",
-                counted(extract.clone(), |_| Ok(json!([3, 4, 5]))),
-            )
-            .with(
-                "count",
-                counted(count.clone(), |v| {
-                    Ok(json!(v["rows"].as_array().unwrap().len()))
-                }),
-            )
-            .with(
-                "sum",
-                counted(sum.clone(), |v| {
-                    Ok(json!(
-                        v["rows"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|x| x.as_u64().unwrap())
-                            .sum::<u64>()
-                    ))
-                }),
-            )
-            .with("load", {
-                let load = load.clone();
-                move |_: Value, _: TaskContext| {
-                    load.fetch_add(1, Ordering::SeqCst);
-                    let started = started.clone();
-                    async move {
-                        if crash {
-                            started.notify_one();
-                            futures::future::pending::<()>().await;
-                        }
-                        Ok(json!("loaded"))
-                    }
-                }
-            })
-            .with(
-                "report",
-                counted(report.clone(), |v| {
-                    Ok(json!({"rows": v["stats"][0], "sum": v["stats"][1], "load": v["loaded"]}))
-                }),
-            )
-    };
-    let crashed = Arc::new(tokio::sync::Notify::new());
-    let wf = Workflow::builder(definition.clone())
-        .tasks(registry(true, crashed.clone()))
-        .store(ExecutionStore::new(log.clone()))
-        .timer(Arc::new(timer.clone()))
-        .build()
-        .unwrap();
-    let clock_before = timer.clock().now_millis();
-    timer
-        .run(async {
-            tokio::select! {
-                _ = wf.run("etl-42", json!({"day": "2026-11-25"})) => panic!("the run should not finish"),
-                () = crashed.notified() => {}
-            }
-        })
-        .await;
-    assert_eq!(timer.clock().now_millis() - clock_before, 60_000);
-    let counts = |c: &[&Arc<AtomicUsize>]| {
-        c.iter()
-            .map(|c| c.load(Ordering::SeqCst))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        counts(&[&extract, &count, &sum, &load, &report]),
-        vec![1, 1, 1, 1, 0]
-    );
-
-    // A new process: the same definition, fresh handlers, the same log.
-    let wf2 = Workflow::builder(definition)
-        .tasks(registry(false, Arc::new(tokio::sync::Notify::new())))
-        .store(ExecutionStore::new(log.clone()))
-        .timer(Arc::new(timer.clone()))
-        .build()
-        .unwrap();
-    // Starting it again under the same id is refused.
-    let err = wf2.run("etl-42", json!({})).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict);
-    let e = timer.run(wf2.resume("etl-42")).await.unwrap();
-    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.error);
-    assert_eq!(
-        e.output,
-        Some(json!({"rows": 3, "sum": 12, "load": "loaded"}))
-    );
-    // Completed tasks were not run again; the one in flight was; no second 60 s wait.
-    assert_eq!(
-        counts(&[&extract, &count, &sum, &load, &report]),
-        vec![1, 1, 1, 2, 1]
-    );
-    assert_eq!(timer.clock().now_millis() - clock_before, 60_000);
-    let names: Vec<&str> = e.history.iter().map(|h| h.kind.name()).collect();
-    assert_eq!(
-        names.iter().filter(|n| **n == "ExecutionStarted").count(),
-        1
-    );
-    assert_eq!(
-        names.iter().filter(|n| **n == "ExecutionResumed").count(),
-        1
-    );
-    assert_eq!(names.iter().filter(|n| **n == "WaitStarted").count(), 1);
-    assert_eq!(e.task_invocations("Extract"), 1);
-    assert_eq!(e.task_invocations("Load"), 2);
-
-    // The persisted history is the execution's history; resuming an ended execution
-    // returns it as recorded without running anything.
-    let stored = ExecutionStore::new(log.clone())
-        .load("etl-42")
-        .await
-        .unwrap();
-    assert_eq!(stored, e.history);
-    let again = wf2.resume("etl-42").await.unwrap();
-    assert_eq!(again, e);
-    assert_eq!(report.load(Ordering::SeqCst), 1);
-    let err = wf2.resume("nope").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-}
-
 #[tokio::test]
 async fn a_panicking_task_is_a_task_failure() {
     let machine = StateMachine::builder("Boom")
@@ -674,208 +535,4 @@ async fn a_panicking_task_is_a_task_failure() {
             .unwrap()
             .contains("index out of bounds")
     );
-}
-
-fn definition_error(text: &str) -> DefinitionError {
-    let err = StateMachine::from_json(text).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    std::error::Error::source(&err)
-        .and_then(|s| s.downcast_ref::<DefinitionError>())
-        .cloned()
-        .unwrap_or_else(|| panic!("no DefinitionError behind {err}"))
-}
-
-#[test]
-fn invalid_definitions_name_the_state_and_field() {
-    let cases: &[(&str, Option<&str>, Option<&str>)] = &[
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass"}}}"#,
-            Some("A"),
-            Some("Next"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}"#,
-            Some("A"),
-            Some("Next"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B", "End": true}, "B": {"Type": "Succeed"}}}"#,
-            Some("A"),
-            Some("End"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Lambda", "End": true}}}"#,
-            Some("A"),
-            Some("Type"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "End": true}}}"#,
-            Some("A"),
-            Some("Resource"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Succeed", "Resource": "x"}}}"#,
-            Some("A"),
-            Some("Resource"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "t", "End": true, "Retry": [{"ErrorEquals": ["X"], "BackoffRate": 0.5}]}}}"#,
-            Some("A"),
-            Some("Retry[0].BackoffRate"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "t", "End": true, "Catch": [{"ErrorEquals": [], "Next": "A"}]}}}"#,
-            Some("A"),
-            Some("Catch[0].ErrorEquals"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "t", "End": true, "TimeoutSeconds": -1}}}"#,
-            Some("A"),
-            Some("TimeoutSeconds"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "InputPath": "items", "End": true}}}"#,
-            Some("A"),
-            Some("InputPath"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "ResultPath": "$.a[0]", "End": true}}}"#,
-            Some("A"),
-            Some("ResultPath"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Choice", "Choices": [{"Variable": "$.x", "NumericEquals": "1", "Next": "A"}]}}}"#,
-            Some("A"),
-            Some("Choices[0].NumericEquals"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Choice", "Choices": [{"Variable": "$.x", "IsPresent": true}]}}}"#,
-            Some("A"),
-            Some("Choices[0].Next"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Wait", "End": true}}}"#,
-            Some("A"),
-            Some("Seconds"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Parameters": {"x.$": 3}, "End": true}}}"#,
-            Some("A"),
-            Some("Parameters"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Map", "MaxConcurrency": -2, "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Succeed"}}}, "End": true}}}"#,
-            Some("A"),
-            Some("MaxConcurrency"),
-        ),
-        (
-            r#"{"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": true, "Branches": [{"StartAt": "X", "States": {"X": {"Type": "Pass", "Next": "Y"}}}]}}}"#,
-            Some("P/Branches[0]/X"),
-            Some("Next"),
-        ),
-        (
-            r#"{"StartAt": "M", "States": {"M": {"Type": "Map", "End": true, "ItemProcessor": {"StartAt": "Q", "States": {"I": {"Type": "Succeed"}}}}}}"#,
-            Some("M/ItemProcessor"),
-            Some("StartAt"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Succeed"}, "Orphan": {"Type": "Succeed"}}}"#,
-            Some("Orphan"),
-            None,
-        ),
-        (
-            r#"{"StartAt": "Z", "States": {"A": {"Type": "Succeed"}}}"#,
-            None,
-            Some("StartAt"),
-        ),
-        (
-            r#"{"States": {"A": {"Type": "Succeed"}}}"#,
-            None,
-            Some("StartAt"),
-        ),
-        (
-            r#"{"StartAt": "A", "States": {"A": {"Type": "Succeed"}}, "Extra": 1}"#,
-            None,
-            Some("Extra"),
-        ),
-    ];
-    for (text, state, field) in cases {
-        let e = definition_error(text);
-        assert_eq!((e.state(), e.field()), (*state, *field), "{text}: {e}");
-        let shown = e.to_string();
-        if let Some(s) = state {
-            assert!(shown.contains(&format!("state {s:?}")), "{shown}");
-        }
-        if let Some(f) = field {
-            assert!(shown.contains(&format!("field {f:?}")), "{shown}");
-        }
-    }
-    let e = StateMachine::from_json("{\"StartAt\": ").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    assert!(e.to_string().contains("not JSON"), "{e}");
-}
-
-#[test]
-fn a_task_without_a_handler_is_reported_when_building() {
-    let machine = StateMachine::from_json(
-        r#"{"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": true, "Branches": [
-            {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "missing", "End": true}}}]}}}"#,
-    )
-    .unwrap();
-    let err = Workflow::builder(machine).build().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert_eq!(err.context().key.as_deref(), Some("P/Branches[0]/T"));
-    assert!(err.to_string().contains("field \"Resource\""), "{err}");
-}
-
-#[tokio::test]
-async fn code_and_json_definitions_behave_alike() {
-    let from_code = StateMachine::builder("Check")
-        .state(
-            "Check",
-            State::choice()
-                .when(
-                    ChoiceRule::and([
-                        ChoiceRule::is_present("$.n"),
-                        ChoiceRule::numeric_gt("$.n", 10.0),
-                    ]),
-                    "Big",
-                )
-                .when(!ChoiceRule::string_eq("$.kind", "gift"), "Normal")
-                .otherwise("Gift"),
-        )
-        .state("Big", State::pass().result(json!("big")).end())
-        .state("Normal", State::pass().result(json!("normal")).end())
-        .state("Gift", State::pass().result(json!("gift")).end())
-        .build()
-        .unwrap();
-    let from_json = StateMachine::from_value(from_code.source()).unwrap();
-    for m in [from_code, from_json] {
-        let wf = Workflow::builder(m).build().unwrap();
-        let mut outs = Vec::new();
-        for input in [
-            json!({"n": 11}),
-            json!({"n": 1, "kind": "book"}),
-            json!({"kind": "gift"}),
-        ] {
-            outs.push(wf.run("x", input).await.unwrap().output.unwrap());
-        }
-        assert_eq!(outs, vec![json!("big"), json!("normal"), json!("gift")]);
-    }
-}
-
-#[tokio::test]
-async fn store_failures_are_reported() {
-    // A log whose records are limited to 10 bytes cannot hold any history event.
-    let log = MemoryLog::with_options(1, 10, Arc::new(lakehouse_core::SystemClock));
-    let machine = StateMachine::builder("A")
-        .state("A", State::succeed())
-        .build()
-        .unwrap();
-    let wf = Workflow::builder(machine)
-        .store(ExecutionStore::new(log))
-        .build()
-        .unwrap();
-    let err = wf.run("e", json!({})).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::RecordTooLarge);
 }

@@ -1,10 +1,8 @@
 //! [`DeadLetter`]: what a trigger writes to its on-failure log for a record it gave up on.
 
 use bytes::Bytes;
+use lakehouse_core::{Error, ErrorKind, PutRecord, Record, Result, SequenceNumber, ShardId};
 use serde_json::{Map, Value, json};
-
-use crate::error::{Error, ErrorKind, Result};
-use crate::log::{PutRecord, Record, SequenceNumber, ShardId};
 
 /// A record a trigger could not process, with the error that ended its retries.
 ///

@@ -6,10 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use lakehouse_core::CancelToken;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-
-use crate::flow::time::CancelToken;
 
 /// A States Language error: a name that `Retry` and `Catch` rules match on, and a
 /// human-readable cause.
@@ -77,12 +76,12 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
-impl From<crate::Error> for TaskError {
+impl From<lakehouse_core::Error> for TaskError {
     /// A lakehouse error becomes a [`TASK_FAILED`](Self::TASK_FAILED) (or, for
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), a
+    /// [`ErrorKind::Timeout`](lakehouse_core::ErrorKind::Timeout), a
     /// [`TIMEOUT`](Self::TIMEOUT)) with the error as the cause.
-    fn from(e: crate::Error) -> Self {
-        let name = if e.kind() == crate::ErrorKind::Timeout {
+    fn from(e: lakehouse_core::Error) -> Self {
+        let name = if e.kind() == lakehouse_core::ErrorKind::Timeout {
             Self::TIMEOUT
         } else {
             Self::TASK_FAILED
