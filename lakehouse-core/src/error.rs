@@ -387,28 +387,39 @@ impl From<std::io::Error> for Error {
     }
 }
 
+impl ErrorKind {
+    /// The kind of an Arrow error, decided by its variant (an [`Error`] wrapped in
+    /// `ArrowError::ExternalError` keeps its own kind). `From<ArrowError>` uses it; a
+    /// caller holding only a reference (a shared DataFusion error) can too.
+    pub fn of_arrow(e: &arrow::error::ArrowError) -> ErrorKind {
+        use arrow::error::ArrowError as A;
+        match e {
+            A::SchemaError(_) => ErrorKind::SchemaMismatch,
+            A::CastError(_) => ErrorKind::TypeMismatch,
+            A::InvalidArgumentError(_)
+            | A::DivideByZero
+            | A::ArithmeticOverflow(_)
+            | A::ParseError(_)
+            | A::ComputeError(_) => ErrorKind::InvalidInput,
+            A::IoError(_, _) => ErrorKind::Io,
+            A::ParquetError(_) => ErrorKind::Corrupt,
+            A::MemoryError(_) => ErrorKind::ResourcesExhausted,
+            A::ExternalError(inner) => inner
+                .downcast_ref::<Error>()
+                .map_or(ErrorKind::External, Error::kind),
+            _ => ErrorKind::External,
+        }
+    }
+}
+
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        let kind = match &e {
-            arrow::error::ArrowError::SchemaError(_) => ErrorKind::SchemaMismatch,
-            arrow::error::ArrowError::CastError(_) => ErrorKind::TypeMismatch,
-            arrow::error::ArrowError::InvalidArgumentError(_)
-            | arrow::error::ArrowError::DivideByZero
-            | arrow::error::ArrowError::ArithmeticOverflow(_)
-            | arrow::error::ArrowError::ParseError(_)
-            | arrow::error::ArrowError::ComputeError(_) => ErrorKind::InvalidInput,
-            arrow::error::ArrowError::IoError(_, _) => ErrorKind::Io,
-            arrow::error::ArrowError::ParquetError(_) => ErrorKind::Corrupt,
-            arrow::error::ArrowError::MemoryError(_) => ErrorKind::ResourcesExhausted,
-            arrow::error::ArrowError::ExternalError(inner) => {
-                if let Some(ours) = inner.downcast_ref::<Error>() {
-                    return ours.clone();
-                }
-                ErrorKind::External
-            }
-            _ => ErrorKind::External,
-        };
-        Error::new(kind, "arrow operation failed").with_source(e)
+        if let arrow::error::ArrowError::ExternalError(inner) = &e
+            && let Some(ours) = inner.downcast_ref::<Error>()
+        {
+            return ours.clone();
+        }
+        Error::new(ErrorKind::of_arrow(&e), "arrow operation failed").with_source(e)
     }
 }
 
@@ -445,6 +456,37 @@ mod tests {
             Some("write failed")
         );
         assert!(outer.find_kind(ErrorKind::Timeout).is_none());
+    }
+
+    #[test]
+    fn arrow_kinds_follow_the_variant() {
+        use arrow::error::ArrowError as A;
+        assert_eq!(
+            ErrorKind::of_arrow(&A::CastError("x".into())),
+            ErrorKind::TypeMismatch
+        );
+        assert_eq!(
+            ErrorKind::of_arrow(&A::DivideByZero),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            ErrorKind::of_arrow(&A::SchemaError("x".into())),
+            ErrorKind::SchemaMismatch
+        );
+        assert_eq!(
+            ErrorKind::of_arrow(&A::MemoryError("x".into())),
+            ErrorKind::ResourcesExhausted
+        );
+        assert_eq!(
+            ErrorKind::of_arrow(&A::IpcError("x".into())),
+            ErrorKind::External
+        );
+        let wrapped = A::ExternalError(Box::new(Error::new(ErrorKind::Timeout, "slow")));
+        assert_eq!(ErrorKind::of_arrow(&wrapped), ErrorKind::Timeout);
+        assert_eq!(
+            Error::from(A::CastError("x".into())).kind(),
+            ErrorKind::TypeMismatch
+        );
     }
 
     #[test]

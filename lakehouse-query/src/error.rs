@@ -111,38 +111,8 @@ fn external_meaning(e: &(dyn StdError + Send + Sync + 'static)) -> Meaning {
 fn arrow_meaning(e: &ArrowError) -> Meaning {
     match e {
         ArrowError::ExternalError(inner) => external_meaning(inner.as_ref()),
-        other => Meaning::Kind(arrow_kind(other), None),
+        other => Meaning::Kind(ErrorKind::of_arrow(other), None),
     }
-}
-
-/// The kind core's `From<ArrowError>` gives `e`. That conversion decides by variant but
-/// takes the error by value, which a shared DataFusion error cannot give up, so an
-/// empty error of the same variant is converted in its place.
-fn arrow_kind(e: &ArrowError) -> ErrorKind {
-    use ArrowError as A;
-    let same_variant = match e {
-        A::ExternalError(_) => return ErrorKind::External,
-        A::NotYetImplemented(_) => A::NotYetImplemented(String::new()),
-        A::CastError(_) => A::CastError(String::new()),
-        A::MemoryError(_) => A::MemoryError(String::new()),
-        A::ParseError(_) => A::ParseError(String::new()),
-        A::SchemaError(_) => A::SchemaError(String::new()),
-        A::ComputeError(_) => A::ComputeError(String::new()),
-        A::DivideByZero => A::DivideByZero,
-        A::ArithmeticOverflow(_) => A::ArithmeticOverflow(String::new()),
-        A::CsvError(_) => A::CsvError(String::new()),
-        A::JsonError(_) => A::JsonError(String::new()),
-        A::AvroError(_) => A::AvroError(String::new()),
-        A::IoError(_, io) => A::IoError(String::new(), io.kind().into()),
-        A::IpcError(_) => A::IpcError(String::new()),
-        A::InvalidArgumentError(_) => A::InvalidArgumentError(String::new()),
-        A::ParquetError(_) => A::ParquetError(String::new()),
-        A::CDataInterface(_) => A::CDataInterface(String::new()),
-        A::DictionaryKeyOverflowError => A::DictionaryKeyOverflowError,
-        A::RunEndIndexOverflowError => A::RunEndIndexOverflowError,
-        A::OffsetOverflowError(n) => A::OffsetOverflowError(*n),
-    };
-    Error::from(same_variant).kind()
 }
 
 #[cfg(test)]
@@ -226,40 +196,6 @@ mod tests {
         for (e, kind) in cases {
             let text = e.to_string();
             assert_eq!(df_error(e).kind(), kind, "{text}");
-        }
-    }
-
-    #[test]
-    fn arrow_kinds_follow_the_core_conversion() {
-        let all = || {
-            vec![
-                ArrowError::NotYetImplemented("a".into()),
-                ArrowError::CastError("a".into()),
-                ArrowError::MemoryError("a".into()),
-                ArrowError::ParseError("a".into()),
-                ArrowError::SchemaError("a".into()),
-                ArrowError::ComputeError("a".into()),
-                ArrowError::DivideByZero,
-                ArrowError::ArithmeticOverflow("a".into()),
-                ArrowError::CsvError("a".into()),
-                ArrowError::JsonError("a".into()),
-                ArrowError::AvroError("a".into()),
-                ArrowError::IoError("a".into(), std::io::Error::other("a")),
-                ArrowError::IpcError("a".into()),
-                ArrowError::InvalidArgumentError("a".into()),
-                ArrowError::ParquetError("a".into()),
-                ArrowError::CDataInterface("a".into()),
-                ArrowError::DictionaryKeyOverflowError,
-                ArrowError::RunEndIndexOverflowError,
-                ArrowError::OffsetOverflowError(1),
-            ]
-        };
-        for (borrowed, owned) in all().iter().zip(all()) {
-            assert_eq!(
-                arrow_kind(borrowed),
-                Error::from(owned).kind(),
-                "{borrowed}"
-            );
         }
     }
 }
