@@ -425,7 +425,22 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     println!("table version {}", stats.version);
     println!("table commits {}", progress.commits.load(Ordering::Relaxed));
     println!("table files {}", stats.files.len());
+    let mut per_partition: std::collections::HashMap<String, usize> = Default::default();
+    for f in &stats.files {
+        *per_partition
+            .entry(format!("{:?}", f.partition_values))
+            .or_default() += 1;
+    }
+    println!(
+        "table files per partition max {} ({} partitions)",
+        per_partition.values().max().copied().unwrap_or(0),
+        per_partition.len()
+    );
     println!("table bytes {}", stats.size_bytes());
+    match peak_rss_mb() {
+        Some(mb) => println!("peak resident memory {mb:.0} MB"),
+        None => println!("peak resident memory unknown (no /proc/self/status)"),
+    }
     println!(
         "view refreshes {} ({} incremental)",
         progress.refreshes.load(Ordering::Relaxed),
@@ -589,6 +604,14 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
         }
         Err(format!("{} consistency checks failed", failures.len()).into())
     }
+}
+
+/// The process's peak resident set size (`VmHWM` of `/proc/self/status`), on Linux.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// The first column of the first row of a query, as an integer.
