@@ -4,7 +4,8 @@
 //! cargo run --release -p lakehouse-benches --bin lakehouse-bench -- <subcommand> [--quick]
 //! ```
 //!
-//! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `all`.
+//! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `soak`,
+//! `all` (every one but `soak`, which runs the main example for ten minutes).
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
@@ -19,6 +20,7 @@ mod query;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
 mod report;
+mod soak;
 mod storage;
 mod stream;
 
@@ -27,7 +29,7 @@ use std::process::ExitCode;
 use report::Report;
 
 const USAGE: &str =
-    "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|all> [--quick]";
+    "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all> [--quick]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -40,6 +42,7 @@ const SUBCOMMANDS: &[(&str, Subcommand)] = &[
     ("cache", cache::run),
     ("ml", ml::run),
     ("e2e", e2e::run),
+    ("soak", soak::run),
 ];
 
 fn main() -> ExitCode {
@@ -52,7 +55,7 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            "all" => chosen.extend(SUBCOMMANDS.iter().map(|(n, _)| *n)),
+            "all" => chosen.extend(SUBCOMMANDS.iter().map(|(n, _)| *n).filter(|n| *n != "soak")),
             name => match SUBCOMMANDS.iter().find(|(n, _)| *n == name) {
                 Some((n, _)) => chosen.push(*n),
                 None => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
-[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--s3-endpoint URL --s3-bucket NAME]";
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--s3-endpoint URL --s3-bucket NAME]";
 
 #[derive(Debug)]
 pub(crate) struct Args {
@@ -17,6 +17,8 @@ pub(crate) struct Args {
     pub(crate) items: u32,
     pub(crate) users: u32,
     pub(crate) flush: Duration,
+    /// How often the maintenance workflow compacts the table (`None`: never).
+    pub(crate) compact_every: Option<Duration>,
     pub(crate) s3_endpoint: Option<String>,
     pub(crate) s3_bucket: Option<String>,
 }
@@ -31,6 +33,7 @@ impl Args {
             items: 100_000,
             users: 20_000,
             flush: Duration::from_millis(1_000),
+            compact_every: Some(Duration::from_secs(2)),
             s3_endpoint: None,
             s3_bucket: None,
         };
@@ -63,6 +66,14 @@ impl Args {
                 "--users" => a.users = value.parse().map_err(|e| bad(&e))?,
                 "--flush-ms" => {
                     a.flush = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
+                }
+                "--compact-secs" => {
+                    let secs: f64 = value.parse().map_err(|e| bad(&e))?;
+                    a.compact_every = if secs == 0.0 {
+                        None
+                    } else {
+                        Some(Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?)
+                    };
                 }
                 "--s3-endpoint" => a.s3_endpoint = Some(value),
                 "--s3-bucket" => a.s3_bucket = Some(value),

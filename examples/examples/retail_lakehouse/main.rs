@@ -23,12 +23,15 @@
 //! 5. A workflow retrains ALS from the table, evaluates it against popularity,
 //!    publishes it and warms the cache of recommendations: once while events flow and
 //!    once at the end.
+//! 6. A maintenance workflow compacts the table every few seconds (size-tiered, so
+//!    files per partition stay bounded) and vacuums the files compaction replaced.
 //!
 //! It ends with a report whose lines are stable for scripts (`events ingested N`,
 //! `rows in table N`, `freshness to cache p99 X ms`, `consistency ok`), and exits with
 //! an error when a consistency check fails.
 
 mod args;
+mod maintenance;
 mod model;
 
 use std::io::IsTerminal;
@@ -53,12 +56,16 @@ use lakehouse_examples::workload::{
 };
 
 use crate::args::Args;
+use crate::maintenance::Maintenance;
 use crate::model::Models;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every `SAMPLE`-th event is timed through the pipeline.
 const SAMPLE: u64 = 16;
+
+/// A consumer that makes no progress for this long while behind cannot catch up.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// Where the table goes, and a directory to remove at the end (the default temp dir).
 fn location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
@@ -103,6 +110,23 @@ fn s3_location(_: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
     Err("this build has no S3 support: run with `--features s3`".into())
 }
 
+/// How far each consumer of the stream is behind the producer, in records.
+#[derive(Debug, Clone, Copy, Default)]
+struct Behind {
+    table: u64,
+    cache: u64,
+    fold_in: u64,
+}
+
+impl Behind {
+    fn text(&self) -> String {
+        format!(
+            "table {}, cache {}, fold-in {}",
+            self.table, self.cache, self.fold_in
+        )
+    }
+}
+
 /// Counters the progress line and the report read.
 #[derive(Default)]
 struct Progress {
@@ -113,7 +137,20 @@ struct Progress {
     version: AtomicU64,
     refreshes: AtomicU64,
     incremental: AtomicU64,
+    /// Records the fold-in trigger has been handed (carts and purchases are folded in).
+    fold_seen: AtomicU64,
     producing_done: AtomicBool,
+}
+
+impl Progress {
+    fn behind(&self, hot: &Hot) -> Behind {
+        let acked = self.acked.load(Ordering::SeqCst);
+        Behind {
+            table: acked.saturating_sub(self.committed.load(Ordering::SeqCst)),
+            cache: acked.saturating_sub(hot.applied.load(Ordering::SeqCst)),
+            fold_in: acked.saturating_sub(self.fold_seen.load(Ordering::SeqCst)),
+        }
+    }
 }
 
 #[tokio::main]
@@ -179,10 +216,11 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     let cache_trigger = hot.start_feeding(stream.clone(), "cache-feeder")?;
 
     // The fold-in trigger: carts and purchases update the serving model at once.
-    let (m, rf) = (models.clone(), rec_fresh.clone());
+    let (m, rf, pg) = (models.clone(), rec_fresh.clone(), progress.clone());
     let fold_trigger = Trigger::builder(stream.clone(), move |batch: TriggerBatch| {
-        let (models, fresh) = (m.clone(), rf.clone());
+        let (models, fresh, progress) = (m.clone(), rf.clone(), pg.clone());
         async move {
+            let handed = batch.records.len() as u64;
             let mut events = Vec::new();
             let mut sampled = Vec::new();
             for r in batch.records.iter() {
@@ -200,6 +238,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                 }
             }
             if events.is_empty() {
+                progress.fold_seen.fetch_add(handed, Ordering::SeqCst);
                 return Ok(());
             }
             let applied = tokio::task::spawn_blocking(move || models.fold_in(&events))
@@ -214,6 +253,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
             if applied {
                 fresh.record(now_micros(), &sampled);
             }
+            progress.fold_seen.fetch_add(handed, Ordering::SeqCst);
             Ok(())
         }
     })
@@ -241,11 +281,14 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
         let (table, table_fresh, view_fresh) =
             (table.clone(), table_fresh.clone(), view_fresh.clone());
         tokio::spawn(async move {
-            let mut finished_since: Option<Instant> = None;
+            // Once generation ends, the delivery must keep committing until it has
+            // everything: it fails only after 30 s without a commit.
+            let mut last_commit = Instant::now();
             loop {
                 let done = progress.producing_done.load(Ordering::SeqCst);
                 let report = delivery.poll(done).await?;
                 if report.commits > 0 {
+                    last_commit = Instant::now();
                     let samples = decoder.take_samples();
                     table_fresh.record(now_micros(), &samples);
                     progress
@@ -273,11 +316,16 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                 {
                     return Ok::<u64, BoxError>(report.duplicates);
                 }
-                if done {
-                    let since = *finished_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(60) {
-                        return Err("the table delivery did not catch up within 60 s".into());
-                    }
+                if done && last_commit.elapsed() > STALLED {
+                    let behind = progress
+                        .acked
+                        .load(Ordering::SeqCst)
+                        .saturating_sub(progress.committed.load(Ordering::SeqCst));
+                    return Err(format!(
+                        "the table delivery is {behind} records behind and made no commit for {} s",
+                        STALLED.as_secs()
+                    )
+                    .into());
                 }
                 if report.records_read == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -300,6 +348,44 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
             }
             run_workflow(&workflow, "retrain-1").await
         })
+    };
+
+    // Table maintenance while events flow: compaction every few seconds, a vacuum
+    // every tenth run, and a last compaction once the delivery has committed everything.
+    let maintenance = Arc::new(Maintenance::default());
+    let maintenance_stop = Arc::new(AtomicBool::new(false));
+    let maintain = match args.compact_every {
+        Some(every) => {
+            let workflow = maintenance::workflow(table.clone(), maintenance.clone())?;
+            let stop = maintenance_stop.clone();
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                let mut failures = Vec::new();
+                for run in 1u64.. {
+                    let last = tokio::select! {
+                        _ = tick.tick() => stop.load(Ordering::SeqCst),
+                        _ = wait_flag(&stop) => true,
+                    };
+                    let input = json!({"vacuum": run % 10 == 0});
+                    match workflow.run(&format!("maintenance-{run}"), input).await {
+                        Ok(e) if e.status == ExecutionStatus::Succeeded => {}
+                        Ok(e) => failures.push(format!(
+                            "maintenance-{run} {:?}: {:?}",
+                            e.status,
+                            e.error.map(|x| x.to_json())
+                        )),
+                        Err(e) => failures.push(format!("maintenance-{run}: {e}")),
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                failures
+            }))
+        }
+        None => None,
     };
 
     // The producer, paced to the rate, on its own thread.
@@ -344,6 +430,7 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     let live = {
         let (progress, hot, models) = (progress.clone(), hot.clone(), models.clone());
         let (table_fresh, rec_fresh) = (table_fresh.clone(), rec_fresh.clone());
+        let maintenance = maintenance.clone();
         tokio::spawn(async move {
             let tty = std::io::stderr().is_terminal();
             let mut tick =
@@ -356,17 +443,19 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
                 let rate = (acked - last_n) as f64 / now.duration_since(last_t).as_secs_f64();
                 (last_n, last_t) = (acked, now);
                 let line = format!(
-                    "[{:5.1}s] {acked} events ({:.0}/s) | lag {} | table v{} | {} view refreshes | to table {} | to cache {} | model v{} folded {} (to recs {})",
+                    "[{:5.1}s] {acked} events ({:.0}/s) | behind: {} | table v{}, files/partition {} | {} view refreshes | to table {} | to cache {} | model v{} folded {} (to recs {}) | rss {}",
                     started.elapsed().as_secs_f64(),
                     rate,
-                    acked.saturating_sub(progress.committed.load(Ordering::Relaxed)),
+                    progress.behind(&hot).text(),
                     progress.version.load(Ordering::Relaxed),
+                    maintenance.files_per_partition.load(Ordering::Relaxed),
                     progress.refreshes.load(Ordering::Relaxed),
                     table_fresh.p99_text(),
                     hot.freshness.p99_text(),
                     models.version.load(Ordering::Relaxed),
                     models.folded.load(Ordering::Relaxed),
                     rec_fresh.p99_text(),
+                    rss_mb().map_or("?".to_owned(), |mb| format!("{mb:.0} MB")),
                 );
                 if tty {
                     eprint!("\r{line:<160}");
@@ -383,19 +472,24 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     let produce_secs = started.elapsed().as_secs_f64();
     progress.producing_done.store(true, Ordering::SeqCst);
     let acked = progress.acked.load(Ordering::SeqCst);
+    let behind_at_end = progress.behind(&hot);
     let duplicates = deliver.await??;
     let to_table_secs = started.elapsed().as_secs_f64();
-    wait_for(
-        || hot.applied.load(Ordering::SeqCst) >= acked,
-        "the cache trigger",
-    )
+    maintenance_stop.store(true, Ordering::SeqCst);
+    let maintenance_failures = match maintain {
+        Some(task) => task.await?,
+        None => Vec::new(),
+    };
+    catch_up("the cache trigger", || {
+        acked.saturating_sub(hot.applied.load(Ordering::SeqCst))
+    })
     .await?;
     let cache_metrics = cache_trigger.stop().await?;
-    wait_for(
-        || fold_trigger.metrics().records_processed >= acked,
-        "the fold-in trigger",
-    )
+    catch_up("the fold-in trigger", || {
+        acked.saturating_sub(fold_trigger.metrics().records_processed)
+    })
     .await?;
+    let caught_up_secs = started.elapsed().as_secs_f64() - produce_secs;
     let fold_metrics = fold_trigger.stop().await?;
     live.abort();
     eprintln!();
@@ -414,6 +508,10 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     println!(
         "all events in the table after {to_table_secs:.2} s (generation took {produce_secs:.2} s)"
     );
+    println!(
+        "behind when generation ended: {} records (every consumer caught up {caught_up_secs:.2} s later)",
+        behind_at_end.text()
+    );
     let count = scalar_i64(&engine, "SELECT COUNT(event_id) FROM events").await?;
     let distinct = scalar_i64(&engine, "SELECT COUNT(DISTINCT event_id) FROM events").await?;
     let committed = progress.committed.load(Ordering::SeqCst);
@@ -425,18 +523,23 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     println!("table version {}", stats.version);
     println!("table commits {}", progress.commits.load(Ordering::Relaxed));
     println!("table files {}", stats.files.len());
-    let mut per_partition: std::collections::HashMap<String, usize> = Default::default();
-    for f in &stats.files {
-        *per_partition
-            .entry(format!("{:?}", f.partition_values))
-            .or_default() += 1;
-    }
+    let (most_files, partitions) = maintenance::files_per_partition(&table).await?;
+    let most_during = maintenance
+        .most_files_per_partition
+        .load(Ordering::Relaxed)
+        .max(most_files as u64);
     println!(
-        "table files per partition max {} ({} partitions)",
-        per_partition.values().max().copied().unwrap_or(0),
-        per_partition.len()
+        "table files per partition max {most_files} ({partitions} partitions), at most {most_during} during the run"
     );
     println!("table bytes {}", stats.size_bytes());
+    println!(
+        "maintenance {} compactions: {} files into {} ({} rows rewritten), {} files vacuumed",
+        maintenance.runs.load(Ordering::Relaxed),
+        maintenance.files_removed.load(Ordering::Relaxed),
+        maintenance.files_added.load(Ordering::Relaxed),
+        maintenance.rows_rewritten.load(Ordering::Relaxed),
+        maintenance.files_vacuumed.load(Ordering::Relaxed),
+    );
     match peak_rss_mb() {
         Some(mb) => println!("peak resident memory {mb:.0} MB"),
         None => println!("peak resident memory unknown (no /proc/self/status)"),
@@ -592,6 +695,9 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
             hot.applied.load(Ordering::SeqCst)
         ));
     }
+    for f in &maintenance_failures {
+        failures.push(format!("table maintenance failed: {f}"));
+    }
     if !matches!(&final_run, Ok((ExecutionStatus::Succeeded, _))) {
         failures.push("the final model workflow did not succeed".to_owned());
     }
@@ -606,12 +712,22 @@ async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
     }
 }
 
-/// The process's peak resident set size (`VmHWM` of `/proc/self/status`), on Linux.
-fn peak_rss_mb() -> Option<f64> {
+/// A `kB` field of `/proc/self/status` in megabytes, on Linux.
+fn status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The process's peak resident set size (`VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// The process's resident set size now (`VmRSS`).
+fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
 }
 
 /// The first column of the first row of a query, as an integer.
@@ -625,13 +741,39 @@ async fn scalar_i64(engine: &QueryEngine, sql: &str) -> Result<i64, BoxError> {
     Ok(col.as_primitive::<Int64Type>().value(0))
 }
 
-async fn wait_for(done: impl Fn() -> bool, what: &str) -> Result<(), BoxError> {
+/// Returns once `flag` is set.
+async fn wait_flag(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `behind` (records a consumer has still to process) is zero; fails only
+/// when it stops shrinking for [`STALLED`], naming the consumer and how far behind it is.
+async fn catch_up(what: &str, behind: impl Fn() -> u64) -> Result<(), BoxError> {
     let t = Instant::now();
-    while !done() {
-        if t.elapsed() > Duration::from_secs(60) {
-            return Err(format!("{what} did not catch up within 60 s").into());
-        }
+    let (mut best, mut improved) = (behind(), Instant::now());
+    let mut said = Instant::now();
+    while best > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = behind();
+        if now < best {
+            (best, improved) = (now, Instant::now());
+        }
+        if improved.elapsed() > STALLED {
+            return Err(format!(
+                "{what} is {best} records behind and made no progress for {} s",
+                STALLED.as_secs()
+            )
+            .into());
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "waiting for {what}: {best} records behind after {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub struct OptimizeOptions {
     min_file_bytes: Option<u64>,
     sort_by: Vec<String>,
     predicate: Option<Predicate>,
+    tiered: Option<usize>,
 }
 
 impl OptimizeOptions {
@@ -56,6 +57,43 @@ impl OptimizeOptions {
         self.predicate = Some(predicate);
         self
     }
+
+    /// Size-tiered compaction, for tables that take small commits continuously: within a
+    /// partition, the files below the minimum size are bucketed by size (a file joins a
+    /// bucket when its size is within half to one and a half times the bucket's mean),
+    /// and only buckets of at least `fanout` files are merged, each into one file of
+    /// about their combined size. Each row is then rewritten about
+    /// log<sub>fanout</sub>(partition size / commit size) times, instead of at every
+    /// run, and a partition keeps about `fanout - 1` files per size tier. `fanout` is at
+    /// least 2. Without it (the default), every small file of a partition is rewritten
+    /// at each run.
+    pub fn tiered(mut self, fanout: usize) -> Self {
+        self.tiered = Some(fanout.max(2));
+        self
+    }
+}
+
+/// Buckets of items of similar size (each within half to one and a half times the
+/// mean of its bucket, smallest first) holding at least `fanout` items.
+fn size_tiers<T>(mut items: Vec<T>, size: impl Fn(&T) -> u64, fanout: usize) -> Vec<Vec<T>> {
+    items.sort_by_key(|i| size(i));
+    let mut buckets: Vec<Vec<T>> = Vec::new();
+    let mut total = 0f64;
+    for item in items {
+        let s = size(&item).max(1) as f64;
+        match buckets.last_mut() {
+            Some(b) if s <= total / b.len() as f64 * 1.5 => {
+                total += s;
+                b.push(item);
+            }
+            _ => {
+                total = s;
+                buckets.push(vec![item]);
+            }
+        }
+    }
+    buckets.retain(|b| b.len() >= fanout);
+    buckets
 }
 
 /// What [`Table::optimize`] did.
@@ -97,6 +135,13 @@ impl Table {
             groups.entry(key).or_default().push(f.clone());
         }
         groups.retain(|_, files| files.len() > 1 || !options.sort_by.is_empty());
+        let groups: Vec<Vec<Arc<FileEntry>>> = match options.tiered {
+            Some(fanout) => groups
+                .into_values()
+                .flat_map(|files| size_tiers(files, |f| f.add.size.max(0) as u64, fanout))
+                .collect(),
+            None => groups.into_values().collect(),
+        };
         if groups.is_empty() {
             return Ok(OptimizeMetrics::default());
         }
@@ -109,7 +154,7 @@ impl Table {
             cfg.sort_by = options.sort_by.clone();
         }
         let user = user_schema_of(&snap);
-        for files in groups.into_values() {
+        for files in groups {
             // Read the group back with all user columns (partition columns included).
             let ctx = self.scan_context(&snap, spec.clone(), user.clone(), None, 64 * 1024);
             let batches: Vec<RecordBatch> =
@@ -175,3 +220,25 @@ impl Table {
 
 /// The partition values of a file, as a grouping key.
 type PartitionKey = Vec<(String, Option<String>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::size_tiers;
+
+    #[test]
+    fn size_tiers_bucket_similar_sizes_and_keep_full_buckets() {
+        let tiers = |sizes: &[u64], fanout| size_tiers(sizes.to_vec(), |s| *s, fanout);
+        // Three small files are below the fanout.
+        assert!(tiers(&[10, 11, 9], 4).is_empty());
+        // Four similar files make a tier; the big one stays alone.
+        assert_eq!(tiers(&[10, 11, 9, 40, 12], 4), vec![vec![9, 10, 11, 12]]);
+        // Two full tiers of different sizes are merged separately.
+        assert_eq!(
+            tiers(&[40, 10, 41, 11, 39, 9, 42, 12], 4),
+            vec![vec![9, 10, 11, 12], vec![39, 40, 41, 42]]
+        );
+        // A file half again above the mean starts a new bucket.
+        assert!(tiers(&[10, 10, 10, 16], 4).is_empty());
+        assert!(tiers(&[], 2).is_empty());
+    }
+}
