@@ -20,6 +20,7 @@ mod query;
 #[allow(dead_code)]
 mod report;
 mod storage;
+mod storage_log;
 mod stream;
 
 use std::process::ExitCode;
