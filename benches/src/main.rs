@@ -22,6 +22,7 @@ mod query;
 mod report;
 mod soak;
 mod storage;
+mod storage_log;
 mod stream;
 
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! `lakehouse-bench storage`: partitioned ingest against DuckDB, pyarrow and delta-rs
-//! writing the same rows, partition pruning, point lookups and opening a long log.
+//! writing the same rows, partition pruning, point lookups, and the log figures of
+//! `storage_log` (opening a long log, refreshing, planning over many files).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -230,28 +231,8 @@ async fn run_async(report: &mut Report) -> BenchResult {
         lookup.files(None, None).await?.len()
     ));
 
-    // --- Opening a table with 1,000 commits (checkpoint every 10 commits).
-    let commits = report.scale(1000usize, 200);
-    let odir = work.path().join("commits");
-    let t = Table::create(Location::local(&odir)?, schema(), TableOptions::new()).await?;
-    for i in 0..commits {
-        t.append(vec![batch((i * 10) as i64, 10, &mut rng)]).await?;
-    }
-    let mut opens = Latencies::with_capacity(5);
-    for _ in 0..5 {
-        let s = Instant::now();
-        let t = Table::open(Location::local(&odir)?).await?;
-        opens.record(s.elapsed());
-        if t.version().await? != commits as u64 {
-            return Err("reopened table has the wrong version".into());
-        }
-    }
-    report.metric(
-        &format!("storage.open_{commits}_commits_ms"),
-        ms(opens.percentile(50.0)),
-        "ms",
-    );
-    Ok(())
+    // --- The log: opening a long log, refreshing by one commit, planning over many files.
+    crate::storage_log::run(report, work.path()).await
 }
 
 fn ms(d: Duration) -> f64 {

@@ -74,6 +74,29 @@
 //! # }
 //! ```
 //!
+//! # Arrow types on append
+//!
+//! A table stores each column in one Arrow type: `Utf8`, `Binary`, `Boolean`, `Int8`
+//! to `Int64`, `Float32`, `Float64`, `Date32`, `Decimal128` and `Timestamp` in
+//! microseconds (`UTC` or without a time zone). [`Table::append`] also takes the types
+//! Arrow producers use for the same values (DataFusion reads strings as `Utf8View`) and
+//! converts them first, exactly or not at all:
+//!
+//! | batch type | table type | rule |
+//! |---|---|---|
+//! | `Utf8View`, `LargeUtf8` | `Utf8` | always (a `LargeUtf8` column over 2 GiB of text is an error) |
+//! | `BinaryView`, `LargeBinary` | `Binary` | always (as above) |
+//! | `Dictionary(_, V)` | any | its values, then the rule for `V` |
+//! | `Timestamp` in s, ms, us or ns | `Timestamp` in us | both with a time zone (any zone into `UTC`: the instant is kept) or both without; seconds and milliseconds must not overflow, nanoseconds must be whole microseconds |
+//! | any integer, signed or unsigned | `Int8` to `Int64` | every value must fit: `UInt8` always fits `Int16`, `UInt16` `Int32`, `UInt32` `Int64`; `UInt64` fits `Int64` below 2^63 |
+//! | `Float16`, `Float32` | `Float64` | always |
+//! | `Decimal128(p, s)` | `Decimal128(p2, s)` | the same scale; every value within `p2` digits |
+//!
+//! A value that does not convert exactly is an [`ErrorKind::TypeMismatch`] error naming
+//! the column, row and value: nothing is rounded, truncated or wrapped, and nothing is
+//! written. Other types are refused with [`ErrorKind::SchemaMismatch`] naming the column.
+//! Tables are not created with unsigned integer columns (Delta has no unsigned types).
+//!
 //! # Crate features
 //!
 //! * `s3`: S3 and S3-compatible object stores (`Location::s3`).
@@ -84,6 +107,7 @@
 //! encoding runs on the rayon pool and never blocks the async workers.
 
 mod checkpoint;
+mod conform;
 mod location;
 mod log;
 mod partition;

@@ -1,5 +1,6 @@
 //! Integration tests of lakehouse-storage.
 
+mod append_types;
 mod common;
 mod crash;
 mod interop;

@@ -8,6 +8,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 use super::schema::extends;
 use super::{Table, TableOptions, io, now_ms, user_schema_of};
+use crate::conform::to_table_types;
 use crate::log::{Action, Add, Snapshot, Txn, stats_to_json};
 use crate::read::object_path;
 use crate::write::{EncodedFile, encode};
@@ -31,8 +32,14 @@ pub struct CommitInfo {
 impl Table {
     /// Appends `batches` as one commit.
     ///
+    /// Columns may come in the types Arrow producers use for the table's types
+    /// (`Utf8View` and `LargeUtf8` for strings, dictionaries, timestamps of any unit,
+    /// unsigned integers whose values fit, ...): they are converted exactly first, by the
+    /// rules listed in the crate docs under *Arrow types on append*.
+    ///
     /// Errors with [`ErrorKind::SchemaMismatch`] (naming the columns) before anything
-    /// is written when a batch does not fit the table.
+    /// is written when a batch does not fit the table, and [`ErrorKind::TypeMismatch`]
+    /// (naming the column, row and value) when a value does not convert exactly.
     pub async fn append(&self, batches: Vec<RecordBatch>) -> Result<CommitInfo> {
         match self.append_inner(batches, None).await? {
             (Some(info), _) => Ok(info),
@@ -58,7 +65,11 @@ impl Table {
         let user = user_schema_of(&snap);
         let conformed = batches
             .iter()
-            .map(|b| conform_batch(&user, b).map_err(|e| e.with_table(self.uri())))
+            .map(|b| {
+                to_table_types(&user, b)
+                    .and_then(|b| conform_batch(&user, &b))
+                    .map_err(|e| e.with_table(self.uri()))
+            })
             .collect::<Result<Vec<_>>>()?;
         let rows: u64 = conformed.iter().map(|b| b.num_rows() as u64).sum();
         let spec = Self::spec_of(&snap)?;

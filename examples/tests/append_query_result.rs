@@ -1,0 +1,171 @@
+//! A DataFusion query result appended to a table and read back: DataFusion reads Parquet
+//! strings as `Utf8View` and SQL `TIMESTAMP` is nanoseconds, which `Table::append`
+//! converts to the table's `Utf8` and microseconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use futures::TryStreamExt;
+use lakehouse_core::{ScanRequest, TableSource};
+use lakehouse_query::{QueryEngine, QueryOptions};
+use lakehouse_storage::{Location, PartitionField, Table, TableOptions};
+
+const T0: i64 = 1_795_564_800_000_000;
+
+fn orders_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("price", DataType::Float64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+    ]))
+}
+
+fn summary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("region", DataType::Utf8, false),
+        Field::new("orders", DataType::Int64, false),
+        Field::new("revenue", DataType::Float64, true),
+        Field::new(
+            "last_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("label", DataType::Utf8, true),
+    ]))
+}
+
+/// The Parquet data files under `dir`, outside the log.
+fn data_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            data_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_result_appends_to_a_table_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = ["eu", "us", "apac"];
+    let n = 300i64;
+    let orders = Table::create(
+        Location::local(dir.path().join("orders")).unwrap(),
+        orders_schema(),
+        TableOptions::new(),
+    )
+    .await
+    .unwrap();
+    let batch = RecordBatch::try_new(
+        orders_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| regions[(i % 3) as usize]),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| i as f64 * 0.5),
+            )),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                (0..n).map(|i| T0 + i * 1_000_000),
+            )),
+        ],
+    )
+    .unwrap();
+    orders.append(vec![batch]).await.unwrap();
+
+    // DataFusion reads the table's data file itself, as it reads any Parquet.
+    let mut files = Vec::new();
+    data_files(&dir.path().join("orders"), &mut files);
+    assert_eq!(files.len(), 1);
+    let engine = QueryEngine::builder().target_partitions(2).build();
+    engine
+        .register_parquet("orders", files[0].to_str().unwrap())
+        .await
+        .unwrap();
+    let result = engine
+        .query(
+            "SELECT region, count(*) AS orders, sum(price) AS revenue, \
+                    CAST(max(ts) AS TIMESTAMP) AS last_ts, \
+                    arrow_cast(concat('region ', region), 'Dictionary(Int32, Utf8)') AS label \
+             FROM orders GROUP BY region",
+            QueryOptions::new().bypass_cache(),
+        )
+        .await
+        .unwrap();
+    let types: BTreeMap<&str, &DataType> = result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    assert_eq!(types["region"], &DataType::Utf8View, "{types:?}");
+    assert_eq!(
+        types["last_ts"],
+        &DataType::Timestamp(TimeUnit::Nanosecond, None),
+        "{types:?}"
+    );
+
+    let summary = Table::create(
+        Location::local(dir.path().join("summary")).unwrap(),
+        summary_schema(),
+        TableOptions::new().partition_by([PartitionField::identity("region")]),
+    )
+    .await
+    .unwrap();
+    let info = summary.append(result.batches().to_vec()).await.unwrap();
+    assert_eq!(info.rows, 3);
+
+    let back: Vec<RecordBatch> = summary
+        .scan(ScanRequest::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut got = BTreeMap::new();
+    for b in &back {
+        assert_eq!(b.schema(), summary_schema());
+        let region = b.column(0).as_string::<i32>();
+        let count = b.column(1).as_primitive::<Int64Type>();
+        let revenue = b.column(2).as_primitive::<Float64Type>();
+        let last = b.column(3).as_primitive::<TimestampMicrosecondType>();
+        let label = b.column(4).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            assert!(last.is_valid(i));
+            got.insert(
+                region.value(i).to_owned(),
+                (
+                    count.value(i),
+                    revenue.value(i),
+                    last.value(i),
+                    label.value(i).to_owned(),
+                ),
+            );
+        }
+    }
+    let mut want = BTreeMap::new();
+    for (r, name) in regions.iter().enumerate() {
+        let ids: Vec<i64> = (0..n).filter(|i| i % 3 == r as i64).collect();
+        let revenue: f64 = ids.iter().map(|&i| i as f64 * 0.5).sum();
+        let last = T0 + ids.iter().max().unwrap() * 1_000_000;
+        want.insert(
+            (*name).to_owned(),
+            (ids.len() as i64, revenue, last, format!("region {name}")),
+        );
+    }
+    assert_eq!(got, want);
+}
