@@ -84,10 +84,12 @@
 //! encoding runs on the rayon pool and never blocks the async workers.
 
 mod checkpoint;
+mod kernel;
 mod location;
 mod log;
 mod partition;
 mod read;
+mod replay;
 mod table;
 mod write;
 

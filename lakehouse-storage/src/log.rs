@@ -72,29 +72,129 @@ impl Protocol {
         }
     }
 
-    /// Errors unless this crate can read and write a table with this protocol.
-    pub(crate) fn check_supported(&self) -> Result<()> {
-        if self.min_reader_version > 3 || self.min_writer_version > 7 {
+    /// This protocol, upgraded so that it also describes `schema` (a column added by
+    /// schema evolution may need `timestampNtz`); `None` when it does already.
+    pub(crate) fn upgraded_for(&self, schema: &Schema) -> Option<Protocol> {
+        let need = Protocol::for_schema(schema);
+        let has = |fs: &Option<Vec<String>>| fs.iter().flatten().any(|f| f == "timestampNtz");
+        if need.reader_features.is_none() || has(&self.reader_features) {
+            return None;
+        }
+        let mut reader = self.reader_features.clone().unwrap_or_default();
+        let mut writer = self.writer_features.clone().unwrap_or_else(|| {
+            // The features a legacy writer version implies.
+            let mut w = Vec::new();
+            if self.min_writer_version >= 2 {
+                w.extend(["appendOnly".to_owned(), "invariants".to_owned()]);
+            }
+            w
+        });
+        reader.push("timestampNtz".into());
+        writer.push("timestampNtz".into());
+        Some(Protocol {
+            min_reader_version: 3,
+            min_writer_version: 7,
+            reader_features: Some(reader),
+            writer_features: Some(writer),
+        })
+    }
+
+    /// Errors with [`ErrorKind::Unsupported`], naming the feature, unless this crate
+    /// reads the table right: every reader feature it declares is one honoured here.
+    pub(crate) fn check_readable(&self, metadata: &MetaData) -> Result<()> {
+        let unsupported = |f: &str, why: &str| {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the table uses the Delta reader feature {f}, {why}"),
+            ))
+        };
+        if self.min_reader_version > 3 {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "table protocol ({}, {}) is newer than this crate supports (3, 7)",
-                    self.min_reader_version, self.min_writer_version
+                    "the table needs Delta reader version {}; this crate reads up to 3",
+                    self.min_reader_version
                 ),
             ));
         }
-        let known = ["timestampNtz", "appendOnly", "invariants"];
-        for f in self
-            .reader_features
-            .iter()
-            .flatten()
-            .chain(self.writer_features.iter().flatten())
+        let mode = metadata
+            .configuration
+            .get("delta.columnMapping.mode")
+            .map(String::as_str)
+            .unwrap_or("none");
+        if mode != "none" {
+            return unsupported(
+                "columnMapping",
+                &format!(
+                    "mode {mode}: its files name columns by physical names, which this \
+                     crate does not map back"
+                ),
+            );
+        }
+        for f in self.reader_features.iter().flatten() {
+            match f.as_str() {
+                // Read through kernel (log layout) or honoured by the scan.
+                "timestampNtz"
+                | "v2Checkpoint"
+                | "vacuumProtocolCheck"
+                | "deletionVectors"
+                | "checkpointProtection" => {}
+                "columnMapping" => {}
+                other => return unsupported(other, "which this crate does not read"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors with [`ErrorKind::Unsupported`], naming the feature, unless this crate's
+    /// commits keep what the table declares.
+    pub(crate) fn check_writable(&self, metadata: &MetaData) -> Result<()> {
+        self.check_readable(metadata)?;
+        let unsupported = |f: &str| {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the table uses the Delta writer feature {f}, which this crate does not write"
+                ),
+            ))
+        };
+        if self.min_writer_version > 7 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the table needs Delta writer version {}; this crate writes up to 7",
+                    self.min_writer_version
+                ),
+            ));
+        }
+        if metadata
+            .configuration
+            .keys()
+            .any(|k| k.starts_with("delta.constraints."))
         {
-            if !known.contains(&f.as_str()) {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("table feature {f} is not supported"),
-                ));
+            return unsupported("checkConstraints");
+        }
+        for key in ["delta.generationExpression", "delta.identity.start"] {
+            if metadata.schema_string.contains(key) {
+                return unsupported(if key.contains("identity") {
+                    "identityColumns"
+                } else {
+                    "generatedColumns"
+                });
+            }
+        }
+        for f in self.writer_features.iter().flatten() {
+            match f.as_str() {
+                "timestampNtz"
+                | "appendOnly"
+                | "invariants"
+                | "v2Checkpoint"
+                | "vacuumProtocolCheck"
+                | "deletionVectors"
+                | "changeDataFeed"
+                | "domainMetadata"
+                | "checkpointProtection" => {}
+                other => return unsupported(other),
             }
         }
         Ok(())
@@ -139,6 +239,21 @@ pub(crate) struct Add {
     pub(crate) data_change: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) stats: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deletion_vector: Option<DeletionVector>,
+}
+
+/// A deletion vector descriptor: the rows of a data file that are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeletionVector {
+    /// `u` (relative file), `p` (absolute path) or `i` (inline).
+    pub(crate) storage_type: String,
+    pub(crate) path_or_inline_dv: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) offset: Option<i32>,
+    pub(crate) size_in_bytes: i32,
+    pub(crate) cardinality: i64,
 }
 
 /// The `remove` action.
@@ -155,6 +270,8 @@ pub(crate) struct Remove {
     pub(crate) partition_values: Option<BTreeMap<String, Option<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deletion_vector: Option<DeletionVector>,
 }
 
 /// The `txn` action.
@@ -170,11 +287,6 @@ pub(crate) struct Txn {
 /// The object name of commit `version`.
 pub(crate) fn commit_name(version: Version) -> String {
     format!("{version:020}.json")
-}
-
-/// The object name of the checkpoint of `version`.
-pub(crate) fn checkpoint_name(version: Version) -> String {
-    format!("{version:020}.checkpoint.parquet")
 }
 
 /// The version of a log object name (`…/00000000000000000007.json` -> 7).
@@ -584,7 +696,8 @@ pub(crate) struct FileEntry {
     pub(crate) stats: ParsedStats,
 }
 
-/// The state of a table at one version, replayed from the log.
+/// The state of a table at one version: replayed by kernel, then advanced by this
+/// handle's own commits.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) version: Version,
@@ -595,37 +708,38 @@ pub(crate) struct Snapshot {
     pub(crate) files: Arc<BTreeMap<String, Arc<FileEntry>>>,
     /// Insertion order of `files` (for deterministic scans).
     pub(crate) order: Arc<Vec<String>>,
-    /// Removed files and when they were removed (for vacuum).
-    pub(crate) tombstones: Arc<HashMap<String, i64>>,
-    /// Last sequence per writer.
+    /// The last sequence of the writers (app ids) this handle committed for since
+    /// `kernel`'s version; every other app id is as `kernel` has it.
     pub(crate) txns: Arc<HashMap<String, i64>>,
+    /// Kernel's snapshot this one was replayed from (at `version` or older).
+    pub(crate) kernel: delta_kernel::snapshot::SnapshotRef,
 }
 
-/// Builds snapshots from actions.
-#[derive(Debug, Default)]
+/// Advances a snapshot by the actions of this handle's own commits.
+#[derive(Debug)]
 pub(crate) struct Replay {
-    version: Option<Version>,
-    protocol: Option<Protocol>,
-    metadata: Option<MetaData>,
-    schema: Option<SchemaRef>,
+    version: Version,
+    protocol: Protocol,
+    metadata: MetaData,
+    schema: SchemaRef,
     files: BTreeMap<String, Arc<FileEntry>>,
     order: Vec<String>,
-    tombstones: HashMap<String, i64>,
     txns: HashMap<String, i64>,
+    kernel: delta_kernel::snapshot::SnapshotRef,
 }
 
 impl Replay {
     /// Continues from a snapshot.
     pub(crate) fn from_snapshot(s: &Snapshot) -> Replay {
         Replay {
-            version: Some(s.version),
-            protocol: Some(s.protocol.clone()),
-            metadata: Some(s.metadata.clone()),
-            schema: Some(s.schema.clone()),
+            version: s.version,
+            protocol: s.protocol.clone(),
+            metadata: s.metadata.clone(),
+            schema: s.schema.clone(),
             files: (*s.files).clone(),
             order: (*s.order).clone(),
-            tombstones: (*s.tombstones).clone(),
             txns: (*s.txns).clone(),
+            kernel: s.kernel.clone(),
         }
     }
 
@@ -634,24 +748,13 @@ impl Replay {
         for a in actions {
             match a {
                 Action::CommitInfo(_) => {}
-                Action::Protocol(p) => {
-                    p.check_supported()?;
-                    self.protocol = Some(p);
-                }
+                Action::Protocol(p) => self.protocol = p,
                 Action::MetaData(m) => {
-                    self.schema = Some(schema_from_string(&m.schema_string)?);
-                    self.metadata = Some(m);
+                    self.schema = schema_from_string(&m.schema_string)?;
+                    self.metadata = m;
                 }
                 Action::Add(add) => {
-                    let schema = self.schema.clone().ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            "an add action precedes the table metadata",
-                        )
-                        .with_version(version)
-                    })?;
-                    let stats = parse_stats(add.stats.as_deref(), &schema);
-                    self.tombstones.remove(&add.path);
+                    let stats = parse_stats(add.stats.as_deref(), &self.schema);
                     let path = add.path.clone();
                     self.files
                         .insert(path.clone(), Arc::new(FileEntry { add, stats }));
@@ -659,32 +762,19 @@ impl Replay {
                 }
                 Action::Remove(r) => {
                     self.files.remove(&r.path);
-                    self.tombstones
-                        .insert(r.path, r.deletion_timestamp.unwrap_or_default());
                 }
                 Action::Txn(t) => {
                     self.txns.insert(t.app_id, t.version);
                 }
             }
         }
-        self.version = Some(version);
+        self.version = version;
         Ok(())
     }
 
     /// The snapshot after the applied commits.
     pub(crate) fn finish(self) -> Result<Snapshot> {
-        let version = self
-            .version
-            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds no commit"))?;
-        let (Some(protocol), Some(metadata), Some(schema)) =
-            (self.protocol, self.metadata, self.schema)
-        else {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                "the log holds no protocol or table metadata",
-            )
-            .with_version(version));
-        };
+        self.protocol.check_readable(&self.metadata)?;
         let mut seen = std::collections::HashSet::with_capacity(self.files.len());
         let files = self.files;
         let order: Vec<String> = self
@@ -697,14 +787,14 @@ impl Replay {
             .rev()
             .collect();
         Ok(Snapshot {
-            version,
-            protocol,
-            metadata,
-            schema,
+            version: self.version,
+            protocol: self.protocol,
+            metadata: self.metadata,
+            schema: self.schema,
             files: Arc::new(files),
             order: Arc::new(order),
-            tombstones: Arc::new(self.tombstones),
             txns: Arc::new(self.txns),
+            kernel: self.kernel,
         })
     }
 }

@@ -19,11 +19,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use crate::log::FileEntry;
+use crate::kernel::{Kernel, blocking, kernel_error};
+use crate::log::{DeletionVector, FileEntry};
 use crate::partition::{PartitionSpec, constant_array, parse_value, uri_decode};
 
 /// Everything a scan needs, shared by the per-file readers.
@@ -37,6 +40,8 @@ pub(crate) struct ScanContext {
     pub(crate) output: SchemaRef,
     pub(crate) predicate: Option<Predicate>,
     pub(crate) batch_size: usize,
+    /// Kernel, which reads deletion vectors.
+    pub(crate) kernel: Kernel,
 }
 
 /// The object path of a file of the table.
@@ -246,6 +251,7 @@ async fn open_file(
         .with_projection(ProjectionMask::roots(&parquet_schema, roots.clone()))
         .with_batch_size(ctx.batch_size);
 
+    let mut kept: Option<Vec<usize>> = None;
     if let Some(pred) = &ctx.predicate {
         // Row groups: statistics, then bloom filters for equality conjuncts.
         let rgs = metadata.row_groups();
@@ -329,6 +335,7 @@ async fn open_file(
         if keep.is_empty() {
             return Ok(Box::pin(stream::empty()));
         }
+        kept = Some(keep.clone());
         builder = builder.with_row_groups(keep);
 
         // Late materialisation: conjuncts over the file's own columns filter rows
@@ -361,6 +368,15 @@ async fn open_file(
         builder = builder.with_limit(limit);
     }
 
+    if let Some(dv) = &entry.add.deletion_vector {
+        let deleted = deleted_rows(&ctx.kernel, dv)
+            .await
+            .map_err(|e| e.with_path(uri.clone()))?;
+        let groups = metadata.row_groups();
+        let chosen = kept.unwrap_or_else(|| (0..groups.len()).collect());
+        builder = builder.with_row_selection(live_rows(&deleted, groups, &chosen));
+    }
+
     let stream = builder.build().map_err(corrupt(path.as_ref()))?;
     let ctx2 = ctx.clone();
     let path_text = path.to_string();
@@ -369,6 +385,71 @@ async fn open_file(
         let b = b.map_err(corrupt(&path_text))?;
         assemble(&ctx2, &b, &partitions, &wanted)
     })))
+}
+
+/// The deleted row indexes of a deletion vector, ascending (read by kernel: inline,
+/// or from its file beside the data).
+async fn deleted_rows(kernel: &Kernel, dv: &DeletionVector) -> Result<Vec<u64>> {
+    use delta_kernel::Engine as _;
+    use delta_kernel::actions::deletion_vector::{
+        DeletionVectorDescriptor, DeletionVectorStorageType,
+    };
+    let kernel = kernel.clone();
+    let dv = dv.clone();
+    blocking(move || {
+        let storage: DeletionVectorStorageType = dv.storage_type.parse().map_err(kernel_error)?;
+        let d = DeletionVectorDescriptor::try_new(
+            storage,
+            dv.path_or_inline_dv,
+            dv.offset,
+            dv.size_in_bytes,
+            dv.cardinality,
+        )
+        .map_err(kernel_error)?;
+        let mut rows = d
+            .row_indexes(kernel.engine.storage_handler(), &kernel.url)
+            .map_err(kernel_error)?;
+        rows.sort_unstable();
+        rows.dedup();
+        Ok(rows)
+    })
+    .await
+}
+
+/// The rows of row groups `chosen` (in the order read) that `deleted` (ascending file
+/// row indexes) leaves, as a Parquet row selection.
+fn live_rows(
+    deleted: &[u64],
+    groups: &[parquet::file::metadata::RowGroupMetaData],
+    chosen: &[usize],
+) -> RowSelection {
+    let mut starts = Vec::with_capacity(groups.len());
+    let mut at = 0u64;
+    for g in groups {
+        starts.push(at);
+        at += u64::try_from(g.num_rows()).unwrap_or(0);
+    }
+    let mut selectors = Vec::new();
+    for &g in chosen {
+        let (Some(&start), Some(group)) = (starts.get(g), groups.get(g)) else {
+            continue;
+        };
+        let end = start + u64::try_from(group.num_rows()).unwrap_or(0);
+        let lo = deleted.partition_point(|&d| d < start);
+        let hi = deleted.partition_point(|&d| d < end);
+        let mut pos = start;
+        for &d in &deleted[lo..hi] {
+            if d > pos {
+                selectors.push(RowSelector::select((d - pos) as usize));
+            }
+            selectors.push(RowSelector::skip(1));
+            pos = d + 1;
+        }
+        if end > pos {
+            selectors.push(RowSelector::select((end - pos) as usize));
+        }
+    }
+    RowSelection::from(selectors)
 }
 
 /// Builds the output batch from a file batch: partition constants, nulls for columns

@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod delta_fixtures;
 mod interop;
 mod maintenance;
 mod partitions;
