@@ -117,20 +117,7 @@ impl Protocol {
                 ),
             ));
         }
-        let mode = metadata
-            .configuration
-            .get("delta.columnMapping.mode")
-            .map(String::as_str)
-            .unwrap_or("none");
-        if mode != "none" {
-            return unsupported(
-                "columnMapping",
-                &format!(
-                    "mode {mode}: its files name columns by physical names, which this \
-                     crate does not map back"
-                ),
-            );
-        }
+        column_mapping(metadata)?;
         for f in self.reader_features.iter().flatten() {
             match f.as_str() {
                 // Read through kernel (log layout) or honoured by the scan.
@@ -174,6 +161,9 @@ impl Protocol {
         {
             return unsupported("checkConstraints");
         }
+        if !column_mapping(metadata)?.is_empty() {
+            return unsupported("columnMapping");
+        }
         for key in ["delta.generationExpression", "delta.identity.start"] {
             if metadata.schema_string.contains(key) {
                 return unsupported(if key.contains("identity") {
@@ -199,6 +189,59 @@ impl Protocol {
         }
         Ok(())
     }
+}
+
+/// The physical column names of a column-mapped table (`delta.columnMapping.mode`
+/// `name` or `id`), by logical name; empty without column mapping. Files, partition
+/// values and statistics use the physical names.
+pub(crate) fn column_mapping(metadata: &MetaData) -> Result<HashMap<String, String>> {
+    let mode = metadata
+        .configuration
+        .get("delta.columnMapping.mode")
+        .map(String::as_str)
+        .unwrap_or("none");
+    match mode {
+        "none" => return Ok(HashMap::new()),
+        "name" | "id" => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the table uses the Delta reader feature columnMapping in mode {other}"),
+            ));
+        }
+    }
+    let v: Value = serde_json::from_str(&metadata.schema_string)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
+    let mut out = HashMap::new();
+    for f in v
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(physical)) = (
+            f.get("name").and_then(Value::as_str),
+            f.pointer("/metadata/delta.columnMapping.physicalName")
+                .and_then(Value::as_str),
+        ) else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "a column of a column-mapped table has no physical name",
+            ));
+        };
+        if !f.get("type").is_some_and(Value::is_string) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "column {name}: nested columns of a column-mapped table (the Delta \
+                     feature columnMapping) are not read"
+                ),
+            )
+            .with_column(name));
+        }
+        out.insert(name.to_owned(), physical.to_owned());
+    }
+    Ok(out)
 }
 
 /// The `format` of `metaData`.
@@ -589,13 +632,23 @@ pub(crate) struct ParsedStats {
 
 /// Parses `stats` against the schema; unreadable or missing parts are left unknown.
 pub(crate) fn parse_stats(stats: Option<&str>, schema: &Schema) -> ParsedStats {
+    parse_stats_mapped(stats, schema, &HashMap::new())
+}
+
+/// [`parse_stats`] for a column-mapped table: `physical` names each column's key.
+pub(crate) fn parse_stats_mapped(
+    stats: Option<&str>,
+    schema: &Schema,
+    physical: &HashMap<String, String>,
+) -> ParsedStats {
     let Some(v) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
         return ParsedStats::default();
     };
     let num_rows = v.get("numRecords").and_then(Value::as_u64);
     let mut columns = BTreeMap::new();
     for f in schema.fields() {
-        let get = |k: &str| v.get(k).and_then(|m| m.get(f.name()));
+        let key = physical.get(f.name()).unwrap_or(f.name());
+        let get = |k: &str| v.get(k).and_then(|m| m.get(key));
         let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
         let max = get("maxValues").and_then(|x| json_to_scalar(x, f.data_type()));
         let null_count = get("nullCount").and_then(Value::as_u64);

@@ -42,6 +42,35 @@ pub(crate) struct ScanContext {
     pub(crate) batch_size: usize,
     /// Kernel, which reads deletion vectors.
     pub(crate) kernel: Kernel,
+    /// Logical column name to the name in the files (column-mapped tables only).
+    pub(crate) physical: HashMap<String, String>,
+}
+
+/// `batch` with the columns the file names physically renamed to their logical names.
+fn to_logical(batch: RecordBatch, logical: &HashMap<String, String>) -> RecordBatch {
+    if logical.is_empty() {
+        return batch;
+    }
+    let schema = Arc::new(logical_schema(batch.schema_ref(), logical));
+    RecordBatch::try_new_with_options(
+        schema,
+        batch.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .unwrap_or(batch)
+}
+
+fn logical_schema(schema: &Schema, logical: &HashMap<String, String>) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match logical.get(f.name()) {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The object path of a file of the table.
@@ -223,7 +252,32 @@ async fn open_file(
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
         .await
         .map_err(corrupt(path.as_ref()))?;
-    let file_schema = builder.schema().clone();
+    // Physical to logical names; a physical name that is also a logical one of another
+    // column (after renames) is never read by mistake: every lookup goes through here.
+    let logical: Arc<HashMap<String, String>> = Arc::new(
+        ctx.physical
+            .iter()
+            .map(|(l, p)| (p.clone(), l.clone()))
+            .collect(),
+    );
+    let file_schema = if ctx.physical.is_empty() {
+        builder.schema().clone()
+    } else {
+        let keep: Vec<Field> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match logical.get(f.name()) {
+                Some(name) => f.as_ref().clone().with_name(name),
+                // Not a column of the table (dropped): never matched by name.
+                None => f
+                    .as_ref()
+                    .clone()
+                    .with_name(format!("\u{0}dropped:{}", f.name())),
+            })
+            .collect();
+        Arc::new(Schema::new(keep))
+    };
     let parquet_schema = builder.parquet_schema().clone();
     let metadata = builder.metadata().clone();
     let partitions = partition_scalars(&entry, &ctx.table_schema, &ctx.spec)?;
@@ -315,7 +369,8 @@ async fn open_file(
             let mut filtered = Vec::with_capacity(keep.len());
             'rg: for rg in keep {
                 for (col, values) in &probes {
-                    let Some(leaf) = leaf_index(&parquet_schema, col) else {
+                    let physical = ctx.physical.get(col).unwrap_or(col);
+                    let Some(leaf) = leaf_index(&parquet_schema, physical) else {
                         continue;
                     };
                     let sbbf = builder
@@ -357,9 +412,10 @@ async fn open_file(
                 .filter_map(|c| file_schema.index_of(c).ok())
                 .collect();
             let mask = ProjectionMask::roots(&parquet_schema, cols);
+            let names = logical.clone();
             let f = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
                 local
-                    .evaluate(&batch)
+                    .evaluate(&to_logical(batch, &names))
                     .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()))
             });
             builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
@@ -383,7 +439,7 @@ async fn open_file(
     let wanted = Arc::new(wanted);
     Ok(Box::pin(stream.map(move |b| {
         let b = b.map_err(corrupt(&path_text))?;
-        assemble(&ctx2, &b, &partitions, &wanted)
+        assemble(&ctx2, &to_logical(b, &logical), &partitions, &wanted)
     })))
 }
 

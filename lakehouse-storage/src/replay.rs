@@ -16,8 +16,8 @@ use lakehouse_core::{Error, ErrorKind, Result};
 
 use crate::kernel::{Kernel, kernel_error};
 use crate::log::{
-    Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, parse_stats,
-    schema_from_string,
+    Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, column_mapping,
+    parse_stats_mapped, schema_from_string,
 };
 
 /// The protocol and metadata of a kernel snapshot, as this crate's actions.
@@ -64,6 +64,7 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
     protocol.check_readable(&metadata)?;
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
+    let physical = column_mapping(&metadata)?;
     let scan = ks
         .clone()
         .scan_builder()
@@ -80,7 +81,7 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
         let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
         let batch = data.record_batch();
         let cols = FileColumns::of_scan_rows(batch)?;
-        batches.push(cols.entries(&selection, &schema)?);
+        batches.push(cols.entries(&selection, &schema, &physical)?);
     }
     // Kernel yields the newest commits first; files are kept in the order they were
     // added.
@@ -118,6 +119,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     let listing = stream.into_listing().map_err(|e| kernel.error(e, None))?;
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
+    let physical = column_mapping(&metadata)?;
     let mut files = (*cur.files).clone();
     let mut order = (*cur.order).clone();
     for key in &listing.summary.removes {
@@ -126,7 +128,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     // Batches come newest commit first.
     let mut added: Vec<Vec<Arc<FileEntry>>> = Vec::new();
     for f in listing.add_files {
-        added.push(add_rows(f, &schema)?);
+        added.push(add_rows(f, &schema, &physical)?);
     }
     for entry in added.into_iter().rev().flatten() {
         order.push(entry.add.path.clone());
@@ -157,6 +159,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
 fn add_rows(
     f: FilteredEngineData,
     schema: &arrow::datatypes::Schema,
+    physical: &HashMap<String, String>,
 ) -> Result<Vec<Arc<FileEntry>>> {
     let (data, selection) = f.into_parts();
     let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
@@ -165,7 +168,7 @@ fn add_rows(
         .column_by_name("add")
         .and_then(|c| c.as_struct_opt())
         .ok_or_else(|| corrupt("commit rows without an add column"))?;
-    FileColumns::of_add_struct(add)?.entries(&selection, schema)
+    FileColumns::of_add_struct(add)?.entries(&selection, schema, physical)
 }
 
 fn corrupt(m: &str) -> Error {
@@ -240,7 +243,13 @@ impl FileColumns {
         &self,
         selection: &[bool],
         schema: &arrow::datatypes::Schema,
+        physical: &HashMap<String, String>,
     ) -> Result<Vec<Arc<FileEntry>>> {
+        // Partition values are keyed by physical names in column-mapped tables.
+        let logical: HashMap<&str, &str> = physical
+            .iter()
+            .map(|(l, p)| (p.as_str(), l.as_str()))
+            .collect();
         let mut out = Vec::new();
         for i in 0..self.path.len() {
             if !selection.get(i).copied().unwrap_or(true) || self.path.is_null(i) {
@@ -262,8 +271,9 @@ impl FileColumns {
                 let keys = utf8(entry.column(0))?;
                 let values = utf8(entry.column(1))?;
                 for j in 0..keys.len() {
+                    let key = keys.value(j);
                     partition_values.insert(
-                        keys.value(j).to_owned(),
+                        logical.get(key).copied().unwrap_or(key).to_owned(),
                         values.is_valid(j).then(|| values.value(j).to_owned()),
                     );
                 }
@@ -272,7 +282,7 @@ impl FileColumns {
                 Some(dv) if dv.is_valid(i) => Some(dv_at(dv, i)?),
                 _ => None,
             };
-            let mut parsed = parse_stats(stats.as_deref(), schema);
+            let mut parsed = parse_stats_mapped(stats.as_deref(), schema, physical);
             if let Some(dv) = &deletion_vector {
                 // Statistics count the deleted rows too: bounds stay safe, counts do not.
                 let deleted = u64::try_from(dv.cardinality).unwrap_or(0);

@@ -465,22 +465,84 @@ async fn unknown_reader_features_are_refused_by_name() {
 }
 
 #[tokio::test]
-async fn column_mapped_tables_are_never_read_by_logical_names() {
+async fn column_mapped_tables_are_read_by_physical_names() {
+    use arrow::array::{Int64Array, StringArray};
     let dir = tempfile::tempdir().unwrap();
+    let field = |name: &str, ty: &str, id: u32, physical: &str| {
+        json!({"name": name, "type": ty, "nullable": true, "metadata": {
+            "delta.columnMapping.id": id, "delta.columnMapping.physicalName": physical}})
+    };
+    // `id`, a column renamed to `label` (its files still say col-b2), one added later
+    // (`added`, absent from the file); the file also holds a dropped column.
+    let schema_string = json!({"type": "struct", "fields": [
+        field("id", "long", 1, "col-a1"),
+        field("label", "string", 2, "col-b2"),
+        field("added", "long", 4, "col-d4"),
+    ]})
+    .to_string();
     hand_made_table(
         dir.path(),
         json!({"minReaderVersion": 2, "minWriterVersion": 5}),
-        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "1"}),
-        r#"{"type":"struct","fields":[{"name":"a","type":"long","nullable":true,"metadata":{"delta.columnMapping.id":1,"delta.columnMapping.physicalName":"col-5f422f40"}}]}"#,
+        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "4"}),
+        &schema_string,
     );
-    match Table::open(Location::local(dir.path()).unwrap()).await {
-        Err(e) => {
-            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
-            assert!(e.to_string().contains("columnMapping"), "{e}");
-        }
-        Ok(t) => {
-            // Read at all, then by the physical names: the schema says `a`.
-            assert_eq!(t.user_schema().field(0).name(), "a");
-        }
-    }
+    let file_schema = Arc::new(Schema::new(vec![
+        Field::new("col-a1", DataType::Int64, true),
+        Field::new("col-b2", DataType::Utf8, true),
+        // A dropped column whose physical name is a logical name of the table: never
+        // read as `id`.
+        Field::new("id", DataType::Int64, true),
+    ]));
+    let data = RecordBatch::try_new(
+        file_schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            Arc::new(Int64Array::from(vec![100, 200, 300])),
+        ],
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, file_schema, None).unwrap();
+    w.write(&data).unwrap();
+    w.close().unwrap();
+    std::fs::write(dir.path().join("part-0.parquet"), &bytes).unwrap();
+    write_commit(
+        dir.path(),
+        1,
+        &[json!({"add": {
+            "path": "part-0.parquet", "partitionValues": {}, "size": bytes.len(),
+            "modificationTime": 1, "dataChange": true,
+            "stats": json!({"numRecords": 3, "minValues": {"col-a1": 1}, "maxValues": {"col-a1": 3},
+                            "nullCount": {"col-a1": 0}}).to_string(),
+        }})],
+    );
+    let t = open(dir.path()).await;
+    let all = collect(&t, ScanRequest::new()).await;
+    assert_eq!(ints(&all, "id"), vec![1, 2, 3]);
+    let labels: Vec<String> = all
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("label").unwrap();
+            let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+            c.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(labels, vec!["a", "b", "c"]);
+    assert!(
+        all.iter()
+            .all(|b| b.column_by_name("added").unwrap().null_count() == b.num_rows())
+    );
+    let some = collect(&t, ScanRequest::new().with_predicate(col("id").gt(1i64))).await;
+    assert_eq!(ints(&some, "id"), vec![2, 3]);
+    // Statistics are keyed by physical names: the file is pruned by them.
+    let files = t.files(None, Some(&col("id").gt(5i64))).await.unwrap();
+    assert!(files.is_empty());
+    // Writing would need physical names in new files: refused by name.
+    let e = t
+        .add_columns(vec![Field::new("x", DataType::Int64, true)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("columnMapping"), "{e}");
 }

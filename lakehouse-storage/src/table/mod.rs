@@ -147,6 +147,7 @@ impl Table {
             predicate,
             batch_size,
             kernel: self.inner.kernel.clone(),
+            physical: crate::log::column_mapping(&snap.metadata).unwrap_or_default(),
         })
     }
 
