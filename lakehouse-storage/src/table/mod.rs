@@ -119,11 +119,13 @@ impl Table {
         self.inner.snapshot.read().clone()
     }
 
-    /// Makes `next` the cached snapshot unless a newer one is cached already; returns
-    /// the cached snapshot.
+    /// Makes `next` the cached snapshot unless a newer one is cached already (or the
+    /// same version replayed by kernel as far); returns the cached snapshot.
     fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         let mut w = self.inner.snapshot.write();
-        if w.version < next.version {
+        if w.version < next.version
+            || (w.version == next.version && w.kernel.version() < next.kernel.version())
+        {
             *w = next;
         }
         w.clone()

@@ -38,8 +38,15 @@ impl Table {
         let base = cur.clone();
         let next = blocking(move || {
             let ks = kernel.update(&base.kernel, None)?;
-            if ks.version() <= base.version {
+            if ks.version() < base.version || ks.version() == base.kernel.version() {
                 return Ok(None);
+            }
+            if ks.version() == base.version {
+                // Only this handle's commits: keep the files, move kernel up to them so
+                // later refreshes read from here.
+                let mut same = (*base).clone();
+                same.kernel = ks;
+                return Ok(Some(same));
             }
             replay::incremental(&kernel, &base, ks).map(Some)
         })
