@@ -110,6 +110,7 @@
 //! encoding runs on the rayon pool and never blocks the async workers.
 
 mod checkpoint;
+mod features;
 mod kernel;
 mod location;
 mod log;
