@@ -26,6 +26,32 @@
 //!   [`Table::vacuum`] with a retention guard, checkpoints, and schema evolution
 //!   ([`Table::add_columns`]).
 //!
+//! # The Delta log: read by `delta_kernel`
+//!
+//! The log is read by `delta_kernel` (0.30, the Delta project's reference reader),
+//! handed the table's own object store and run on Tokio's blocking pool. What the
+//! tests (`tests/delta_fixtures.rs` and the storage suite) show:
+//!
+//! | Delta reader feature | here |
+//! |---|---|
+//! | checkpoints: classic single-file and multi-part, v2 (JSON or Parquet, with sidecars), tables without `_last_checkpoint` | read |
+//! | incremental refresh, time travel by version and by time (`inCommitTimestamp` where enabled), `txn` app ids | read |
+//! | `deletionVectors`, inline and in files | applied as Parquet row selections |
+//! | `columnMapping` (`name` / `id`) on flat schemas: renamed, dropped, added columns | read by physical names |
+//! | `timestampNtz`, schema-evolved columns (NULL in older files) | read |
+//! | nested types (struct, list, map), `void`, `typeWidening`, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
+//!
+//! | Delta writer feature | here |
+//! |---|---|
+//! | commits: put-if-absent, `txn` with `lastUpdated`, `commitInfo` | written by this crate |
+//! | checkpoints | written by kernel: classic single-file (v2 where the table declares it), `_last_checkpoint` |
+//! | log retention | after a checkpoint, log entries older than `delta.logRetentionDuration` (30 days) that no version within it needs are deleted; tombstones older than `delta.deletedFileRetentionDuration` leave the checkpoint |
+//! | `appendOnly`, `invariants`, `timestampNtz`, `deletionVectors` (kept on rewritten files' removes), `v2Checkpoint`, `changeDataFeed` (appends and compaction only), `domainMetadata`, `vacuumProtocolCheck` | kept |
+//! | `columnMapping`, check constraints, generated and identity columns, `rowTracking`, `inCommitTimestamp`, unknown features | writes refused with `Unsupported` naming it |
+//!
+//! A failed automatic checkpoint never fails its commit: it is kept for
+//! [`Table::last_checkpoint_error`].
+//!
 //! # Quick start
 //!
 //! ```
@@ -108,10 +134,13 @@
 
 mod checkpoint;
 mod conform;
+mod features;
+mod kernel;
 mod location;
 mod log;
 mod partition;
 mod read;
+mod replay;
 mod table;
 mod write;
 

@@ -47,59 +47,7 @@ pub(crate) struct Protocol {
     pub(crate) writer_features: Option<Vec<String>>,
 }
 
-impl Protocol {
-    /// The lowest protocol that can describe `schema`: (1, 2), or (3, 7) with the
-    /// `timestampNtz` feature when a column is a timestamp without a time zone.
-    pub(crate) fn for_schema(schema: &Schema) -> Protocol {
-        let ntz = schema
-            .fields()
-            .iter()
-            .any(|f| matches!(f.data_type(), DataType::Timestamp(_, None)));
-        if ntz {
-            Protocol {
-                min_reader_version: 3,
-                min_writer_version: 7,
-                reader_features: Some(vec!["timestampNtz".into()]),
-                writer_features: Some(vec!["timestampNtz".into()]),
-            }
-        } else {
-            Protocol {
-                min_reader_version: 1,
-                min_writer_version: 2,
-                reader_features: None,
-                writer_features: None,
-            }
-        }
-    }
-
-    /// Errors unless this crate can read and write a table with this protocol.
-    pub(crate) fn check_supported(&self) -> Result<()> {
-        if self.min_reader_version > 3 || self.min_writer_version > 7 {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "table protocol ({}, {}) is newer than this crate supports (3, 7)",
-                    self.min_reader_version, self.min_writer_version
-                ),
-            ));
-        }
-        let known = ["timestampNtz", "appendOnly", "invariants"];
-        for f in self
-            .reader_features
-            .iter()
-            .flatten()
-            .chain(self.writer_features.iter().flatten())
-        {
-            if !known.contains(&f.as_str()) {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("table feature {f} is not supported"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
+pub(crate) use crate::features::column_mapping;
 
 /// The `format` of `metaData`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,6 +87,21 @@ pub(crate) struct Add {
     pub(crate) data_change: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) stats: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deletion_vector: Option<DeletionVector>,
+}
+
+/// A deletion vector descriptor: the rows of a data file that are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeletionVector {
+    /// `u` (relative file), `p` (absolute path) or `i` (inline).
+    pub(crate) storage_type: String,
+    pub(crate) path_or_inline_dv: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) offset: Option<i32>,
+    pub(crate) size_in_bytes: i32,
+    pub(crate) cardinality: i64,
 }
 
 /// The `remove` action.
@@ -155,6 +118,8 @@ pub(crate) struct Remove {
     pub(crate) partition_values: Option<BTreeMap<String, Option<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deletion_vector: Option<DeletionVector>,
 }
 
 /// The `txn` action.
@@ -170,11 +135,6 @@ pub(crate) struct Txn {
 /// The object name of commit `version`.
 pub(crate) fn commit_name(version: Version) -> String {
     format!("{version:020}.json")
-}
-
-/// The object name of the checkpoint of `version`.
-pub(crate) fn checkpoint_name(version: Version) -> String {
-    format!("{version:020}.checkpoint.parquet")
 }
 
 /// The version of a log object name (`…/00000000000000000007.json` -> 7).
@@ -477,13 +437,23 @@ pub(crate) struct ParsedStats {
 
 /// Parses `stats` against the schema; unreadable or missing parts are left unknown.
 pub(crate) fn parse_stats(stats: Option<&str>, schema: &Schema) -> ParsedStats {
+    parse_stats_mapped(stats, schema, &HashMap::new())
+}
+
+/// [`parse_stats`] for a column-mapped table: `physical` names each column's key.
+pub(crate) fn parse_stats_mapped(
+    stats: Option<&str>,
+    schema: &Schema,
+    physical: &HashMap<String, String>,
+) -> ParsedStats {
     let Some(v) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
         return ParsedStats::default();
     };
     let num_rows = v.get("numRecords").and_then(Value::as_u64);
     let mut columns = BTreeMap::new();
     for f in schema.fields() {
-        let get = |k: &str| v.get(k).and_then(|m| m.get(f.name()));
+        let key = physical.get(f.name()).unwrap_or(f.name());
+        let get = |k: &str| v.get(k).and_then(|m| m.get(key));
         let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
         let max = get("maxValues").and_then(|x| json_to_scalar(x, f.data_type()));
         let null_count = get("nullCount").and_then(Value::as_u64);
@@ -584,7 +554,8 @@ pub(crate) struct FileEntry {
     pub(crate) stats: ParsedStats,
 }
 
-/// The state of a table at one version, replayed from the log.
+/// The state of a table at one version: replayed by kernel, then advanced by this
+/// handle's own commits.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) version: Version,
@@ -595,37 +566,38 @@ pub(crate) struct Snapshot {
     pub(crate) files: Arc<BTreeMap<String, Arc<FileEntry>>>,
     /// Insertion order of `files` (for deterministic scans).
     pub(crate) order: Arc<Vec<String>>,
-    /// Removed files and when they were removed (for vacuum).
-    pub(crate) tombstones: Arc<HashMap<String, i64>>,
-    /// Last sequence per writer.
+    /// The last sequence of the writers (app ids) this handle committed for since
+    /// `kernel`'s version; every other app id is as `kernel` has it.
     pub(crate) txns: Arc<HashMap<String, i64>>,
+    /// Kernel's snapshot this one was replayed from (at `version` or older).
+    pub(crate) kernel: delta_kernel::snapshot::SnapshotRef,
 }
 
-/// Builds snapshots from actions.
-#[derive(Debug, Default)]
+/// Advances a snapshot by the actions of this handle's own commits.
+#[derive(Debug)]
 pub(crate) struct Replay {
-    version: Option<Version>,
-    protocol: Option<Protocol>,
-    metadata: Option<MetaData>,
-    schema: Option<SchemaRef>,
+    version: Version,
+    protocol: Protocol,
+    metadata: MetaData,
+    schema: SchemaRef,
     files: BTreeMap<String, Arc<FileEntry>>,
     order: Vec<String>,
-    tombstones: HashMap<String, i64>,
     txns: HashMap<String, i64>,
+    kernel: delta_kernel::snapshot::SnapshotRef,
 }
 
 impl Replay {
     /// Continues from a snapshot.
     pub(crate) fn from_snapshot(s: &Snapshot) -> Replay {
         Replay {
-            version: Some(s.version),
-            protocol: Some(s.protocol.clone()),
-            metadata: Some(s.metadata.clone()),
-            schema: Some(s.schema.clone()),
+            version: s.version,
+            protocol: s.protocol.clone(),
+            metadata: s.metadata.clone(),
+            schema: s.schema.clone(),
             files: (*s.files).clone(),
             order: (*s.order).clone(),
-            tombstones: (*s.tombstones).clone(),
             txns: (*s.txns).clone(),
+            kernel: s.kernel.clone(),
         }
     }
 
@@ -634,24 +606,13 @@ impl Replay {
         for a in actions {
             match a {
                 Action::CommitInfo(_) => {}
-                Action::Protocol(p) => {
-                    p.check_supported()?;
-                    self.protocol = Some(p);
-                }
+                Action::Protocol(p) => self.protocol = p,
                 Action::MetaData(m) => {
-                    self.schema = Some(schema_from_string(&m.schema_string)?);
-                    self.metadata = Some(m);
+                    self.schema = schema_from_string(&m.schema_string)?;
+                    self.metadata = m;
                 }
                 Action::Add(add) => {
-                    let schema = self.schema.clone().ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            "an add action precedes the table metadata",
-                        )
-                        .with_version(version)
-                    })?;
-                    let stats = parse_stats(add.stats.as_deref(), &schema);
-                    self.tombstones.remove(&add.path);
+                    let stats = parse_stats(add.stats.as_deref(), &self.schema);
                     let path = add.path.clone();
                     self.files
                         .insert(path.clone(), Arc::new(FileEntry { add, stats }));
@@ -659,32 +620,19 @@ impl Replay {
                 }
                 Action::Remove(r) => {
                     self.files.remove(&r.path);
-                    self.tombstones
-                        .insert(r.path, r.deletion_timestamp.unwrap_or_default());
                 }
                 Action::Txn(t) => {
                     self.txns.insert(t.app_id, t.version);
                 }
             }
         }
-        self.version = Some(version);
+        self.version = version;
         Ok(())
     }
 
     /// The snapshot after the applied commits.
     pub(crate) fn finish(self) -> Result<Snapshot> {
-        let version = self
-            .version
-            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds no commit"))?;
-        let (Some(protocol), Some(metadata), Some(schema)) =
-            (self.protocol, self.metadata, self.schema)
-        else {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                "the log holds no protocol or table metadata",
-            )
-            .with_version(version));
-        };
+        self.protocol.check_readable(&self.metadata)?;
         let mut seen = std::collections::HashSet::with_capacity(self.files.len());
         let files = self.files;
         let order: Vec<String> = self
@@ -697,14 +645,14 @@ impl Replay {
             .rev()
             .collect();
         Ok(Snapshot {
-            version,
-            protocol,
-            metadata,
-            schema,
+            version: self.version,
+            protocol: self.protocol,
+            metadata: self.metadata,
+            schema: self.schema,
             files: Arc::new(files),
             order: Arc::new(order),
-            tombstones: Arc::new(self.tombstones),
             txns: Arc::new(self.txns),
+            kernel: self.kernel,
         })
     }
 }

@@ -19,11 +19,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use crate::log::FileEntry;
+use crate::kernel::{Kernel, blocking, kernel_error};
+use crate::log::{DeletionVector, FileEntry};
 use crate::partition::{PartitionSpec, constant_array, parse_value, uri_decode};
 
 /// Everything a scan needs, shared by the per-file readers.
@@ -37,6 +40,37 @@ pub(crate) struct ScanContext {
     pub(crate) output: SchemaRef,
     pub(crate) predicate: Option<Predicate>,
     pub(crate) batch_size: usize,
+    /// Kernel, which reads deletion vectors.
+    pub(crate) kernel: Kernel,
+    /// Logical column name to the name in the files (column-mapped tables only).
+    pub(crate) physical: HashMap<String, String>,
+}
+
+/// `batch` with the columns the file names physically renamed to their logical names.
+fn to_logical(batch: RecordBatch, logical: &HashMap<String, String>) -> RecordBatch {
+    if logical.is_empty() {
+        return batch;
+    }
+    let schema = Arc::new(logical_schema(batch.schema_ref(), logical));
+    RecordBatch::try_new_with_options(
+        schema,
+        batch.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .unwrap_or(batch)
+}
+
+fn logical_schema(schema: &Schema, logical: &HashMap<String, String>) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match logical.get(f.name()) {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The object path of a file of the table.
@@ -218,7 +252,32 @@ async fn open_file(
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
         .await
         .map_err(corrupt(path.as_ref()))?;
-    let file_schema = builder.schema().clone();
+    // Physical to logical names; a physical name that is also a logical one of another
+    // column (after renames) is never read by mistake: every lookup goes through here.
+    let logical: Arc<HashMap<String, String>> = Arc::new(
+        ctx.physical
+            .iter()
+            .map(|(l, p)| (p.clone(), l.clone()))
+            .collect(),
+    );
+    let file_schema = if ctx.physical.is_empty() {
+        builder.schema().clone()
+    } else {
+        let keep: Vec<Field> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match logical.get(f.name()) {
+                Some(name) => f.as_ref().clone().with_name(name),
+                // Not a column of the table (dropped): never matched by name.
+                None => f
+                    .as_ref()
+                    .clone()
+                    .with_name(format!("\u{0}dropped:{}", f.name())),
+            })
+            .collect();
+        Arc::new(Schema::new(keep))
+    };
     let parquet_schema = builder.parquet_schema().clone();
     let metadata = builder.metadata().clone();
     let partitions = partition_scalars(&entry, &ctx.table_schema, &ctx.spec)?;
@@ -246,6 +305,7 @@ async fn open_file(
         .with_projection(ProjectionMask::roots(&parquet_schema, roots.clone()))
         .with_batch_size(ctx.batch_size);
 
+    let mut kept: Option<Vec<usize>> = None;
     if let Some(pred) = &ctx.predicate {
         // Row groups: statistics, then bloom filters for equality conjuncts.
         let rgs = metadata.row_groups();
@@ -309,7 +369,8 @@ async fn open_file(
             let mut filtered = Vec::with_capacity(keep.len());
             'rg: for rg in keep {
                 for (col, values) in &probes {
-                    let Some(leaf) = leaf_index(&parquet_schema, col) else {
+                    let physical = ctx.physical.get(col).unwrap_or(col);
+                    let Some(leaf) = leaf_index(&parquet_schema, physical) else {
                         continue;
                     };
                     let sbbf = builder
@@ -329,6 +390,7 @@ async fn open_file(
         if keep.is_empty() {
             return Ok(Box::pin(stream::empty()));
         }
+        kept = Some(keep.clone());
         builder = builder.with_row_groups(keep);
 
         // Late materialisation: conjuncts over the file's own columns filter rows
@@ -350,9 +412,10 @@ async fn open_file(
                 .filter_map(|c| file_schema.index_of(c).ok())
                 .collect();
             let mask = ProjectionMask::roots(&parquet_schema, cols);
+            let names = logical.clone();
             let f = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
                 local
-                    .evaluate(&batch)
+                    .evaluate(&to_logical(batch, &names))
                     .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()))
             });
             builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
@@ -361,14 +424,88 @@ async fn open_file(
         builder = builder.with_limit(limit);
     }
 
+    if let Some(dv) = &entry.add.deletion_vector {
+        let deleted = deleted_rows(&ctx.kernel, dv)
+            .await
+            .map_err(|e| e.with_path(uri.clone()))?;
+        let groups = metadata.row_groups();
+        let chosen = kept.unwrap_or_else(|| (0..groups.len()).collect());
+        builder = builder.with_row_selection(live_rows(&deleted, groups, &chosen));
+    }
+
     let stream = builder.build().map_err(corrupt(path.as_ref()))?;
     let ctx2 = ctx.clone();
     let path_text = path.to_string();
     let wanted = Arc::new(wanted);
     Ok(Box::pin(stream.map(move |b| {
         let b = b.map_err(corrupt(&path_text))?;
-        assemble(&ctx2, &b, &partitions, &wanted)
+        assemble(&ctx2, &to_logical(b, &logical), &partitions, &wanted)
     })))
+}
+
+/// The deleted row indexes of a deletion vector, ascending (read by kernel: inline,
+/// or from its file beside the data).
+async fn deleted_rows(kernel: &Kernel, dv: &DeletionVector) -> Result<Vec<u64>> {
+    use delta_kernel::Engine as _;
+    use delta_kernel::actions::deletion_vector::{
+        DeletionVectorDescriptor, DeletionVectorStorageType,
+    };
+    let kernel = kernel.clone();
+    let dv = dv.clone();
+    blocking(move || {
+        let storage: DeletionVectorStorageType = dv.storage_type.parse().map_err(kernel_error)?;
+        let d = DeletionVectorDescriptor::try_new(
+            storage,
+            dv.path_or_inline_dv,
+            dv.offset,
+            dv.size_in_bytes,
+            dv.cardinality,
+        )
+        .map_err(kernel_error)?;
+        let mut rows = d
+            .row_indexes(kernel.engine.storage_handler(), &kernel.url)
+            .map_err(kernel_error)?;
+        rows.sort_unstable();
+        rows.dedup();
+        Ok(rows)
+    })
+    .await
+}
+
+/// The rows of row groups `chosen` (in the order read) that `deleted` (ascending file
+/// row indexes) leaves, as a Parquet row selection.
+fn live_rows(
+    deleted: &[u64],
+    groups: &[parquet::file::metadata::RowGroupMetaData],
+    chosen: &[usize],
+) -> RowSelection {
+    let mut starts = Vec::with_capacity(groups.len());
+    let mut at = 0u64;
+    for g in groups {
+        starts.push(at);
+        at += u64::try_from(g.num_rows()).unwrap_or(0);
+    }
+    let mut selectors = Vec::new();
+    for &g in chosen {
+        let (Some(&start), Some(group)) = (starts.get(g), groups.get(g)) else {
+            continue;
+        };
+        let end = start + u64::try_from(group.num_rows()).unwrap_or(0);
+        let lo = deleted.partition_point(|&d| d < start);
+        let hi = deleted.partition_point(|&d| d < end);
+        let mut pos = start;
+        for &d in &deleted[lo..hi] {
+            if d > pos {
+                selectors.push(RowSelector::select((d - pos) as usize));
+            }
+            selectors.push(RowSelector::skip(1));
+            pos = d + 1;
+        }
+        if end > pos {
+            selectors.push(RowSelector::select((end - pos) as usize));
+        }
+    }
+    RowSelection::from(selectors)
 }
 
 /// Builds the output batch from a file batch: partition constants, nulls for columns

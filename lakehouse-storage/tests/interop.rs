@@ -67,3 +67,62 @@ async fn delta_rs_polars_and_duckdb_read_our_tables() {
         serde_json::json!(["apac", "eu", "latam", "us"])
     );
 }
+
+/// Tables Python `deltalake` writes (partition values of several types with escaped
+/// characters and nulls, copy-on-write deletes with a checkpoint, schema evolution)
+/// read by us exactly as `deltalake` reads them.
+#[tokio::test]
+async fn we_read_what_deltalake_writes() {
+    use arrow::array::{Array, AsArray};
+    let Ok(python) = std::env::var("LAKEHOUSE_PEERS_PYTHON") else {
+        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the interoperability test");
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../benches/peers/write_delta.py"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(python)
+        .args([script, dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in ["partitions", "deletes_checkpoint", "evolution"] {
+        let t = Table::open(Location::local(dir.path().join(name)).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = collect(&t, ScanRequest::new()).await;
+        let w = &want[name];
+        assert_eq!(rows(&got) as u64, w["rows"].as_u64().unwrap(), "{name}");
+        let ids: Vec<i64> = crate::common::ints(&got, "id");
+        let want_ids: Vec<i64> = serde_json::from_value(w["ids"].clone()).unwrap();
+        assert_eq!(ids, want_ids, "{name}");
+        assert!(
+            (sum_f64(&got, "value") - w["value"].as_f64().unwrap()).abs() < 1e-9,
+            "{name}"
+        );
+        let mut labels: Vec<String> = got
+            .iter()
+            .flat_map(|b| {
+                let c = b
+                    .column_by_name("label")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                (0..c.len())
+                    .filter(|i| c.is_valid(*i))
+                    .map(|i| c.value(i).to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        labels.sort();
+        let want_labels: Vec<String> = serde_json::from_value(w["labels"].clone()).unwrap();
+        assert_eq!(labels, want_labels, "{name}");
+    }
+}

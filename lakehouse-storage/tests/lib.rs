@@ -3,6 +3,7 @@
 mod append_types;
 mod common;
 mod crash;
+mod delta_fixtures;
 mod interop;
 mod maintenance;
 mod partitions;

@@ -57,10 +57,10 @@ impl Table {
     ) -> Result<(Option<CommitInfo>, Option<u64>)> {
         let snap = self.refreshed().await?;
         if let Some(t) = &txn
-            && let Some(last) = snap.txns.get(&t.app_id)
-            && *last >= t.sequence as i64
+            && let Some(last) = self.txn_version(&snap, &t.app_id).await?
+            && last >= t.sequence as i64
         {
-            return Ok((None, Some(*last as u64)));
+            return Ok((None, Some(last as u64)));
         }
         let user = user_schema_of(&snap);
         let conformed = batches
@@ -86,13 +86,14 @@ impl Table {
         let schema_at_write = snap.schema.clone();
         let txn2 = txn.clone();
         let result = self
-            .commit(
+            .commit_with_txn(
                 "WRITE",
                 serde_json::json!({"mode": "Append"}),
-                move |latest: &Snapshot| {
+                txn.as_ref().map(|t| t.app_id.as_str()),
+                move |latest: &Snapshot, last: Option<i64>| {
                     if let Some(t) = &txn2
-                        && let Some(last) = latest.txns.get(&t.app_id)
-                        && *last >= t.sequence as i64
+                        && let Some(last) = last
+                        && last >= t.sequence as i64
                     {
                         return Ok(None);
                     }
@@ -127,9 +128,11 @@ impl Table {
             )),
             Ok(None) => {
                 self.delete_quietly(&written).await;
-                let last = txn
-                    .and_then(|t| self.cached().txns.get(&t.app_id).copied())
-                    .unwrap_or_default();
+                let last = match txn {
+                    Some(t) => self.txn_version(&self.cached(), &t.app_id).await?,
+                    None => None,
+                }
+                .unwrap_or_default();
                 Ok((None, Some(last as u64)))
             }
             Err(e) => {
@@ -173,6 +176,7 @@ impl Table {
                         modification_time: now_ms(),
                         data_change,
                         stats: Some(stats_to_json(f.rows, &f.stats)),
+                        deletion_vector: None,
                     })
                 }
             })

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{Table, TableOptions, io, now_ms};
 use crate::checkpoint;
+use crate::kernel::blocking;
 use crate::location::Location;
 use crate::log::{Action, Replay, Snapshot, commit_name, encode_commit};
 
@@ -26,11 +27,34 @@ impl Table {
     where
         F: Fn(&Snapshot) -> Result<Option<Vec<Action>>>,
     {
+        self.commit_with_txn(operation, params, None, move |s, _| build(s))
+            .await
+    }
+
+    /// [`Table::commit`] for a writer `app_id`: `build` also sees the writer's last
+    /// committed sequence as of the snapshot it builds on.
+    pub(super) async fn commit_with_txn<F>(
+        &self,
+        operation: &str,
+        params: Value,
+        app_id: Option<&str>,
+        build: F,
+    ) -> Result<Option<(Version, u32)>>
+    where
+        F: Fn(&Snapshot, Option<i64>) -> Result<Option<Vec<Action>>>,
+    {
         let _turn = self.inner.commit_lock.lock().await;
         let mut retries = 0u32;
         let mut snap = self.cached();
         loop {
-            let Some(mut actions) = build(&snap)? else {
+            snap.protocol
+                .check_writable(&snap.metadata)
+                .map_err(|e| e.with_table(self.uri()))?;
+            let last = match app_id {
+                Some(app) => self.txn_version(&snap, app).await?,
+                None => None,
+            };
+            let Some(mut actions) = build(&snap, last)? else {
                 return Ok(None);
             };
             actions.insert(0, commit_info(operation, params.clone()));
@@ -62,16 +86,66 @@ impl Table {
     pub(super) async fn maybe_checkpoint(&self, snap: &Snapshot) {
         let interval = TableOptions::from_config(&snap.metadata.configuration).checkpoint_interval;
         if interval > 0 && snap.version > 0 && snap.version.is_multiple_of(interval) {
-            // Best effort: a failed checkpoint only makes the next open slower.
-            let _ = checkpoint::write(&self.inner.location, &self.inner.log_dir, snap).await;
+            // A failed checkpoint only makes the next open slower: the commit stands, and
+            // the error is kept for `last_checkpoint_error`.
+            let outcome = self.checkpoint_of(snap).await;
+            *self.inner.checkpoint_error.lock() = outcome.err();
         }
     }
 
-    /// Writes a checkpoint of the latest version now.
+    /// Writes a checkpoint of `snap`, then cleans the log past its retention.
+    async fn checkpoint_of(&self, snap: &Snapshot) -> Result<()> {
+        let kernel = self.inner.kernel.clone();
+        let base = snap.kernel.clone();
+        let version = snap.version;
+        let ks = if base.version() == version {
+            base
+        } else {
+            let k = kernel.clone();
+            blocking(move || k.update(&base, Some(version))).await?
+        };
+        checkpoint::write(&kernel, ks.clone()).await?;
+        if let Some(retention) = checkpoint::log_retention(&ks) {
+            checkpoint::clean_log(
+                &self.inner.location,
+                &self.inner.log_dir,
+                retention,
+                now_ms(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the latest version now, then deletes log entries older
+    /// than `delta.logRetentionDuration` that no version within it needs.
     pub async fn checkpoint(&self) -> Result<Version> {
         let snap = self.refreshed().await?;
-        checkpoint::write(&self.inner.location, &self.inner.log_dir, &snap).await?;
+        self.checkpoint_of(&snap).await?;
+        *self.inner.checkpoint_error.lock() = None;
         Ok(snap.version)
+    }
+
+    /// The error of the last automatic checkpoint (every `checkpoint_interval` commits)
+    /// if it failed and none succeeded since; commits never fail for it.
+    pub fn last_checkpoint_error(&self) -> Option<Error> {
+        self.inner.checkpoint_error.lock().clone()
+    }
+
+    /// The last sequence committed by `app_id` as of `snap`: from this handle's own
+    /// commits, else from kernel.
+    pub(super) async fn txn_version(&self, snap: &Snapshot, app_id: &str) -> Result<Option<i64>> {
+        if let Some(v) = snap.txns.get(app_id) {
+            return Ok(Some(*v));
+        }
+        let kernel = self.inner.kernel.clone();
+        let ks = snap.kernel.clone();
+        let app = app_id.to_owned();
+        blocking(move || {
+            ks.get_app_id_version(&app, kernel.engine.as_ref())
+                .map_err(|e| kernel.error(e, None))
+        })
+        .await
     }
 }
 

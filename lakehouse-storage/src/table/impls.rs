@@ -132,6 +132,6 @@ impl TableSink for Table {
 
     async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
         let snap = self.refreshed().await?;
-        Ok(snap.txns.get(app_id).map(|v| *v as u64))
+        Ok(self.txn_version(&snap, app_id).await?.map(|v| v as u64))
     }
 }

@@ -13,6 +13,7 @@ use lakehouse_core::{Error, ErrorKind, Predicate, Result};
 use object_store::path::Path;
 use parking_lot::RwLock;
 
+use crate::kernel::Kernel;
 use crate::location::Location;
 use crate::log::{FileEntry, Snapshot};
 use crate::partition::{PartitionField, PartitionSpec};
@@ -38,6 +39,9 @@ pub use self::vacuum::{MIN_VACUUM_RETENTION, VacuumMetrics, VacuumOptions};
 struct Inner {
     location: Location,
     log_dir: Path,
+    kernel: Kernel,
+    /// The last checkpoint that failed, kept until one succeeds.
+    checkpoint_error: parking_lot::Mutex<Option<Error>>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Commits of one handle (and its clones) go one at a time; other handles and
     /// processes race through put-if-absent.
@@ -83,11 +87,18 @@ fn now_ms() -> i64 {
 }
 
 impl Table {
-    fn from_snapshot(location: Location, log_dir: Path, snapshot: Snapshot) -> Table {
+    fn from_snapshot(
+        location: Location,
+        log_dir: Path,
+        kernel: Kernel,
+        snapshot: Snapshot,
+    ) -> Table {
         Table {
             inner: Arc::new(Inner {
                 location,
                 log_dir,
+                kernel,
+                checkpoint_error: parking_lot::Mutex::new(None),
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 commit_lock: tokio::sync::Mutex::new(()),
                 max_retries: 10_000,
@@ -108,11 +119,13 @@ impl Table {
         self.inner.snapshot.read().clone()
     }
 
-    /// Makes `next` the cached snapshot unless a newer one is cached already; returns
-    /// the cached snapshot.
+    /// Makes `next` the cached snapshot unless a newer one is cached already (or the
+    /// same version replayed by kernel as far); returns the cached snapshot.
     fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         let mut w = self.inner.snapshot.write();
-        if w.version < next.version {
+        if w.version < next.version
+            || (w.version == next.version && w.kernel.version() < next.kernel.version())
+        {
             *w = next;
         }
         w.clone()
@@ -135,6 +148,8 @@ impl Table {
             output,
             predicate,
             batch_size,
+            kernel: self.inner.kernel.clone(),
+            physical: crate::log::column_mapping(&snap.metadata).unwrap_or_default(),
         })
     }
 

@@ -1,24 +1,23 @@
-//! Creating a table and opening one by replaying its log from the latest checkpoint.
+//! Creating a table and opening one: kernel replays its log from the newest checkpoint.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::StreamExt;
 use lakehouse_core::{Error, ErrorKind, Result, Version};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::commit::{commit_info, put_if_absent};
-use super::{Table, TableOptions, io, now_ms};
-use crate::checkpoint;
+use super::{Table, TableOptions, now_ms};
+use crate::kernel::{Kernel, blocking};
 use crate::location::Location;
 use crate::log::{
-    Action, Format, LOG_DIR, MetaData, Protocol, Replay, Snapshot, commit_name, decode_commit,
-    parse_commit_name, schema_to_string,
+    Action, Format, LOG_DIR, MetaData, Protocol, Snapshot, decode_commit, parse_commit_name,
+    schema_to_string,
 };
 use crate::partition::PartitionSpec;
+use crate::replay;
 use crate::write::Compression;
 
 impl Table {
@@ -74,9 +73,9 @@ impl Table {
             )
             .with_table(location.uri()));
         }
-        let mut replay = Replay::default();
-        replay.apply(0, actions)?;
-        Ok(Table::from_snapshot(location, log_dir, replay.finish()?))
+        let kernel = Kernel::new(&location)?;
+        let snapshot = load_snapshot(&location, &kernel, Some(0)).await?;
+        Ok(Table::from_snapshot(location, log_dir, kernel, snapshot))
     }
 
     /// Opens the table at `location`, replaying its log from the latest checkpoint.
@@ -85,8 +84,9 @@ impl Table {
     /// [`ErrorKind::Corrupt`] (naming the file) when the log cannot be read.
     pub async fn open(location: Location) -> Result<Table> {
         let log_dir = location.child(LOG_DIR)?;
-        let snapshot = load_snapshot(&location, &log_dir, None).await?;
-        Ok(Table::from_snapshot(location, log_dir, snapshot))
+        let kernel = Kernel::new(&location)?;
+        let snapshot = load_snapshot(&location, &kernel, None).await?;
+        Ok(Table::from_snapshot(location, log_dir, kernel, snapshot))
     }
 
     /// Opens the table, or creates it when there is none.
@@ -102,104 +102,74 @@ impl Table {
     }
 }
 
-/// Loads the snapshot at `version` (the latest when `None`): from the newest usable
-/// checkpoint, then the commits after it.
+/// Loads the snapshot at `version` (the latest when `None`) through kernel: the newest
+/// usable checkpoint of any layout, then the commits after it.
 pub(super) async fn load_snapshot(
     location: &Location,
-    log_dir: &Path,
+    kernel: &Kernel,
     version: Option<Version>,
 ) -> Result<Snapshot> {
-    let store: &Arc<dyn ObjectStore> = &location.store;
-    let mut start: Option<Snapshot> = None;
-    let checkpoint_hint = checkpoint::last(location, log_dir).await?;
-    match (checkpoint_hint, version) {
-        (Some(cp), None) => start = Some(checkpoint::read(location, log_dir, cp).await?),
-        (Some(cp), Some(v)) if cp <= v => {
-            start = Some(checkpoint::read(location, log_dir, cp).await?)
-        }
-        _ => {}
+    let k = kernel.clone();
+    let loaded = blocking(move || {
+        let ks = k.snapshot(version)?;
+        replay::full(&k, ks)
+    })
+    .await;
+    match loaded {
+        Ok(s) => Ok(s),
+        Err(e) => Err(explain(location, version, e).await),
     }
-    if start.is_none() && version.is_some() {
-        // Time travel to before the last checkpoint: find an older one.
-        if let Some(cp) =
-            checkpoint::find_at_or_before(location, log_dir, version.unwrap_or(0)).await?
-        {
-            start = Some(checkpoint::read(location, log_dir, cp).await?);
-        }
+}
+
+/// A better error for a failed load: no table at all, or the commit file that does not
+/// parse (kernel's JSON errors do not name the file).
+async fn explain(location: &Location, version: Option<Version>, e: Error) -> Error {
+    if e.kind() != ErrorKind::Corrupt && e.kind() != ErrorKind::VersionNotFound {
+        return e;
     }
-    let from = start.as_ref().map_or(0, |s| s.version + 1);
-    let mut replay = match &start {
-        Some(s) => Replay::from_snapshot(s),
-        None => Replay::default(),
+    let Ok(log_dir) = location.child(LOG_DIR) else {
+        return e;
     };
-    // List the commits after the starting point.
-    let mut versions: Vec<Version> = Vec::new();
-    let offset = log_dir.clone().join(commit_name(from).replace(".json", ""));
-    let mut listing = store.list_with_offset(Some(log_dir), &offset);
+    let mut names: Vec<(Version, Path)> = Vec::new();
+    let mut listing = location.store.list(Some(&log_dir));
     while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(|e| io(e, log_dir))?;
-        if let Some(v) = meta.location.filename().and_then(parse_commit_name)
-            && v >= from
-            && version.is_none_or(|max| v <= max)
-        {
-            versions.push(v);
+        let Ok(meta) = meta else { return e };
+        if let Some(v) = meta.location.filename().and_then(parse_commit_name) {
+            names.push((v, meta.location.clone()));
         }
     }
-    // An offset listing may include the offset itself on some stores; keep order.
-    versions.sort_unstable();
-    versions.dedup();
-    if start.is_none() && versions.first() != Some(&0) {
-        return Err(match versions.first() {
-            None if version.is_none() => Error::new(
+    if names.is_empty() && version.is_none() {
+        let any = location.store.list(Some(&log_dir)).next().await.is_some();
+        if !any {
+            return Error::new(
                 ErrorKind::InvalidInput,
                 format!("no table at {}", location.uri()),
             )
-            .with_table(location.uri()),
-            _ => Error::new(
-                ErrorKind::VersionNotFound,
-                "the log no longer holds the versions needed (no checkpoint covers them)",
-            )
-            .with_table(location.uri()),
-        });
-    }
-    for (i, v) in versions.iter().enumerate() {
-        if *v != from + i as u64 {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("the log skips from version {} to {v}", from + i as u64 - 1),
-            )
-            .with_table(location.uri()));
+            .with_table(location.uri());
         }
     }
-    let fetched: Vec<(Version, Bytes, Path)> = stream::iter(versions.clone())
-        .map(|v| {
-            let store = store.clone();
-            let path = log_dir.clone().join(commit_name(v));
-            async move {
-                let r = store.get(&path).await.map_err(|e| io(e, &path))?;
-                let b = r.bytes().await.map_err(|e| io(e, &path))?;
-                Ok::<_, Error>((v, b, path))
-            }
-        })
-        .buffered(16)
-        .try_collect()
-        .await?;
-    for (v, bytes, path) in fetched {
-        replay.apply(v, decode_commit(&bytes, path.as_ref())?)?;
-    }
+    let earliest = names.iter().map(|(v, _)| *v).min();
     if let Some(v) = version
-        && versions
-            .last()
-            .copied()
-            .or(start.as_ref().map(|s| s.version))
-            != Some(v)
+        && earliest.is_none_or(|first| v < first)
     {
-        return Err(Error::new(
+        return Error::new(
             ErrorKind::VersionNotFound,
-            format!("version {v} does not exist"),
+            format!("the log no longer holds version {v} (no checkpoint covers it): {e}"),
         )
         .with_version(v)
-        .with_table(location.uri()));
+        .with_table(location.uri());
     }
-    replay.finish().map_err(|e| e.with_table(location.uri()))
+    if e.kind() == ErrorKind::Corrupt {
+        names.sort();
+        for (_, path) in names.iter().rev() {
+            let Ok(r) = location.store.get(path).await else {
+                continue;
+            };
+            let Ok(bytes) = r.bytes().await else { continue };
+            if let Err(bad) = decode_commit(&bytes, path.as_ref()) {
+                return bad.with_table(location.uri());
+            }
+        }
+    }
+    e
 }

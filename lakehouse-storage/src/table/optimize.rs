@@ -195,6 +195,7 @@ impl Table {
                                 extended_file_metadata: Some(true),
                                 partition_values: Some(f.add.partition_values.clone()),
                                 size: Some(f.add.size),
+                                deletion_vector: f.add.deletion_vector.clone(),
                             })
                         })
                         .collect();

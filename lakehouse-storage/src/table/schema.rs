@@ -7,7 +7,7 @@ use lakehouse_core::{Error, ErrorKind, Result, Version};
 use serde_json::Value;
 
 use super::Table;
-use crate::log::{Action, Protocol, schema_to_string};
+use crate::log::{Action, schema_to_string};
 
 impl Table {
     /// Adds nullable columns at the end of the schema (older files read them as nulls).
@@ -32,15 +32,14 @@ impl Table {
         let snap = self.refreshed().await?;
         check_evolution(&snap.schema, &schema)?;
         let schema_string = schema_to_string(&schema)?;
-        let protocol = Protocol::for_schema(&schema);
         let r = self
             .commit("ADD COLUMNS", Value::Null, move |latest| {
                 check_evolution(&latest.schema, &schema)?;
                 let mut meta = latest.metadata.clone();
                 meta.schema_string = schema_string.clone();
                 let mut actions = vec![Action::MetaData(meta)];
-                if protocol.min_reader_version > latest.protocol.min_reader_version {
-                    actions.push(Action::Protocol(protocol.clone()));
+                if let Some(p) = latest.protocol.upgraded_for(&schema) {
+                    actions.push(Action::Protocol(p));
                 }
                 Ok(Some(actions))
             })

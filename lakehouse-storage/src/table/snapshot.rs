@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::open::load_snapshot;
 use super::{Table, io};
-use crate::log::{Action, Replay, Snapshot, commit_name, decode_commit};
+use crate::kernel::blocking;
+use crate::log::{Action, Snapshot, commit_name, decode_commit};
+use crate::replay;
 
 /// One entry of [`Table::history`].
 #[derive(Debug, Clone, PartialEq)]
@@ -32,25 +34,27 @@ impl Table {
 
     pub(super) async fn refreshed(&self) -> Result<Arc<Snapshot>> {
         let cur = self.cached();
-        let mut replay: Option<Replay> = None;
-        let mut v = cur.version + 1;
-        loop {
-            let path = self.inner.log_dir.clone().join(commit_name(v));
-            match self.inner.location.store.get(&path).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await.map_err(|e| io(e, &path))?;
-                    let actions = decode_commit(&bytes, path.as_ref())?;
-                    replay
-                        .get_or_insert_with(|| Replay::from_snapshot(&cur))
-                        .apply(v, actions)?;
-                    v += 1;
-                }
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(io(e, &path)),
+        let kernel = self.inner.kernel.clone();
+        let base = cur.clone();
+        let next = blocking(move || {
+            let ks = kernel.update(&base.kernel, None)?;
+            if ks.version() < base.version || ks.version() == base.kernel.version() {
+                return Ok(None);
             }
+            if ks.version() == base.version {
+                // Only this handle's commits: keep the files, move kernel up to them so
+                // later refreshes read from here.
+                let mut same = (*base).clone();
+                same.kernel = ks;
+                return Ok(Some(same));
+            }
+            replay::incremental(&kernel, &base, ks).map(Some)
+        })
+        .await?;
+        match next {
+            None => Ok(cur),
+            Some(next) => Ok(self.publish(Arc::new(next))),
         }
-        let Some(replay) = replay else { return Ok(cur) };
-        Ok(self.publish(Arc::new(replay.finish()?)))
     }
 
     /// The snapshot at `version` (the latest when `None`).
@@ -69,33 +73,56 @@ impl Table {
             .with_version(v)
             .with_table(self.uri())),
             Some(v) => Ok(Arc::new(
-                load_snapshot(&self.inner.location, &self.inner.log_dir, Some(v)).await?,
+                load_snapshot(&self.inner.location, &self.inner.kernel, Some(v)).await?,
             )),
         }
     }
 
     /// The latest version committed at or before `timestamp_ms` (time travel by time).
     ///
+    /// A commit's time is its in-commit timestamp where the table enables them, else
+    /// the time its log entry was written.
+    ///
     /// Errors with [`ErrorKind::VersionNotFound`] when the table did not exist yet.
     pub async fn version_at(&self, timestamp_ms: i64) -> Result<Version> {
-        let latest = self.refresh().await?;
-        let (mut lo, mut hi) = (0u64, latest);
-        if self.commit_time(0).await? > timestamp_ms {
-            return Err(Error::new(
-                ErrorKind::VersionNotFound,
-                format!("the table was created after {timestamp_ms}"),
-            )
-            .with_table(self.uri()));
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if self.commit_time(mid).await? <= timestamp_ms {
-                lo = mid;
+        let latest = self.refreshed().await?;
+        let kernel = self.inner.kernel.clone();
+        let ks = latest.kernel.clone();
+        let version = latest.version;
+        blocking(move || {
+            let ks = if ks.version() == version {
+                ks
             } else {
-                hi = mid - 1;
+                kernel.update(&ks, Some(version))?
+            };
+            let found = delta_kernel::history_manager::latest_version_as_of(
+                &ks,
+                kernel.engine.as_ref(),
+                timestamp_ms,
+                delta_kernel::history_manager::HistoryCommitType::Published,
+            );
+            match found {
+                Ok(c) => Ok(c.version),
+                Err(e) => {
+                    let e = kernel.error(e, None);
+                    Err(
+                        if e.kind() == ErrorKind::Corrupt || e.kind() == ErrorKind::VersionNotFound
+                        {
+                            Error::new(
+                                ErrorKind::VersionNotFound,
+                                format!(
+                                    "no version of the table was committed by {timestamp_ms}: {e}"
+                                ),
+                            )
+                            .with_table(kernel.uri().to_owned())
+                        } else {
+                            e
+                        },
+                    )
+                }
             }
-        }
-        Ok(lo)
+        })
+        .await
     }
 
     pub(super) async fn commit_actions(&self, version: Version) -> Result<Vec<Action>> {
@@ -124,17 +151,6 @@ impl Table {
             ));
         }
         Ok(actions)
-    }
-
-    async fn commit_time(&self, version: Version) -> Result<i64> {
-        let actions = self.commit_actions(version).await?;
-        Ok(actions
-            .iter()
-            .find_map(|a| match a {
-                Action::CommitInfo(v) => v.get("timestamp").and_then(Value::as_i64),
-                _ => None,
-            })
-            .unwrap_or_default())
     }
 
     /// The most recent commits, newest first.

@@ -8,7 +8,7 @@ use lakehouse_core::{Error, ErrorKind, Result};
 use object_store::ObjectStoreExt;
 
 use super::{Table, io, now_ms};
-use crate::log::LOG_DIR;
+use crate::log::{Action, LOG_DIR, Snapshot};
 
 /// Options of [`Table::vacuum`].
 #[derive(Debug, Clone)]
@@ -68,6 +68,49 @@ pub struct VacuumMetrics {
 }
 
 impl Table {
+    /// The files (decoded paths) removed by commits made after `cutoff_ms`: versions
+    /// within the retention still read them.
+    async fn removed_since(&self, snap: &Snapshot, cutoff_ms: i64) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        let mut v = snap.version;
+        loop {
+            let actions = match self.commit_actions(v).await {
+                Ok(a) => a,
+                // Commits past the log retention are gone; the retention of the log is
+                // far longer than any vacuum retention.
+                Err(e) if e.kind() == ErrorKind::VersionNotFound => break,
+                Err(e) => return Err(e),
+            };
+            let mut time = None;
+            let mut removed = Vec::new();
+            for a in actions {
+                match a {
+                    Action::Remove(r) => removed.push(r.path),
+                    Action::CommitInfo(info) => {
+                        time = info
+                            .get("inCommitTimestamp")
+                            .or_else(|| info.get("timestamp"))
+                            .and_then(serde_json::Value::as_i64);
+                    }
+                    _ => {}
+                }
+            }
+            if time.is_some_and(|t| t <= cutoff_ms) {
+                break;
+            }
+            out.extend(
+                removed
+                    .iter()
+                    .filter_map(|p| crate::partition::uri_decode(p).ok()),
+            );
+            if v == 0 {
+                break;
+            }
+            v -= 1;
+        }
+        Ok(out)
+    }
+
     /// Deletes files no version within the retention needs: files removed from the
     /// table longer ago than the retention, and orphans (left by writers that failed
     /// before committing) older than the retention.
@@ -93,11 +136,7 @@ impl Table {
             .keys()
             .filter_map(|u| crate::partition::uri_decode(u).ok())
             .collect();
-        let tomb: std::collections::HashMap<String, i64> = snap
-            .tombstones
-            .iter()
-            .filter_map(|(u, t)| crate::partition::uri_decode(u).ok().map(|p| (p, *t)))
-            .collect();
+        let tomb = self.removed_since(&snap, cutoff).await?;
         let root = self.inner.location.root.clone();
         let prefix_len = if root.as_ref().is_empty() {
             0
@@ -113,11 +152,9 @@ impl Table {
             if rel.starts_with(LOG_DIR) || rel.starts_with('_') || live.contains(rel) {
                 continue;
             }
-            let when = tomb
-                .get(rel)
-                .copied()
-                .unwrap_or(meta.last_modified.timestamp_millis());
-            if when > cutoff {
+            // Removed within the retention (older versions still read it), or
+            // written within it (a writer may be about to commit it).
+            if tomb.contains(rel) || meta.last_modified.timestamp_millis() > cutoff {
                 continue;
             }
             if !options.dry_run {

@@ -1,0 +1,207 @@
+//! Delta table features: which reader and writer features this crate honours, the
+//! protocol a schema needs, and column mapping (logical to physical column names).
+
+use std::collections::HashMap;
+
+use arrow::datatypes::{DataType, Schema};
+use lakehouse_core::{Error, ErrorKind, Result};
+use serde_json::Value;
+
+use crate::log::{MetaData, Protocol};
+
+impl Protocol {
+    /// The lowest protocol that can describe `schema`: (1, 2), or (3, 7) with the
+    /// `timestampNtz` feature when a column is a timestamp without a time zone.
+    pub(crate) fn for_schema(schema: &Schema) -> Protocol {
+        let ntz = schema
+            .fields()
+            .iter()
+            .any(|f| matches!(f.data_type(), DataType::Timestamp(_, None)));
+        if ntz {
+            Protocol {
+                min_reader_version: 3,
+                min_writer_version: 7,
+                reader_features: Some(vec!["timestampNtz".into()]),
+                writer_features: Some(vec!["timestampNtz".into()]),
+            }
+        } else {
+            Protocol {
+                min_reader_version: 1,
+                min_writer_version: 2,
+                reader_features: None,
+                writer_features: None,
+            }
+        }
+    }
+
+    /// This protocol, upgraded so that it also describes `schema` (a column added by
+    /// schema evolution may need `timestampNtz`); `None` when it does already.
+    pub(crate) fn upgraded_for(&self, schema: &Schema) -> Option<Protocol> {
+        let need = Protocol::for_schema(schema);
+        let has = |fs: &Option<Vec<String>>| fs.iter().flatten().any(|f| f == "timestampNtz");
+        if need.reader_features.is_none() || has(&self.reader_features) {
+            return None;
+        }
+        let mut reader = self.reader_features.clone().unwrap_or_default();
+        let mut writer = self.writer_features.clone().unwrap_or_else(|| {
+            // The features a legacy writer version implies.
+            let mut w = Vec::new();
+            if self.min_writer_version >= 2 {
+                w.extend(["appendOnly".to_owned(), "invariants".to_owned()]);
+            }
+            w
+        });
+        reader.push("timestampNtz".into());
+        writer.push("timestampNtz".into());
+        Some(Protocol {
+            min_reader_version: 3,
+            min_writer_version: 7,
+            reader_features: Some(reader),
+            writer_features: Some(writer),
+        })
+    }
+
+    /// Errors with [`ErrorKind::Unsupported`], naming the feature, unless this crate
+    /// reads the table right: every reader feature it declares is one honoured here.
+    pub(crate) fn check_readable(&self, metadata: &MetaData) -> Result<()> {
+        let unsupported = |f: &str, why: &str| {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the table uses the Delta reader feature {f}, {why}"),
+            ))
+        };
+        if self.min_reader_version > 3 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the table needs Delta reader version {}; this crate reads up to 3",
+                    self.min_reader_version
+                ),
+            ));
+        }
+        column_mapping(metadata)?;
+        for f in self.reader_features.iter().flatten() {
+            match f.as_str() {
+                // Read through kernel (log layout) or honoured by the scan.
+                "timestampNtz"
+                | "v2Checkpoint"
+                | "vacuumProtocolCheck"
+                | "deletionVectors"
+                | "checkpointProtection" => {}
+                "columnMapping" => {}
+                other => return unsupported(other, "which this crate does not read"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors with [`ErrorKind::Unsupported`], naming the feature, unless this crate's
+    /// commits keep what the table declares.
+    pub(crate) fn check_writable(&self, metadata: &MetaData) -> Result<()> {
+        self.check_readable(metadata)?;
+        let unsupported = |f: &str| {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the table uses the Delta writer feature {f}, which this crate does not write"
+                ),
+            ))
+        };
+        if self.min_writer_version > 7 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the table needs Delta writer version {}; this crate writes up to 7",
+                    self.min_writer_version
+                ),
+            ));
+        }
+        if metadata
+            .configuration
+            .keys()
+            .any(|k| k.starts_with("delta.constraints."))
+        {
+            return unsupported("checkConstraints");
+        }
+        if !column_mapping(metadata)?.is_empty() {
+            return unsupported("columnMapping");
+        }
+        for key in ["delta.generationExpression", "delta.identity.start"] {
+            if metadata.schema_string.contains(key) {
+                return unsupported(if key.contains("identity") {
+                    "identityColumns"
+                } else {
+                    "generatedColumns"
+                });
+            }
+        }
+        for f in self.writer_features.iter().flatten() {
+            match f.as_str() {
+                "timestampNtz"
+                | "appendOnly"
+                | "invariants"
+                | "v2Checkpoint"
+                | "vacuumProtocolCheck"
+                | "deletionVectors"
+                | "changeDataFeed"
+                | "domainMetadata"
+                | "checkpointProtection" => {}
+                other => return unsupported(other),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The physical column names of a column-mapped table (`delta.columnMapping.mode`
+/// `name` or `id`), by logical name; empty without column mapping. Files, partition
+/// values and statistics use the physical names.
+pub(crate) fn column_mapping(metadata: &MetaData) -> Result<HashMap<String, String>> {
+    let mode = metadata
+        .configuration
+        .get("delta.columnMapping.mode")
+        .map(String::as_str)
+        .unwrap_or("none");
+    match mode {
+        "none" => return Ok(HashMap::new()),
+        "name" | "id" => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the table uses the Delta reader feature columnMapping in mode {other}"),
+            ));
+        }
+    }
+    let v: Value = serde_json::from_str(&metadata.schema_string)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
+    let mut out = HashMap::new();
+    for f in v
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(physical)) = (
+            f.get("name").and_then(Value::as_str),
+            f.pointer("/metadata/delta.columnMapping.physicalName")
+                .and_then(Value::as_str),
+        ) else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "a column of a column-mapped table has no physical name",
+            ));
+        };
+        if !f.get("type").is_some_and(Value::is_string) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "column {name}: nested columns of a column-mapped table (the Delta \
+                     feature columnMapping) are not read"
+                ),
+            )
+            .with_column(name));
+        }
+        out.insert(name.to_owned(), physical.to_owned());
+    }
+    Ok(out)
+}

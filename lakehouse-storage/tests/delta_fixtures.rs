@@ -1,0 +1,548 @@
+//! Tables laid out by the Delta protocol's rules for what only other engines write:
+//! deletion vectors (inline and on disk), multi-part and v2 checkpoints (with
+//! sidecars, without `_last_checkpoint`), an unknown reader feature, column mapping.
+//! Each is built from a table we wrote, then read back and compared exactly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use lakehouse_core::{ErrorKind, ScanRequest, TableSource, col};
+use lakehouse_storage::{Location, Table, TableOptions};
+use serde_json::{Value, json};
+
+use crate::common::{batch, collect, ints, rows, schema};
+
+fn log(dir: &Path) -> std::path::PathBuf {
+    dir.join("_delta_log")
+}
+
+fn commit_path(dir: &Path, v: u64) -> std::path::PathBuf {
+    log(dir).join(format!("{v:020}.json"))
+}
+
+fn actions(dir: &Path, v: u64) -> Vec<Value> {
+    std::fs::read_to_string(commit_path(dir, v))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_commit(dir: &Path, v: u64, actions: &[Value]) {
+    let text: String = actions.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(commit_path(dir, v), text).unwrap();
+}
+
+/// The protocol, metadata and live adds at `version`, replayed from the JSON commits.
+fn state(dir: &Path, version: u64) -> (Value, Value, Vec<Value>) {
+    let (mut protocol, mut metadata) = (Value::Null, Value::Null);
+    let mut adds: Vec<Value> = Vec::new();
+    for v in 0..=version {
+        for a in actions(dir, v) {
+            if let Some(p) = a.get("protocol") {
+                protocol = p.clone();
+            } else if let Some(m) = a.get("metaData") {
+                metadata = m.clone();
+            } else if let Some(add) = a.get("add") {
+                adds.retain(|x| x["path"] != add["path"]);
+                adds.push(add.clone());
+            } else if let Some(r) = a.get("remove") {
+                adds.retain(|x| x["path"] != r["path"]);
+            }
+        }
+    }
+    (protocol, metadata, adds)
+}
+
+async fn table_with_commits(dir: &Path, commits: i64) -> Table {
+    let t = Table::create(
+        Location::local(dir).unwrap(),
+        schema(),
+        TableOptions::new().checkpoint_interval(0),
+    )
+    .await
+    .unwrap();
+    for i in 0..commits {
+        t.append(vec![batch(i * 100, 100)]).await.unwrap();
+    }
+    t
+}
+
+async fn open(dir: &Path) -> Table {
+    Table::open(Location::local(dir).unwrap()).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// Checkpoint fixtures: Parquet written from the actions' JSON.
+
+fn map_of_strings(name: &str) -> Field {
+    let entries = Field::new(
+        "key_value",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, true),
+        ])),
+        false,
+    );
+    Field::new(name, DataType::Map(Arc::new(entries), false), true)
+}
+
+fn strings(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
+        true,
+    )
+}
+
+fn strukt(name: &str, fields: Vec<Field>) -> Field {
+    Field::new(name, DataType::Struct(Fields::from(fields)), true)
+}
+
+fn add_field() -> Field {
+    strukt(
+        "add",
+        vec![
+            Field::new("path", DataType::Utf8, true),
+            map_of_strings("partitionValues"),
+            Field::new("size", DataType::Int64, true),
+            Field::new("modificationTime", DataType::Int64, true),
+            Field::new("dataChange", DataType::Boolean, true),
+            Field::new("stats", DataType::Utf8, true),
+        ],
+    )
+}
+
+fn checkpoint_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        strukt(
+            "protocol",
+            vec![
+                Field::new("minReaderVersion", DataType::Int32, true),
+                Field::new("minWriterVersion", DataType::Int32, true),
+                strings("readerFeatures"),
+                strings("writerFeatures"),
+            ],
+        ),
+        strukt(
+            "metaData",
+            vec![
+                Field::new("id", DataType::Utf8, true),
+                Field::new("name", DataType::Utf8, true),
+                Field::new("description", DataType::Utf8, true),
+                strukt(
+                    "format",
+                    vec![
+                        Field::new("provider", DataType::Utf8, true),
+                        map_of_strings("options"),
+                    ],
+                ),
+                Field::new("schemaString", DataType::Utf8, true),
+                strings("partitionColumns"),
+                map_of_strings("configuration"),
+                Field::new("createdTime", DataType::Int64, true),
+            ],
+        ),
+        add_field(),
+    ]))
+}
+
+/// A Parquet file of `lines` (one action each) in `schema`.
+fn parquet_of(lines: &[Value], schema: SchemaRef) -> Vec<u8> {
+    let text: String = lines.iter().map(|a| format!("{a}\n")).collect();
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(std::io::Cursor::new(text.into_bytes()))
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    out
+}
+
+fn remove_commits(dir: &Path, upto: u64) {
+    for v in 0..=upto {
+        std::fs::remove_file(commit_path(dir, v)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn multi_part_checkpoints_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_commits(dir.path(), 4).await;
+    let want = ints(&collect(&t, ScanRequest::new()).await, "order_id");
+    let (protocol, metadata, adds) = state(dir.path(), 4);
+    let mut part1 = vec![json!({"protocol": protocol}), json!({"metaData": metadata})];
+    part1.push(json!({"add": adds[0]}));
+    let part2: Vec<Value> = adds[1..].iter().map(|a| json!({"add": a})).collect();
+    for (i, part) in [part1, part2].iter().enumerate() {
+        let name = format!("{:020}.checkpoint.{:010}.{:010}.parquet", 4, i + 1, 2);
+        std::fs::write(
+            log(dir.path()).join(name),
+            parquet_of(part, checkpoint_schema()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        log(dir.path()).join("_last_checkpoint"),
+        json!({"version": 4, "size": 2 + adds.len(), "parts": 2}).to_string(),
+    )
+    .unwrap();
+    remove_commits(dir.path(), 4);
+
+    let t = open(dir.path()).await;
+    assert_eq!(t.version().await.unwrap(), 4);
+    assert_eq!(
+        ints(&collect(&t, ScanRequest::new()).await, "order_id"),
+        want
+    );
+    // The table goes on from the checkpoint, and reads back through it.
+    t.append(vec![batch(1000, 10)]).await.unwrap();
+    let again = open(dir.path()).await;
+    assert_eq!(
+        rows(&collect(&again, ScanRequest::new()).await),
+        want.len() + 10
+    );
+}
+
+#[tokio::test]
+async fn v2_checkpoints_with_sidecars_and_no_last_checkpoint_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_commits(dir.path(), 3).await;
+    let want = ints(&collect(&t, ScanRequest::new()).await, "order_id");
+    // Version 4 declares v2 checkpoints.
+    let protocol = json!({
+        "minReaderVersion": 3, "minWriterVersion": 7,
+        "readerFeatures": ["timestampNtz", "v2Checkpoint"],
+        "writerFeatures": ["timestampNtz", "v2Checkpoint"],
+    });
+    write_commit(
+        dir.path(),
+        4,
+        &[
+            json!({"commitInfo": {"timestamp": 1, "operation": "UPGRADE PROTOCOL"}}),
+            json!({"protocol": protocol}),
+        ],
+    );
+    let (protocol, metadata, adds) = state(dir.path(), 4);
+    // The adds live in two sidecars; the checkpoint is JSON and names them.
+    let sidecars = log(dir.path()).join("_sidecars");
+    std::fs::create_dir_all(&sidecars).unwrap();
+    let add_schema = Arc::new(Schema::new(vec![add_field()]));
+    let mut lines = vec![
+        json!({"checkpointMetadata": {"version": 4}}),
+        json!({"protocol": protocol}),
+        json!({"metaData": metadata}),
+    ];
+    let half = adds.len() / 2;
+    for (i, chunk) in [&adds[..half], &adds[half..]].iter().enumerate() {
+        let actions: Vec<Value> = chunk.iter().map(|a| json!({"add": a})).collect();
+        let bytes = parquet_of(&actions, add_schema.clone());
+        let name = format!("00000000-0000-0000-0000-00000000000{i}.parquet");
+        std::fs::write(sidecars.join(&name), &bytes).unwrap();
+        lines.push(json!({"sidecar": {
+            "path": name, "sizeInBytes": bytes.len(), "modificationTime": 1,
+        }}));
+    }
+    let name = format!(
+        "{:020}.checkpoint.80a083e8-7026-4e79-81be-64bd76c43a11.json",
+        4
+    );
+    let text: String = lines.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(log(dir.path()).join(name), text).unwrap();
+    remove_commits(dir.path(), 4);
+
+    let t = open(dir.path()).await;
+    assert_eq!(t.version().await.unwrap(), 4);
+    assert_eq!(
+        ints(&collect(&t, ScanRequest::new()).await, "order_id"),
+        want
+    );
+}
+
+#[tokio::test]
+async fn our_checkpoints_read_back_through_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_commits(dir.path(), 5).await;
+    assert_eq!(t.checkpoint().await.unwrap(), 5);
+    assert!(t.last_checkpoint_error().is_none());
+    let hint: Value =
+        serde_json::from_slice(&std::fs::read(log(dir.path()).join("_last_checkpoint")).unwrap())
+            .unwrap();
+    assert_eq!(hint["version"], 5);
+    remove_commits(dir.path(), 5);
+    let t = open(dir.path()).await;
+    assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 500);
+}
+
+// ---------------------------------------------------------------------------------
+// Deletion vectors
+
+/// The `RoaringBitmapArray` bytes of a deletion vector (magic, then 64-bit buckets).
+fn dv_bytes(deleted: &[u64]) -> Vec<u8> {
+    let mut out = 1_681_511_377u32.to_le_bytes().to_vec();
+    let mut buckets: std::collections::BTreeMap<u32, roaring::RoaringBitmap> = Default::default();
+    for d in deleted {
+        buckets
+            .entry((d >> 32) as u32)
+            .or_default()
+            .insert(*d as u32);
+    }
+    out.extend((buckets.len() as u64).to_le_bytes());
+    for (k, b) in buckets {
+        out.extend(k.to_le_bytes());
+        b.serialize_into(&mut out).unwrap();
+    }
+    out
+}
+
+/// CRC-32 (ISO HDLC), as the deletion vector file format checksums each vector.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for b in data {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Rewrites the table's single file with a deletion vector `dv` in commit 2.
+fn with_dv(dir: &Path, dv: Value) {
+    let (_, _, adds) = state(dir, 1);
+    assert_eq!(adds.len(), 1);
+    let old = adds[0].clone();
+    let mut new = old.clone();
+    new["deletionVector"] = dv;
+    new["dataChange"] = json!(true);
+    write_commit(
+        dir,
+        2,
+        &[
+            json!({"commitInfo": {"timestamp": 2, "operation": "DELETE"}}),
+            json!({"protocol": {
+                "minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["timestampNtz", "deletionVectors"],
+                "writerFeatures": ["timestampNtz", "deletionVectors"],
+            }}),
+            json!({"remove": {"path": old["path"], "deletionTimestamp": 2, "dataChange": true}}),
+            json!({"add": new}),
+        ],
+    );
+}
+
+async fn one_file_table(dir: &Path) -> Table {
+    let t = Table::create(Location::local(dir).unwrap(), schema(), TableOptions::new())
+        .await
+        .unwrap();
+    t.append(vec![batch(0, 50)]).await.unwrap();
+    t
+}
+
+async fn check_deleted(dir: &Path, deleted: &[u64]) {
+    let t = open(dir).await;
+    let got = ints(&collect(&t, ScanRequest::new()).await, "order_id");
+    let want: Vec<i64> = (0..50)
+        .filter(|i| !deleted.contains(&(*i as u64)))
+        .collect();
+    assert_eq!(got, want);
+    // With a predicate (row-group pruning and late filtering) the vector still applies.
+    let got = ints(
+        &collect(
+            &t,
+            ScanRequest::new().with_predicate(col("order_id").gt(2i64)),
+        )
+        .await,
+        "order_id",
+    );
+    let want: Vec<i64> = want.into_iter().filter(|i| *i > 2).collect();
+    assert_eq!(got, want);
+    let stats = t.statistics(None).await.unwrap();
+    assert_eq!(stats.files[0].num_rows, 50 - deleted.len() as u64);
+}
+
+#[tokio::test]
+async fn inline_deletion_vectors_hide_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    one_file_table(dir.path()).await;
+    let deleted = [1u64, 3, 5, 49];
+    let bytes = dv_bytes(&deleted);
+    // z85 encodes 4-byte groups: pad to a multiple of 4.
+    let mut padded = bytes.clone();
+    padded.resize(bytes.len().div_ceil(4) * 4, 0);
+    with_dv(
+        dir.path(),
+        json!({
+            "storageType": "i",
+            "pathOrInlineDv": z85::encode(&padded),
+            "sizeInBytes": bytes.len(),
+            "cardinality": deleted.len(),
+        }),
+    );
+    check_deleted(dir.path(), &deleted).await;
+}
+
+#[tokio::test]
+async fn deletion_vector_files_hide_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    one_file_table(dir.path()).await;
+    let deleted = [0u64, 7, 8, 9, 30];
+    let data = dv_bytes(&deleted);
+    // The file: a version byte, then each vector as size, bytes and checksum.
+    let mut file = vec![1u8];
+    let offset = file.len();
+    file.extend((data.len() as u32).to_be_bytes());
+    file.extend(&data);
+    file.extend(crc32(&data).to_be_bytes());
+    let uuid = uuid::Uuid::new_v4();
+    std::fs::write(
+        dir.path().join(format!("deletion_vector_{uuid}.bin")),
+        &file,
+    )
+    .unwrap();
+    with_dv(
+        dir.path(),
+        json!({
+            "storageType": "u",
+            "pathOrInlineDv": z85::encode(uuid.as_bytes()),
+            "offset": offset,
+            "sizeInBytes": data.len(),
+            "cardinality": deleted.len(),
+        }),
+    );
+    check_deleted(dir.path(), &deleted).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Refusals
+
+fn hand_made_table(dir: &Path, protocol: Value, configuration: Value, schema_string: &str) {
+    std::fs::create_dir_all(log(dir)).unwrap();
+    write_commit(
+        dir,
+        0,
+        &[
+            json!({"commitInfo": {"timestamp": 1, "operation": "CREATE TABLE"}}),
+            json!({"protocol": protocol}),
+            json!({"metaData": {
+                "id": "5b4b4f4c-0000-4000-8000-000000000000",
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": schema_string,
+                "partitionColumns": [],
+                "configuration": configuration,
+                "createdTime": 1,
+            }}),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn unknown_reader_features_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made_table(
+        dir.path(),
+        json!({"minReaderVersion": 3, "minWriterVersion": 7,
+               "readerFeatures": ["fancyNewLayout"], "writerFeatures": ["fancyNewLayout"]}),
+        json!({}),
+        r#"{"type":"struct","fields":[{"name":"a","type":"long","nullable":true,"metadata":{}}]}"#,
+    );
+    let e = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("fancyNewLayout"), "{e}");
+}
+
+#[tokio::test]
+async fn column_mapped_tables_are_read_by_physical_names() {
+    use arrow::array::{Int64Array, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let field = |name: &str, ty: &str, id: u32, physical: &str| {
+        json!({"name": name, "type": ty, "nullable": true, "metadata": {
+            "delta.columnMapping.id": id, "delta.columnMapping.physicalName": physical}})
+    };
+    // `id`, a column renamed to `label` (its files still say col-b2), one added later
+    // (`added`, absent from the file); the file also holds a dropped column.
+    let schema_string = json!({"type": "struct", "fields": [
+        field("id", "long", 1, "col-a1"),
+        field("label", "string", 2, "col-b2"),
+        field("added", "long", 4, "col-d4"),
+    ]})
+    .to_string();
+    hand_made_table(
+        dir.path(),
+        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
+        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "4"}),
+        &schema_string,
+    );
+    let file_schema = Arc::new(Schema::new(vec![
+        Field::new("col-a1", DataType::Int64, true),
+        Field::new("col-b2", DataType::Utf8, true),
+        // A dropped column whose physical name is a logical name of the table: never
+        // read as `id`.
+        Field::new("id", DataType::Int64, true),
+    ]));
+    let data = RecordBatch::try_new(
+        file_schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            Arc::new(Int64Array::from(vec![100, 200, 300])),
+        ],
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, file_schema, None).unwrap();
+    w.write(&data).unwrap();
+    w.close().unwrap();
+    std::fs::write(dir.path().join("part-0.parquet"), &bytes).unwrap();
+    write_commit(
+        dir.path(),
+        1,
+        &[json!({"add": {
+            "path": "part-0.parquet", "partitionValues": {}, "size": bytes.len(),
+            "modificationTime": 1, "dataChange": true,
+            "stats": json!({"numRecords": 3, "minValues": {"col-a1": 1}, "maxValues": {"col-a1": 3},
+                            "nullCount": {"col-a1": 0}}).to_string(),
+        }})],
+    );
+    let t = open(dir.path()).await;
+    let all = collect(&t, ScanRequest::new()).await;
+    assert_eq!(ints(&all, "id"), vec![1, 2, 3]);
+    let labels: Vec<String> = all
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("label").unwrap();
+            let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+            c.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(labels, vec!["a", "b", "c"]);
+    assert!(
+        all.iter()
+            .all(|b| b.column_by_name("added").unwrap().null_count() == b.num_rows())
+    );
+    let some = collect(&t, ScanRequest::new().with_predicate(col("id").gt(1i64))).await;
+    assert_eq!(ints(&some, "id"), vec![2, 3]);
+    // Statistics are keyed by physical names: the file is pruned by them.
+    let files = t.files(None, Some(&col("id").gt(5i64))).await.unwrap();
+    assert!(files.is_empty());
+    // Writing would need physical names in new files: refused by name.
+    let e = t
+        .add_columns(vec![Field::new("x", DataType::Int64, true)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("columnMapping"), "{e}");
+}
