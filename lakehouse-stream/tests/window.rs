@@ -255,9 +255,8 @@ fn retention_trims_records_on_disk() {
             .put_record(PutRecord::new("k", format!("old-{i:04}")))
             .unwrap();
     }
-    assert_eq!(
+    assert!(
         stream.memory_bytes()[0] <= 24 * 20,
-        true,
         "{:?}",
         stream.memory_bytes()
     );
@@ -353,9 +352,8 @@ fn subscriptions_and_lineage_read_across_the_window() {
         let want: Vec<u32> = (0..200).filter(|i| i % 5 == k).collect();
         assert_eq!(values, want, "key {key}");
     }
-    assert_eq!(
+    assert!(
         stream.memory_bytes().iter().sum::<usize>() < 24 * 40,
-        true,
         "{:?}",
         stream.memory_bytes()
     );
