@@ -422,8 +422,8 @@ impl Stream {
 /// The records a read from `start` returns from memory, at most `max_records` and,
 /// counting the `bytes` of records already `taken`, `max_bytes` (one record is always
 /// returned when none was taken), the sequence to resume at, and how far the next unread record is behind the
-/// newest. `start` must lie in `log.mem_first..=log.next()`; only visible records are
-/// returned.
+/// newest. `start` must lie in `log.mem_first..=log.next()` or at or past
+/// `log.visible`; only visible records are returned.
 fn window(
     shard: ShardId,
     log: &ShardLog,
@@ -432,7 +432,9 @@ fn window(
     max_bytes: usize,
     (taken, mut bytes): (bool, usize),
 ) -> (Vec<Record>, SequenceNumber, u64) {
-    let skip = usize::try_from(start - log.mem_first).unwrap_or(usize::MAX);
+    // A position below `mem_first` reaches here only at or past `visible` (records
+    // written but not yet fsynced may leave memory first): nothing is read then.
+    let skip = usize::try_from(start.saturating_sub(log.mem_first)).unwrap_or(usize::MAX);
     let available = usize::try_from(log.visible.saturating_sub(start)).unwrap_or(usize::MAX);
     let max = max_records.min(available);
     let mut out = Vec::with_capacity(max.min(1 << 16));
