@@ -18,10 +18,14 @@
 //! A durable stream ([`StreamBuilder::durable`]) also writes each shard to segment
 //! files of CRC32C-framed records, with group commit (concurrent writers share one
 //! fsync) and a [`Durability`] setting: no fsync, fsync per put call, or every N
-//! milliseconds. Reopening the directory rebuilds the segment index from the frames,
-//! truncates a torn tail left by a crash, restores the shard lineage and the consumer
-//! checkpoints, and refuses (with `Corrupt`, naming the shard, file and byte offset) a
-//! segment whose checksum fails.
+//! milliseconds. A durable shard keeps only a recent window of records in memory
+//! ([`StreamBuilder::memory_window_bytes`], 64 MiB by default) and reads older ones
+//! back from its segments through a sparse index, so its retention and
+//! `max_shard_bytes` bound the disk, not memory ([`Stream::memory_bytes`] reports what
+//! each shard holds). Reopening the directory checks every frame, rebuilds the segment
+//! index, loads each shard's window, truncates a torn tail left by a crash, restores
+//! the shard lineage and the consumer checkpoints, and refuses (with `Corrupt`, naming
+//! the shard, file and byte offset) a segment whose checksum fails.
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
@@ -89,7 +93,9 @@
 //! # Runtime
 //!
 //! The inherent methods are synchronous: each takes a shard's mutex for a memory
-//! operation only. On a durable stream, a put under [`Durability::PerBatch`] also
+//! operation only. On a durable stream, a read of records older than the memory
+//! window reads their segment file (outside the shard's mutex), and a put under
+//! [`Durability::PerBatch`] also
 //! blocks until its commit round's fsync returns (about a millisecond on an SSD), and
 //! [`Durability::Interval`] runs one background thread per stream; call durable puts
 //! from `spawn_blocking` in async code. A put under [`Backpressure::Wait`] blocks its thread while the shard is

@@ -455,12 +455,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// For any interleaving of puts, splits, merges, consumption by a checkpointing
     /// group and reopenings of a durable stream, each key's records arrive in put
-    /// order exactly once: checkpoints and lineage survive the reopen.
+    /// order exactly once: checkpoints and lineage survive the reopen, and records
+    /// that a reopen left out of the (random) memory window are read from disk.
     #[test]
-    fn durable_group_reads_every_key_in_order_once(ops in prop::collection::vec(op(), 1..120)) {
+    fn durable_group_reads_every_key_in_order_once(
+        ops in prop::collection::vec(op(), 1..120),
+        window in prop_oneof![Just(0usize), 1usize..600, Just(64usize << 20)],
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let build = || Stream::builder("p").shards(2).durable(dir.path())
-            .durability(Durability::None).segment_bytes(256).build().unwrap();
+            .durability(Durability::None).segment_bytes(256).memory_window_bytes(window)
+            .build().unwrap();
         let mut stream = build();
         let (mut _group, mut members) = group(&stream);
         let mut sent: HashMap<String, Vec<u32>> = HashMap::new();

@@ -4,3 +4,4 @@ mod durable;
 mod group;
 mod sink;
 mod stream;
+mod window;

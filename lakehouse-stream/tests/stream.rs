@@ -159,24 +159,25 @@ fn full_shards_reject_or_wait_and_lose_nothing() {
     let stream = clocked(&clock)
         .shards(1)
         .max_record_bytes(100)
-        .max_shard_bytes(250)
+        .max_shard_bytes(400)
         .retention(Some(Duration::from_secs(10)))
         .build()
         .unwrap();
+    // Each record costs its 64-byte entry plus its payload (its key is inline).
     let rec = || PutRecord::new("k", vec![7u8; 99]);
     stream.put_record(rec()).unwrap();
     stream.put_record(rec()).unwrap();
     let err = stream.put_record(rec()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Full);
-    assert_eq!(stream.shard_bytes(), vec![198]);
+    assert_eq!(stream.shard_bytes(), vec![2 * 163]);
     // Once retention frees space, puts succeed again.
     clock.advance_millis(10_000);
     stream.put_record(rec()).unwrap();
-    assert_eq!(stream.shard_bytes(), vec![99]);
+    assert_eq!(stream.shard_bytes(), vec![163]);
     let waiting = clocked(&clock)
         .shards(1)
         .max_record_bytes(100)
-        .max_shard_bytes(150)
+        .max_shard_bytes(200)
         .backpressure(Backpressure::Wait(Duration::from_millis(30)))
         .build()
         .unwrap();
@@ -204,7 +205,7 @@ fn a_waiting_record_is_not_overtaken_by_a_smaller_one_of_its_batch() {
     let stream = clocked(&clock)
         .shards(1)
         .max_record_bytes(100)
-        .max_shard_bytes(100)
+        .max_shard_bytes(250)
         .retention(Some(Duration::from_secs(10)))
         .backpressure(Backpressure::Wait(Duration::from_secs(30)))
         .build()
@@ -219,8 +220,8 @@ fn a_waiting_record_is_not_overtaken_by_a_smaller_one_of_its_batch() {
             clock.advance_millis(10_000);
         });
         stream.put_records(vec![
-            PutRecord::new("k", vec![1u8; 50]), // waits: 90 + 50 > 100
-            PutRecord::new("k", vec![2u8; 5]),  // would fit at once
+            PutRecord::new("k", vec![1u8; 50]), // waits: 154 + 114 > 250
+            PutRecord::new("k", vec![2u8; 5]),  // would fit at once: 154 + 69 <= 250
         ])
     });
     let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().sequence).collect();
@@ -472,7 +473,7 @@ proptest! {
         batches in prop::collection::vec(prop::collection::vec(batch_entry(), 0..60), 1..4),
     ) {
         const MAX_RECORD: usize = 100;
-        const MAX_SHARD: usize = 600;
+        const MAX_SHARD: usize = 1200;
         let stream = Stream::builder("b")
             .shards(3)
             .max_record_bytes(MAX_RECORD)
@@ -511,10 +512,15 @@ proptest! {
                         .iter()
                         .position(|s| s.hash_range.0 <= hash && hash <= s.hash_range.1)
                         .unwrap();
-                    if held[s] + r.data.len() > MAX_SHARD {
+                    // An entry of 64 bytes, the payload, and a key over 24 bytes.
+                    // (The stream holds a clone of the key, whose capacity may differ.)
+                    let stored = r.partition_key.clone();
+                    let long_key = if stored.len() > 24 { stored.capacity() } else { 0 };
+                    let cost = 64 + r.data.len() + long_key;
+                    if held[s] > 0 && held[s] + cost > MAX_SHARD {
                         Err(ErrorKind::Full)
                     } else {
-                        held[s] += r.data.len();
+                        held[s] += cost;
                         let seq = next_seq[s];
                         next_seq[s] += 1;
                         expected[s].push((r.partition_key.to_string(), r.data.to_vec(), seq));

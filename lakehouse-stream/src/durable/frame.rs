@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
-use lakehouse_core::{Error, ErrorKind, Record, Result, SequenceNumber, ShardId};
+use lakehouse_core::{Error, ErrorKind, Result, SequenceNumber, ShardId};
 
 /// Bytes of a frame header.
 pub(super) const HEADER: usize = 12;
@@ -39,27 +38,82 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// The bytes a record's frame takes in a segment file.
+pub(crate) fn frame_len(key_len: usize, data_len: usize) -> usize {
+    HEADER + BODY_FIXED + key_len + data_len
+}
+
+/// One decoded frame, borrowing its body.
+#[derive(Debug)]
+pub(crate) struct Frame<'a> {
+    pub(crate) sequence: SequenceNumber,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) key: &'a str,
+    /// Where the payload starts in the body.
+    pub(crate) data_at: usize,
+    pub(crate) data: &'a [u8],
+}
+
+/// Checks a frame header (at least [`HEADER`] bytes): the body length, or what is
+/// wrong with it.
+pub(super) fn check_header(h: &[u8]) -> std::result::Result<usize, String> {
+    if crc32c::crc32c(&h[..8]) != u32_at(h, 8) {
+        return Err("frame header checksum mismatch".into());
+    }
+    let body_len = u32_at(h, 0) as usize;
+    if body_len < BODY_FIXED {
+        return Err(format!("frame body of {body_len} bytes is too short"));
+    }
+    Ok(body_len)
+}
+
+/// Checks and decodes the body of a frame whose header is `h`.
+pub(super) fn decode_body<'a>(h: &[u8], body: &'a [u8]) -> std::result::Result<Frame<'a>, String> {
+    if crc32c::crc32c(body) != u32_at(h, 4) {
+        return Err("frame body checksum mismatch".into());
+    }
+    let key_len = u32_at(body, 16) as usize;
+    if BODY_FIXED + key_len > body.len() {
+        return Err(format!("key of {key_len} bytes overruns its frame"));
+    }
+    let key = std::str::from_utf8(&body[BODY_FIXED..BODY_FIXED + key_len])
+        .map_err(|_| "partition key is not UTF-8".to_owned())?;
+    let data_at = BODY_FIXED + key_len;
+    Ok(Frame {
+        sequence: u64_at(body, 0),
+        timestamp_ms: u64_at(body, 8) as i64,
+        key,
+        data_at,
+        data: &body[data_at..],
+    })
+}
+
+/// The arrival time in the frame that starts at `buf[at..]`.
+pub(super) fn timestamp_at(buf: &[u8], at: usize) -> i64 {
+    u64_at(buf, at + HEADER + 8) as i64
+}
+
 /// What a scan of one segment found.
 #[derive(Debug)]
 pub(super) struct Scanned {
-    pub(super) records: Vec<Record>,
-    /// File offset of each record's frame.
-    pub(super) offsets: Vec<u64>,
+    /// Whole, valid frames.
+    pub(super) count: u64,
     /// Bytes of whole, valid frames; a torn tail starts here.
     pub(super) valid_len: u64,
     /// The segment ended in an incomplete frame or zero fill.
     pub(super) torn: bool,
 }
 
-/// Decodes the frames of one segment whose first record must have sequence `first`.
-/// `newest` says whether it is the shard's newest segment, the only place where a torn
-/// tail is expected.
+/// Checks the frames of one segment whose first record must have sequence `first`,
+/// calling `each` with every valid frame and its file offset. `newest` says whether it
+/// is the shard's newest segment, the only place where a torn tail is expected.
 pub(super) fn scan(
-    bytes: &Bytes,
+    b: &[u8],
     shard: ShardId,
     path: &Path,
     first: SequenceNumber,
     newest: bool,
+    mut each: impl FnMut(u64, &Frame<'_>),
 ) -> Result<Scanned> {
     let corrupt = |offset: usize, what: String| {
         Error::new(ErrorKind::Corrupt, what)
@@ -68,12 +122,10 @@ pub(super) fn scan(
             .with_offset(offset as u64)
     };
     let mut out = Scanned {
-        records: Vec::new(),
-        offsets: Vec::new(),
+        count: 0,
         valid_len: 0,
         torn: false,
     };
-    let b = &bytes[..];
     let mut at = 0usize;
     let mut expect = first;
     while at < b.len() {
@@ -89,20 +141,14 @@ pub(super) fn scan(
                 format!("{} stray bytes after the last frame", rest.len()),
             ));
         }
-        let body_len = u32_at(rest, 0) as usize;
-        if crc32c::crc32c(&rest[..8]) != u32_at(rest, 8) {
-            if newest && tail_is_zero() {
+        let body_len = match check_header(rest) {
+            Ok(n) => n,
+            Err(_) if newest && tail_is_zero() => {
                 out.torn = true;
                 break;
             }
-            return Err(corrupt(at, "frame header checksum mismatch".into()));
-        }
-        if body_len < BODY_FIXED {
-            return Err(corrupt(
-                at,
-                format!("frame body of {body_len} bytes is too short"),
-            ));
-        }
+            Err(what) => return Err(corrupt(at, what)),
+        };
         if rest.len() < HEADER + body_len {
             if newest {
                 out.torn = true;
@@ -110,39 +156,19 @@ pub(super) fn scan(
             }
             return Err(corrupt(at, "frame runs past the end of the segment".into()));
         }
-        let body = &rest[HEADER..HEADER + body_len];
-        if crc32c::crc32c(body) != u32_at(rest, 4) {
-            return Err(corrupt(at, "frame body checksum mismatch".into()));
-        }
-        let sequence = u64_at(body, 0);
-        if sequence != expect {
+        let frame = decode_body(rest, &rest[HEADER..HEADER + body_len])
+            .map_err(|what| corrupt(at, what))?;
+        if frame.sequence != expect {
             return Err(corrupt(
                 at,
-                format!("frame holds sequence {sequence}, expected {expect}"),
+                format!("frame holds sequence {}, expected {expect}", frame.sequence),
             )
             .with_version(expect));
         }
-        let ts = u64_at(body, 8) as i64;
-        let key_len = u32_at(body, 16) as usize;
-        if BODY_FIXED + key_len > body_len {
-            return Err(corrupt(
-                at,
-                format!("key of {key_len} bytes overruns its frame"),
-            ));
-        }
-        let key = std::str::from_utf8(&body[BODY_FIXED..BODY_FIXED + key_len])
-            .map_err(|_| corrupt(at, "partition key is not UTF-8".into()))?;
-        let data_at = at + HEADER + BODY_FIXED + key_len;
-        out.records.push(Record {
-            shard,
-            sequence,
-            partition_key: key.into(),
-            data: bytes.slice(data_at..at + HEADER + body_len),
-            timestamp_ms: ts,
-        });
-        out.offsets.push(at as u64);
+        each(at as u64, &frame);
         at += HEADER + body_len;
         expect += 1;
+        out.count += 1;
         out.valid_len = at as u64;
     }
     Ok(out)
@@ -166,59 +192,51 @@ mod tests {
         buf
     }
 
+    /// (offset, key, data, timestamp) of each frame `scan` reports.
+    type Seen = Vec<(u64, String, Vec<u8>, i64)>;
+
+    fn scan_all(b: &[u8], shard: u32) -> Result<(Scanned, Seen)> {
+        let mut seen = Vec::new();
+        let s = scan(b, ShardId(shard), Path::new("x"), 0, true, |at, f| {
+            seen.push((at, f.key.to_owned(), f.data.to_vec(), f.timestamp_ms));
+        })?;
+        Ok((s, seen))
+    }
+
     #[test]
     fn frames_round_trip() {
-        let b = Bytes::from(frames(5));
-        let s = scan(&b, ShardId(3), Path::new("x"), 0, true).unwrap();
+        let b = frames(5);
+        let (s, seen) = scan_all(&b, 3).unwrap();
         assert!(!s.torn);
         assert_eq!(s.valid_len, b.len() as u64);
-        assert_eq!(s.records.len(), 5);
-        assert_eq!(s.records[4].partition_key, "k4");
-        assert_eq!(&s.records[4].data[..], b"v4");
-        assert_eq!(s.records[4].timestamp_ms, 1004);
-        assert_eq!(s.offsets[0], 0);
+        assert_eq!((s.count, seen.len()), (5, 5));
+        assert_eq!(seen[4].1, "k4");
+        assert_eq!(seen[4].2, b"v4");
+        assert_eq!(seen[4].3, 1004);
+        assert_eq!(seen[0].0, 0);
+        assert_eq!(seen[1].0, frame_len(2, 2) as u64);
+        assert_eq!(timestamp_at(&b, seen[2].0 as usize), 1002);
     }
 
     #[test]
     fn every_cut_is_torn_and_every_flip_is_caught() {
         let full = frames(3);
-        let whole = scan(
-            &Bytes::from(full.clone()),
-            ShardId(0),
-            Path::new("x"),
-            0,
-            true,
-        )
-        .unwrap();
+        let (_, whole) = scan_all(&full, 0).unwrap();
+        let offsets: Vec<u64> = whole.iter().map(|w| w.0).collect();
         for cut in 0..full.len() {
-            let s = scan(
-                &Bytes::from(full[..cut].to_vec()),
-                ShardId(0),
-                Path::new("x"),
-                0,
-                true,
-            )
-            .unwrap();
-            let complete = whole.offsets.iter().filter(|&&o| o < cut as u64).count();
-            let boundary = whole.offsets.contains(&(cut as u64));
+            let (s, seen) = scan_all(&full[..cut], 0).unwrap();
+            let complete = offsets.iter().filter(|&&o| o < cut as u64).count();
+            let boundary = offsets.contains(&(cut as u64));
             assert_eq!(s.torn, !boundary && cut > 0, "cut {cut}");
-            assert_eq!(
-                s.records.len(),
-                if boundary { complete } else { complete - 1 }
-            );
+            assert_eq!(seen.len(), if boundary { complete } else { complete - 1 });
         }
         for at in 0..full.len() {
             let mut bad = full.clone();
             bad[at] ^= 0x40;
-            let err = scan(&Bytes::from(bad), ShardId(7), Path::new("x"), 0, true).unwrap_err();
+            let err = scan_all(&bad, 7).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corrupt, "flip at {at}");
             assert_eq!(err.context().shard, Some(ShardId(7)));
-            let frame = whole
-                .offsets
-                .iter()
-                .rev()
-                .find(|&&o| o <= at as u64)
-                .copied();
+            let frame = offsets.iter().rev().find(|&&o| o <= at as u64).copied();
             assert_eq!(err.context().offset, frame, "flip at {at}");
         }
     }

@@ -19,16 +19,22 @@
 //!
 //! (all integers little-endian). The header checksum protects the length, so a
 //! corrupted length is reported instead of being mistaken for the end of the log.
-//! On open every segment is scanned: the per-segment index (sequence -> file offset) is
-//! rebuilt from the frames, an incomplete frame (or zero fill) at the end of a shard's
-//! newest segment is a torn tail and is truncated, and any other bad frame is an
-//! [`ErrorKind::Corrupt`] error naming the shard, the file and the byte offset.
-
+//! A shard keeps a sparse index of its segments in memory: one mark (sequence number,
+//! byte position, arrival time; 24 bytes) at the first frame of every segment and then
+//! at the first frame after every 4 KiB of frames. A read of a record that is no longer
+//! in the shard's memory window seeks to the mark at or before it and decodes forward,
+//! through at most 4 KiB of frames before the first record it returns, checking every
+//! checksum again.
+//!
+//! On open every segment is scanned: the index is rebuilt from the frames, an
+//! incomplete frame (or zero fill) at the end of a shard's newest segment is a torn
+//! tail and is truncated, and any other bad frame is an [`ErrorKind::Corrupt`] error
+//! naming the shard, the file and the byte offset.
 //!
 //! `frame` encodes and scans the frames, `segment` keeps a shard's segment files
-//! (writing, rolling, recovery, retention) and `meta` the checksummed `TOPOLOGY` and
-//! `CHECKPOINTS` files; this module holds the [`Durability`] setting and the directory
-//! lock.
+//! (writing, rolling, recovery, retention), `cursor` reads records back from them and
+//! `meta` keeps the checksummed `TOPOLOGY` and `CHECKPOINTS` files; this module holds
+//! the [`Durability`] setting and the directory lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
@@ -36,11 +42,13 @@ use std::time::Duration;
 
 use lakehouse_core::{Error, ErrorKind, Result};
 
+mod cursor;
 mod frame;
 mod meta;
 mod segment;
 
-pub(crate) use self::frame::encode;
+pub(crate) use self::cursor::{Cursor, Mark};
+pub(crate) use self::frame::{encode, frame_len};
 pub(crate) use self::meta::{
     ShardMeta, read_checkpoints, read_topology, write_checkpoints, write_topology,
 };

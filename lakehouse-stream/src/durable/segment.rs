@@ -5,20 +5,23 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use lakehouse_core::{Error, ErrorKind, Record, Result, SequenceNumber, ShardId};
+use std::collections::VecDeque;
 
-use super::frame::{HEADER, scan, u32_at};
+use bytes::Bytes;
+use lakehouse_core::{Error, ErrorKind, PartitionKey, Record, Result, SequenceNumber, ShardId};
+
+use super::cursor::{INDEX_EVERY_BYTES, Mark, SegRef};
+use super::frame::{HEADER, scan, timestamp_at, u32_at};
 use super::{io_error, sync_dir};
 
-/// One segment file and its index.
+/// One segment file.
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// Sequence number of its first record.
     pub(crate) first: SequenceNumber,
+    /// Shard byte position of its first frame.
+    pub(crate) start_pos: u64,
     pub(crate) path: PathBuf,
-    /// File offset of each record's frame: the index, rebuilt from the frames on open.
-    pub(crate) offsets: Vec<u64>,
     pub(crate) len: u64,
 }
 
@@ -33,6 +36,10 @@ pub(crate) struct ShardFiles {
     unsynced: bool,
     /// Sequence number after the last frame written.
     written_end: SequenceNumber,
+    /// Shard byte position after the last frame written.
+    end_pos: u64,
+    /// The next frame written at or after this position gets an index mark.
+    next_mark: u64,
 }
 
 pub(crate) fn segment_name(first: SequenceNumber) -> String {
@@ -43,13 +50,23 @@ pub(crate) fn shard_dir(root: &Path, id: ShardId) -> PathBuf {
     root.join(format!("shard-{:04}", id.0))
 }
 
-/// A shard's records as found on disk.
+/// A shard as found on disk.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) files: ShardFiles,
-    pub(crate) records: Vec<Record>,
+    /// The newest records, as many as the memory window holds (copied out of the
+    /// segments, so they hold no file buffer).
+    pub(crate) window: VecDeque<Record>,
+    /// The sparse index of every retained record.
+    pub(crate) marks: Vec<Mark>,
     /// Sequence number of the oldest record (or of the next one when there is none).
     pub(crate) first: SequenceNumber,
+    /// Sequence number after the newest record.
+    pub(crate) next: SequenceNumber,
+    /// Bytes of frames in the segments.
+    pub(crate) bytes: u64,
+    /// Arrival time of the newest record (`i64::MIN` when there is none).
+    pub(crate) newest_ms: i64,
 }
 
 impl ShardFiles {
@@ -62,6 +79,8 @@ impl ShardFiles {
             writer: None,
             unsynced: false,
             written_end: 0,
+            end_pos: 0,
+            next_mark: 0,
         }
     }
 
@@ -75,8 +94,14 @@ impl ShardFiles {
         self.written_end
     }
 
-    /// Reads the segments of shard `id`, truncating a torn tail of the newest.
-    pub(crate) fn recover(root: &Path, id: ShardId) -> Result<Recovered> {
+    /// Reads and checks every segment of shard `id`, truncating a torn tail of the
+    /// newest, and keeps the newest records whose `cost` sums to at most `window`.
+    pub(crate) fn recover(
+        root: &Path,
+        id: ShardId,
+        window: usize,
+        cost: impl Fn(&PartitionKey, usize) -> usize,
+    ) -> Result<Recovered> {
         let mut files = ShardFiles::new(root, id);
         let mut names: Vec<(SequenceNumber, PathBuf)> = Vec::new();
         match fs::read_dir(&files.dir) {
@@ -103,7 +128,10 @@ impl ShardFiles {
             Err(e) => return Err(io_error("listing", &files.dir, e)),
         }
         names.sort();
-        let mut records = Vec::new();
+        let mut kept: VecDeque<Record> = VecDeque::new();
+        let mut kept_cost = 0usize;
+        let mut marks = Vec::new();
+        let mut newest_ms = i64::MIN;
         let first = names.first().map_or(0, |(f, _)| *f);
         let mut expect = first;
         let count = names.len();
@@ -117,9 +145,37 @@ impl ShardFiles {
                 .with_path(path.display().to_string())
                 .with_version(expect));
             }
-            let bytes = Bytes::from(fs::read(&path).map_err(|e| io_error("reading", &path, e))?);
+            let bytes = fs::read(&path).map_err(|e| io_error("reading", &path, e))?;
             let newest = i + 1 == count;
-            let scanned = scan(&bytes, id, &path, seg_first, newest)?;
+            let start_pos = files.end_pos;
+            files.next_mark = start_pos;
+            let next_mark = &mut files.next_mark;
+            let scanned = scan(&bytes, id, &path, seg_first, newest, |at, f| {
+                let pos = start_pos + at;
+                if pos >= *next_mark {
+                    marks.push(Mark {
+                        sequence: f.sequence,
+                        pos,
+                        timestamp_ms: f.timestamp_ms,
+                    });
+                    *next_mark = pos + INDEX_EVERY_BYTES;
+                }
+                newest_ms = f.timestamp_ms;
+                let key = PartitionKey::from(f.key);
+                kept_cost += cost(&key, f.data.len());
+                kept.push_back(Record {
+                    shard: id,
+                    sequence: f.sequence,
+                    partition_key: key,
+                    data: Bytes::copy_from_slice(f.data),
+                    timestamp_ms: f.timestamp_ms,
+                });
+                while kept_cost > window {
+                    let Some(old) = kept.pop_front() else { break };
+                    kept_cost -= cost(&old.partition_key, old.data.len());
+                }
+            })?;
+            drop(bytes);
             if scanned.torn {
                 let f = OpenOptions::new()
                     .write(true)
@@ -129,44 +185,59 @@ impl ShardFiles {
                     .and_then(|()| f.sync_all())
                     .map_err(|e| io_error("truncating a torn tail of", &path, e))?;
             }
-            expect += scanned.records.len() as u64;
-            records.extend(scanned.records);
+            expect += scanned.count;
+            files.end_pos += scanned.valid_len;
             files.segments.push(Segment {
                 first: seg_first,
+                start_pos,
                 path,
-                offsets: scanned.offsets,
                 len: scanned.valid_len,
             });
         }
         files.written_end = expect;
         Ok(Recovered {
-            files,
-            records,
+            window: kept,
+            marks,
             first,
+            next: expect,
+            bytes: files.end_pos,
+            newest_ms,
+            files,
         })
     }
 
-    /// Where the frame of `sequence` is: its segment file and byte offset.
-    pub(crate) fn locate(&self, sequence: SequenceNumber) -> Option<(PathBuf, u64)> {
-        let i = self.segments.partition_point(|s| s.first <= sequence);
-        let seg = self.segments.get(i.checked_sub(1)?)?;
-        let at = usize::try_from(sequence - seg.first).ok()?;
-        seg.offsets.get(at).map(|&o| (seg.path.clone(), o))
+    /// The segments from the one holding shard byte position `pos` on, as a reader
+    /// needs them (empty when retention deleted that segment).
+    pub(crate) fn refs_from(&self, pos: u64) -> Vec<SegRef> {
+        let i = self.segments.partition_point(|s| s.start_pos <= pos);
+        let Some(start) = i.checked_sub(1) else {
+            return Vec::new();
+        };
+        self.segments[start..]
+            .iter()
+            .map(|s| SegRef {
+                path: s.path.clone(),
+                start_pos: s.start_pos,
+                len: s.len,
+            })
+            .collect()
     }
 
     /// Appends the frames in `buf` (whose first record has sequence `first`), starting a
     /// new segment whenever the newest holds `segment_bytes` or more (a segment takes at
-    /// least one frame). With `sync`, new files are made durable in their directory and
-    /// a finished segment is fsynced before the next one starts.
+    /// least one frame), and returns the index marks of the frames written. With
+    /// `sync`, new files are made durable in their directory and a finished segment is
+    /// fsynced before the next one starts.
     pub(crate) fn append(
         &mut self,
         buf: &[u8],
         first: SequenceNumber,
         segment_bytes: u64,
         sync: bool,
-    ) -> Result<()> {
+    ) -> Result<Vec<Mark>> {
         let mut at = 0usize;
         let mut sequence = first;
+        let mut marks = Vec::new();
         while at + HEADER <= buf.len() {
             if self.segments.last().is_none_or(|s| s.len >= segment_bytes) {
                 self.roll(sequence, sync)?;
@@ -185,13 +256,28 @@ impl ShardFiles {
                 return Err(Error::new(ErrorKind::Internal, "no open segment"));
             };
             let start = at;
-            let mut offsets = Vec::new();
+            let mut frames = 0u64;
             while at + HEADER <= buf.len() {
                 let frame = HEADER + u32_at(buf, at) as usize;
                 if at > start && seg.len + (at - start + frame) as u64 > segment_bytes {
                     break;
                 }
-                offsets.push(seg.len + (at - start) as u64);
+                if at + frame > buf.len() {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        "a pending frame overruns its buffer",
+                    ));
+                }
+                let pos = self.end_pos + (at - start) as u64;
+                if pos >= self.next_mark {
+                    marks.push(Mark {
+                        sequence: sequence + frames,
+                        pos,
+                        timestamp_ms: timestamp_at(buf, at),
+                    });
+                    self.next_mark = pos + INDEX_EVERY_BYTES;
+                }
+                frames += 1;
                 at += frame;
             }
             let chunk = buf.get(start..at).ok_or_else(|| {
@@ -202,11 +288,11 @@ impl ShardFiles {
                 .write_all(chunk)
                 .map_err(|e| io_error("writing", &seg.path, e).with_shard(self.id))?;
             seg.len += chunk.len() as u64;
-            sequence += offsets.len() as u64;
-            seg.offsets.extend(offsets);
+            self.end_pos += chunk.len() as u64;
+            sequence += frames;
             self.written_end = sequence;
         }
-        Ok(())
+        Ok(marks)
     }
 
     /// Finishes the newest segment (fsynced when `sync`) and starts one whose first
@@ -240,10 +326,11 @@ impl ShardFiles {
         }
         self.segments.push(Segment {
             first,
+            start_pos: self.end_pos,
             path,
-            offsets: Vec::new(),
             len: 0,
         });
+        self.next_mark = self.end_pos;
         self.writer = Some(file);
         Ok(())
     }

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::group_commit::{Durable, interval_sync};
 use super::shard::{Entry, Shard, Topology};
+use super::window::memory_cost;
 use super::{Backpressure, Inner, Stream, TrimmedRead};
 use crate::durable::{self, Durability, ShardFiles, ShardMeta};
 
@@ -24,6 +25,7 @@ pub struct StreamBuilder {
     max_record_bytes: usize,
     retention: Option<Duration>,
     max_shard_bytes: usize,
+    memory_window_bytes: usize,
     backpressure: Backpressure,
     trimmed_read: TrimmedRead,
     iterator_ttl: Duration,
@@ -39,12 +41,16 @@ impl StreamBuilder {
     /// consumer-group checkpoints are kept beside them. If `dir` holds a stream already,
     /// [`build`](Self::build) reopens it: the shard count given to
     /// [`shards`](Self::shards) is then ignored, every segment is checked, a torn tail
-    /// (a frame cut short by a crash) is truncated and the records are loaded.
+    /// (a frame cut short by a crash) is truncated and each shard's newest records are
+    /// loaded into its memory window.
     ///
-    /// Records stay held in memory as well, bounded by
-    /// [`max_shard_bytes`](Self::max_shard_bytes) and retention like an in-memory
-    /// stream; reads are served from memory. Retention deletes whole segments once all
-    /// their records are trimmed.
+    /// A durable shard keeps in memory only its newest records, at most
+    /// [`memory_window_bytes`](Self::memory_window_bytes) of them once they are
+    /// written to disk; older records are read back from the segment files (the same
+    /// records, in order, with the same sequence numbers, times and keys).
+    /// [`max_shard_bytes`](Self::max_shard_bytes) and retention then bound the
+    /// segment files, not memory: `max_shard_bytes` counts the frames' bytes, and
+    /// retention deletes whole segments once all their records are trimmed.
     pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
@@ -61,6 +67,19 @@ impl StreamBuilder {
     /// (default 64 MiB). Retention deletes whole segments.
     pub fn segment_bytes(mut self, n: u64) -> Self {
         self.segment_bytes = n.max(1);
+        self
+    }
+
+    /// Bytes of records a durable shard keeps in memory (default 64 MiB per shard),
+    /// counted as [`Stream::memory_bytes`] counts them (64 bytes per record plus its
+    /// payload, plus its key when over 24 bytes). Records beyond it are read from the
+    /// segment files. Records not yet written to their segment stay in memory as well:
+    /// under [`Durability::None`] and [`Durability::Interval`] up to about 1 MiB of
+    /// frames per shard (plus one put call's records), under [`Durability::PerBatch`]
+    /// until their put returns. Ignored for an in-memory stream, which holds every
+    /// retained record within [`max_shard_bytes`](Self::max_shard_bytes).
+    pub fn memory_window_bytes(mut self, n: usize) -> Self {
+        self.memory_window_bytes = n;
         self
     }
 
@@ -83,8 +102,13 @@ impl StreamBuilder {
         self
     }
 
-    /// Payload bytes a shard holds at most (default 256 MiB). Beyond it, the oldest
-    /// records are trimmed if retention allows, else puts apply the back-pressure policy.
+    /// Bytes a shard's retained records take at most (default 256 MiB), counted as
+    /// [`Stream::shard_bytes`] counts them: in an in-memory stream their memory (64
+    /// bytes per record plus its payload, plus its key when over 24 bytes), in a
+    /// durable stream their frames on disk (32 bytes per record plus key and payload).
+    /// A put that does not fit applies the back-pressure policy until retention frees
+    /// space; a shard holding no record takes any record within
+    /// [`max_record_bytes`](Self::max_record_bytes).
     pub fn max_shard_bytes(mut self, n: usize) -> Self {
         self.max_shard_bytes = n;
         self
@@ -176,6 +200,7 @@ impl StreamBuilder {
             max_record_bytes: self.max_record_bytes,
             retention_ms: self.retention.map(|d| d.as_millis() as i64),
             max_shard_bytes: self.max_shard_bytes,
+            memory_window_bytes: self.memory_window_bytes,
             backpressure: self.backpressure,
             trimmed_read: self.trimmed_read,
             iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
@@ -225,22 +250,20 @@ impl StreamBuilder {
         };
         let mut shards = Vec::with_capacity(metas.len());
         for meta in metas {
-            let rec = ShardFiles::recover(dir, meta.id).map_err(|e| e.with_table(&self.name))?;
+            let rec = ShardFiles::recover(dir, meta.id, self.memory_window_bytes, memory_cost)
+                .map_err(|e| e.with_table(&self.name))?;
             let shard = Shard::new(meta.id, meta.parents, meta.range, Some(rec.files));
             {
                 let mut log = shard.log.lock();
-                log.first = rec.first;
-                log.bytes = rec.records.iter().map(|r| r.data.len()).sum();
-                log.newest_ms = rec
-                    .records
-                    .iter()
-                    .map(|r| r.timestamp_ms)
-                    .max()
-                    .unwrap_or(i64::MIN);
-                log.records = rec.records.into_iter().map(Entry::from).collect();
+                log.restore(
+                    rec.first,
+                    rec.next,
+                    rec.bytes,
+                    rec.window.into_iter().map(Entry::from),
+                    rec.marks,
+                    rec.newest_ms,
+                );
                 log.closed = meta.closed;
-                log.visible = log.next();
-                log.pending_first = log.next();
             }
             shards.push(shard);
         }
@@ -263,6 +286,7 @@ impl Stream {
             max_record_bytes: Self::DEFAULT_MAX_RECORD_BYTES,
             retention: Some(Duration::from_secs(24 * 3600)),
             max_shard_bytes: 256 << 20,
+            memory_window_bytes: 64 << 20,
             backpressure: Backpressure::Reject,
             trimmed_read: TrimmedRead::Error,
             iterator_ttl: Duration::from_secs(300),

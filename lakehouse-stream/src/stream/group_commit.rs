@@ -107,8 +107,8 @@ impl Inner {
         }
     }
 
-    /// Writes `shard`'s pending frames to its newest segment and deletes segments that
-    /// retention emptied.
+    /// Writes `shard`'s pending frames to its newest segment, deletes segments that
+    /// retention emptied and lets the written records leave the memory window.
     fn write_pending(&self, shard: &Shard, files: &mut ShardFiles) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
@@ -124,12 +124,23 @@ impl Inner {
         let sync = d.durability != Durability::None;
         let written = files
             .append(&buf, first, d.segment_bytes, sync)
-            .and_then(|()| files.retain(oldest))
+            .and_then(|marks| files.retain(oldest).map(|()| marks))
             .map_err(|e| e.with_table(&self.name));
-        if let Err(e) = &written {
-            d.commit.lock().failed = Some(e.to_string());
+        match written {
+            Ok(marks) => {
+                // The written records may now leave the memory window.
+                let end = files.written_end();
+                shard
+                    .log
+                    .lock()
+                    .written_to(end, marks, self.memory_window_bytes);
+                Ok(())
+            }
+            Err(e) => {
+                d.commit.lock().failed = Some(e.to_string());
+                Err(e)
+            }
         }
-        written
     }
 
     /// One commit round: writes every shard's pending frames and, with `sync`, fsyncs

@@ -1,7 +1,8 @@
 //! [`Stream`]: the in-process sharded log.
 //!
 //! One concept per module: `builder` configures and opens a stream, `shard` holds
-//! the per-shard log and the topology, `put` and `read` are the hot paths,
+//! the per-shard log and the topology, `window` what a shard holds in memory (its
+//! accounting and a durable shard's memory window), `put` and `read` are the hot paths,
 //! `group_commit` writes and fsyncs a durable stream, `reshard` splits and merges
 //! shards, `subscribe` pushes records to a subscriber, `checkpoint` keeps consumer
 //! positions and `event_log` implements the `EventLog` contract.
@@ -24,6 +25,7 @@ mod read;
 mod reshard;
 mod shard;
 mod subscribe;
+mod window;
 
 pub use self::builder::StreamBuilder;
 pub use self::put::Backpressure;
@@ -32,6 +34,7 @@ pub use self::subscribe::Subscription;
 
 use self::group_commit::Durable;
 use self::shard::{Shard, ShardLog, Topology};
+use crate::durable::Cursor;
 
 struct Inner {
     id: u64,
@@ -39,6 +42,8 @@ struct Inner {
     max_record_bytes: usize,
     retention_ms: Option<i64>,
     max_shard_bytes: usize,
+    /// Bytes of records a durable shard keeps in memory.
+    memory_window_bytes: usize,
     backpressure: Backpressure,
     trimmed_read: TrimmedRead,
     iterator_ttl_ms: i64,
@@ -56,7 +61,8 @@ struct Inner {
 }
 
 /// A sharded, ordered, replayable log of records with Kinesis Data Streams semantics,
-/// held in process memory. Cheap to clone: clones share the stream.
+/// held in process memory, or on disk with a recent window in memory when durable.
+/// Cheap to clone: clones share the stream.
 ///
 /// Implements [`lakehouse_core::EventLog`]; the inherent methods are synchronous and
 /// never block for long (except a put under [`Backpressure::Wait`]).
@@ -107,38 +113,50 @@ impl Stream {
 
     /// Trims records past the retention age from `log`; returns whether any were.
     fn trim_age(&self, log: &mut ShardLog, now_ms: i64) -> bool {
-        let Some(age) = self.inner.retention_ms else {
-            return false;
-        };
-        let mut trimmed = false;
-        while log
-            .records
-            .front()
-            .is_some_and(|r| now_ms - r.timestamp_ms >= age)
-        {
-            if let Some(r) = log.records.pop_front() {
-                log.bytes -= r.data.len();
-                log.first += 1;
-                trimmed = true;
-            }
+        match self.inner.retention_ms {
+            Some(age) => log.trim_age(age, now_ms),
+            None => false,
         }
-        trimmed
     }
 
     /// Where the frame of record `sequence` of `shard` is on disk: its segment file and
-    /// byte offset (from the segment index). `None` for an in-memory stream, a record
-    /// not yet written or one whose segment retention deleted.
+    /// byte offset (found from the segment index, reading at most 4 KiB of frames).
+    /// `None` for an in-memory stream, a record not yet written or one retention
+    /// trimmed.
     ///
     /// # Errors
     ///
-    /// `ShardNotFound`.
+    /// `ShardNotFound`; `Io` or `Corrupt` when the segment cannot be read.
     pub fn locate(
         &self,
         shard: ShardId,
         sequence: SequenceNumber,
     ) -> Result<Option<(PathBuf, u64)>> {
         let s = self.shard(shard)?;
-        Ok(s.files.as_ref().and_then(|f| f.lock().locate(sequence)))
+        let Some(files) = &s.files else {
+            return Ok(None);
+        };
+        let mark = {
+            let log = s.log.lock();
+            if sequence < log.first || sequence >= log.written {
+                return Ok(None);
+            }
+            log.mark_for(sequence)
+        };
+        let Some(mark) = mark else {
+            return Ok(None);
+        };
+        let refs = files.lock().refs_from(mark.pos);
+        let mut cursor = Cursor::new(s.id, refs, mark);
+        while let Some(r) = cursor
+            .read_next()
+            .map_err(|e| e.with_table(&self.inner.name))?
+        {
+            if r.sequence == sequence {
+                return Ok(cursor.path().map(|p| (p.to_owned(), r.offset)));
+            }
+        }
+        Ok(None)
     }
 
     /// The directory of a durable stream.
@@ -146,7 +164,12 @@ impl Stream {
         self.inner.durable.as_ref().map(|d| d.dir.as_path())
     }
 
-    /// Payload bytes held by each shard, in id order.
+    /// The bytes each shard's retained records count against
+    /// [`max_shard_bytes`](StreamBuilder::max_shard_bytes), in id order: in an
+    /// in-memory stream what they cost in memory ([`memory_bytes`](Self::memory_bytes)
+    /// gives the formula), in a durable stream the bytes of their frames in the segment
+    /// files (12-byte header, 20 bytes of sequence, time and key length, then key and
+    /// payload).
     pub fn shard_bytes(&self) -> Vec<usize> {
         self.inner
             .topology
@@ -154,6 +177,27 @@ impl Stream {
             .all
             .iter()
             .map(|s| s.log.lock().bytes)
+            .collect()
+    }
+
+    /// The memory each shard's records take, in id order: for every record held in
+    /// memory 64 bytes (its entry) plus its payload's length plus its partition key's
+    /// heap capacity when the key is over 24 bytes (shorter keys are inline); for a
+    /// durable shard also the frames not yet written to its segment and the segment
+    /// index (24 bytes per mark, one per 4 KiB of frames). Allocator rounding and
+    /// headers are not counted.
+    ///
+    /// An in-memory shard holds every retained record, so this is its
+    /// [`shard_bytes`](Self::shard_bytes). A durable shard holds only the newest
+    /// records that fit in [`memory_window_bytes`](StreamBuilder::memory_window_bytes),
+    /// plus those not yet written to disk.
+    pub fn memory_bytes(&self) -> Vec<usize> {
+        self.inner
+            .topology
+            .read()
+            .all
+            .iter()
+            .map(|s| s.log.lock().memory_bytes())
             .collect()
     }
 }

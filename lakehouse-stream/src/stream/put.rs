@@ -14,7 +14,7 @@ use super::{Inner, Stream};
 use crate::durable;
 use crate::route;
 
-/// What a put does when its shard holds `max_shard_bytes` already.
+/// What a put does when its shard has no room under `max_shard_bytes` for the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backpressure {
     /// Fail the record with [`ErrorKind::Full`]; nothing is written.
@@ -48,8 +48,7 @@ impl Inner {
             );
         }
         log.newest_ms = timestamp_ms;
-        log.bytes += data.len();
-        log.records.push_back(Entry {
+        log.push(Entry {
             key,
             data,
             timestamp_ms,
@@ -99,8 +98,7 @@ impl Stream {
                 continue;
             }
             self.trim_age(&mut log, now);
-            let size = data.len();
-            if log.bytes + size > self.inner.max_shard_bytes {
+            if !log.fits(&key, data.len(), self.inner.max_shard_bytes) {
                 let full = || {
                     Error::new(
                         ErrorKind::Full,
@@ -226,7 +224,8 @@ impl Stream {
                 let Some((key, data)) = pending[i].take() else {
                     continue;
                 };
-                if deferred || log.closed || log.bytes + data.len() > self.inner.max_shard_bytes {
+                if deferred || log.closed || !log.fits(&key, data.len(), self.inner.max_shard_bytes)
+                {
                     // Resharded meanwhile, or full: the single-record path reroutes or
                     // applies the back-pressure policy.
                     pending[i] = Some((key, data));

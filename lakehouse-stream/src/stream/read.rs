@@ -6,6 +6,31 @@ use lakehouse_core::{
 
 use super::Stream;
 use super::shard::{Shard, ShardLog};
+use crate::durable::{Cursor, Mark};
+
+/// Attempts a read makes when retention deletes the segment it is reading.
+const ATTEMPTS: usize = 8;
+
+/// Where a read starts, as far as the shard's memory tells.
+enum Start {
+    At(SequenceNumber),
+    /// An `AT_TIMESTAMP` position whose record is on disk: the first record from `from`
+    /// on that arrived at or after `ts`, searched from `mark`, or `before` if none.
+    Search {
+        mark: Mark,
+        ts: i64,
+        from: SequenceNumber,
+        before: SequenceNumber,
+    },
+}
+
+/// What a read from disk returned.
+struct DiskRead {
+    records: Vec<Record>,
+    bytes: usize,
+    /// Arrival time of the first record after them, if the read decoded it.
+    next_ms: Option<i64>,
+}
 
 /// What a read at a trimmed position does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +77,8 @@ pub struct GetRecords {
 }
 
 impl Stream {
-    /// Resolves `position` to the first sequence number to read.
-    pub(super) fn resolve(
-        &self,
-        shard: &Shard,
-        log: &ShardLog,
-        position: Position,
-    ) -> Result<SequenceNumber> {
+    /// Resolves `position` against what `log` holds.
+    fn resolve(&self, shard: &Shard, log: &ShardLog, position: Position) -> Result<Start> {
         let next = log.next();
         let err = |kind, msg: String, seq| {
             Error::new(kind, msg)
@@ -78,7 +98,19 @@ impl Stream {
                 )
             })?,
             Position::AtTimestamp(ts) => {
-                log.first + log.records.partition_point(|r| r.timestamp_ms < ts) as u64
+                let in_memory = log.records.partition_point(|r| r.timestamp_ms < ts);
+                if in_memory == 0
+                    && log.first < log.mem_first
+                    && let Some(mark) = log.mark_for_timestamp(ts)
+                {
+                    return Ok(Start::Search {
+                        mark,
+                        ts,
+                        from: log.first,
+                        before: log.mem_first,
+                    });
+                }
+                log.mem_first + in_memory as u64
             }
         };
         if start > next {
@@ -90,7 +122,7 @@ impl Stream {
         }
         if start < log.first {
             return match self.inner.trimmed_read {
-                TrimmedRead::StartAtOldest => Ok(log.first),
+                TrimmedRead::StartAtOldest => Ok(Start::At(log.first)),
                 TrimmedRead::Error => Err(err(
                     ErrorKind::PositionTrimmed,
                     format!(
@@ -101,7 +133,39 @@ impl Stream {
                 )),
             };
         }
-        Ok(start)
+        Ok(Start::At(start))
+    }
+
+    /// Resolves `position` to the first sequence number to read, searching the
+    /// segment files for an `AT_TIMESTAMP` position older than the memory window.
+    pub(super) fn resolve_start(&self, s: &Shard, position: Position) -> Result<SequenceNumber> {
+        let mut position = position;
+        for _ in 0..ATTEMPTS {
+            let start = self.resolve(s, &s.log.lock(), position)?;
+            match start {
+                Start::At(seq) => return Ok(seq),
+                Start::Search {
+                    mark,
+                    ts,
+                    from,
+                    before,
+                } => match self.search_disk(s, mark, ts, from, before) {
+                    Ok(seq) => position = Position::AtSequence(seq),
+                    Err(e) if e.kind() == ErrorKind::PositionTrimmed => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(self.still_trimming(s))
+    }
+
+    fn still_trimming(&self, s: &Shard) -> Error {
+        Error::new(
+            ErrorKind::PositionTrimmed,
+            "retention kept deleting the segments this read needed",
+        )
+        .with_table(&self.inner.name)
+        .with_shard(s.id)
     }
 
     /// An iterator over `shard` starting at `position`.
@@ -109,11 +173,11 @@ impl Stream {
     /// # Errors
     ///
     /// `ShardNotFound`, `InvalidPosition`, or `PositionTrimmed` (per the stream's
-    /// [`TrimmedRead`] policy).
+    /// [`TrimmedRead`] policy); `Io` or `Corrupt` when an `AT_TIMESTAMP` position is
+    /// looked up in a segment that cannot be read.
     pub fn shard_iterator(&self, shard: ShardId, position: Position) -> Result<ShardIterator> {
         let s = self.shard(shard)?;
-        let log = s.log.lock();
-        let sequence = self.resolve(&s, &log, position)?;
+        let sequence = self.resolve_start(&s, position)?;
         Ok(ShardIterator {
             stream: self.inner.id,
             shard,
@@ -127,7 +191,8 @@ impl Stream {
     /// # Errors
     ///
     /// `InvalidInput` for an iterator of another stream, `InvalidPosition` for an
-    /// expired iterator, `PositionTrimmed` when its records were trimmed meanwhile.
+    /// expired iterator, `PositionTrimmed` when its records were trimmed meanwhile;
+    /// `Io` or `Corrupt` when a durable stream's segment cannot be read.
     pub fn get_records(&self, iterator: &ShardIterator, limit: ReadLimit) -> Result<GetRecords> {
         if iterator.stream != self.inner.id {
             return Err(Error::new(
@@ -168,6 +233,9 @@ impl Stream {
 
     /// Reads `shard` from `position` within `limit` (the [`EventLog::read`] contract).
     ///
+    /// A durable stream serves records older than its memory window from the segment
+    /// files, then continues in memory within the same limit.
+    ///
     /// # Errors
     ///
     /// As [`shard_iterator`](Self::shard_iterator).
@@ -180,39 +248,199 @@ impl Stream {
         limit: ReadLimit,
     ) -> Result<ReadBatch> {
         let s = self.shard(shard)?;
-        let now = self.inner.clock.now_millis();
-        let mut log = s.log.lock();
-        if self.trim_age(&mut log, now) {
-            s.space.notify_all();
+        let max_records = limit.max_records.max(1);
+        let mut position = position;
+        for _ in 0..ATTEMPTS {
+            let now = self.inner.clock.now_millis();
+            let mut log = s.log.lock();
+            if self.trim_age(&mut log, now) {
+                s.space.notify_all();
+            }
+            let start = match self.resolve(&s, &log, position)? {
+                Start::At(seq) => seq,
+                Start::Search { .. } => {
+                    drop(log);
+                    position = Position::AtSequence(self.resolve_start(&s, position)?);
+                    continue;
+                }
+            };
+            if start >= log.mem_first || start >= log.visible {
+                let (records, resume, millis_behind) =
+                    window(s.id, &log, start, max_records, limit.max_bytes, (false, 0));
+                return Ok(ReadBatch {
+                    records,
+                    next: Position::AtSequence(resume),
+                    millis_behind,
+                    end_of_shard: log.closed && resume == log.next(),
+                });
+            }
+            let Some(mark) = log.mark_for(start) else {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "a record on disk has no segment index mark",
+                )
+                .with_table(&self.inner.name)
+                .with_shard(s.id)
+                .with_version(start));
+            };
+            let end = log.mem_first.min(log.visible);
+            drop(log);
+            let disk = match self.read_disk(&s, mark, start, end, max_records, limit.max_bytes) {
+                Ok(d) => d,
+                Err(e) if e.kind() == ErrorKind::PositionTrimmed => {
+                    position = Position::AtSequence(start);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut records = disk.records;
+            let resume = start + records.len() as u64;
+            let log = s.log.lock();
+            let (resume, millis_behind) = if resume >= log.mem_first && resume >= log.first {
+                let (more, resume, behind) = window(
+                    s.id,
+                    &log,
+                    resume,
+                    max_records - records.len(),
+                    limit.max_bytes,
+                    (!records.is_empty(), disk.bytes),
+                );
+                records.extend(more);
+                (resume, behind)
+            } else {
+                let behind = disk
+                    .next_ms
+                    .map_or(0, |t| (log.newest_ms - t).max(0) as u64);
+                (resume, behind)
+            };
+            return Ok(ReadBatch {
+                records,
+                next: Position::AtSequence(resume),
+                millis_behind,
+                end_of_shard: log.closed && resume == log.next(),
+            });
         }
-        let start = self.resolve(&s, &log, position)?;
-        let (records, resume, millis_behind) = window(s.id, &log, start, limit);
-        Ok(ReadBatch {
-            records,
-            next: Position::AtSequence(resume),
-            millis_behind,
-            end_of_shard: log.closed && resume == log.next(),
-        })
+        Err(self.still_trimming(&s))
+    }
+
+    /// Reads records `start..end` of `s` (all written to its segments) from disk,
+    /// starting at index mark `mark`, within `max_records` and `max_bytes`.
+    fn read_disk(
+        &self,
+        s: &Shard,
+        mark: Mark,
+        start: SequenceNumber,
+        end: SequenceNumber,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<DiskRead> {
+        let mut cursor = self.cursor(s, mark)?;
+        let mut out = DiskRead {
+            records: Vec::new(),
+            bytes: 0,
+            next_ms: None,
+        };
+        while let Some(r) = cursor
+            .read_next()
+            .map_err(|e| e.with_table(&self.inner.name))?
+        {
+            if r.sequence < start {
+                continue;
+            }
+            if r.sequence >= end
+                || out.records.len() >= max_records
+                || (!out.records.is_empty() && out.bytes + r.data.len() > max_bytes)
+            {
+                out.next_ms = Some(r.timestamp_ms);
+                return Ok(out);
+            }
+            out.bytes += r.data.len();
+            out.records.push(Record {
+                shard: s.id,
+                sequence: r.sequence,
+                partition_key: r.key,
+                data: r.data,
+                timestamp_ms: r.timestamp_ms,
+            });
+            if r.sequence + 1 == end {
+                return Ok(out);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the segment files end before record {}",
+                start + out.records.len() as u64
+            ),
+        )
+        .with_table(&self.inner.name)
+        .with_shard(s.id)
+        .with_version(start + out.records.len() as u64))
+    }
+
+    /// The first record from `from` on (before `before`) that arrived at or after
+    /// `ts`, searched on disk from `mark`; `before` if there is none.
+    fn search_disk(
+        &self,
+        s: &Shard,
+        mark: Mark,
+        ts: i64,
+        from: SequenceNumber,
+        before: SequenceNumber,
+    ) -> Result<SequenceNumber> {
+        let mut cursor = self.cursor(s, mark)?;
+        while let Some(r) = cursor
+            .read_next()
+            .map_err(|e| e.with_table(&self.inner.name))?
+        {
+            if r.sequence >= before {
+                break;
+            }
+            if r.sequence >= from && r.timestamp_ms >= ts {
+                return Ok(r.sequence);
+            }
+        }
+        Ok(before)
+    }
+
+    /// A cursor over `s`'s segments at index mark `mark`.
+    fn cursor(&self, s: &Shard, mark: Mark) -> Result<Cursor> {
+        let Some(files) = &s.files else {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "an in-memory shard has no segments",
+            ));
+        };
+        let refs = files.lock().refs_from(mark.pos);
+        if refs.is_empty() {
+            return Err(self.still_trimming(s).with_version(mark.sequence));
+        }
+        Ok(Cursor::new(s.id, refs, mark))
     }
 }
 
-/// The records a read from `start` returns within `limit`, the sequence to resume at,
-/// and how far the next unread record is behind the newest. `start` must lie in
-/// `log.first..=log.next()`; only visible records are returned.
+/// The records a read from `start` returns from memory, at most `max_records` and,
+/// counting the `bytes` of records already `taken`, `max_bytes` (one record is always
+/// returned when none was taken), the sequence to resume at, and how far the next unread record is behind the
+/// newest. `start` must lie in `log.mem_first..=log.next()` or at or past
+/// `log.visible`; only visible records are returned.
 fn window(
     shard: ShardId,
     log: &ShardLog,
     start: SequenceNumber,
-    limit: ReadLimit,
+    max_records: usize,
+    max_bytes: usize,
+    (taken, mut bytes): (bool, usize),
 ) -> (Vec<Record>, SequenceNumber, u64) {
-    let skip = usize::try_from(start - log.first).unwrap_or(usize::MAX);
+    // A position below `mem_first` reaches here only at or past `visible` (records
+    // written but not yet fsynced may leave memory first): nothing is read then.
+    let skip = usize::try_from(start.saturating_sub(log.mem_first)).unwrap_or(usize::MAX);
     let available = usize::try_from(log.visible.saturating_sub(start)).unwrap_or(usize::MAX);
-    let max = limit.max_records.max(1).min(available);
+    let max = max_records.min(available);
     let mut out = Vec::with_capacity(max.min(1 << 16));
-    let mut bytes = 0usize;
     if max > 0 {
         for (sequence, r) in (start..).zip(log.records.iter_from(skip).take(max)) {
-            if !out.is_empty() && bytes + r.data.len() > limit.max_bytes {
+            if (taken || !out.is_empty()) && bytes + r.data.len() > max_bytes {
                 break;
             }
             bytes += r.data.len();

@@ -1,6 +1,7 @@
 //! A shard as a stream holds it: its records in memory, its files, and the topology of
 //! every shard with the open ones published for routing.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -9,9 +10,9 @@ use lakehouse_core::{PartitionKey, Record, SequenceNumber, ShardId, ShardInfo};
 use parking_lot::{Condvar, Mutex};
 
 use crate::blocks::Blocks;
-use crate::durable::{ShardFiles, ShardMeta};
+use crate::durable::{Mark, ShardFiles, ShardMeta};
 
-/// A record as a shard holds it (64 bytes; a key of up to 24 bytes is inline, so a
+/// A record as a shard holds it in memory (64 bytes; a key of up to 24 bytes is inline, so a
 /// read copies it from the entry it reads anyway): its sequence number is its place in
 /// the shard and its shard is the holder, so neither is stored.
 #[derive(Debug)]
@@ -31,11 +32,29 @@ impl From<Record> for Entry {
     }
 }
 
+/// A shard's records and their accounting (methods in `window`).
 #[derive(Debug)]
 pub(super) struct ShardLog {
+    /// The oldest retained record.
     pub(super) first: SequenceNumber,
+    /// The oldest record held in memory: `records` holds `mem_first..next()`. Always
+    /// `first` in an in-memory shard; a durable one reads older records from disk.
+    pub(super) mem_first: SequenceNumber,
     pub(super) records: Blocks<Entry>,
+    /// Bytes counted against `max_shard_bytes`: the memory cost of the retained
+    /// records in an in-memory shard, their frames' bytes in a durable one.
     pub(super) bytes: usize,
+    /// Memory cost of `records`.
+    pub(super) mem_bytes: usize,
+    pub(super) durable: bool,
+    /// Shard byte positions of the frames of `first` and `mem_first` (durable).
+    pub(super) first_pos: u64,
+    pub(super) mem_pos: u64,
+    /// Records below this are in the segment files (durable).
+    pub(super) written: SequenceNumber,
+    /// The sparse segment index: the last mark at or before `first`, then every later
+    /// one (durable).
+    pub(super) marks: VecDeque<Mark>,
     pub(super) newest_ms: i64,
     pub(super) closed: bool,
     /// Readers see records below this sequence number: all of them in memory, the
@@ -45,12 +64,6 @@ pub(super) struct ShardLog {
     pub(super) pending: Vec<u8>,
     /// Sequence number of the first frame in `pending`.
     pub(super) pending_first: SequenceNumber,
-}
-
-impl ShardLog {
-    pub(super) fn next(&self) -> SequenceNumber {
-        self.first + self.records.len() as u64
-    }
 }
 
 #[derive(Debug)]
@@ -77,16 +90,7 @@ impl Shard {
             id,
             parents,
             range,
-            log: Mutex::new(ShardLog {
-                first: 0,
-                records: Blocks::default(),
-                bytes: 0,
-                newest_ms: i64::MIN,
-                closed: false,
-                visible: 0,
-                pending: Vec::new(),
-                pending_first: 0,
-            }),
+            log: Mutex::new(ShardLog::new(files.is_some())),
             space: Condvar::new(),
             data: Condvar::new(),
             files: files.map(Mutex::new),

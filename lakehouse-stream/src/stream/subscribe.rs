@@ -25,10 +25,7 @@ impl Stream {
         buffer: usize,
     ) -> Result<Subscription> {
         let s = self.shard(shard)?;
-        let start = {
-            let log = s.log.lock();
-            self.resolve(&s, &log, position)?
-        };
+        let start = self.resolve_start(&s, position)?;
         Ok(Subscription {
             stream: self.clone(),
             shard: s,
