@@ -11,7 +11,9 @@
 //!
 //! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
 //!    over 100,000 items with Zipf popularity; users prefer a category) at `--rate`
-//!    and puts them on a sharded stream, keyed by user.
+//!    and puts them on a sharded stream, keyed by user. The stream is durable in the
+//!    data directory (a put returns once its records are fsynced); each shard keeps
+//!    the newest 32 MiB in memory and serves older records from its segment files.
 //! 2. A table delivery micro-batches every shard into a Delta table partitioned by
 //!    day, category and region, exactly once: each commit carries the shard's last
 //!    sequence number as its transaction id.
@@ -47,7 +49,7 @@ use lakehouse_flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflo
 use lakehouse_ml::Event as MlEvent;
 use lakehouse_query::{QueryEngine, RefreshKind};
 use lakehouse_storage::{Compression, Location, PartitionField, Table, TableOptions};
-use lakehouse_stream::{FlushPolicy, Stream, TableDelivery};
+use lakehouse_stream::{Durability, FlushPolicy, Stream, TableDelivery};
 
 use lakehouse_examples::freshness::Freshness;
 use lakehouse_examples::hot::Hot;
@@ -67,30 +69,31 @@ const SAMPLE: u64 = 16;
 /// A consumer that makes no progress for this long while behind cannot catch up.
 const STALLED: Duration = Duration::from_secs(30);
 
-/// Where the table goes, and a directory to remove at the end (the default temp dir).
-fn location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
-    if args.s3_endpoint.is_some() || args.s3_bucket.is_some() {
-        return s3_location(args);
-    }
-    match &args.data_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            Ok((Location::local(dir.join("events"))?, None))
-        }
+/// Where the table goes, the stream's directory, and a directory to remove at the end
+/// (the default temp dir).
+fn location(args: &Args) -> Result<(Location, PathBuf, Option<PathBuf>), BoxError> {
+    let (dir, temp) = match &args.data_dir {
+        Some(dir) => (dir.clone(), None),
         None => {
             let dir = std::env::temp_dir().join(format!(
                 "retail-lakehouse-{}-{}",
                 std::process::id(),
                 now_micros()
             ));
-            std::fs::create_dir_all(&dir)?;
-            Ok((Location::local(dir.join("events"))?, Some(dir)))
+            (dir.clone(), Some(dir))
         }
-    }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let table = if args.s3_endpoint.is_some() || args.s3_bucket.is_some() {
+        s3_location(args)?
+    } else {
+        Location::local(dir.join("events"))?
+    };
+    Ok((table, dir.join("stream"), temp))
 }
 
 #[cfg(feature = "s3")]
-fn s3_location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
+fn s3_location(args: &Args) -> Result<Location, BoxError> {
     let bucket = args
         .s3_bucket
         .clone()
@@ -102,11 +105,11 @@ fn s3_location(args: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
         endpoint: args.s3_endpoint.clone(),
         ..Default::default()
     };
-    Ok((Location::s3(config)?, None))
+    Ok(Location::s3(config)?)
 }
 
 #[cfg(not(feature = "s3"))]
-fn s3_location(_: &Args) -> Result<(Location, Option<PathBuf>), BoxError> {
+fn s3_location(_: &Args) -> Result<Location, BoxError> {
     Err("this build has no S3 support: run with `--features s3`".into())
 }
 
@@ -156,7 +159,7 @@ impl Progress {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse()?;
-    let (location, temp_dir) = location(&args)?;
+    let (location, stream_dir, temp_dir) = location(&args)?;
     let uri = location.uri().to_owned();
     println!(
         "retail_lakehouse: {} events/s for {:.1} s, {} shards, {} items, {} users, flush every {} ms",
@@ -169,19 +172,28 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("table at {uri}");
 
-    let result = run(&args, location).await;
+    let result = run(&args, location, stream_dir).await;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
-async fn run(args: &Args, location: Location) -> Result<(), BoxError> {
+async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(), BoxError> {
     let catalog = Arc::new(Catalog::new(args.items, args.users));
+    if stream_dir.exists() {
+        return Err(format!("{} exists (use an empty --data-dir)", stream_dir.display()).into());
+    }
+    // Memory per shard: the 32 MiB window plus the unwritten frames and the segment
+    // index; the disk holds five minutes of events (about 1 GiB per shard at the
+    // default rate), at most 2 GiB per shard.
     let stream = Stream::builder("retail-events")
         .shards(args.shards)
-        .retention(Some(Duration::from_secs(3600)))
-        .max_shard_bytes(1 << 30)
+        .durable(&stream_dir)
+        .durability(Durability::PerBatch)
+        .memory_window_bytes(32 << 20)
+        .retention(Some(Duration::from_secs(300)))
+        .max_shard_bytes(2 << 30)
         .build()?;
     let table = Table::create(
         location,
