@@ -79,7 +79,7 @@ impl fmt::Debug for Query<'_> {
 ///
 /// Users and items are named by [`Id`]. A user is *known* when the model has seen at
 /// least one of their interactions (in [`fit`](Self::fit) or [`update`](Self::update));
-/// unknown users give [`ErrorKind::UnknownUser`] (wrap a model in
+/// unknown users give [`ErrorKind::UnknownUser`](crate::ErrorKind::UnknownUser) (wrap a model in
 /// [`ColdStart`](crate::ColdStart) to answer them from popularity or segments).
 pub trait Recommender: Send + Sync + fmt::Debug {
     /// A short name of the model (`"als"`, `"item-item"`, ...).
@@ -87,7 +87,7 @@ pub trait Recommender: Send + Sync + fmt::Debug {
 
     /// Trains on `data`, replacing what the model learnt before.
     ///
-    /// Errors with [`ErrorKind::EmptyData`] when `data` has no interaction.
+    /// Errors with [`ErrorKind::EmptyData`](crate::ErrorKind::EmptyData) when `data` has no interaction.
     fn fit(&mut self, data: &Dataset) -> Result<()>;
 
     /// The top items for `user`.
