@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `soak`,
-//! `all` (every one but `soak`, which runs the main example for ten minutes).
+//! `all` (every one but `soak`, which runs the main example for ten minutes);
+//! `ml-fold-in` runs the fold-in figures of `ml` alone.
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
@@ -16,6 +17,7 @@ mod core;
 mod e2e;
 mod flow;
 mod ml;
+mod ml_fold_in;
 mod query;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
@@ -29,8 +31,7 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str =
-    "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all> [--quick]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all|ml-fold-in> [--quick]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -46,6 +47,9 @@ const SUBCOMMANDS: &[(&str, Subcommand)] = &[
     ("soak", soak::run),
 ];
 
+/// Parts of a subcommand that can run alone; `all` does not list them again.
+const PARTS: &[(&str, Subcommand)] = &[("ml-fold-in", ml_fold_in::run)];
+
 fn main() -> ExitCode {
     let mut quick = false;
     let mut chosen = Vec::new();
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "all" => chosen.extend(SUBCOMMANDS.iter().map(|(n, _)| *n).filter(|n| *n != "soak")),
-            name => match SUBCOMMANDS.iter().find(|(n, _)| *n == name) {
+            name => match SUBCOMMANDS.iter().chain(PARTS).find(|(n, _)| *n == name) {
                 Some((n, _)) => chosen.push(*n),
                 None => {
                     eprintln!("unknown argument {name:?}\n{USAGE}");
@@ -74,7 +78,7 @@ fn main() -> ExitCode {
     report.machine();
     let mut failed = false;
     for name in chosen {
-        let Some((_, run)) = SUBCOMMANDS.iter().find(|(n, _)| *n == name) else {
+        let Some((_, run)) = SUBCOMMANDS.iter().chain(PARTS).find(|(n, _)| *n == name) else {
             continue;
         };
         report.note(&format!("== {name}{}", if quick { " (quick)" } else { "" }));

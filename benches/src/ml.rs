@@ -14,7 +14,8 @@
 //!   precision@10 the mean of the three.
 //! * Serving: top-10 latency on the dataset; top-10 over 1 M items x 64 clustered factors
 //!   (exact scan and HNSW, with the HNSW recall against the exact top-10); fold-in of
-//!   one new interaction.
+//!   one new interaction; batched fold-in on a retail-sized model with a concurrent
+//!   reader (`ml_fold_in.rs`).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -62,7 +63,7 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
     serving(report, &als, &train)?;
     fold_in(report, &als, &train)?;
     large_catalogue(report)?;
-    Ok(())
+    crate::ml_fold_in::run(report)
 }
 
 /// The dataset and the folder its split goes to.
@@ -342,7 +343,12 @@ const CLUSTERS: usize = 1_000;
 /// centres on the unit sphere (spread 0.5), item norms spread over `[0.5, 1.5)` (popular
 /// items score higher with everyone). Uniform random vectors, by contrast, have no
 /// neighbourhood structure, which no trained model's factors lack.
-fn clustered_factors(users: usize, items: usize, f: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn clustered_factors(
+    users: usize,
+    items: usize,
+    f: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>) {
     const SPREAD: f32 = 0.5;
     let mut rng = StdRng::seed_from_u64(seed);
     // Box-Muller: one standard normal draw.

@@ -98,6 +98,11 @@ impl Latencies {
         self.samples.push(d);
     }
 
+    /// The number of samples.
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
+
     /// The `p`-th percentile (0-100), nearest rank.
     pub(crate) fn percentile(&mut self, p: f64) -> Duration {
         if self.samples.is_empty() {

@@ -1,7 +1,5 @@
 //! [`Als`]: implicit-feedback matrix factorisation (Hu, Koren and Volinsky 2008).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use lakehouse_core::{Error, ErrorKind, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -9,11 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::als_builder::{AlsBuilder, AlsParams};
 use crate::data::{Dataset, Event};
 use crate::error;
+use crate::history::History;
 use crate::hnsw::{Hnsw, HnswParams};
 use crate::id::{Id, IdMap};
-use crate::linalg::{CgScratch, cg_row, gram, solve_exact};
-use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events, dot};
+use crate::linalg::{CgScratch, cg_row, gram};
+use crate::recommender::{Query, Recommender, Scored, TopK, dot};
 use crate::rng::Rng;
+
+mod update;
+
+pub use update::AlsUpdate;
 
 /// Implicit-feedback alternating least squares: users and items get `factors`-long
 /// vectors whose dot product predicts preference, fitted with confidence
@@ -23,7 +26,17 @@ use crate::rng::Rng;
 /// * Online fold-in: [`update`](Recommender::update) recomputes the vectors of the
 ///   users in the events by the closed-form least-squares solution against the fixed
 ///   item vectors (and gives new items a vector from their users the same way), so the
-///   next recommendation reflects them without retraining.
+///   next recommendation reflects them without retraining. One solve per user per
+///   batch, over the user's kept history with the batch merged in, in parallel on
+///   rayon. A served model takes updates in two phases so that readers are not
+///   stalled: [`prepare_update`](Self::prepare_update) computes the vectors from
+///   `&self` (under a read lock), [`apply_update`](Self::apply_update) copies them in
+///   (a short write lock).
+/// * Bounded history: each user keeps at most
+///   [`history_per_user`](AlsParams::history_per_user) items (the most recently
+///   touched); fold-in solves over them and seen-item exclusion consults them, so the
+///   cost of a solve and the memory per user stay bounded however long the model
+///   serves.
 /// * Serving: [`recommend`](Recommender::recommend) scans all item vectors (contiguous
 ///   f32, unrolled dot products, bounded top-k selection), or, after
 ///   [`build_index`](Self::build_index), searches an HNSW graph;
@@ -44,6 +57,11 @@ pub struct Als {
     user_gram: Vec<f64>,
     #[serde(skip)]
     index: Option<Hnsw>,
+    /// Names the model's current content (ids, vectors, history) for
+    /// [`apply_update`](Als::apply_update): a fresh value from a process-wide counter
+    /// after every change, so that no two contents share one.
+    #[serde(skip, default = "update::next_state")]
+    state: u64,
 }
 
 /// Users scored together by [`Als::recommend_many`].
@@ -63,6 +81,7 @@ impl Als {
             item_gram: Vec::new(),
             user_gram: Vec::new(),
             index: None,
+            state: update::next_state(),
         }
     }
 
@@ -201,6 +220,15 @@ impl Als {
         Ok(dot(self.user_factors(user)?, self.item_factors(item)?))
     }
 
+    /// The number of items kept in `user`'s history (0 for a user the model never saw);
+    /// at most [`history_per_user`](AlsParams::history_per_user).
+    pub fn history_len(&self, user: &Id) -> usize {
+        self.history
+            .as_ref()
+            .and_then(|h| h.users.get(user).map(|u| h.row(u).len()))
+            .unwrap_or(0)
+    }
+
     /// All user ids with a vector, in index order.
     pub fn users(&self) -> Result<&IdMap> {
         Ok(&self.history()?.users)
@@ -211,6 +239,7 @@ impl Als {
         Ok(&self.history()?.items)
     }
 
+    /// Recomputes every item norm (after a fit or an import).
     fn refresh_norms(&mut self) {
         let f = self.f();
         self.item_norms = self
@@ -298,54 +327,6 @@ impl Als {
         Ok(history.scored(top.into_sorted()))
     }
 
-    fn fold_in_user(&mut self, u: u32) -> Result<()> {
-        let f = self.f();
-        let history = self
-            .history
-            .as_ref()
-            .ok_or_else(|| error::not_fitted("ALS"))?;
-        let entries: Vec<(u32, f32)> = history
-            .row(u)
-            .iter()
-            .map(|&(i, w)| (i, self.confidence(w)))
-            .collect();
-        let x = solve_exact(&self.item_gram, &self.item_factors, f, entries.into_iter())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Internal,
-                    "fold-in system is not positive definite",
-                )
-            })?;
-        let start = u as usize * f;
-        if self.user_factors.len() < start + f {
-            self.user_factors.resize(start + f, 0.0);
-        }
-        self.user_factors[start..start + f].copy_from_slice(&x);
-        Ok(())
-    }
-
-    fn fold_in_item(&mut self, i: u32, users: &[(u32, f32)]) -> Result<()> {
-        let f = self.f();
-        let entries: Vec<(u32, f32)> = users
-            .iter()
-            .filter(|&&(u, _)| self.user_row(u).iter().any(|&v| v != 0.0))
-            .map(|&(u, w)| (u, self.confidence(w)))
-            .collect();
-        let y = solve_exact(&self.user_gram, &self.user_factors, f, entries.into_iter())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Internal,
-                    "fold-in system is not positive definite",
-                )
-            })?;
-        let start = i as usize * f;
-        if self.item_factors.len() < start + f {
-            self.item_factors.resize(start + f, 0.0);
-        }
-        self.item_factors[start..start + f].copy_from_slice(&y);
-        Ok(())
-    }
-
     /// Adds an item that has no interactions yet, with the mean vector of the catalogue
     /// items that share its attributes (each weighted by the number of attributes
     /// shared), so it can be recommended at once.
@@ -394,10 +375,12 @@ impl Als {
             .ok_or_else(|| Error::invalid("too many items"))?;
         self.item_factors.resize(i as usize * f, 0.0);
         self.item_factors.extend_from_slice(&sum);
-        self.refresh_norms();
+        self.item_norms.resize(i as usize, 0.0);
+        self.item_norms.push(dot(&sum, &sum).sqrt());
         if let Some(index) = &mut self.index {
             index.insert_mips(&self.item_factors, i);
         }
+        self.state = update::next_state();
         Ok(())
     }
 }
@@ -408,7 +391,7 @@ impl Recommender for Als {
     }
 
     fn fit(&mut self, data: &Dataset) -> Result<()> {
-        let history = History::from_dataset(data)?;
+        let history = History::bounded_from_dataset(data, self.params.history_per_user)?;
         let f = self.f();
         let m = data.matrix();
         let alpha = self.params.alpha;
@@ -464,6 +447,7 @@ impl Recommender for Als {
         self.history = Some(history);
         self.index = None;
         self.refresh_norms();
+        self.state = update::next_state();
         Ok(())
     }
 
@@ -492,53 +476,11 @@ impl Recommender for Als {
         Ok(history.scored(top.into_sorted()))
     }
 
+    /// Folds `events` in: [`prepare_update`](Als::prepare_update) then
+    /// [`apply_update`](Als::apply_update) (see there).
     fn update(&mut self, events: &[Event]) -> Result<()> {
-        check_events(events)?;
-        let mut history = self
-            .history
-            .take()
-            .ok_or_else(|| error::not_fitted("ALS"))?;
-        let mut users = BTreeSet::new();
-        // Items without a vector yet, with the users (and weights) that touched them.
-        let mut new_items: BTreeMap<u32, Vec<(u32, f32)>> = BTreeMap::new();
-        let mut result = Ok(());
-        for e in events {
-            match history.add(e) {
-                Ok((u, i, _, new_item)) => {
-                    users.insert(u);
-                    // Vectors are sized after the loop: an item that is new in this batch
-                    // has no row yet on its second event either, so the map decides.
-                    if new_item || new_items.contains_key(&i) || self.item_row(i).is_empty() {
-                        new_items.entry(i).or_default().push((u, e.weight));
-                    }
-                }
-                Err(err) => {
-                    result = Err(err);
-                    break;
-                }
-            }
-        }
-        let f = self.f();
-        self.history = Some(history);
-        self.user_factors
-            .resize(self.history()?.users.len() * f, 0.0);
-        self.item_factors
-            .resize(self.history()?.items.len() * f, 0.0);
-        for (i, item_users) in &new_items {
-            self.fold_in_item(*i, item_users)?;
-        }
-        for u in users {
-            self.fold_in_user(u)?;
-        }
-        if !new_items.is_empty() {
-            self.refresh_norms();
-            if let Some(index) = &mut self.index {
-                for &i in new_items.keys() {
-                    index.insert_mips(&self.item_factors, i);
-                }
-            }
-        }
-        result
+        let update = self.prepare_update(events)?;
+        self.apply_update(update)
     }
 
     fn recommend_many(&self, users: &[Id], query: &Query<'_>) -> Vec<Result<Vec<Scored>>> {

@@ -21,6 +21,20 @@ pub struct AlsParams {
     pub cg_steps: usize,
     /// Seed of the initial factors; training is deterministic for a seed.
     pub seed: u64,
+    /// Most items kept per user in the history that fold-in solves over and that
+    /// seen-item exclusion consults: the most recently touched (by timestamp when
+    /// fitted, by arrival in updates). Bounds the cost of a fold-in solve
+    /// (`O(history_per_user x factors²)`) and the history's memory (12 bytes an item).
+    /// Training uses all of its dataset regardless.
+    #[serde(default = "default_history_per_user")]
+    pub history_per_user: usize,
+}
+
+/// The default of [`AlsParams::history_per_user`].
+pub const DEFAULT_HISTORY_PER_USER: usize = 128;
+
+fn default_history_per_user() -> usize {
+    DEFAULT_HISTORY_PER_USER
 }
 
 impl Default for AlsParams {
@@ -32,6 +46,7 @@ impl Default for AlsParams {
             iterations: 15,
             cg_steps: 3,
             seed: 42,
+            history_per_user: DEFAULT_HISTORY_PER_USER,
         }
     }
 }
@@ -85,15 +100,25 @@ impl AlsBuilder {
         self
     }
 
+    /// Most items kept per user for fold-in and seen-item exclusion (default
+    /// [`DEFAULT_HISTORY_PER_USER`], 128); see [`AlsParams::history_per_user`].
+    pub fn history_per_user(mut self, items: usize) -> Self {
+        self.params.history_per_user = items;
+        self
+    }
+
     /// The model, untrained.
     ///
     /// Errors with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for zero
-    /// factors, zero CG steps, or a regularisation or alpha that is not finite and
+    /// factors, zero CG steps, a zero `history_per_user`, or a regularisation or alpha that is not finite and
     /// positive (alpha may be 0).
     pub fn build(self) -> Result<Als> {
         let p = self.params;
         if p.factors == 0 || p.factors > 4096 {
             return Err(Error::invalid("factors must be in 1..=4096"));
+        }
+        if p.history_per_user == 0 {
+            return Err(Error::invalid("history_per_user must be at least 1"));
         }
         if p.cg_steps == 0 {
             return Err(Error::invalid("cg_steps must be at least 1"));

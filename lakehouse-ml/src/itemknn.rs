@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event};
 use crate::error;
+use crate::history::History;
 use crate::id::Id;
-use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events};
+use crate::recommender::{Query, Recommender, Scored, TopK, check_events};
 
 /// How [`ItemItem`] measures the similarity of two items from their users.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,8 @@
 //! * [`ItemItem`]: item-to-item collaborative filtering, cosine or BM25-weighted
 //!   co-occurrence;
 //! * [`Als`]: implicit-feedback ALS (Hu, Koren, Volinsky) with conjugate-gradient
-//!   solves on rayon, deterministic for a seed, closed-form online fold-in, exact
+//!   solves on rayon, deterministic for a seed, closed-form online fold-in (batched,
+//!   parallel, in two phases that do not stall serving; a bounded history), exact
 //!   top-k serving on contiguous f32 vectors, an HNSW index for large catalogues and
 //!   blocked batch scoring of many users;
 //! * [`Segments`]: k-means (linfa) user segments with per-segment favourites;
@@ -47,6 +48,53 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Online updates and serving together
+//!
+//! A served [`Als`] takes new interactions in two phases, so that requests are not
+//! held up while vectors are solved:
+//!
+//! ```
+//! use std::sync::RwLock;
+//! use lakehouse_ml::{Als, ErrorKind, Event, Id, Query, Recommender, Synthetic};
+//!
+//! let data = Synthetic::new(100, 200, 3_000).generate()?;
+//! let mut als = Als::builder().factors(8).iterations(4).build()?;
+//! als.fit(&data.dataset)?;
+//! let serving = RwLock::new(als);
+//!
+//! let events = [Event::new(1, 3).weight(3.0), Event::new("new user", 4)];
+//! // Solve under the read lock: readers keep being served.
+//! let update = serving.read().unwrap().prepare_update(&events)?;
+//! // Copy the vectors in under a short write lock. If the model changed in between
+//! // (another update, a refit), this is a Conflict and nothing changes: prepare again.
+//! match serving.write().unwrap().apply_update(update) {
+//!     Err(e) if e.kind() == ErrorKind::Conflict => { /* prepare again */ }
+//!     other => other?,
+//! }
+//! let recs = serving.read().unwrap().recommend(&Id::from("new user"), &Query::top(5))?;
+//! assert_eq!(recs.len(), 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Memory bounds
+//!
+//! What each model keeps for as long as it lives:
+//!
+//! * [`Als`]: a vector per user and per item (`factors` f32 each), a norm per item, two
+//!   `factors²` Gram matrices, the id maps, and a history of at most
+//!   [`AlsParams::history_per_user`] items per user (default
+//!   [`DEFAULT_HISTORY_PER_USER`], 12 bytes an item; the most recently touched are
+//!   kept, older ones dropped), so per user the model holds at most `4 x factors + 12 x
+//!   history_per_user` bytes plus the id; with an index, the HNSW graph (a few dozen
+//!   links per item). Users and items grow with the distinct ids fitted and folded in:
+//!   the model does not forget ids (retrain on a recent window to drop users and items
+//!   no longer seen). An [`AlsUpdate`] holds a vector and a history row per user of its
+//!   batch, and a vector per new item.
+//! * [`Popularity`] and [`ItemItem`]: a score or a neighbour list (at most
+//!   `neighbors`) per item, and a history of every (user, item) pair fitted or updated,
+//!   without a bound: they are meant to be refitted, not updated for ever.
+//! * [`Segments`]: centroids, one assignment per user fitted, `top_items` per segment.
+//!
 //! # Crate features
 //!
 //! None. The crate always builds with its pure-Rust dependencies (ndarray and linfa
@@ -54,8 +102,9 @@
 //!
 //! # Runtime
 //!
-//! Synchronous and CPU-bound: `fit`, [`Als::build_index`], [`evaluate`] and
-//! [`Recommender::recommend_many`] run in parallel on the global rayon pool. Call them
+//! Synchronous and CPU-bound: `fit`, [`Als::build_index`], [`Als::prepare_update`] (and
+//! so `Als::update`), [`evaluate`] and [`Recommender::recommend_many`] run in parallel on
+//! the current rayon pool (the global one unless called inside `ThreadPool::install`). Call them
 //! from a blocking context (`tokio::task::spawn_blocking`, or `rayon::spawn` with a
 //! oneshot channel), never directly on an async worker; nothing here blocks on a
 //! future. A single `recommend` is a few microseconds to milliseconds of CPU and may
@@ -68,6 +117,7 @@ mod coldstart;
 mod data;
 mod error;
 mod eval;
+mod history;
 mod hnsw;
 mod id;
 mod itemknn;
@@ -81,8 +131,8 @@ mod segments;
 mod sparse;
 mod synthetic;
 
-pub use crate::als::Als;
-pub use crate::als_builder::{AlsBuilder, AlsParams};
+pub use crate::als::{Als, AlsUpdate};
+pub use crate::als_builder::{AlsBuilder, AlsParams, DEFAULT_HISTORY_PER_USER};
 pub use crate::coldstart::{ColdStart, ItemAttributes};
 pub use crate::data::{Columns, Dataset, Event, Interaction};
 pub use crate::eval::{Metrics, evaluate};

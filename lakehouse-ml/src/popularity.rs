@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event};
 use crate::error;
+use crate::history::History;
 use crate::id::Id;
-use crate::recommender::{History, Query, Recommender, Scored, TopK, check_events};
+use crate::recommender::{Query, Recommender, Scored, TopK, check_events};
 
 /// Items ranked by the total weight of their interactions, optionally decayed with a
 /// half-life (trending: an interaction `h` old counts half as much as one now).

@@ -3,13 +3,12 @@
 
 use std::fmt;
 
-use lakehouse_core::{Error, ErrorKind, Result};
+use lakehouse_core::Result;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Event, check_weight};
-use crate::error;
-use crate::id::{Id, IdMap};
+use crate::id::Id;
 
 /// One recommended or similar item with its score (higher is better; scales differ
 /// between models).
@@ -80,7 +79,7 @@ impl fmt::Debug for Query<'_> {
 ///
 /// Users and items are named by [`Id`]. A user is *known* when the model has seen at
 /// least one of their interactions (in [`fit`](Self::fit) or [`update`](Self::update));
-/// unknown users give [`ErrorKind::UnknownUser`] (wrap a model in
+/// unknown users give [`ErrorKind::UnknownUser`](crate::ErrorKind::UnknownUser) (wrap a model in
 /// [`ColdStart`](crate::ColdStart) to answer them from popularity or segments).
 pub trait Recommender: Send + Sync + fmt::Debug {
     /// A short name of the model (`"als"`, `"item-item"`, ...).
@@ -88,7 +87,7 @@ pub trait Recommender: Send + Sync + fmt::Debug {
 
     /// Trains on `data`, replacing what the model learnt before.
     ///
-    /// Errors with [`ErrorKind::EmptyData`] when `data` has no interaction.
+    /// Errors with [`ErrorKind::EmptyData`](crate::ErrorKind::EmptyData) when `data` has no interaction.
     fn fit(&mut self, data: &Dataset) -> Result<()>;
 
     /// The top items for `user`.
@@ -115,141 +114,6 @@ pub(crate) fn check_events(events: &[Event]) -> Result<()> {
         check_weight(e.weight, &e.user, &e.item)?;
     }
     Ok(())
-}
-
-/// Per-user interaction history: sorted item indices with summed weights.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct History {
-    pub(crate) users: IdMap,
-    pub(crate) items: IdMap,
-    rows: Vec<Vec<(u32, f32)>>,
-}
-
-impl History {
-    pub(crate) fn from_dataset(data: &Dataset) -> Result<History> {
-        if data.is_empty() {
-            return Err(Error::new(
-                ErrorKind::EmptyData,
-                "cannot fit on a dataset with no interaction",
-            ));
-        }
-        let m = data.matrix();
-        let rows = (0..m.users())
-            .map(|u| {
-                let (items, weights) = m.by_user().row(u);
-                items.iter().copied().zip(weights.iter().copied()).collect()
-            })
-            .collect();
-        Ok(History {
-            users: data.users().clone(),
-            items: data.items().clone(),
-            rows,
-        })
-    }
-
-    /// Ids without interactions (a model imported from vectors).
-    pub(crate) fn with_ids(users: IdMap, items: IdMap) -> History {
-        History {
-            users,
-            items,
-            rows: Vec::new(),
-        }
-    }
-
-    /// Checks a deserialised history: rows for mapped users only, item indices in
-    /// range and sorted, weights finite and `>= 0`.
-    pub(crate) fn check(&self) -> Result<()> {
-        if self.rows.len() > self.users.len() {
-            return Err(error::corrupt("history has rows for unmapped users"));
-        }
-        let n = self.items.len();
-        for row in &self.rows {
-            let in_range = row
-                .iter()
-                .all(|&(i, w)| (i as usize) < n && w.is_finite() && w >= 0.0);
-            if !in_range || !row.windows(2).all(|p| p[0].0 < p[1].0) {
-                return Err(error::corrupt(
-                    "history row has an unmapped or unsorted item, or a bad weight",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The user's index when they have at least one interaction.
-    pub(crate) fn known_user(&self, user: &Id) -> Result<u32> {
-        match self.users.get(user) {
-            Some(u) if !self.row(u).is_empty() => Ok(u),
-            _ => Err(error::unknown_user(user)),
-        }
-    }
-
-    pub(crate) fn item(&self, item: &Id) -> Result<u32> {
-        self.items
-            .get(item)
-            .ok_or_else(|| error::unknown_item(item))
-    }
-
-    pub(crate) fn row(&self, user: u32) -> &[(u32, f32)] {
-        self.rows.get(user as usize).map_or(&[], |r| r.as_slice())
-    }
-
-    pub(crate) fn num_items(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Records an event; returns `(user, item, new_user, new_item)`.
-    pub(crate) fn add(&mut self, e: &Event) -> Result<(u32, u32, bool, bool)> {
-        let (nu, ni) = (self.users.len(), self.items.len());
-        let too_many = || Error::invalid("more than u32::MAX - 1 distinct ids");
-        let u = self.users.insert(e.user.clone()).ok_or_else(too_many)?;
-        let i = self.items.insert(e.item.clone()).ok_or_else(too_many)?;
-        if self.rows.len() <= u as usize {
-            self.rows.resize_with(u as usize + 1, Vec::new);
-        }
-        let row = &mut self.rows[u as usize];
-        match row.binary_search_by_key(&i, |x| x.0) {
-            Ok(k) => row[k].1 += e.weight,
-            Err(k) => row.insert(k, (i, e.weight)),
-        }
-        Ok((u, i, self.users.len() > nu, self.items.len() > ni))
-    }
-
-    pub(crate) fn seen(&self, user: u32, item: u32) -> bool {
-        self.row(user).binary_search_by_key(&item, |x| x.0).is_ok()
-    }
-
-    /// Converts a top-k of indices to scored ids.
-    pub(crate) fn scored(&self, top: Vec<(f32, u32)>) -> Vec<Scored> {
-        top.into_iter()
-            .filter_map(|(score, i)| {
-                self.items.id(i).map(|id| Scored {
-                    item: id.clone(),
-                    score,
-                })
-            })
-            .collect()
-    }
-
-    /// A candidate test for [`TopK`] honouring the query for `user`.
-    pub(crate) fn admit<'q>(
-        &'q self,
-        user: Option<u32>,
-        query: &'q Query<'q>,
-    ) -> impl Fn(u32) -> bool + 'q {
-        move |i| {
-            if query.exclude_seen
-                && let Some(u) = user
-                && self.seen(u, i)
-            {
-                return false;
-            }
-            match query.filter {
-                Some(f) => self.items.id(i).is_some_and(f),
-                None => true,
-            }
-        }
-    }
 }
 
 /// Bounded selection of the `k` best `(score, index)` pairs: a min-heap in a vector,

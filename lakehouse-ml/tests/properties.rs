@@ -1,10 +1,10 @@
 //! Property tests: splits lose no interaction, recommendations keep their contract for
 //! any data, and loading never panics.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use lakehouse_ml::{
-    Als, Dataset, Id, ItemItem, Persist, Popularity, Query, Recommender, read_movielens,
+    Als, Dataset, Event, Id, ItemItem, Persist, Popularity, Query, Recommender, read_movielens,
 };
 use proptest::prelude::*;
 
@@ -80,6 +80,57 @@ proptest! {
             if model.name() != "item-item" {
                 // Models that score every item fill the list.
                 prop_assert_eq!(recs.len(), k.min(d.num_items() - seen.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn fold_in_keeps_each_users_most_recent_items(
+        batches in prop::collection::vec(prop::collection::vec((0u8..6, 0u8..24, 1u8..4), 1..40), 1..5),
+        limit in 1usize..8,
+    ) {
+        // Fitted on distinct pairs with distinct times, so recency is a strict order.
+        let mut d = Dataset::new();
+        let mut last: HashMap<(i64, String), i64> = HashMap::new();
+        let mut tick = 0i64;
+        for u in 0..4i64 {
+            for i in (0..24).filter(|i| (i + u) % 3 == 0) {
+                tick += 1;
+                let item = format!("item-{i}");
+                d.push(u, item.clone(), 1.0, tick).unwrap();
+                last.insert((u, item), tick);
+            }
+        }
+        let mut als = Als::builder().factors(4).iterations(3).history_per_user(limit).build().unwrap();
+        als.fit(&d).unwrap();
+        for batch in &batches {
+            let events: Vec<Event> = batch
+                .iter()
+                .map(|&(u, i, w)| Event::new(i64::from(u), format!("item-{i}")).weight(f32::from(w)))
+                .collect();
+            als.update(&events).unwrap();
+            for e in &events {
+                tick += 1;
+                let Id::Int(u) = e.user else { unreachable!("int user ids") };
+                last.insert((u, e.item.to_string()), tick);
+            }
+            let all: HashSet<String> = als.items().unwrap().ids().iter().map(|i| i.to_string()).collect();
+            for u in 0..6i64 {
+                let mut touched: Vec<(i64, &String)> = last
+                    .iter()
+                    .filter(|((user, _), _)| *user == u)
+                    .map(|((_, item), &t)| (t, item))
+                    .collect();
+                touched.sort_unstable_by(|a, b| b.cmp(a));
+                let expected: HashSet<String> = touched.iter().take(limit).map(|(_, i)| (*i).clone()).collect();
+                let user = Id::from(u);
+                prop_assert_eq!(als.history_len(&user), expected.len());
+                // What is never recommended, even asking for everything, is the kept history.
+                if let Ok(recs) = als.recommend(&user, &Query::top(usize::MAX)) {
+                    let offered: HashSet<String> = recs.iter().map(|s| s.item.to_string()).collect();
+                    let kept: HashSet<String> = all.difference(&offered).cloned().collect();
+                    prop_assert_eq!(kept, expected);
+                }
             }
         }
     }

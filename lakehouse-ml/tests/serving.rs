@@ -114,7 +114,16 @@ fn a_wider_index_search_finds_more_of_the_exact_top_k() {
 #[test]
 fn hnsw_respects_seen_items_and_filters() {
     let data = planted();
-    let mut als = small_als(1);
+    // Seen-item exclusion consults the kept history: keep all of every user's items, so
+    // that every item of the dataset counts as seen.
+    let mut als = Als::builder()
+        .factors(16)
+        .iterations(8)
+        .regularization(0.1)
+        .seed(1)
+        .history_per_user(1_000)
+        .build()
+        .unwrap();
     als.fit(&data.dataset).unwrap();
     als.build_index(HnswParams::default()).unwrap();
     let even = |id: &Id| matches!(id, Id::Int(v) if v % 2 == 0);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use lakehouse_cache::Cache;
+use lakehouse_examples::workload::now_micros;
 use lakehouse_flow::{StateMachine, TaskContext, TaskError, TaskRegistry, Value, Workflow, json};
 use lakehouse_ml::{
     Als, Columns, Dataset, Event as MlEvent, Id, Popularity, Query, Recommender, evaluate,
@@ -35,10 +36,23 @@ pub(crate) const PIPELINE: &str = r#"{
   }
 }"#;
 
-/// Interaction weights by event type.
-const TRAINING_SQL: &str = "SELECT user_id, item_id, \
-     SUM(CASE event_type WHEN 'purchase' THEN 5.0 WHEN 'add_to_cart' THEN 3.0 ELSE 1.0 END) AS weight \
-     FROM events WHERE event_type <> 'price_change' GROUP BY user_id, item_id";
+/// Retraining reads the events of this last stretch of time only, so that its cost
+/// (the scan, the group-by, the fit) is bounded by the event rate, not by how long the
+/// pipeline has run.
+const TRAINING_WINDOW_SECS: i64 = 60;
+
+/// Interaction weights by event type, over the events since `since_micros`, with each
+/// pair's latest time (the fitted history keeps each user's most recent items).
+fn training_sql(since_micros: i64) -> String {
+    format!(
+        "SELECT user_id, item_id, \
+         SUM(CASE event_type WHEN 'purchase' THEN 5.0 WHEN 'add_to_cart' THEN 3.0 ELSE 1.0 END) AS weight, \
+         MAX(event_time) AS last_time \
+         FROM events WHERE event_type <> 'price_change' \
+         AND event_time >= arrow_cast({since_micros}, 'Timestamp(Microsecond, Some(\"UTC\"))') \
+         GROUP BY user_id, item_id"
+    )
+}
 
 /// Recommendations kept warm for this many of the most active users.
 const WARM_USERS: usize = 200;
@@ -69,6 +83,9 @@ pub(crate) struct Models {
     /// One rayon thread for training, evaluation and batch scoring, so that the
     /// global pool stays free for the table's Parquet encoding.
     pool: rayon::ThreadPool,
+    /// Two rayon threads for fold-in, apart from `pool` so that a retrain in progress
+    /// does not hold fold-in up.
+    fold_pool: rayon::ThreadPool,
 }
 
 impl std::fmt::Debug for Models {
@@ -92,27 +109,64 @@ impl Models {
                 .thread_name(|_| "model".into())
                 .build()
                 .map_err(|e| e.to_string())?,
+            fold_pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .thread_name(|i| format!("fold-in-{i}"))
+                .build()
+                .map_err(|e| e.to_string())?,
         }))
     }
 
     /// Folds new interactions into the serving model (no-op before the first
     /// publication); returns whether a model took them.
+    ///
+    /// The vectors are computed under the read lock (requests keep being answered) on
+    /// the fold-in pool, then copied in under a short write lock. If the model changed in
+    /// between (a publication), the update is prepared again against the new one; after
+    /// a few such races it is done under the write lock, so no interaction is lost.
     pub(crate) fn fold_in(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let update = {
+                let serving = self.serving.read().unwrap_or_else(|p| p.into_inner());
+                let Some(model) = serving.as_ref() else {
+                    return Ok(false);
+                };
+                self.fold_pool.install(|| model.prepare_update(events))?
+            };
+            let mut serving = self.serving.write().unwrap_or_else(|p| p.into_inner());
+            let Some(model) = serving.as_mut() else {
+                return Ok(false);
+            };
+            match model.apply_update(update) {
+                Ok(()) => {
+                    drop(serving);
+                    self.folded_in(events);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == lakehouse_ml::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
         let mut serving = self.serving.write().unwrap_or_else(|p| p.into_inner());
         let Some(model) = serving.as_mut() else {
             return Ok(false);
         };
-        model.update(events)?;
+        self.fold_pool.install(|| model.update(events))?;
         drop(serving);
+        self.folded_in(events);
+        Ok(true)
+    }
+
+    /// Counts folded-in interactions and drops the warmed lists they made stale.
+    fn folded_in(&self, events: &[MlEvent]) {
         self.folded
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        // Warmed lists of these users are stale now.
         for e in events {
             if let Id::Int(u) = e.user {
                 self.recs.invalidate(&u);
             }
         }
-        Ok(true)
     }
 
     /// The top `k` items for `user` from the serving model.
@@ -164,13 +218,16 @@ pub(crate) fn workflow(
             let (engine, models) = (e1.clone(), m1.clone());
             async move {
                 let started = Instant::now();
+                let since = now_micros() - TRAINING_WINDOW_SECS * 1_000_000;
                 let result = engine
-                    .sql(TRAINING_SQL)
+                    .sql(&training_sql(since))
                     .await
                     .map_err(|e| TaskError::new("Train.QueryFailed", e.to_string()))?;
                 let batches = result.batches().to_vec();
                 let (rows, users, items, train_ms) = blocking("Train.NotEnoughData", move || {
-                    let columns = Columns::new("user_id", "item_id").weight("weight");
+                    let columns = Columns::new("user_id", "item_id")
+                        .weight("weight")
+                        .timestamp("last_time");
                     let data = Dataset::from_batches(&batches, &columns).map_err(|e| e.to_string())?;
                     if data.len() < 1_000 {
                         return Err(format!("only {} interactions", data.len()));
@@ -237,7 +294,10 @@ pub(crate) fn workflow(
                     // The held-out interactions are real history: fold them in before
                     // serving, so that they are not recommended back.
                     let held_out = dataset_events(&test);
-                    model.update(&held_out).map_err(|e| e.to_string())?;
+                    models
+                        .pool
+                        .install(|| model.update(&held_out))
+                        .map_err(|e| e.to_string())?;
                     *models.serving.write().unwrap_or_else(|p| p.into_inner()) = Some(model);
                     models.recs.invalidate_all();
                     let v = models.version.fetch_add(1, Ordering::SeqCst) + 1;
