@@ -6,7 +6,7 @@ use std::time::Duration;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
-[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--s3-endpoint URL --s3-bucket NAME]";
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--stream memory|durable|durable-nosync] [--s3-endpoint URL --s3-bucket NAME]";
 
 #[derive(Debug)]
 pub(crate) struct Args {
@@ -19,8 +19,21 @@ pub(crate) struct Args {
     pub(crate) flush: Duration,
     /// How often the maintenance workflow compacts the table (`None`: never).
     pub(crate) compact_every: Option<Duration>,
+    /// Where the stream keeps its records.
+    pub(crate) stream: StreamMode,
     pub(crate) s3_endpoint: Option<String>,
     pub(crate) s3_bucket: Option<String>,
+}
+
+/// Where the stream keeps its records (`--stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamMode {
+    /// In memory only: the last 30 s, at most 256 MiB per shard (the default).
+    Memory,
+    /// Segment files in the data directory, a put returns once fsynced.
+    Durable,
+    /// Segment files, written in batches without fsync.
+    DurableNoSync,
 }
 
 impl Args {
@@ -34,6 +47,7 @@ impl Args {
             users: 20_000,
             flush: Duration::from_millis(1_000),
             compact_every: Some(Duration::from_secs(2)),
+            stream: StreamMode::Memory,
             s3_endpoint: None,
             s3_bucket: None,
         };
@@ -74,6 +88,14 @@ impl Args {
                     } else {
                         Some(Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?)
                     };
+                }
+                "--stream" => {
+                    a.stream = match value.as_str() {
+                        "memory" => StreamMode::Memory,
+                        "durable" => StreamMode::Durable,
+                        "durable-nosync" => StreamMode::DurableNoSync,
+                        _ => return Err(bad(&"expected memory, durable or durable-nosync").into()),
+                    }
                 }
                 "--s3-endpoint" => a.s3_endpoint = Some(value),
                 "--s3-bucket" => a.s3_bucket = Some(value),

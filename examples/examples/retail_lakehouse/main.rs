@@ -11,9 +11,10 @@
 //!
 //! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
 //!    over 100,000 items with Zipf popularity; users prefer a category) at `--rate`
-//!    and puts them on a sharded stream, keyed by user. The stream is durable in the
-//!    data directory (a put returns once its records are fsynced); each shard keeps
-//!    the newest 32 MiB in memory and serves older records from its segment files.
+//!    and puts them on a sharded stream, keyed by user. The stream keeps the last 30 s
+//!    in memory (`--stream memory`, the default), or is durable in the data directory
+//!    (`--stream durable`: a put returns once fsynced; each shard keeps its newest
+//!    32 MiB in memory and serves older records from its segment files).
 //! 2. A table delivery micro-batches every shard into a Delta table partitioned by
 //!    day, category and region, exactly once: each commit carries the shard's last
 //!    sequence number as its transaction id.
@@ -57,7 +58,7 @@ use lakehouse_examples::workload::{
     self, CART, CATEGORIES, Catalog, Event, EventDecoder, Generator, PURCHASE, VIEWS, now_micros,
 };
 
-use crate::args::Args;
+use crate::args::{Args, StreamMode};
 use crate::maintenance::Maintenance;
 use crate::model::Models;
 
@@ -184,17 +185,29 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     if stream_dir.exists() {
         return Err(format!("{} exists (use an empty --data-dir)", stream_dir.display()).into());
     }
-    // Memory per shard: the 32 MiB window plus the unwritten frames and the segment
-    // index; the disk holds five minutes of events (about 1 GiB per shard at the
-    // default rate), at most 2 GiB per shard.
-    let stream = Stream::builder("retail-events")
-        .shards(args.shards)
-        .durable(&stream_dir)
-        .durability(Durability::PerBatch)
-        .memory_window_bytes(32 << 20)
-        .retention(Some(Duration::from_secs(300)))
-        .max_shard_bytes(2 << 30)
-        .build()?;
+    // In memory (the default), the stream keeps the last 30 s of events, at most 256 MiB
+    // of memory per shard (counted as records really cost: about 100 bytes each here);
+    // the table is the durable copy. Durable, memory per shard is a 32 MiB window plus
+    // the unwritten frames and the segment index, and the disk keeps five minutes, at
+    // most 2 GiB per shard.
+    let builder = Stream::builder("retail-events").shards(args.shards);
+    let stream = match args.stream {
+        StreamMode::Memory => builder
+            .retention(Some(Duration::from_secs(30)))
+            .max_shard_bytes(256 << 20)
+            .build()?,
+        StreamMode::Durable | StreamMode::DurableNoSync => builder
+            .retention(Some(Duration::from_secs(300)))
+            .durable(&stream_dir)
+            .durability(if args.stream == StreamMode::Durable {
+                Durability::PerBatch
+            } else {
+                Durability::None
+            })
+            .memory_window_bytes(32 << 20)
+            .max_shard_bytes(2 << 30)
+            .build()?,
+    };
     let table = Table::create(
         location,
         workload::schema(),
