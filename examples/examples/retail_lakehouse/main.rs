@@ -36,6 +36,7 @@
 mod args;
 mod maintenance;
 mod model;
+mod stages;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -61,14 +62,12 @@ use lakehouse_examples::workload::{
 use crate::args::{Args, StreamMode};
 use crate::maintenance::Maintenance;
 use crate::model::Models;
+use crate::stages::{Behind, STALLED, catch_up, peak_rss_mb, rss_mb, wait_flag};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every `SAMPLE`-th event is timed through the pipeline.
 const SAMPLE: u64 = 16;
-
-/// A consumer that makes no progress for this long while behind cannot catch up.
-const STALLED: Duration = Duration::from_secs(30);
 
 /// Where the table goes, the stream's directory, and a directory to remove at the end
 /// (the default temp dir).
@@ -112,23 +111,6 @@ fn s3_location(args: &Args) -> Result<Location, BoxError> {
 #[cfg(not(feature = "s3"))]
 fn s3_location(_: &Args) -> Result<Location, BoxError> {
     Err("this build has no S3 support: run with `--features s3`".into())
-}
-
-/// How far each consumer of the stream is behind the producer, in records.
-#[derive(Debug, Clone, Copy, Default)]
-struct Behind {
-    table: u64,
-    cache: u64,
-    fold_in: u64,
-}
-
-impl Behind {
-    fn text(&self) -> String {
-        format!(
-            "table {}, cache {}, fold-in {}",
-            self.table, self.cache, self.fold_in
-        )
-    }
 }
 
 /// Counters the progress line and the report read.
@@ -737,24 +719,6 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     }
 }
 
-/// A `kB` field of `/proc/self/status` in megabytes, on Linux.
-fn status_mb(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// The process's peak resident set size (`VmHWM`).
-fn peak_rss_mb() -> Option<f64> {
-    status_mb("VmHWM:")
-}
-
-/// The process's resident set size now (`VmRSS`).
-fn rss_mb() -> Option<f64> {
-    status_mb("VmRSS:")
-}
-
 /// The first column of the first row of a query, as an integer.
 async fn scalar_i64(engine: &QueryEngine, sql: &str) -> Result<i64, BoxError> {
     let r = engine.sql(sql).await.map_err(|e| format!("{sql}: {e}"))?;
@@ -764,43 +728,6 @@ async fn scalar_i64(engine: &QueryEngine, sql: &str) -> Result<i64, BoxError> {
     }
     let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
     Ok(col.as_primitive::<Int64Type>().value(0))
-}
-
-/// Returns once `flag` is set.
-async fn wait_flag(flag: &AtomicBool) {
-    while !flag.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until `behind` (records a consumer has still to process) is zero; fails only
-/// when it stops shrinking for [`STALLED`], naming the consumer and how far behind it is.
-async fn catch_up(what: &str, behind: impl Fn() -> u64) -> Result<(), BoxError> {
-    let t = Instant::now();
-    let (mut best, mut improved) = (behind(), Instant::now());
-    let mut said = Instant::now();
-    while best > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = behind();
-        if now < best {
-            (best, improved) = (now, Instant::now());
-        }
-        if improved.elapsed() > STALLED {
-            return Err(format!(
-                "{what} is {best} records behind and made no progress for {} s",
-                STALLED.as_secs()
-            )
-            .into());
-        }
-        if said.elapsed() > Duration::from_secs(5) {
-            eprintln!(
-                "waiting for {what}: {best} records behind after {:.0} s",
-                t.elapsed().as_secs_f64()
-            );
-            said = Instant::now();
-        }
-    }
-    Ok(())
 }
 
 type WorkflowOutcome = Result<(ExecutionStatus, lakehouse_flow::Value), String>;
