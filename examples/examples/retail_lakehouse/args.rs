@@ -28,7 +28,7 @@ pub(crate) struct Args {
 /// Where the stream keeps its records (`--stream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamMode {
-    /// In memory only: the last 30 s, at most 256 MiB per shard (the default).
+    /// In memory only: the last 2 minutes, at most 1 GiB per shard (the default).
     Memory,
     /// Segment files in the data directory, a put returns once fsynced.
     Durable,

@@ -11,7 +11,7 @@
 //!
 //! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
 //!    over 100,000 items with Zipf popularity; users prefer a category) at `--rate`
-//!    and puts them on a sharded stream, keyed by user. The stream keeps the last 30 s
+//!    and puts them on a sharded stream, keyed by user. The stream keeps the last 2 minutes
 //!    in memory (`--stream memory`, the default), or is durable in the data directory
 //!    (`--stream durable`: a put returns once fsynced; each shard keeps its newest
 //!    32 MiB in memory and serves older records from its segment files).
@@ -167,16 +167,17 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     if stream_dir.exists() {
         return Err(format!("{} exists (use an empty --data-dir)", stream_dir.display()).into());
     }
-    // In memory (the default), the stream keeps the last 30 s of events, at most 256 MiB
-    // of memory per shard (counted as records really cost: about 100 bytes each here);
-    // the table is the durable copy. Durable, memory per shard is a 32 MiB window plus
+    // In memory (the default), the stream keeps the last 2 minutes of events, at most
+    // 1 GiB of memory per shard (counted as records really cost: about 100 bytes each
+    // here); the table is the durable copy. A consumer more than 2 minutes behind loses
+    // its position and the run fails naming it. Durable, memory per shard is a 32 MiB window plus
     // the unwritten frames and the segment index, and the disk keeps five minutes, at
     // most 2 GiB per shard.
     let builder = Stream::builder("retail-events").shards(args.shards);
     let stream = match args.stream {
         StreamMode::Memory => builder
-            .retention(Some(Duration::from_secs(30)))
-            .max_shard_bytes(256 << 20)
+            .retention(Some(Duration::from_secs(120)))
+            .max_shard_bytes(1 << 30)
             .build()?,
         StreamMode::Durable | StreamMode::DurableNoSync => builder
             .retention(Some(Duration::from_secs(300)))
