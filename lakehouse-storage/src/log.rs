@@ -586,6 +586,19 @@ pub(crate) struct Replay {
     kernel: delta_kernel::snapshot::SnapshotRef,
 }
 
+/// The paths of `order` that are live in `files`, each once at its latest place, in the
+/// order they were added.
+pub(crate) fn live_order<V>(order: Vec<String>, files: &BTreeMap<String, V>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(files.len());
+    let mut live: Vec<String> = order
+        .into_iter()
+        .rev()
+        .filter(|p| files.contains_key(p) && seen.insert(p.clone()))
+        .collect();
+    live.reverse();
+    live
+}
+
 impl Replay {
     /// Continues from a snapshot.
     pub(crate) fn from_snapshot(s: &Snapshot) -> Replay {
@@ -633,17 +646,8 @@ impl Replay {
     /// The snapshot after the applied commits.
     pub(crate) fn finish(self) -> Result<Snapshot> {
         self.protocol.check_readable(&self.metadata)?;
-        let mut seen = std::collections::HashSet::with_capacity(self.files.len());
         let files = self.files;
-        let order: Vec<String> = self
-            .order
-            .into_iter()
-            .rev()
-            .filter(|p| files.contains_key(p) && seen.insert(p.clone()))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let order = live_order(self.order, &files);
         Ok(Snapshot {
             version: self.version,
             protocol: self.protocol,

@@ -134,15 +134,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
         order.push(entry.add.path.clone());
         files.insert(entry.add.path.clone(), entry);
     }
-    let mut seen = std::collections::HashSet::with_capacity(files.len());
-    let order: Vec<String> = order
-        .into_iter()
-        .rev()
-        .filter(|p| files.contains_key(p) && seen.insert(p.clone()))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let order = crate::log::live_order(order, &files);
     Ok(Snapshot {
         version: ks.version(),
         protocol,
