@@ -135,6 +135,7 @@
 mod checkpoint;
 mod conform;
 mod features;
+mod fileset;
 mod kernel;
 mod location;
 mod log;

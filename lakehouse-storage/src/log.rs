@@ -14,6 +14,8 @@ use lakehouse_core::{ColumnStats, Error, ErrorKind, Result, Scalar, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::fileset::FileSet;
+
 /// The `_delta_log` directory name.
 pub(crate) const LOG_DIR: &str = "_delta_log";
 
@@ -552,6 +554,19 @@ pub(crate) fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
 pub(crate) struct FileEntry {
     pub(crate) add: Add,
     pub(crate) stats: ParsedStats,
+    /// The typed partition values, parsed on first use (see `FileEntry::partitions`).
+    pub(crate) partitions: std::sync::OnceLock<Arc<BTreeMap<String, Scalar>>>,
+}
+
+impl FileEntry {
+    /// A file with its parsed statistics.
+    pub(crate) fn new(add: Add, stats: ParsedStats) -> FileEntry {
+        FileEntry {
+            add,
+            stats,
+            partitions: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// The state of a table at one version: replayed by kernel, then advanced by this
@@ -562,10 +577,8 @@ pub(crate) struct Snapshot {
     pub(crate) protocol: Protocol,
     pub(crate) metadata: MetaData,
     pub(crate) schema: SchemaRef,
-    /// Live files by path, in commit order of their `add`.
-    pub(crate) files: Arc<BTreeMap<String, Arc<FileEntry>>>,
-    /// Insertion order of `files` (for deterministic scans).
-    pub(crate) order: Arc<Vec<String>>,
+    /// Live files by path, iterated in commit order of their `add`.
+    pub(crate) files: FileSet,
     /// The last sequence of the writers (app ids) this handle committed for since
     /// `kernel`'s version; every other app id is as `kernel` has it.
     pub(crate) txns: Arc<HashMap<String, i64>>,
@@ -580,23 +593,9 @@ pub(crate) struct Replay {
     protocol: Protocol,
     metadata: MetaData,
     schema: SchemaRef,
-    files: BTreeMap<String, Arc<FileEntry>>,
-    order: Vec<String>,
+    files: FileSet,
     txns: HashMap<String, i64>,
     kernel: delta_kernel::snapshot::SnapshotRef,
-}
-
-/// The paths of `order` that are live in `files`, each once at its latest place, in the
-/// order they were added.
-pub(crate) fn live_order<V>(order: Vec<String>, files: &BTreeMap<String, V>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::with_capacity(files.len());
-    let mut live: Vec<String> = order
-        .into_iter()
-        .rev()
-        .filter(|p| files.contains_key(p) && seen.insert(p.clone()))
-        .collect();
-    live.reverse();
-    live
 }
 
 impl Replay {
@@ -607,8 +606,7 @@ impl Replay {
             protocol: s.protocol.clone(),
             metadata: s.metadata.clone(),
             schema: s.schema.clone(),
-            files: (*s.files).clone(),
-            order: (*s.order).clone(),
+            files: s.files.clone(),
             txns: (*s.txns).clone(),
             kernel: s.kernel.clone(),
         }
@@ -626,10 +624,7 @@ impl Replay {
                 }
                 Action::Add(add) => {
                     let stats = parse_stats(add.stats.as_deref(), &self.schema);
-                    let path = add.path.clone();
-                    self.files
-                        .insert(path.clone(), Arc::new(FileEntry { add, stats }));
-                    self.order.push(path);
+                    self.files.insert(Arc::new(FileEntry::new(add, stats)));
                 }
                 Action::Remove(r) => {
                     self.files.remove(&r.path);
@@ -646,15 +641,12 @@ impl Replay {
     /// The snapshot after the applied commits.
     pub(crate) fn finish(self) -> Result<Snapshot> {
         self.protocol.check_readable(&self.metadata)?;
-        let files = self.files;
-        let order = live_order(self.order, &files);
         Ok(Snapshot {
             version: self.version,
             protocol: self.protocol,
             metadata: self.metadata,
             schema: self.schema,
-            files: Arc::new(files),
-            order: Arc::new(order),
+            files: self.files,
             txns: Arc::new(self.txns),
             kernel: self.kernel,
         })

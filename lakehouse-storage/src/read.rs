@@ -141,19 +141,69 @@ impl AsyncFileReader for FileReader {
     }
 }
 
-/// Statistics of a file: its parsed `stats` plus constant partition columns.
+/// Statistics of a row group for pruning.
 #[derive(Debug)]
-pub(crate) struct FileStatsView {
-    pub(crate) rows: Option<u64>,
-    pub(crate) columns: HashMap<String, ColumnStats>,
+struct RowGroupStats {
+    rows: Option<u64>,
+    columns: HashMap<String, ColumnStats>,
 }
 
-impl StatsProvider for FileStatsView {
+impl StatsProvider for RowGroupStats {
     fn row_count(&self) -> Option<u64> {
         self.rows
     }
     fn column_stats(&self, column: &str) -> Option<ColumnStats> {
         self.columns.get(column).cloned()
+    }
+}
+
+/// Statistics of a file for pruning: its parsed `stats` plus constant partition
+/// columns, borrowed from the snapshot.
+#[derive(Debug)]
+pub(crate) struct FileStatsView<'a> {
+    entry: &'a FileEntry,
+    partitions: Arc<BTreeMap<String, Scalar>>,
+}
+
+impl StatsProvider for FileStatsView<'_> {
+    fn row_count(&self) -> Option<u64> {
+        self.entry.stats.num_rows
+    }
+    fn column_stats(&self, column: &str) -> Option<ColumnStats> {
+        match self.partitions.get(column) {
+            Some(v) => Some(ColumnStats::constant(
+                v.clone(),
+                self.entry.stats.num_rows.unwrap_or(0),
+            )),
+            None => self.entry.stats.columns.get(column).cloned(),
+        }
+    }
+}
+
+impl FileEntry {
+    /// The partition values of this file, typed; parsed once and kept while the
+    /// partition columns keep their types.
+    pub(crate) fn partitions(
+        &self,
+        schema: &Schema,
+        spec: &PartitionSpec,
+    ) -> Result<Arc<BTreeMap<String, Scalar>>> {
+        if let Some(p) = self.partitions.get()
+            && p.len() == spec.fields.len()
+            && spec.fields.iter().all(
+                |f| match (p.get(&f.name), schema.field_with_name(&f.name)) {
+                    (Some(Scalar::Null), Ok(_)) => true,
+                    (Some(v), Ok(field)) => &v.data_type() == field.data_type(),
+                    _ => false,
+                },
+            )
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(partition_scalars(self, schema, spec)?);
+        // Another thread may have set it meanwhile: the values are the same.
+        let _ = self.partitions.set(p.clone());
+        Ok(p)
     }
 }
 
@@ -180,22 +230,15 @@ pub(crate) fn partition_scalars(
 }
 
 /// The pruning view of a file.
-pub(crate) fn file_view(
-    entry: &FileEntry,
+pub(crate) fn file_view<'a>(
+    entry: &'a FileEntry,
     schema: &Schema,
     spec: &PartitionSpec,
-) -> Result<FileStatsView> {
-    let rows = entry.stats.num_rows;
-    let mut columns: HashMap<String, ColumnStats> = entry
-        .stats
-        .columns
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for (name, value) in partition_scalars(entry, schema, spec)? {
-        columns.insert(name, ColumnStats::constant(value, rows.unwrap_or(0)));
-    }
-    Ok(FileStatsView { rows, columns })
+) -> Result<FileStatsView<'a>> {
+    Ok(FileStatsView {
+        entry,
+        partitions: entry.partitions(schema, spec)?,
+    })
 }
 
 /// Streams the rows of `files` that match, honouring `limit`.
@@ -356,7 +399,7 @@ async fn open_file(
                     },
                 );
             }
-            let view = FileStatsView {
+            let view = RowGroupStats {
                 rows: Some(rows),
                 columns,
             };

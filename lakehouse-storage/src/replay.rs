@@ -14,6 +14,7 @@ use delta_kernel::scan::StatsOptions;
 use delta_kernel::snapshot::SnapshotRef;
 use lakehouse_core::{Error, ErrorKind, Result};
 
+use crate::fileset::FileSet;
 use crate::kernel::{Kernel, kernel_error};
 use crate::log::{
     Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, column_mapping,
@@ -85,19 +86,13 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
     }
     // Kernel yields the newest commits first; files are kept in the order they were
     // added.
-    let mut files = BTreeMap::new();
-    let mut order = Vec::new();
-    for entry in batches.into_iter().rev().flatten() {
-        order.push(entry.add.path.clone());
-        files.insert(entry.add.path.clone(), entry);
-    }
+    let files: FileSet = batches.into_iter().rev().flatten().collect();
     Ok(Snapshot {
         version: ks.version(),
         protocol,
         metadata,
         schema,
-        files: Arc::new(files),
-        order: Arc::new(order),
+        files,
         txns: Arc::new(HashMap::new()),
         kernel: ks,
     })
@@ -120,8 +115,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
     let physical = column_mapping(&metadata)?;
-    let mut files = (*cur.files).clone();
-    let mut order = (*cur.order).clone();
+    let mut files = cur.files.clone();
     for key in &listing.summary.removes {
         files.remove(key.path());
     }
@@ -131,17 +125,14 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
         added.push(add_rows(f, &schema, &physical)?);
     }
     for entry in added.into_iter().rev().flatten() {
-        order.push(entry.add.path.clone());
-        files.insert(entry.add.path.clone(), entry);
+        files.insert(entry);
     }
-    let order = crate::log::live_order(order, &files);
     Ok(Snapshot {
         version: ks.version(),
         protocol,
         metadata,
         schema,
-        files: Arc::new(files),
-        order: Arc::new(order),
+        files,
         // Other writers' commits may have moved any app id: ask kernel again.
         txns: Arc::new(HashMap::new()),
         kernel: ks,
@@ -283,8 +274,8 @@ impl FileColumns {
                     c.null_count = None;
                 }
             }
-            out.push(Arc::new(FileEntry {
-                add: Add {
+            out.push(Arc::new(FileEntry::new(
+                Add {
                     path,
                     partition_values,
                     size,
@@ -293,8 +284,8 @@ impl FileColumns {
                     stats,
                     deletion_vector,
                 },
-                stats: parsed,
-            }));
+                parsed,
+            )));
         }
         Ok(out)
     }

@@ -35,6 +35,11 @@ const MAINTENANCE: &str = r#"{
 /// Files of similar size merged together once a tier holds this many.
 pub(crate) const FANOUT: usize = 4;
 
+/// A partition holds at most this many files after a compaction (the smallest are
+/// merged when the tiers alone leave more); the delivery adds about four a second per
+/// partition between two compactions.
+pub(crate) const MAX_FILES_PER_PARTITION: usize = 8;
+
 /// Replaced files are kept this long for readers of older versions (the view
 /// refreshes read the files of the commits since their last refresh).
 const VACUUM_RETENTION: Duration = Duration::from_secs(120);
@@ -92,7 +97,11 @@ pub(crate) fn workflow(
                     .most_files_per_partition
                     .fetch_max(before as u64, Ordering::Relaxed);
                 let m = table
-                    .optimize(OptimizeOptions::new().tiered(FANOUT))
+                    .optimize(
+                        OptimizeOptions::new()
+                            .tiered(FANOUT)
+                            .max_files_per_partition(MAX_FILES_PER_PARTITION),
+                    )
                     .await
                     .map_err(|e| table_error("optimize", e))?;
                 let (after, partitions) = files_per_partition(&table)

@@ -12,7 +12,20 @@ impl Predicate {
     /// file, row group or partition can be skipped. Unknown statistics, unknown columns
     /// and literals that do not convert to the column's type all answer `true`.
     pub fn can_match(&self, stats: &dyn StatsProvider) -> bool {
-        self.without_not().can_match_nnf(stats)
+        // Pruning runs once per file: skip the rewrite when there is no `Not` to remove.
+        if self.has_not() {
+            self.without_not().can_match_nnf(stats)
+        } else {
+            self.can_match_nnf(stats)
+        }
+    }
+
+    fn has_not(&self) -> bool {
+        match self {
+            Predicate::Not(_) => true,
+            Predicate::And(parts) | Predicate::Or(parts) => parts.iter().any(Predicate::has_not),
+            _ => false,
+        }
     }
 
     fn can_match_nnf(&self, stats: &dyn StatsProvider) -> bool {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use lakehouse_core::{
     AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileStats, FilterSupport, Predicate,
@@ -12,7 +12,8 @@ use lakehouse_core::{
 
 use super::{Table, live_files};
 use crate::log::{Action, FileEntry};
-use crate::read::{partition_scalars, scan_files};
+use crate::partition::PartitionSpec;
+use crate::read::scan_files;
 
 #[async_trait]
 impl TableSource for Table {
@@ -39,25 +40,9 @@ impl TableSource for Table {
     async fn statistics(&self, version: Option<Version>) -> Result<TableStatistics> {
         let snap = self.snapshot(version).await?;
         let spec = Self::spec_of(&snap)?;
-        let mut files = Vec::with_capacity(snap.files.len());
-        for f in live_files(&snap) {
-            let partition_values = partition_scalars(f, &snap.schema, &spec)?;
-            let rows = f.stats.num_rows.unwrap_or(0);
-            let mut columns = f.stats.columns.clone();
-            for (k, v) in &partition_values {
-                columns.insert(
-                    k.clone(),
-                    lakehouse_core::ColumnStats::constant(v.clone(), rows),
-                );
-            }
-            files.push(FileStats {
-                path: f.add.path.clone(),
-                partition_values,
-                num_rows: rows,
-                size_bytes: f.add.size as u64,
-                columns,
-            });
-        }
+        let files = live_files(&snap)
+            .map(|f| file_stats(f, &snap.schema, &spec))
+            .collect::<Result<Vec<_>>>()?;
         Ok(TableStatistics {
             version: snap.version,
             files,
@@ -83,7 +68,7 @@ impl TableSource for Table {
                 match a {
                     Action::Add(add) if add.data_change => {
                         let stats = crate::log::parse_stats(add.stats.as_deref(), &latest.schema);
-                        added.push(Arc::new(FileEntry { add, stats }));
+                        added.push(Arc::new(FileEntry::new(add, stats)));
                     }
                     Action::Remove(r) if r.data_change => {
                         return Err(Error::new(
@@ -134,4 +119,28 @@ impl TableSink for Table {
         let snap = self.refreshed().await?;
         Ok(self.txn_version(&snap, app_id).await?.map(|v| v as u64))
     }
+}
+
+/// The statistics of one live file, partition columns as constants.
+pub(super) fn file_stats(
+    f: &FileEntry,
+    schema: &Schema,
+    spec: &PartitionSpec,
+) -> Result<FileStats> {
+    let partition_values = f.partitions(schema, spec)?;
+    let rows = f.stats.num_rows.unwrap_or(0);
+    let mut columns = f.stats.columns.clone();
+    for (k, v) in partition_values.iter() {
+        columns.insert(
+            k.clone(),
+            lakehouse_core::ColumnStats::constant(v.clone(), rows),
+        );
+    }
+    Ok(FileStats {
+        path: f.add.path.clone(),
+        partition_values: (*partition_values).clone(),
+        num_rows: rows,
+        size_bytes: f.add.size as u64,
+        columns,
+    })
 }

@@ -187,5 +187,5 @@ fn user_schema_of(s: &Snapshot) -> SchemaRef {
 
 /// The live files of `snap` in the order they were added (the order scans read them).
 fn live_files(snap: &Snapshot) -> impl Iterator<Item = &Arc<FileEntry>> {
-    snap.order.iter().filter_map(|path| snap.files.get(path))
+    snap.files.iter()
 }

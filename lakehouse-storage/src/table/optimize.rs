@@ -21,6 +21,7 @@ pub struct OptimizeOptions {
     sort_by: Vec<String>,
     predicate: Option<Predicate>,
     tiered: Option<usize>,
+    max_files: Option<usize>,
 }
 
 impl OptimizeOptions {
@@ -71,6 +72,50 @@ impl OptimizeOptions {
         self.tiered = Some(fanout.max(2));
         self
     }
+
+    /// With [`tiered`](Self::tiered): a partition that would still hold more than `n`
+    /// files (of any size) after its full tiers are merged also has its smallest
+    /// remaining small files merged into one, as many as it takes to get to `n` (or
+    /// all of them). This bounds the files a reader of a partition opens, at the cost
+    /// of rewriting small files more often. `n` is at least 1.
+    pub fn max_files_per_partition(mut self, n: usize) -> Self {
+        self.max_files = Some(n.max(1));
+        self
+    }
+}
+
+/// The groups to merge in one partition under tiered compaction: full tiers, plus the
+/// smallest other small files while the partition would hold more than `max_files`
+/// (`total` counts every file of the partition, small or not).
+fn tiered_groups<T>(
+    small: Vec<T>,
+    total: usize,
+    size: impl Fn(&T) -> u64,
+    fanout: usize,
+    max_files: Option<usize>,
+) -> Vec<Vec<T>> {
+    let sizes: Vec<u64> = small.iter().map(&size).collect();
+    let mut groups: Vec<Vec<usize>> = size_tiers((0..small.len()).collect(), |&i| sizes[i], fanout);
+    let picked: usize = groups.iter().map(Vec::len).sum();
+    let left = total.saturating_sub(picked) + groups.len();
+    if let Some(max) = max_files
+        && left > max
+    {
+        let taken: std::collections::HashSet<usize> = groups.iter().flatten().copied().collect();
+        let mut rest: Vec<usize> = (0..small.len()).filter(|i| !taken.contains(i)).collect();
+        rest.sort_by_key(|&i| sizes[i]);
+        // Merging k files into one removes k - 1 of them.
+        let k = (left - max + 1).min(rest.len());
+        if k >= 2 {
+            rest.truncate(k);
+            groups.push(rest);
+        }
+    }
+    let mut slots: Vec<Option<T>> = small.into_iter().map(Some).collect();
+    groups
+        .into_iter()
+        .map(|g| g.into_iter().filter_map(|i| slots[i].take()).collect())
+        .collect()
 }
 
 /// Buckets of items of similar size (each within half to one and a half times the
@@ -122,23 +167,34 @@ impl Table {
         let target = options.target_file_bytes.unwrap_or(opts.target_file_bytes);
         let min = options.min_file_bytes.unwrap_or(target / 2);
         let mut groups: BTreeMap<PartitionKey, Vec<Arc<FileEntry>>> = BTreeMap::new();
+        let mut totals: BTreeMap<PartitionKey, usize> = BTreeMap::new();
         for f in live_files(&snap) {
-            if (f.add.size as u64) >= min && options.sort_by.is_empty() {
-                continue;
-            }
             if let Some(p) = &options.predicate
                 && !p.can_match(&file_view(f, &snap.schema, &spec)?)
             {
                 continue;
             }
-            let key = f.add.partition_values.clone().into_iter().collect();
+            let key: PartitionKey = f.add.partition_values.clone().into_iter().collect();
+            *totals.entry(key.clone()).or_default() += 1;
+            if (f.add.size as u64) >= min && options.sort_by.is_empty() {
+                continue;
+            }
             groups.entry(key).or_default().push(f.clone());
         }
         groups.retain(|_, files| files.len() > 1 || !options.sort_by.is_empty());
         let groups: Vec<Vec<Arc<FileEntry>>> = match options.tiered {
             Some(fanout) => groups
-                .into_values()
-                .flat_map(|files| size_tiers(files, |f| f.add.size.max(0) as u64, fanout))
+                .into_iter()
+                .flat_map(|(key, files)| {
+                    let total = totals.get(&key).copied().unwrap_or(files.len());
+                    tiered_groups(
+                        files,
+                        total,
+                        |f| f.add.size.max(0) as u64,
+                        fanout,
+                        options.max_files,
+                    )
+                })
                 .collect(),
             None => groups.into_values().collect(),
         };
@@ -175,9 +231,7 @@ impl Table {
                 "OPTIMIZE",
                 serde_json::json!({"targetSize": target}),
                 move |latest| {
-                    if let Some(gone) = removed
-                        .iter()
-                        .find(|f| !latest.files.contains_key(&f.add.path))
+                    if let Some(gone) = removed.iter().find(|f| !latest.files.contains(&f.add.path))
                     {
                         return Err(Error::new(
                             ErrorKind::Conflict,
@@ -224,7 +278,30 @@ type PartitionKey = Vec<(String, Option<String>)>;
 
 #[cfg(test)]
 mod tests {
-    use super::size_tiers;
+    use super::{size_tiers, tiered_groups};
+
+    #[test]
+    fn a_file_budget_merges_the_smallest_files_left_after_the_tiers() {
+        let groups =
+            |sizes: &[u64], total, max| tiered_groups(sizes.to_vec(), total, |s| *s, 4, max);
+        // Without a budget only the full tier is merged.
+        assert_eq!(
+            groups(&[10, 11, 9, 12, 40, 100], 6, None),
+            vec![vec![9, 10, 11, 12]]
+        );
+        // 6 small + 4 big files = 10; one tier leaves 7; a budget of 5 merges the
+        // three smallest others (7 - 3 + 1 = 5).
+        assert_eq!(
+            groups(&[10, 11, 9, 12, 40, 100, 300, 5], 10, Some(5)),
+            vec![vec![9, 10, 11, 12], vec![5, 40, 100]]
+        );
+        // Within the budget nothing more happens.
+        assert_eq!(groups(&[10, 200], 3, Some(3)), Vec::<Vec<u64>>::new());
+        // Over it with no tier: the smallest files are merged.
+        assert_eq!(groups(&[10, 200, 30], 5, Some(3)), vec![vec![10, 30, 200]]);
+        // One small file cannot be merged with itself.
+        assert_eq!(groups(&[10], 9, Some(3)), Vec::<Vec<u64>>::new());
+    }
 
     #[test]
     fn size_tiers_bucket_similar_sizes_and_keep_full_buckets() {

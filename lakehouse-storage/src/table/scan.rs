@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::Schema;
 use lakehouse_core::{
-    BatchStream, Error, ErrorKind, FileStats, Predicate, Result, ScanRequest, TableSource, Version,
+    BatchStream, Error, ErrorKind, FileStats, Predicate, Result, ScanRequest, Version,
 };
 
+use super::impls::file_stats;
 use super::{Table, live_files};
 use crate::partition::PartitionSpec;
 use crate::read::{file_view, scan_files};
@@ -61,14 +62,19 @@ impl Table {
         version: Option<Version>,
         predicate: Option<&Predicate>,
     ) -> Result<Vec<FileStats>> {
-        let stats = self.statistics(version).await?;
-        let Some(p) = predicate else {
-            return Ok(stats.files);
-        };
         let snap = self.snapshot(version).await?;
         let spec = Self::spec_of(&snap)?;
-        let p = with_implied(&spec, p);
-        Ok(stats.files.into_iter().filter(|f| p.can_match(f)).collect())
+        let p = predicate.map(|p| with_implied(&spec, p));
+        let mut out = Vec::new();
+        for f in live_files(&snap) {
+            if let Some(p) = &p
+                && !p.can_match(&file_view(f, &snap.schema, &spec)?)
+            {
+                continue;
+            }
+            out.push(file_stats(f, &snap.schema, &spec)?);
+        }
+        Ok(out)
     }
 }
 

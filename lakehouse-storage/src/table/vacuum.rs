@@ -133,8 +133,8 @@ impl Table {
         let cutoff = now_ms() - i64::try_from(options.retention.as_millis()).unwrap_or(i64::MAX);
         let live: HashSet<String> = snap
             .files
-            .keys()
-            .filter_map(|u| crate::partition::uri_decode(u).ok())
+            .iter()
+            .filter_map(|f| crate::partition::uri_decode(&f.add.path).ok())
             .collect();
         let tomb = self.removed_since(&snap, cutoff).await?;
         let root = self.inner.location.root.clone();
