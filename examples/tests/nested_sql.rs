@@ -55,20 +55,22 @@ fn batch(n: i64) -> RecordBatch {
         s_fields(),
         vec![
             Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("b{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("b{i}")),
+            )),
         ],
         Some(NullBuffer::from((0..n).map(|i| i != 3).collect::<Vec<_>>())),
     )
     .unwrap();
-    let mut l = ListBuilder::new(Int64Builder::new())
-        .with_field(Arc::new(Field::new("element", DataType::Int64, true)));
+    let mut l = ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
+        "element",
+        DataType::Int64,
+        true,
+    )));
     let mut m = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
-    let mut ls = ListBuilder::new(StructBuilder::from_fields(item_fields(), 1))
-        .with_field(Arc::new(Field::new(
-            "element",
-            DataType::Struct(item_fields()),
-            true,
-        )));
+    let mut ls = ListBuilder::new(StructBuilder::from_fields(item_fields(), 1)).with_field(
+        Arc::new(Field::new("element", DataType::Struct(item_fields()), true)),
+    );
     for i in 0..n {
         if i != 2 {
             l.values().append_value(i * 10);
@@ -83,7 +85,9 @@ fn batch(n: i64) -> RecordBatch {
             ls.append(false);
         } else {
             let item = ls.values();
-            item.field_builder::<Int64Builder>(0).unwrap().append_value(i);
+            item.field_builder::<Int64Builder>(0)
+                .unwrap()
+                .append_value(i);
             item.append(true);
             ls.append(true);
         }
@@ -124,9 +128,7 @@ async fn sql_reads_struct_list_and_map_columns_of_a_table() {
     .unwrap();
     table.append(vec![batch(5)]).await.unwrap();
     let engine = QueryEngine::builder().target_partitions(2).build();
-    engine
-        .register_table("t", Arc::new(table.clone()))
-        .unwrap();
+    engine.register_table("t", Arc::new(table.clone())).unwrap();
     let result = engine
         .query(
             "SELECT id, s.a AS a, s['b'] AS b, l[1] AS first, l[2] AS second, \
@@ -169,7 +171,10 @@ async fn sql_reads_struct_list_and_map_columns_of_a_table() {
     let ids = ints(&all, "id");
     let first = all.slice(0, 5);
     let copy = all.slice(5, 5);
-    assert_eq!(ids[5..], [Some(100), Some(101), Some(102), Some(103), Some(104)]);
+    assert_eq!(
+        ids[5..],
+        [Some(100), Some(101), Some(102), Some(103), Some(104)]
+    );
     for c in ["s", "l", "m", "ls"] {
         assert_eq!(
             first.column_by_name(c).unwrap().to_data(),

@@ -408,8 +408,11 @@ pub(crate) fn schema_to_string_keeping(schema: &Schema, old: Option<&str>) -> Re
 }
 
 fn schema_error(column: &str, m: String) -> Error {
-    Error::new(ErrorKind::Corrupt, format!("table schema: column {column}: {m}"))
-        .with_column(crate::nested::top(column))
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("table schema: column {column}: {m}"),
+    )
+    .with_column(crate::nested::top(column))
 }
 
 /// The Arrow type of a Delta type (a name or a struct, array or map object) of column
@@ -448,7 +451,11 @@ fn arrow_type_json(t: &Value, column: &str) -> Result<DataType> {
         "map" => {
             let key = arrow_type_json(get("keyType")?, &format!("{column}.key"))?;
             let value = arrow_type_json(get("valueType")?, &format!("{column}.value"))?;
-            Ok(crate::nested::map_type(key, value, flag("valueContainsNull")))
+            Ok(crate::nested::map_type(
+                key,
+                value,
+                flag("valueContainsNull"),
+            ))
         }
         other => Err(Error::new(
             ErrorKind::Unsupported,
@@ -483,8 +490,8 @@ fn arrow_field_json(f: &Value, parent: Option<&str>) -> Result<Field> {
         Some(_) => e,
     })?;
     // A void column holds only nulls, whatever the log declares.
-    let nullable = data_type == DataType::Null
-        || f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
+    let nullable =
+        data_type == DataType::Null || f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
     let metadata: HashMap<String, String> = f
         .get("metadata")
         .and_then(Value::as_object)
@@ -932,7 +939,9 @@ mod tests {
         let kept: Value =
             serde_json::from_str(&schema_to_string_keeping(&schema, Some(text)).unwrap()).unwrap();
         assert_eq!(kept, serde_json::from_str::<Value>(text).unwrap());
-        assert!(crate::nested::has_timestamp_ntz(schema.field(2).data_type()));
+        assert!(crate::nested::has_timestamp_ntz(
+            schema.field(2).data_type()
+        ));
     }
 
     #[test]

@@ -96,9 +96,8 @@ pub(crate) fn without_void(t: &DataType) -> Option<DataType> {
             fields
                 .iter()
                 .filter_map(|f| {
-                    without_void(f.data_type()).map(|d| {
-                        Arc::new(f.as_ref().clone().with_data_type(d))
-                    })
+                    without_void(f.data_type())
+                        .map(|d| Arc::new(f.as_ref().clone().with_data_type(d)))
                 })
                 .collect::<Fields>(),
         )),
@@ -124,11 +123,10 @@ pub(crate) fn file_schema(schema: &Schema) -> SchemaRef {
 /// map, and never as every field of a struct (that struct would have no data).
 pub(crate) fn check_void(column: &str, t: &DataType, in_container: bool) -> Result<()> {
     let refuse = |why: &str| {
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("column {column}: {why}"),
+        Err(
+            Error::new(ErrorKind::Unsupported, format!("column {column}: {why}"))
+                .with_column(top(column)),
         )
-        .with_column(top(column)))
     };
     match t {
         DataType::Null if in_container => {
@@ -139,7 +137,11 @@ pub(crate) fn check_void(column: &str, t: &DataType, in_container: bool) -> Resu
                 return refuse("a struct needs at least one field that is not void (Null)");
             }
             fields.iter().try_for_each(|f| {
-                check_void(&format!("{column}.{}", f.name()), f.data_type(), in_container)
+                check_void(
+                    &format!("{column}.{}", f.name()),
+                    f.data_type(),
+                    in_container,
+                )
             })
         }
         DataType::List(f) | DataType::Map(f, _) => check_void(column, f.data_type(), true),
@@ -212,8 +214,7 @@ pub(crate) fn reshape(
     }
     if to == &DataType::Null {
         // A void column holds no values: whatever a file or a producer has is null.
-        if mode == Mode::Append && from != &DataType::Null && array.null_count() != array.len()
-        {
+        if mode == Mode::Append && from != &DataType::Null && array.null_count() != array.len() {
             return Err(mismatch(
                 column,
                 format!("the column is void (Null) in the table but the batch has {from} values"),
@@ -308,25 +309,21 @@ fn reshape_struct(
     for target in to_fields {
         let path = format!("{column}.{}", target.name());
         let child = match find(target.name()) {
-            Some(i) => {
-                match reshape(array.column(i), target.data_type(), &path, mode, leaf)? {
-                    Some(c) => c,
-                    None => {
-                        return Err(mismatch(
-                            &path,
-                            format!(
-                                "the batch has {}, the table has {}",
-                                from_fields[i].data_type(),
-                                target.data_type()
-                            ),
-                        ));
-                    }
+            Some(i) => match reshape(array.column(i), target.data_type(), &path, mode, leaf)? {
+                Some(c) => c,
+                None => {
+                    return Err(mismatch(
+                        &path,
+                        format!(
+                            "the batch has {}, the table has {}",
+                            from_fields[i].data_type(),
+                            target.data_type()
+                        ),
+                    ));
                 }
-            }
+            },
             None => {
-                if mode == Mode::Append
-                    && !target.is_nullable()
-                    && array.len() > array.null_count()
+                if mode == Mode::Append && !target.is_nullable() && array.len() > array.null_count()
                 {
                     return Err(mismatch(
                         &path,
@@ -408,7 +405,10 @@ fn reshape_map(
     };
     let entries = array.entries();
     if entries.num_columns() != 2 {
-        return Err(mismatch(column, "map entries need a key and a value".into()));
+        return Err(mismatch(
+            column,
+            "map entries need a key and a value".into(),
+        ));
     }
     let mut children = Vec::with_capacity(2);
     for (i, target, part) in [(0, to_key, "key"), (1, to_value, "value")] {
@@ -441,7 +441,8 @@ fn reshape_map(
 /// The read-side leaf rule: a value of another physical type is cast to the table's.
 pub(crate) fn cast_leaf(array: &ArrayRef, to: &DataType, column: &str) -> Result<Option<ArrayRef>> {
     arrow::compute::cast(array, to).map(Some).map_err(|e| {
-        Error::new(ErrorKind::TypeMismatch, format!("column {column}: {e}")).with_column(top(column))
+        Error::new(ErrorKind::TypeMismatch, format!("column {column}: {e}"))
+            .with_column(top(column))
     })
 }
 
@@ -451,21 +452,24 @@ pub(crate) fn from_file(array: &ArrayRef, to: &DataType, column: &str) -> Result
     reshape(array, to, column, Mode::Read, &cast_leaf)
         .map_err(|e| e.with_column(column))?
         .ok_or_else(|| {
-        Error::new(
-            ErrorKind::TypeMismatch,
-            format!(
-                "column {column}: the file has {}, the table has {to}",
-                array.data_type()
-            ),
-        )
-        .with_column(column)
-    })
+            Error::new(
+                ErrorKind::TypeMismatch,
+                format!(
+                    "column {column}: the file has {}, the table has {to}",
+                    array.data_type()
+                ),
+            )
+            .with_column(column)
+        })
 }
 
 /// Checks that `predicate` only tests nested and void columns of `schema` with
 /// `IS NULL` / `IS NOT NULL`: comparisons of their values are an
 /// [`ErrorKind::Unsupported`] error naming the column (never a wrong answer).
-pub(crate) fn check_predicate(predicate: &lakehouse_core::Predicate, schema: &Schema) -> Result<()> {
+pub(crate) fn check_predicate(
+    predicate: &lakehouse_core::Predicate,
+    schema: &Schema,
+) -> Result<()> {
     use lakehouse_core::Predicate;
     let check = |column: &str, what: &str| -> Result<()> {
         let Ok(f) = schema.field_with_name(column) else {

@@ -7,9 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int32Array, Int64Array, LargeListArray, ListArray,
-    MapBuilder, NullArray, RecordBatch, StringArray, StringBuilder, StringViewArray,
-    StructArray, Int64Builder,
+    Array, ArrayRef, Float64Array, Int32Array, Int64Array, Int64Builder, LargeListArray, ListArray,
+    MapBuilder, NullArray, RecordBatch, StringArray, StringBuilder, StringViewArray, StructArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
@@ -57,7 +56,11 @@ fn ls_fields() -> Fields {
 }
 
 fn sl_fields() -> Fields {
-    Fields::from(vec![Field::new("tags", list_of(DataType::Utf8, true), true)])
+    Fields::from(vec![Field::new(
+        "tags",
+        list_of(DataType::Utf8, true),
+        true,
+    )])
 }
 
 /// `id`, a struct (with a struct inside), a list, a map, a list of structs, a struct of
@@ -129,7 +132,9 @@ fn producer_batch(ids: &[i64]) -> RecordBatch {
         Fields::from(vec![Field::new("x", DataType::Float64, true)]),
         vec![Arc::new(x)],
         Some(NullBuffer::from(
-            sv.iter().map(|v| v["inner"].is_object()).collect::<Vec<_>>(),
+            sv.iter()
+                .map(|v| v["inner"].is_object())
+                .collect::<Vec<_>>(),
         )),
     )
     .unwrap();
@@ -295,17 +300,15 @@ async fn nested_columns_round_trip_in_the_shapes_producers_use() {
     assert_eq!(json_rows(&got), want);
 
     // Reopened (kernel replays from the checkpoint), compacted (read and rewritten).
-    let t = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
+    let t = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(t.user_schema(), nested_schema());
     t.optimize(OptimizeOptions::new()).await.unwrap();
     assert_eq!(json_rows(&collect(&t, ScanRequest::new()).await), want);
 
     // Projection of nested columns.
-    let got = collect(
-        &t,
-        ScanRequest::new().with_projection(["m", "id"]),
-    )
-    .await;
+    let got = collect(&t, ScanRequest::new().with_projection(["m", "id"])).await;
     assert_eq!(got[0].schema().field(0).name(), "m");
     let want_m: Vec<Value> = want
         .iter()
@@ -327,17 +330,30 @@ async fn predicates_on_nested_columns_test_nulls_or_are_refused() {
             .collect()
     };
     let got = collect(&t, ScanRequest::new().with_predicate(col("s").is_null())).await;
-    assert_eq!(ids_of(&got), (0..30).filter(|i| i % 5 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        ids_of(&got),
+        (0..30).filter(|i| i % 5 == 0).collect::<Vec<_>>()
+    );
     let p = col("l").is_not_null().and(col("id").lt(10i64));
     let got = collect(&t, ScanRequest::new().with_predicate(p)).await;
-    assert_eq!(ids_of(&got), (0..10).filter(|i| i % 4 != 0).collect::<Vec<_>>());
+    assert_eq!(
+        ids_of(&got),
+        (0..10).filter(|i| i % 4 != 0).collect::<Vec<_>>()
+    );
     let got = collect(&t, ScanRequest::new().with_predicate(col("m").is_null())).await;
-    assert_eq!(ids_of(&got), (0..30).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        ids_of(&got),
+        (0..30).filter(|i| i % 3 == 0).collect::<Vec<_>>()
+    );
     // A file whose `s` has no nulls is not skipped for `s IS NULL` by mistake (no
     // statistics are kept for nested columns).
     let stats = t.statistics(None).await.unwrap();
     assert!(stats.files[0].columns.get("s").is_none());
-    for p in [col("s").eq(1i64), col("l").gt(1i64), col("m").in_list([1i64])] {
+    for p in [
+        col("s").eq(1i64),
+        col("l").gt(1i64),
+        col("m").in_list([1i64]),
+    ] {
         let e = t
             .scan(ScanRequest::new().with_predicate(p.clone()))
             .await
@@ -360,7 +376,9 @@ async fn nested_columns_cannot_partition_sort_or_bloom() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert_eq!(e.context().column.as_deref(), Some("s"), "{e}");
-    let e = create(TableOptions::new().sort_by(["l"])).await.unwrap_err();
+    let e = create(TableOptions::new().sort_by(["l"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert_eq!(e.context().column.as_deref(), Some("l"), "{e}");
     let e = create(TableOptions::new().bloom_filter_columns(["m"]))
@@ -419,9 +437,22 @@ async fn nested_statistics_of_other_writers_do_not_break_pruning() {
     }
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&commit, text).unwrap();
-    let t = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
-    assert!(t.files(None, Some(&col("id").gt(9i64))).await.unwrap().is_empty());
-    assert_eq!(t.files(None, Some(&col("id").gt(5i64))).await.unwrap().len(), 1);
+    let t = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        t.files(None, Some(&col("id").gt(9i64)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        t.files(None, Some(&col("id").gt(5i64)))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let got = collect(&t, ScanRequest::new().with_predicate(col("l").is_null())).await;
     assert_eq!(rows(&got), 3, "ids 0, 4, 8 have a null list");
     let got = collect(&t, ScanRequest::new().with_predicate(col("s").is_null())).await;
@@ -464,7 +495,9 @@ async fn deletion_vectors_apply_to_nested_tables() {
     ];
     let text: String = actions.iter().map(|a| format!("{a}\n")).collect();
     std::fs::write(commit(2), text).unwrap();
-    let t = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
+    let t = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     let live = (0..20i64).filter(|i| !deleted.contains(&(*i as u64)));
     let want: Vec<Value> = live.clone().map(row_json).collect();
     assert_eq!(json_rows(&collect(&t, ScanRequest::new()).await), want);
@@ -541,10 +574,13 @@ async fn void_columns_read_as_nulls_and_are_not_stored() {
         assert_eq!(b.column(1).len(), b.num_rows());
     }
     let rows_json = json_rows(&got);
-    assert_eq!(rows_json[0], json!({"id": 1, "v": null, "s": {"a": 0, "nothing": null}}));
+    assert_eq!(
+        rows_json[0],
+        json!({"id": 1, "v": null, "s": {"a": 0, "nothing": null}})
+    );
     // The log says `void`; the files hold neither the column nor the field.
-    let log = std::fs::read_to_string(dir.path().join("_delta_log/00000000000000000000.json"))
-        .unwrap();
+    let log =
+        std::fs::read_to_string(dir.path().join("_delta_log/00000000000000000000.json")).unwrap();
     assert!(log.contains(r#"\"type\":\"void\""#), "{log}");
     for f in crate::common::files_under(dir.path()) {
         if f.ends_with(".parquet") {
@@ -618,9 +654,15 @@ async fn deltalake_polars_and_duckdb_read_our_nested_tables() {
     t.append(vec![producer_batch(&ids[..12])]).await.unwrap();
     t.append(vec![producer_batch(&ids[12..])]).await.unwrap();
     let want: Vec<Value> = json_rows(&collect(&t, ScanRequest::new()).await);
-    let v = run_script(&python, "read_delta_nested.py", &[dir.path().to_str().unwrap()]);
+    let v = run_script(
+        &python,
+        "read_delta_nested.py",
+        &[dir.path().to_str().unwrap()],
+    );
     for engine in ["deltalake", "polars", "duckdb"] {
-        let got = v[engine].as_array().unwrap_or_else(|| panic!("{engine}: {v}"));
+        let got = v[engine]
+            .as_array()
+            .unwrap_or_else(|| panic!("{engine}: {v}"));
         assert_eq!(got.len(), want.len(), "{engine}");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "{engine}");
@@ -634,7 +676,11 @@ async fn we_read_nested_tables_deltalake_writes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let want = run_script(&python, "write_delta_nested.py", &[dir.path().to_str().unwrap()]);
+    let want = run_script(
+        &python,
+        "write_delta_nested.py",
+        &[dir.path().to_str().unwrap()],
+    );
     for name in ["nested", "evolved"] {
         let t = Table::open(Location::local(dir.path().join(name)).unwrap())
             .await

@@ -317,11 +317,7 @@ fn nested_table_type() -> DataType {
     DataType::Struct(
         vec![
             Field::new("name", DataType::Utf8, true),
-            Field::new(
-                "tags",
-                crate::nested::list_type(DataType::Utf8, true),
-                true,
-            ),
+            Field::new("tags", crate::nested::list_type(DataType::Utf8, true), true),
             Field::new(
                 "counts",
                 crate::nested::map_type(DataType::Utf8, DataType::Int64, true),
@@ -362,7 +358,9 @@ fn nested_children_convert_by_the_top_level_rules() {
     counts.values().append_null();
     counts.append(true).unwrap();
     let counts: ArrayRef = Arc::new(counts.finish());
-    let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![Some(1), None, Some(3)]).with_timezone("UTC"));
+    let ts: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from(vec![Some(1), None, Some(3)]).with_timezone("UTC"),
+    );
     let fields: Vec<Field> = [&name, &tags, &counts, &ts]
         .iter()
         .zip(["name", "tags", "counts", "ts"])
@@ -380,7 +378,11 @@ fn nested_children_convert_by_the_top_level_rules() {
     let out = out.as_any().downcast_ref::<StructArray>().unwrap();
     assert_eq!(out.data_type(), &nested_table_type());
     assert!(out.is_null(2) && out.is_valid(1));
-    let name = out.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+    let name = out
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     assert_eq!(name.value(0), "a");
     assert!(name.is_null(1));
     let tags = out.column(1).as_any().downcast_ref::<ListArray>().unwrap();
@@ -388,9 +390,17 @@ fn nested_children_convert_by_the_top_level_rules() {
     let first = first.as_any().downcast_ref::<StringArray>().unwrap();
     assert_eq!(first.iter().collect::<Vec<_>>(), vec![Some("x"), None]);
     assert!(tags.is_null(1));
-    let counts = out.column(2).as_any().downcast_ref::<arrow::array::MapArray>().unwrap();
+    let counts = out
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::MapArray>()
+        .unwrap();
     let entry = counts.value(0);
-    let values = entry.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+    let values = entry
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     assert_eq!(values.value(0), 7);
     assert!(counts.is_null(1));
     let ts = out
@@ -429,10 +439,6 @@ fn nested_values_that_do_not_fit_are_refused_by_path() {
     assert!(e.to_string().contains("c.extra"), "{e}");
     assert_eq!(e.context().column.as_deref(), Some("c"));
     // A string where the table has a struct.
-    let e = one(
-        Arc::new(StringArray::from(vec!["x"])),
-        nested_table_type(),
-    )
-    .unwrap_err();
+    let e = one(Arc::new(StringArray::from(vec!["x"])), nested_table_type()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::SchemaMismatch, "{e}");
 }
