@@ -35,7 +35,10 @@ pub(crate) fn to_table_types(table: &Schema, batch: &RecordBatch) -> Result<Reco
             .ok()
             .map(|f| f.data_type());
         match target {
-            Some(to) if to != field.data_type() => match convert(column, to, field.name())? {
+            Some(to) if to != field.data_type() => match convert(column, to, field.name())
+                // Errors inside a nested column name the top-level column.
+                .map_err(|e| e.with_column(field.name()))?
+            {
                 Some(converted) => {
                     changed = true;
                     fields.push(Field::new(field.name(), to.clone(), field.is_nullable()));
@@ -68,6 +71,10 @@ fn convert(array: &ArrayRef, to: &DataType, column: &str) -> Result<Option<Array
     let from = array.data_type();
     if from == to {
         return Ok(Some(array.clone()));
+    }
+    if crate::nested::is_nested(to) || to == &DataType::Null {
+        // Children convert by the same rules, field by field.
+        return crate::nested::reshape(array, to, column, crate::nested::Mode::Append, &convert);
     }
     match (from, to) {
         (DataType::Dictionary(_, values), _) => {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::Schema;
 use lakehouse_core::{Error, ErrorKind, Result};
 use serde_json::Value;
 
@@ -16,7 +16,7 @@ impl Protocol {
         let ntz = schema
             .fields()
             .iter()
-            .any(|f| matches!(f.data_type(), DataType::Timestamp(_, None)));
+            .any(|f| crate::nested::has_timestamp_ntz(f.data_type()));
         if ntz {
             Protocol {
                 min_reader_version: 3,

@@ -39,11 +39,16 @@
 //! | `deletionVectors`, inline and in files | applied as Parquet row selections |
 //! | `columnMapping` (`name` / `id`) on flat schemas: renamed, dropped, added columns | read by physical names |
 //! | `timestampNtz`, schema-evolved columns (NULL in older files) | read |
-//! | nested types (struct, list, map), `void`, `typeWidening`, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
+//! | nested types: `struct`, `array`, `map`, nested in each other, with nulls at every level; struct fields added by schema evolution (NULL in older files) | read (any list / map field names in the files) |
+//! | nested statistics (per struct leaf, as Spark and delta-rs write them) | ignored: nested columns are not pruned by statistics, flat ones still are |
+//! | `void` columns and struct fields (not in the data files) | read as all-null Arrow `Null` columns |
+//! | column and field metadata (comments, ...) | kept as Arrow field metadata (values that are not strings as their JSON text) |
+//! | `columnMapping` on a schema with nested columns, `typeWidening`, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
 //!
 //! | Delta writer feature | here |
 //! |---|---|
 //! | commits: put-if-absent, `txn` with `lastUpdated`, `commitInfo` | written by this crate |
+//! | nested types and `void` columns | written: Parquet's standard `LIST` / `MAP` layout, void columns left out of the files; statistics of top-level columns of primitive types; schema evolution keeps the existing columns exactly as the log has them |
 //! | checkpoints | written by kernel: classic single-file (v2 where the table declares it), `_last_checkpoint` |
 //! | log retention | after a checkpoint, log entries older than `delta.logRetentionDuration` (30 days) that no version within it needs are deleted; tombstones older than `delta.deletedFileRetentionDuration` leave the checkpoint |
 //! | `appendOnly`, `invariants`, `timestampNtz`, `deletionVectors` (kept on rewritten files' removes), `v2Checkpoint`, `changeDataFeed` (appends and compaction only), `domainMetadata`, `vacuumProtocolCheck` | kept |
@@ -104,7 +109,8 @@
 //!
 //! A table stores each column in one Arrow type: `Utf8`, `Binary`, `Boolean`, `Int8`
 //! to `Int64`, `Float32`, `Float64`, `Date32`, `Decimal128` and `Timestamp` in
-//! microseconds (`UTC` or without a time zone). [`Table::append`] also takes the types
+//! microseconds (`UTC` or without a time zone), `Null` (void), and `Struct`, `List`
+//! and `Map` of them (see *Nested and void columns* below). [`Table::append`] also takes the types
 //! Arrow producers use for the same values (DataFusion reads strings as `Utf8View`) and
 //! converts them first, exactly or not at all:
 //!
@@ -123,6 +129,28 @@
 //! written. Other types are refused with [`ErrorKind::SchemaMismatch`] naming the column.
 //! Tables are not created with unsigned integer columns (Delta has no unsigned types).
 //!
+//! ## Nested and void columns
+//!
+//! A table also stores `Struct`, `List` and `Map` columns of these types, nested in
+//! each other (Delta `struct`, `array` and `map`), in the shape Parquet and Delta
+//! writers use: list items are named `element`, map entries `key_value` with a non-null
+//! `key` and a `value`. Appends convert the other shapes of the same values, and every
+//! child by the rules above (a `Utf8View` inside a struct becomes `Utf8`):
+//!
+//! | batch type | table type | rule |
+//! |---|---|---|
+//! | `Struct` | `Struct` | fields by name (any order, case-insensitive); a missing field is null (an error when it is not nullable); a field the table does not have is an error |
+//! | `List`, `LargeList`, `ListView`, `LargeListView`, `FixedSizeList` (any item name) | `List` | always (a `LargeList` over 2^31 items is an error) |
+//! | `Map` (any entries, key and value names) | `Map` | keys and values by the rules above |
+//! | `Null`, or the column left out | `Null` (Delta `void`) | always; a void column or struct field is never written to the data files and reads as nulls |
+//!
+//! Nested columns cannot be partition columns, sort keys or bloom filter columns (an
+//! [`ErrorKind::InvalidInput`] error naming the column when the table is created), and
+//! have no statistics: predicates test them with `IS NULL` / `IS NOT NULL` only, other
+//! tests of a nested or void column are [`ErrorKind::Unsupported`] errors naming it.
+//! A void type inside a list or a map, and a struct whose fields are all void, are
+//! refused (the data files could not hold them).
+//!
 //! # Crate features
 //!
 //! * `s3`: S3 and S3-compatible object stores (`Location::s3`).
@@ -139,6 +167,7 @@ mod fileset;
 mod kernel;
 mod location;
 mod log;
+mod nested;
 mod partition;
 mod read;
 mod replay;

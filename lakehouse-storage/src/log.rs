@@ -210,7 +210,8 @@ pub(crate) fn decode_commit(bytes: &[u8], file: &str) -> Result<Vec<Action>> {
 // ---------------------------------------------------------------------------------
 // Schema
 
-/// The Delta type name of an Arrow type, or `None` if Delta cannot hold it here.
+/// The Delta type name of a primitive Arrow type, or `None` if Delta cannot hold it
+/// here.
 fn delta_type(t: &DataType) -> Option<String> {
     Some(match t {
         DataType::Boolean => "boolean".into(),
@@ -226,8 +227,54 @@ fn delta_type(t: &DataType) -> Option<String> {
         DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz".into(),
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if is_utc(tz) => "timestamp".into(),
         DataType::Decimal128(p, s) if *s >= 0 => format!("decimal({p},{s})"),
+        DataType::Null => "void".into(),
         _ => return None,
     })
+}
+
+/// The Delta type (a name, or a struct, array or map object) of an Arrow type, or
+/// `None` if Delta cannot hold it here.
+fn delta_type_json(t: &DataType) -> Option<Value> {
+    Some(match t {
+        DataType::Struct(fields) => serde_json::json!({
+            "type": "struct",
+            "fields": fields
+                .iter()
+                .map(|f| delta_field_json(f))
+                .collect::<Option<Vec<_>>>()?,
+        }),
+        DataType::List(item) => serde_json::json!({
+            "type": "array",
+            "elementType": delta_type_json(item.data_type())?,
+            "containsNull": item.is_nullable(),
+        }),
+        DataType::Map(entries, _) => {
+            let (key, value) = crate::nested::map_fields(entries)?;
+            serde_json::json!({
+                "type": "map",
+                "keyType": delta_type_json(key.data_type())?,
+                "valueType": delta_type_json(value.data_type())?,
+                "valueContainsNull": value.is_nullable(),
+            })
+        }
+        other => Value::from(delta_type(other)?),
+    })
+}
+
+/// A Delta `StructField` of an Arrow field; its metadata is the field's (string
+/// values).
+fn delta_field_json(f: &Field) -> Option<Value> {
+    let metadata: Map<String, Value> = f
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    Some(serde_json::json!({
+        "name": f.name(),
+        "type": delta_type_json(f.data_type())?,
+        "nullable": f.is_nullable(),
+        "metadata": metadata,
+    }))
 }
 
 fn is_utc(tz: &str) -> bool {
@@ -248,6 +295,7 @@ fn arrow_type(name: &str) -> Option<DataType> {
         "date" => DataType::Date32,
         "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "void" => DataType::Null,
         other => {
             let inner = other.strip_prefix("decimal(")?.strip_suffix(')')?;
             let (p, s) = inner.split_once(',')?;
@@ -282,39 +330,184 @@ pub(crate) fn check_schema(schema: &Schema) -> Result<()> {
             )
             .with_column(f.name()));
         }
-        if delta_type(f.data_type()).is_none() {
+        if let Some(bad) = unsupported_type(f.data_type()) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
                     "column {} has type {}, which the table format does not hold; use \
-                     boolean, Int8-64, Float32/64, Utf8, Binary, Date32, Decimal128 or \
-                     Timestamp(Microsecond, None | \"UTC\")",
+                     boolean, Int8-64, Float32/64, Utf8, Binary, Date32, Decimal128, \
+                     Timestamp(Microsecond, None | \"UTC\"), Null (void), or Struct, List \
+                     and Map of them",
                     f.name(),
-                    f.data_type()
+                    bad
                 ),
             )
             .with_column(f.name()));
         }
+        crate::nested::check_names(f.name(), f.data_type())
+            .and_then(|()| crate::nested::check_void(f.name(), f.data_type(), false))
+            .map_err(|e| e.with_column(f.name()))?;
+    }
+    if schema
+        .fields()
+        .iter()
+        .all(|f| f.data_type() == &DataType::Null)
+    {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "a table needs at least one column that is not void (Null)",
+        ));
     }
     Ok(())
 }
 
+/// The first type within `t` (or `t` itself) that the table format does not hold.
+fn unsupported_type(t: &DataType) -> Option<&DataType> {
+    match t {
+        DataType::Struct(fields) => fields.iter().find_map(|f| unsupported_type(f.data_type())),
+        DataType::List(item) => unsupported_type(item.data_type()),
+        DataType::Map(entries, _) => match crate::nested::map_fields(entries) {
+            Some((k, v)) => {
+                unsupported_type(k.data_type()).or_else(|| unsupported_type(v.data_type()))
+            }
+            None => Some(t),
+        },
+        other => delta_type(other).is_none().then_some(other),
+    }
+}
+
 /// The Delta `schemaString` of an Arrow schema.
 pub(crate) fn schema_to_string(schema: &Schema) -> Result<String> {
+    schema_to_string_keeping(schema, None)
+}
+
+/// [`schema_to_string`] that keeps, for each top-level column of `old` (a previous
+/// `schemaString`) still in `schema` with the same name, the column exactly as `old`
+/// has it (its metadata as the log had it, whatever its JSON types).
+pub(crate) fn schema_to_string_keeping(schema: &Schema, old: Option<&str>) -> Result<String> {
     check_schema(schema)?;
+    let old_fields: Vec<Value> = old
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.get("fields").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
     let fields: Vec<Value> = schema
         .fields()
         .iter()
         .map(|f| {
-            serde_json::json!({
-                "name": f.name(),
-                "type": delta_type(f.data_type()).unwrap_or_default(),
-                "nullable": f.is_nullable(),
-                "metadata": {},
-            })
+            let kept = old_fields.iter().find(|o| {
+                o.get("name").and_then(Value::as_str) == Some(f.name().as_str())
+                    && o.get("type")
+                        .and_then(|t| arrow_type_json(t, f.name()).ok())
+                        .is_some_and(|t| &t == f.data_type())
+            });
+            match kept {
+                Some(o) => o.clone(),
+                None => delta_field_json(f).unwrap_or_default(),
+            }
         })
         .collect();
     Ok(serde_json::json!({"type": "struct", "fields": fields}).to_string())
+}
+
+fn schema_error(column: &str, m: String) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("table schema: column {column}: {m}"),
+    )
+    .with_column(crate::nested::top(column))
+}
+
+/// The Arrow type of a Delta type (a name or a struct, array or map object) of column
+/// `column` (a dotted path).
+fn arrow_type_json(t: &Value, column: &str) -> Result<DataType> {
+    if let Some(name) = t.as_str() {
+        return arrow_type(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("column {column} has type {name}, which is not supported"),
+            )
+            .with_column(crate::nested::top(column))
+        });
+    }
+    let kind = t.get("type").and_then(Value::as_str).unwrap_or_default();
+    let get = |k: &str| {
+        t.get(k)
+            .ok_or_else(|| schema_error(column, format!("the {kind} type has no {k}")))
+    };
+    let flag = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(true);
+    match kind {
+        "struct" => {
+            let fields = get("fields")?
+                .as_array()
+                .ok_or_else(|| schema_error(column, "struct fields are not a list".into()))?;
+            let fields = fields
+                .iter()
+                .map(|f| arrow_field_json(f, Some(column)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DataType::Struct(fields.into()))
+        }
+        "array" => {
+            let item = arrow_type_json(get("elementType")?, &format!("{column}[]"))?;
+            Ok(crate::nested::list_type(item, flag("containsNull")))
+        }
+        "map" => {
+            let key = arrow_type_json(get("keyType")?, &format!("{column}.key"))?;
+            let value = arrow_type_json(get("valueType")?, &format!("{column}.value"))?;
+            Ok(crate::nested::map_type(
+                key,
+                value,
+                flag("valueContainsNull"),
+            ))
+        }
+        other => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("column {column} has type {other:?}, which is not supported"),
+        )
+        .with_column(crate::nested::top(column))),
+    }
+}
+
+/// The Arrow field of a Delta `StructField`, inside struct `parent` (a dotted path) or
+/// at the top level. Its metadata becomes the field's: strings as they are, other JSON
+/// values as their JSON text.
+fn arrow_field_json(f: &Value, parent: Option<&str>) -> Result<Field> {
+    let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "table schema: a field{} has no name",
+                parent.map(|p| format!(" of {p}")).unwrap_or_default()
+            ),
+        )
+    })?;
+    let path = match parent {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_owned(),
+    };
+    let t = f
+        .get("type")
+        .ok_or_else(|| schema_error(&path, "the field has no type".into()))?;
+    let data_type = arrow_type_json(t, &path).map_err(|e| match parent {
+        None => e.with_column(name),
+        Some(_) => e,
+    })?;
+    // A void column holds only nulls, whatever the log declares.
+    let nullable =
+        data_type == DataType::Null || f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
+    let metadata: HashMap<String, String> = f
+        .get("metadata")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    Ok(Field::new(name, data_type, nullable).with_metadata(metadata))
 }
 
 /// The Arrow schema of a Delta `schemaString`.
@@ -325,28 +518,10 @@ pub(crate) fn schema_from_string(s: &str) -> Result<SchemaRef> {
         .get("fields")
         .and_then(Value::as_array)
         .ok_or_else(|| corrupt("no fields".into()))?;
-    let mut out = Vec::with_capacity(fields.len());
-    for f in fields {
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| corrupt("a field has no name".into()))?;
-        let ty = f.get("type").and_then(Value::as_str).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported,
-                format!("column {name} has a nested type, which is not supported"),
-            )
-        })?;
-        let data_type = arrow_type(ty).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported,
-                format!("column {name} has type {ty}, which is not supported"),
-            )
-            .with_column(name)
-        })?;
-        let nullable = f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
-        out.push(Field::new(name, data_type, nullable));
-    }
+    let out = fields
+        .iter()
+        .map(|f| arrow_field_json(f, None))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(Schema::new(out)))
 }
 
@@ -454,6 +629,11 @@ pub(crate) fn parse_stats_mapped(
     let num_rows = v.get("numRecords").and_then(Value::as_u64);
     let mut columns = BTreeMap::new();
     for f in schema.fields() {
+        // Nested columns have nested statistics objects (per leaf) and void columns
+        // none: neither bounds nor a null count of the column itself.
+        if !crate::nested::has_stats(f.data_type()) {
+            continue;
+        }
         let key = physical.get(f.name()).unwrap_or(f.name());
         let get = |k: &str| v.get(k).and_then(|m| m.get(key));
         let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
@@ -702,6 +882,87 @@ mod tests {
         let e = schema_to_string(&bad).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.to_string().contains('u'));
+    }
+
+    #[test]
+    fn nested_schemas_map_both_ways_as_delta_writers_spell_them() {
+        use crate::nested::{list_type, map_type};
+        // As Python `deltalake` and Spark write them (the log's own field order).
+        let text = r#"{"type":"struct","fields":[{"name":"s","type":{"type":"struct","fields":[{"name":"a","type":"integer","nullable":false,"metadata":{"comment":"the a"}},{"name":"v","type":"void","nullable":true,"metadata":{}}]},"nullable":true,"metadata":{}},{"name":"l","type":{"type":"array","elementType":{"type":"array","elementType":"long","containsNull":false},"containsNull":true},"nullable":true,"metadata":{}},{"name":"m","type":{"type":"map","keyType":"string","valueType":{"type":"struct","fields":[{"name":"x","type":"timestamp_ntz","nullable":true,"metadata":{}}]},"valueContainsNull":false},"nullable":false,"metadata":{"delta.columnMapping.id":7}}]}"#;
+        let schema = schema_from_string(text).unwrap();
+        let a = Field::new("a", DataType::Int32, false)
+            .with_metadata([("comment".to_owned(), "the a".to_owned())].into());
+        let want = Schema::new(vec![
+            Field::new(
+                "s",
+                DataType::Struct(vec![a, Field::new("v", DataType::Null, true)].into()),
+                true,
+            ),
+            Field::new(
+                "l",
+                list_type(list_type(DataType::Int64, false), true),
+                true,
+            ),
+            Field::new(
+                "m",
+                map_type(
+                    DataType::Utf8,
+                    DataType::Struct(
+                        vec![Field::new(
+                            "x",
+                            DataType::Timestamp(TimeUnit::Microsecond, None),
+                            true,
+                        )]
+                        .into(),
+                    ),
+                    false,
+                ),
+                false,
+            )
+            .with_metadata([("delta.columnMapping.id".to_owned(), "7".to_owned())].into()),
+        ]);
+        assert_eq!(schema.as_ref(), &want);
+        // Back to the same JSON, but for the metadata value that is not a string.
+        let back: Value = serde_json::from_str(&schema_to_string(&schema).unwrap()).unwrap();
+        let mut original: Value = serde_json::from_str(text).unwrap();
+        original["fields"][2]["metadata"] = serde_json::json!({"delta.columnMapping.id": "7"});
+        assert_eq!(back, original);
+        // Kept exactly when the log already has the column.
+        let kept: Value =
+            serde_json::from_str(&schema_to_string_keeping(&schema, Some(text)).unwrap()).unwrap();
+        assert_eq!(kept, serde_json::from_str::<Value>(text).unwrap());
+        assert!(crate::nested::has_timestamp_ntz(
+            schema.field(2).data_type()
+        ));
+    }
+
+    #[test]
+    fn unreadable_nested_types_name_the_column() {
+        let e = schema_from_string(
+            r#"{"type":"struct","fields":[{"name":"s","type":{"type":"struct","fields":[{"name":"x","type":"variant","nullable":true}]},"nullable":true}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert!(e.to_string().contains("s.x"), "{e}");
+        assert_eq!(e.context().column.as_deref(), Some("s"));
+        let e = schema_from_string(
+            r#"{"type":"struct","fields":[{"name":"l","type":{"type":"array"},"nullable":true}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        // Void inside a list, and a struct of only void fields, cannot be written.
+        for t in [
+            crate::nested::list_type(DataType::Null, true),
+            DataType::Struct(vec![Field::new("v", DataType::Null, true)].into()),
+        ] {
+            let s = Schema::new(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new("c", t, true),
+            ]);
+            let e = schema_to_string(&s).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+            assert_eq!(e.context().column.as_deref(), Some("c"));
+        }
     }
 
     #[test]

@@ -576,6 +576,8 @@ fn assemble(
         } else if let Some(c) = batch.column_by_name(name) {
             if c.data_type() == field.data_type() {
                 c.clone()
+            } else if crate::nested::reads_reshaped(field.data_type()) {
+                crate::nested::from_file(c, field.data_type(), name)?
             } else {
                 cast(c, field.data_type()).map_err(|e| {
                     Error::new(ErrorKind::TypeMismatch, format!("column {name}: {e}"))

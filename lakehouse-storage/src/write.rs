@@ -1,7 +1,6 @@
 //! Encoding appended rows into partitioned Parquet files, in parallel on rayon.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
@@ -90,10 +89,11 @@ fn arrow_err(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Internal, e.to_string())
 }
 
-/// The schema of data files: the table columns that are not partition columns.
+/// The schema of data files: the table columns that are not partition columns, without
+/// void columns and struct fields (never stored).
 pub(crate) fn data_schema(table: &Schema, spec: &PartitionSpec) -> SchemaRef {
     let names = spec.names();
-    Arc::new(Schema::new(
+    crate::nested::file_schema(&Schema::new(
         table
             .fields()
             .iter()
@@ -183,9 +183,15 @@ fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|f| {
-            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
                 Error::new(ErrorKind::Internal, format!("column {} vanished", f.name()))
-            })
+            })?;
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                // A struct with void fields: the fields are left out of the file.
+                crate::nested::from_file(c, f.data_type(), f.name())
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)
@@ -195,14 +201,27 @@ fn sort(batch: RecordBatch, by: &[String]) -> Result<RecordBatch> {
     if by.is_empty() || batch.num_rows() < 2 {
         return Ok(batch);
     }
-    let columns = by
-        .iter()
-        .filter_map(|name| batch.column_by_name(name))
-        .map(|values| SortColumn {
+    let mut columns = Vec::with_capacity(by.len());
+    for name in by {
+        let Some(values) = batch.column_by_name(name) else {
+            continue;
+        };
+        if !crate::nested::has_stats(values.data_type()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "cannot sort by column {name} of type {}: sort keys are columns of \
+                     primitive types",
+                    values.data_type()
+                ),
+            )
+            .with_column(name));
+        }
+        columns.push(SortColumn {
             values: values.clone(),
             options: None,
-        })
-        .collect::<Vec<_>>();
+        });
+    }
     if columns.is_empty() {
         return Ok(batch);
     }
@@ -221,7 +240,12 @@ pub(crate) fn writer_properties(
         .set_dictionary_enabled(true)
         .set_created_by("lakehouse-storage".into());
     for c in &cfg.bloom_filter_columns {
-        if data_schema.field_with_name(c).is_ok() {
+        // Bloom filters are kept for columns of primitive types (refused on nested ones
+        // when the table is created).
+        if data_schema
+            .field_with_name(c)
+            .is_ok_and(|f| crate::nested::has_stats(f.data_type()))
+        {
             let path = ColumnPath::from(c.as_str());
             b = b
                 .set_column_bloom_filter_enabled(path.clone(), true)
@@ -258,6 +282,11 @@ fn write_files(
             let len = SLICE_ROWS.min(total - offset);
             let slice = rows.slice(offset, len);
             for (f, col) in schema.fields().iter().zip(slice.columns()) {
+                // Statistics of top-level columns of primitive types only (the log's
+                // nested statistics objects are optional).
+                if !crate::nested::has_stats(f.data_type()) {
+                    continue;
+                }
                 let s = ColumnStats::from_array(col.as_ref())?;
                 match stats.get_mut(f.name()) {
                     Some(acc) => acc.merge(&s),

@@ -285,7 +285,7 @@ async fn our_checkpoints_read_back_through_kernel() {
 // Deletion vectors
 
 /// The `RoaringBitmapArray` bytes of a deletion vector (magic, then 64-bit buckets).
-fn dv_bytes(deleted: &[u64]) -> Vec<u8> {
+pub(crate) fn dv_bytes(deleted: &[u64]) -> Vec<u8> {
     let mut out = 1_681_511_377u32.to_le_bytes().to_vec();
     let mut buckets: std::collections::BTreeMap<u32, roaring::RoaringBitmap> = Default::default();
     for d in deleted {

@@ -6,6 +6,7 @@ mod crash;
 mod delta_fixtures;
 mod interop;
 mod maintenance;
+mod nested;
 mod partitions;
 #[cfg(feature = "s3")]
 mod s3;

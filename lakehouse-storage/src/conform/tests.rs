@@ -310,3 +310,135 @@ proptest! {
         }
     }
 }
+
+/// The table's nested type for these tests: `struct<name: string, tags: list<string>,
+/// counts: map<string, long>, ts: timestamp>`.
+fn nested_table_type() -> DataType {
+    DataType::Struct(
+        vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("tags", crate::nested::list_type(DataType::Utf8, true), true),
+            Field::new(
+                "counts",
+                crate::nested::map_type(DataType::Utf8, DataType::Int64, true),
+                true,
+            ),
+            Field::new("ts", micros(Some("UTC")), true),
+        ]
+        .into(),
+    )
+}
+
+#[test]
+fn nested_children_convert_by_the_top_level_rules() {
+    use arrow::array::{
+        LargeListArray, ListArray, MapBuilder, StringViewBuilder, StructArray, UInt32Builder,
+    };
+    use arrow::buffer::NullBuffer;
+    // What DataFusion hands: string views everywhere, `item` list fields, `entries` map
+    // fields, unsigned counts, milliseconds.
+    let name: ArrayRef = Arc::new(StringViewArray::from(vec![Some("a"), None, Some("c")]));
+    let mut tag_values = StringViewBuilder::new();
+    tag_values.append_value("x");
+    tag_values.append_null();
+    tag_values.append_value("y");
+    let tag_values = tag_values.finish();
+    let tags: ArrayRef = Arc::new(LargeListArray::new(
+        Arc::new(Field::new("item", DataType::Utf8View, true)),
+        arrow::buffer::OffsetBuffer::new(vec![0i64, 2, 2, 3].into()),
+        Arc::new(tag_values),
+        Some(NullBuffer::from(vec![true, false, true])),
+    ));
+    let mut counts = MapBuilder::new(None, StringViewBuilder::new(), UInt32Builder::new());
+    counts.keys().append_value("k");
+    counts.values().append_value(7);
+    counts.append(true).unwrap();
+    counts.append(false).unwrap();
+    counts.keys().append_value("z");
+    counts.values().append_null();
+    counts.append(true).unwrap();
+    let counts: ArrayRef = Arc::new(counts.finish());
+    let ts: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from(vec![Some(1), None, Some(3)]).with_timezone("UTC"),
+    );
+    let fields: Vec<Field> = [&name, &tags, &counts, &ts]
+        .iter()
+        .zip(["name", "tags", "counts", "ts"])
+        .map(|(a, n)| Field::new(n, a.data_type().clone(), true))
+        .collect();
+    let s: ArrayRef = Arc::new(
+        StructArray::try_new(
+            fields.into(),
+            vec![name, tags, counts, ts],
+            Some(NullBuffer::from(vec![true, true, false])),
+        )
+        .unwrap(),
+    );
+    let out = one(s, nested_table_type()).unwrap();
+    let out = out.as_any().downcast_ref::<StructArray>().unwrap();
+    assert_eq!(out.data_type(), &nested_table_type());
+    assert!(out.is_null(2) && out.is_valid(1));
+    let name = out
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(name.value(0), "a");
+    assert!(name.is_null(1));
+    let tags = out.column(1).as_any().downcast_ref::<ListArray>().unwrap();
+    let first = tags.value(0);
+    let first = first.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(first.iter().collect::<Vec<_>>(), vec![Some("x"), None]);
+    assert!(tags.is_null(1));
+    let counts = out
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::MapArray>()
+        .unwrap();
+    let entry = counts.value(0);
+    let values = entry
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(values.value(0), 7);
+    assert!(counts.is_null(1));
+    let ts = out
+        .column(3)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
+    assert_eq!(ts.value(0), 1_000);
+}
+
+#[test]
+fn nested_values_that_do_not_fit_are_refused_by_path() {
+    use arrow::array::{ListArray, StructArray};
+    // A list of u64 into a list of longs: the value over 2^63 names the column.
+    let items = UInt64Array::from(vec![1, u64::MAX]);
+    let list: ArrayRef = Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::UInt64, true)),
+        arrow::buffer::OffsetBuffer::new(vec![0i32, 2].into()),
+        Arc::new(items),
+        None,
+    ));
+    let e = one(list, crate::nested::list_type(DataType::Int64, true)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TypeMismatch, "{e}");
+    assert!(e.to_string().contains("c[]"), "{e}");
+    // A struct with a field the table does not have.
+    let s: ArrayRef = Arc::new(
+        StructArray::try_new(
+            vec![Field::new("extra", DataType::Int64, true)].into(),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+            None,
+        )
+        .unwrap(),
+    );
+    let e = one(s, nested_table_type()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::SchemaMismatch, "{e}");
+    assert!(e.to_string().contains("c.extra"), "{e}");
+    assert_eq!(e.context().column.as_deref(), Some("c"));
+    // A string where the table has a struct.
+    let e = one(Arc::new(StringArray::from(vec!["x"])), nested_table_type()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::SchemaMismatch, "{e}");
+}

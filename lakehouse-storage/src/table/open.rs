@@ -37,10 +37,21 @@ impl Table {
         };
         let table_schema = spec.table_schema(&schema)?;
         for c in options.bloom_filter_columns.iter().chain(&options.sort_by) {
-            if table_schema.field_with_name(c).is_err() {
+            let Ok(field) = table_schema.field_with_name(c) else {
                 return Err(Error::new(
                     ErrorKind::ColumnNotFound,
                     format!("column {c} is not in the schema"),
+                )
+                .with_column(c));
+            };
+            if !crate::nested::has_stats(field.data_type()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "column {c} has type {}: sort keys and bloom filters are columns of \
+                         primitive types",
+                        field.data_type()
+                    ),
                 )
                 .with_column(c));
             }

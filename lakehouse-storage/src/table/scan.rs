@@ -36,6 +36,7 @@ impl Table {
             }
         };
         if let Some(p) = &request.predicate {
+            crate::nested::check_predicate(p, &schema).map_err(|e| e.with_table(self.uri()))?;
             p.validate(&schema).map_err(|e| e.with_table(self.uri()))?;
         }
         let spec = Self::spec_of(&snap)?;

@@ -7,7 +7,7 @@ use lakehouse_core::{Error, ErrorKind, Result, Version};
 use serde_json::Value;
 
 use super::Table;
-use crate::log::{Action, schema_to_string};
+use crate::log::{Action, schema_to_string_keeping};
 
 impl Table {
     /// Adds nullable columns at the end of the schema (older files read them as nulls).
@@ -31,7 +31,8 @@ impl Table {
     pub async fn evolve_schema(&self, schema: SchemaRef) -> Result<Version> {
         let snap = self.refreshed().await?;
         check_evolution(&snap.schema, &schema)?;
-        let schema_string = schema_to_string(&schema)?;
+        // Columns kept exactly as the log has them (with their metadata).
+        let schema_string = schema_to_string_keeping(&schema, Some(&snap.metadata.schema_string))?;
         let r = self
             .commit("ADD COLUMNS", Value::Null, move |latest| {
                 check_evolution(&latest.schema, &schema)?;
