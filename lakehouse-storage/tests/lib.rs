@@ -3,10 +3,12 @@
 mod append_types;
 mod common;
 mod crash;
+mod delta_features;
 mod delta_fixtures;
 mod interop;
 mod maintenance;
 mod partitions;
+mod peer_features;
 #[cfg(feature = "s3")]
 mod s3;
 mod table;
