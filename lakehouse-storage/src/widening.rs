@@ -244,7 +244,7 @@ fn readable_as(file: &DataType, table: &DataType) -> bool {
             D::Int8 | D::Int16 | D::Int32 | D::Int64,
         ) => true,
         (D::Float16, D::Float32 | D::Float64) => true,
-        // Nested columns: their fields are matched and converted by the nested reader.
+        // Nested columns: converted field by field by the cast in `to_table_type`.
         (D::Struct(_), D::Struct(_)) | (D::Map(..), D::Map(..)) => true,
         (
             D::List(_) | D::LargeList(_) | D::ListView(_) | D::FixedSizeList(..),
@@ -274,7 +274,7 @@ pub(crate) fn check_file_type(column: &str, file: &DataType, table: &DataType) -
 }
 
 /// `array` (from a data file) in the table type `table`: exact, or an error naming the
-/// column (a value out of range, which a checked file type never has).
+/// column (an unsigned value out of the signed range).
 pub(crate) fn to_table_type(column: &str, array: &ArrayRef, table: &DataType) -> Result<ArrayRef> {
     if array.data_type() == table {
         return Ok(array.clone());
