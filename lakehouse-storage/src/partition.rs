@@ -565,7 +565,7 @@ fn float_text(v: f64) -> String {
 /// [`parse_value`].
 fn binary_text(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
-        Ok(s) if !(s.len() % 6 == 0 && s.starts_with("\\u")) => s.to_owned(),
+        Ok(s) if !(s.len().is_multiple_of(6) && s.starts_with("\\u")) => s.to_owned(),
         _ => b.iter().map(|x| format!("\\u{x:04X}")).collect(),
     }
 }
@@ -629,7 +629,7 @@ pub(crate) fn parse_value(text: Option<&str>, data_type: &DataType) -> Result<Sc
 fn parse_binary(t: &str) -> Vec<u8> {
     let b = t.as_bytes();
     let escaped = !b.is_empty()
-        && b.len() % 6 == 0
+        && b.len().is_multiple_of(6)
         && b.chunks(6).all(|c| {
             c[0] == b'\\'
                 && c[1] == b'u'
@@ -722,7 +722,7 @@ fn parse_partition_decimal(t: &str, precision: u8, scale: i8) -> Option<i128> {
         digits.push_str(&"0".repeat(usize::try_from(shift).ok().filter(|s| *s <= 76)?));
     } else {
         let drop = usize::try_from(-shift).ok()?;
-        let keep = digits.len().checked_sub(drop).unwrap_or(0);
+        let keep = digits.len().saturating_sub(drop);
         if !digits[keep.min(digits.len())..].bytes().all(|b| b == b'0') {
             return None;
         }
