@@ -80,6 +80,8 @@ impl Protocol {
             ));
         }
         column_mapping(metadata)?;
+        // Every recorded type change must be one this crate reads exactly.
+        crate::widening::type_changes(&metadata.schema_string)?;
         for f in self.reader_features.iter().flatten() {
             match f.as_str() {
                 // Read through kernel (log layout) or honoured by the scan.
@@ -89,6 +91,8 @@ impl Protocol {
                 | "deletionVectors"
                 | "checkpointProtection" => {}
                 "columnMapping" => {}
+                // Older files are read in the wider table types (crate::widening).
+                "typeWidening" | "typeWidening-preview" => {}
                 other => return unsupported(other, "which this crate does not read"),
             }
         }
@@ -146,6 +150,9 @@ impl Protocol {
                 | "changeDataFeed"
                 | "domainMetadata"
                 | "checkpointProtection" => {}
+                // New files are written in the current types, and schema changes keep
+                // `delta.typeChanges`; this crate never changes a column's type.
+                "typeWidening" | "typeWidening-preview" => {}
                 other => return unsupported(other),
             }
         }
@@ -202,6 +209,44 @@ pub(crate) fn column_mapping(metadata: &MetaData) -> Result<HashMap<String, Stri
             .with_column(name));
         }
         out.insert(name.to_owned(), physical.to_owned());
+    }
+    Ok(out)
+}
+
+/// The logical column names of a table in column mapping mode `id`, by field id
+/// (`delta.columnMapping.id`); empty in the other modes. Data files are read by the
+/// Parquet field ids, whatever their columns are named.
+pub(crate) fn column_mapping_ids(metadata: &MetaData) -> Result<HashMap<i32, String>> {
+    if metadata
+        .configuration
+        .get("delta.columnMapping.mode")
+        .map(String::as_str)
+        != Some("id")
+    {
+        return Ok(HashMap::new());
+    }
+    let v: Value = serde_json::from_str(&metadata.schema_string)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
+    let mut out = HashMap::new();
+    for f in v
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+        let id = f
+            .pointer("/metadata/delta.columnMapping.id")
+            .and_then(Value::as_i64)
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("column {name} of a table in column mapping mode id has no field id"),
+                )
+                .with_column(name)
+            })?;
+        out.insert(id, name.to_owned());
     }
     Ok(out)
 }

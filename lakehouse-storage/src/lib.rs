@@ -37,13 +37,16 @@
 //! | checkpoints: classic single-file and multi-part, v2 (JSON or Parquet, with sidecars), tables without `_last_checkpoint` | read |
 //! | incremental refresh, time travel by version and by time (`inCommitTimestamp` where enabled), `txn` app ids | read |
 //! | `deletionVectors`, inline and in files | applied as Parquet row selections |
-//! | `columnMapping` (`name` / `id`) on flat schemas: renamed, dropped, added columns | read by physical names |
+//! | `columnMapping` (`name` / `id`) on flat schemas: renamed, dropped, added columns | read by physical names (`name`), by Parquet field ids (`id`; a file without them is refused) |
 //! | `timestampNtz`, schema-evolved columns (NULL in older files) | read |
 //! | nested types: `struct`, `array`, `map`, nested in each other, with nulls at every level; struct fields added by schema evolution (NULL in older files) | read (any list / map field names in the files) |
 //! | nested statistics (per struct leaf, as Spark and delta-rs write them) | ignored: nested columns are not pruned by statistics, flat ones still are |
 //! | `void` columns and struct fields (not in the data files) | read as all-null Arrow `Null` columns |
 //! | column and field metadata (comments, ...) | kept as Arrow field metadata (values that are not strings as their JSON text) |
-//! | `columnMapping` on a schema with nested columns, `typeWidening`, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
+//! | `typeWidening` (and `-preview`): older files in narrower types | converted exactly to the table type (integers, float, integers to double, decimals, date to `timestamp_ntz`); a recorded change the protocol does not allow, or a file type that does not widen to the table's, is refused with `Unsupported` naming the column |
+//! | partition values as Spark, delta-rs and kernel write them | every type: floats (`NaN`, `inf` / `Infinity`, `-0`), binary (text or `\uXXXX` escapes), timestamps (`2026-01-01 00:00:00[.ffffff]`, ISO with `Z` or an offset, a date alone), decimals (plain or exponent), booleans, escaped characters; empty is null but for strings and binary |
+//! | tables Python `deltalake` writes: column mapping, change data feed, `timestamp_ntz`, checkpoints, copy-on-write deletes and updates, schema merges | read as `deltalake` reads them (`tests/peer_features.rs`) |
+//! | `columnMapping` on a schema with nested columns, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
 //!
 //! | Delta writer feature | here |
 //! |---|---|
@@ -52,6 +55,8 @@
 //! | checkpoints | written by kernel: classic single-file (v2 where the table declares it), `_last_checkpoint` |
 //! | log retention | after a checkpoint, log entries older than `delta.logRetentionDuration` (30 days) that no version within it needs are deleted; tombstones older than `delta.deletedFileRetentionDuration` leave the checkpoint |
 //! | `appendOnly`, `invariants`, `timestampNtz`, `deletionVectors` (kept on rewritten files' removes), `v2Checkpoint`, `changeDataFeed` (appends and compaction only), `domainMetadata`, `vacuumProtocolCheck` | kept |
+//! | `typeWidening` (and `-preview`) | kept: new files in the current types, `delta.typeChanges` (and other field metadata) kept by schema changes; this crate changes no column's type |
+//! | partition columns of type float, double and binary (in tables other engines created) | written as Spark and delta-rs read them (`NaN`, `Infinity`, UTF-8 text or `\uXXXX` escapes) |
 //! | `columnMapping`, check constraints, generated and identity columns, `rowTracking`, `inCommitTimestamp`, unknown features | writes refused with `Unsupported` naming it |
 //!
 //! A failed automatic checkpoint never fails its commit: it is kept for
@@ -172,6 +177,7 @@ mod partition;
 mod read;
 mod replay;
 mod table;
+mod widening;
 mod write;
 
 pub use lakehouse_core::{Error, ErrorKind, Result};

@@ -15,10 +15,7 @@ use arrow::datatypes::{
 use chrono::{Datelike, Timelike};
 use lakehouse_core::{CmpOp, Error, ErrorKind, Predicate, Result, Scalar};
 
-use crate::log::{
-    format_date, format_decimal, format_timestamp_partition, parse_date, parse_decimal,
-    parse_timestamp,
-};
+use crate::log::{format_date, format_decimal, format_timestamp_partition, parse_date};
 
 /// How a partition column's value is derived from a source column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -513,6 +510,22 @@ pub(crate) fn value_text(array: &dyn Array, row: usize) -> Result<Option<String>
         DataType::Int16 => array.as_primitive::<Int16Type>().value(row).to_string(),
         DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
         DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Float32 => {
+            let v = array
+                .as_primitive::<arrow::datatypes::Float32Type>()
+                .value(row);
+            if v.is_finite() {
+                v.to_string()
+            } else {
+                float_text(f64::from(v))
+            }
+        }
+        DataType::Float64 => float_text(
+            array
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(row),
+        ),
+        DataType::Binary => binary_text(array.as_binary::<i32>().value(row)),
         DataType::Date32 => {
             format_date(array.as_primitive::<Date32Type>().value(row)).ok_or_else(bad)?
         }
@@ -535,7 +548,40 @@ pub(crate) fn value_text(array: &dyn Array, row: usize) -> Result<Option<String>
     }))
 }
 
-/// Parses a partition value's text back to a value of `data_type`.
+/// A float partition value as Spark and delta-rs both read it: `NaN`, `Infinity`,
+/// `-Infinity`, else the shortest text that reads back as the same value.
+fn float_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// A binary partition value: its text when the bytes are UTF-8 (as Spark writes it),
+/// else one `\uXXXX` escape per byte (as delta-rs writes it); both read back by
+/// [`parse_value`].
+fn binary_text(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) if !(s.len().is_multiple_of(6) && s.starts_with("\\u")) => s.to_owned(),
+        _ => b.iter().map(|x| format!("\\u{x:04X}")).collect(),
+    }
+}
+
+/// Parses a partition value's text back to a value of `data_type`, in every form the
+/// Delta protocol and the common writers use (Spark, delta-rs, kernel):
+///
+/// * an empty text is null, except for strings and binary, where it is the empty value;
+/// * floats: `1.5`, `1.0E10`, `NaN`, `Infinity` / `inf`, `-0.0` / `-0`;
+/// * booleans in any case;
+/// * binary: the text's UTF-8 bytes, or a run of `\uXXXX` escapes, one byte each;
+/// * timestamps: `2026-01-01 00:00:00[.ffffff]`, ISO `2026-01-01T00:00:00[.ffffff]Z`
+///   or with an offset (adjusted to UTC), or a date alone (midnight, as a `date`
+///   widened to `timestamp_ntz` keeps its partition values); a timestamp without a
+///   time zone takes no offset but `Z`;
+/// * decimals in plain or exponent form, any trailing zeros past the scale.
 pub(crate) fn parse_value(text: Option<&str>, data_type: &DataType) -> Result<Scalar> {
     let Some(t) = text else {
         return Ok(Scalar::Null);
@@ -546,26 +592,152 @@ pub(crate) fn parse_value(text: Option<&str>, data_type: &DataType) -> Result<Sc
             format!("partition value {t:?} is not a valid {data_type}"),
         )
     };
+    if t.is_empty() && !matches!(data_type, DataType::Utf8 | DataType::Binary) {
+        return Ok(Scalar::Null);
+    }
     Ok(match data_type {
         DataType::Utf8 => Scalar::Utf8(t.to_owned()),
-        DataType::Boolean => Scalar::Boolean(t.parse().map_err(|_| bad())?),
+        DataType::Binary => Scalar::Binary(parse_binary(t)),
+        DataType::Boolean => Scalar::Boolean(match t.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad()),
+        }),
         DataType::Int8 => Scalar::Int8(t.parse().map_err(|_| bad())?),
         DataType::Int16 => Scalar::Int16(t.parse().map_err(|_| bad())?),
         DataType::Int32 => Scalar::Int32(t.parse().map_err(|_| bad())?),
         DataType::Int64 => Scalar::Int64(t.parse().map_err(|_| bad())?),
+        DataType::Float32 => Scalar::Float32(t.trim().parse().map_err(|_| bad())?),
+        DataType::Float64 => Scalar::Float64(t.trim().parse().map_err(|_| bad())?),
         DataType::Date32 => Scalar::Date32(parse_date(t).ok_or_else(bad)?),
         DataType::Timestamp(TimeUnit::Microsecond, tz) => Scalar::Timestamp {
-            value: parse_timestamp(t).ok_or_else(bad)?,
+            value: parse_partition_timestamp(t, tz.is_some()).ok_or_else(bad)?,
             unit: TimeUnit::Microsecond,
             tz: tz.clone(),
         },
         DataType::Decimal128(p, s) => Scalar::Decimal128 {
-            value: parse_decimal(t, *s).ok_or_else(bad)?,
+            value: parse_partition_decimal(t, *p, *s).ok_or_else(bad)?,
             precision: *p,
             scale: *s,
         },
         _ => return Err(bad()),
     })
+}
+
+/// A binary partition value: `\uXXXX` escapes (as delta-rs writes them), else the
+/// text's own bytes (Spark and kernel).
+fn parse_binary(t: &str) -> Vec<u8> {
+    let b = t.as_bytes();
+    let escaped = !b.is_empty()
+        && b.len().is_multiple_of(6)
+        && b.chunks(6).all(|c| {
+            c[0] == b'\\'
+                && c[1] == b'u'
+                && std::str::from_utf8(&c[2..])
+                    .ok()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+                    .is_some_and(|v| v <= 0xFF)
+        });
+    if escaped {
+        b.chunks(6)
+            .filter_map(|c| {
+                let h = std::str::from_utf8(&c[2..]).ok()?;
+                u8::from_str_radix(&h[2..], 16).ok()
+            })
+            .collect()
+    } else {
+        b.to_vec()
+    }
+}
+
+/// Microseconds since the epoch of a timestamp partition value (see [`parse_value`]).
+fn parse_partition_timestamp(t: &str, utc: bool) -> Option<i64> {
+    let t = t.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    // The zone: `Z`, or `+HH:MM`, `+HHMM`, `+HH` (or `-`) after the time of day.
+    let (body, offset_secs) = if let Some(b) = t.strip_suffix(['Z', 'z']) {
+        (b, 0i64)
+    } else {
+        let time_at = t.find([' ', 'T', 't'])?;
+        match t[time_at..].rfind(['+', '-']).map(|i| i + time_at) {
+            Some(i) => {
+                let z = t[i + 1..].replace(':', "");
+                if !(z.len() == 2 || z.len() == 4) || !z.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let hours: i64 = z[..2].parse().ok()?;
+                let minutes: i64 = if z.len() == 4 {
+                    z[2..].parse().ok()?
+                } else {
+                    0
+                };
+                let sign = if t.as_bytes()[i] == b'-' { -1 } else { 1 };
+                (&t[..i], sign * (hours * 3600 + minutes * 60))
+            }
+            None => (t, 0),
+        }
+    };
+    if !utc && offset_secs != 0 {
+        return None;
+    }
+    let body = body.replacen(['T', 't'], " ", 1);
+    let naive = chrono::NaiveDateTime::parse_from_str(&body, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&body, "%Y-%m-%d %H:%M"))
+        .ok()?;
+    // Whole microseconds only: a finer value is not a value of the column.
+    if naive.and_utc().timestamp_subsec_nanos() % 1000 != 0 {
+        return None;
+    }
+    naive
+        .and_utc()
+        .timestamp_micros()
+        .checked_sub(offset_secs.checked_mul(1_000_000)?)
+}
+
+/// The unscaled value of a decimal partition value at `scale`, within `precision`
+/// digits (see [`parse_value`]).
+fn parse_partition_decimal(t: &str, precision: u8, scale: i8) -> Option<i128> {
+    let t = t.trim();
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().ok()?),
+        None => (t, 0),
+    };
+    let (neg, m) = match mantissa.as_bytes().first()? {
+        b'-' => (true, &mantissa[1..]),
+        b'+' => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut digits = format!("{int}{frac}");
+    // The text's value is digits * 10^-(frac.len() - exp); bring it to `scale`.
+    let shift = i64::from(scale) - (frac.len() as i64 - i64::from(exp));
+    if shift >= 0 {
+        digits.push_str(&"0".repeat(usize::try_from(shift).ok().filter(|s| *s <= 76)?));
+    } else {
+        let drop = usize::try_from(-shift).ok()?;
+        let keep = digits.len().saturating_sub(drop);
+        if !digits[keep.min(digits.len())..].bytes().all(|b| b == b'0') {
+            return None;
+        }
+        digits.truncate(keep);
+    }
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > usize::from(precision) {
+        return None;
+    }
+    let v: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
 }
 
 /// A column of `rows` copies of a partition value.
@@ -727,6 +899,106 @@ mod tests {
         let b = b.as_primitive::<Int32Type>();
         assert_eq!(b.value(0), b.value(2));
         assert!((0..8).contains(&b.value(1)));
+    }
+
+    #[test]
+    fn other_writers_partition_values_parse() {
+        let f64s = |t: &str| match parse_value(Some(t), &DataType::Float64).unwrap() {
+            Scalar::Float64(v) => v,
+            other => panic!("{other:?}"),
+        };
+        assert!(f64s("NaN").is_nan());
+        assert_eq!(f64s("inf"), f64::INFINITY);
+        assert_eq!(f64s("Infinity"), f64::INFINITY);
+        assert_eq!(f64s("-inf"), f64::NEG_INFINITY);
+        assert!(f64s("-0").is_sign_negative() && f64s("-0.0") == 0.0);
+        assert_eq!(f64s("1.0E10"), 1e10);
+        assert_eq!(f64s("0.0000001"), 1e-7);
+        assert_eq!(
+            parse_value(Some("3.4"), &DataType::Float32).unwrap(),
+            Scalar::Float32(3.4)
+        );
+        // Empty: null but for strings and binary.
+        assert_eq!(
+            parse_value(Some(""), &DataType::Int32).unwrap(),
+            Scalar::Null
+        );
+        assert_eq!(
+            parse_value(Some(""), &DataType::Utf8).unwrap(),
+            Scalar::Utf8(String::new())
+        );
+        assert_eq!(
+            parse_value(Some("TRUE"), &DataType::Boolean).unwrap(),
+            Scalar::Boolean(true)
+        );
+        let bin = |t: &str| parse_value(Some(t), &DataType::Binary).unwrap();
+        assert_eq!(bin("\\u00FF\\u0000"), Scalar::Binary(vec![0xFF, 0]));
+        assert_eq!(bin("\u{1}\u{2}"), Scalar::Binary(vec![1, 2]));
+        assert_eq!(bin("abc"), Scalar::Binary(b"abc".to_vec()));
+        let ts = |t: &str, utc: bool| {
+            let tz = utc.then(|| "UTC".into());
+            match parse_value(Some(t), &DataType::Timestamp(TimeUnit::Microsecond, tz)) {
+                Ok(Scalar::Timestamp { value, .. }) => Some(value),
+                _ => None,
+            }
+        };
+        let noon = 1_767_268_800_000_000; // 2026-01-01 12:00:00 UTC
+        for t in [
+            "2026-01-01 12:00:00",
+            "2026-01-01 12:00:00.000000",
+            "2026-01-01T12:00:00Z",
+            "2026-01-01T12:00:00.000Z",
+            "2026-01-01T13:30:00+01:30",
+            "2026-01-01T07:00:00-0500",
+        ] {
+            assert_eq!(ts(t, true), Some(noon), "{t}");
+        }
+        assert_eq!(
+            ts("2026-01-01 12:00:00.123456", false),
+            Some(noon + 123_456)
+        );
+        assert_eq!(ts("2026-01-01T12:00:00Z", false), Some(noon));
+        assert_eq!(ts("2026-01-01T13:00:00+01:00", false), None);
+        assert_eq!(ts("2026-01-01", false), Some(noon - 43_200_000_000));
+        assert_eq!(ts("2026-01-01 12:00:00.0000001", true), None);
+        let dec = |t: &str| match parse_value(Some(t), &DataType::Decimal128(6, 2)) {
+            Ok(Scalar::Decimal128 { value, .. }) => Some(value),
+            _ => None,
+        };
+        assert_eq!(dec("1.23"), Some(123));
+        assert_eq!(dec("-0.05"), Some(-5));
+        assert_eq!(dec("1.5E2"), Some(15_000));
+        assert_eq!(dec("1.230"), Some(123));
+        assert_eq!(dec("1.234"), None);
+        assert_eq!(dec("12345.6"), None);
+        assert_eq!(dec("x"), None);
+    }
+
+    #[test]
+    fn float_and_binary_values_round_trip_through_text() {
+        use arrow::array::{BinaryArray, Float32Array, Float64Array};
+        let f = Float64Array::from(vec![f64::NAN, f64::INFINITY, -0.0, 1e20, 0.1]);
+        for i in 0..f.len() {
+            let text = value_text(&f, i).unwrap();
+            let Scalar::Float64(back) = parse_value(text.as_deref(), &DataType::Float64).unwrap()
+            else {
+                panic!()
+            };
+            assert!(
+                back.to_bits() == f.value(i).to_bits() || (back.is_nan() && f.value(i).is_nan())
+            );
+        }
+        assert_eq!(value_text(&f, 1).unwrap().as_deref(), Some("Infinity"));
+        let g = Float32Array::from(vec![3.4f32]);
+        assert_eq!(value_text(&g, 0).unwrap().as_deref(), Some("3.4"));
+        let b = BinaryArray::from(vec![&b"ok"[..], &[0xFF, 0x00][..], &b"\\u0061"[..]]);
+        for i in 0..b.len() {
+            let text = value_text(&b, i).unwrap();
+            assert_eq!(
+                parse_value(text.as_deref(), &DataType::Binary).unwrap(),
+                Scalar::Binary(b.value(i).to_vec())
+            );
+        }
     }
 
     #[test]

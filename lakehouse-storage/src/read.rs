@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
 };
-use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt, stream};
@@ -28,6 +28,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use crate::kernel::{Kernel, blocking, kernel_error};
 use crate::log::{DeletionVector, FileEntry};
 use crate::partition::{PartitionSpec, constant_array, parse_value, uri_decode};
+use crate::widening::{check_file_type, to_table_type};
 
 /// Everything a scan needs, shared by the per-file readers.
 #[derive(Debug)]
@@ -44,6 +45,9 @@ pub(crate) struct ScanContext {
     pub(crate) kernel: Kernel,
     /// Logical column name to the name in the files (column-mapped tables only).
     pub(crate) physical: HashMap<String, String>,
+    /// Parquet field id to logical column name (column mapping mode `id` only): files
+    /// are read by field ids there, whatever their columns are named.
+    pub(crate) field_ids: HashMap<i32, String>,
 }
 
 /// `batch` with the columns the file names physically renamed to their logical names.
@@ -297,12 +301,14 @@ async fn open_file(
         .map_err(corrupt(path.as_ref()))?;
     // Physical to logical names; a physical name that is also a logical one of another
     // column (after renames) is never read by mistake: every lookup goes through here.
-    let logical: Arc<HashMap<String, String>> = Arc::new(
+    let logical: Arc<HashMap<String, String>> = Arc::new(if ctx.field_ids.is_empty() {
         ctx.physical
             .iter()
             .map(|(l, p)| (p.clone(), l.clone()))
-            .collect(),
-    );
+            .collect()
+    } else {
+        by_field_id(builder.schema(), &ctx.field_ids).map_err(|e| e.with_path(uri.clone()))?
+    });
     let file_schema = if ctx.physical.is_empty() {
         builder.schema().clone()
     } else {
@@ -344,6 +350,9 @@ async fn open_file(
         .filter(|c| !partitions.contains_key(*c))
         .filter_map(|c| file_schema.index_of(c).ok())
         .collect();
+    // Columns the file stores in another type than the table's (type widening, other
+    // writers' layouts): checked to convert exactly, then converted wherever read.
+    let widened = Arc::new(widened_columns(&file_schema, &ctx.table_schema, &roots)?);
     builder = builder
         .with_projection(ProjectionMask::roots(&parquet_schema, roots.clone()))
         .with_batch_size(ctx.batch_size);
@@ -364,6 +373,14 @@ async fn open_file(
                 let mins = conv.row_group_mins(rgs.iter());
                 let maxes = conv.row_group_maxes(rgs.iter());
                 let nulls = conv.row_group_null_counts(rgs.iter());
+                // Bounds in the table type, as the rows are compared.
+                let (mins, maxes) = match widened.get(*c) {
+                    None => (mins, maxes),
+                    Some(t) => (
+                        mins.and_then(|a| to_table_type(c, &a, t).map_err(|e| arrow_err(&e))),
+                        maxes.and_then(|a| to_table_type(c, &a, t).map_err(|e| arrow_err(&e))),
+                    ),
+                };
                 if let (Ok(mins), Ok(maxes), Ok(nulls)) = (mins, maxes, nulls) {
                     let nulls = (0..nulls.len())
                         .map(|i| nulls.is_valid(i).then(|| nulls.value(i)))
@@ -407,12 +424,17 @@ async fn open_file(
                 keep.push(i);
             }
         }
-        let probes = bloom_probes(pred, &file_schema, &partitions);
+        let mut probes = bloom_probes(pred, &file_schema, &partitions);
+        // A filter hashes the file's own type: probe only columns stored in the table type.
+        probes.retain(|(c, _)| !widened.contains_key(c));
         if !probes.is_empty() {
             let mut filtered = Vec::with_capacity(keep.len());
             'rg: for rg in keep {
                 for (col, values) in &probes {
-                    let physical = ctx.physical.get(col).unwrap_or(col);
+                    let physical = logical
+                        .iter()
+                        .find_map(|(p, l)| (l == col).then_some(p))
+                        .unwrap_or(col);
                     let Some(leaf) = leaf_index(&parquet_schema, physical) else {
                         continue;
                     };
@@ -456,9 +478,10 @@ async fn open_file(
                 .collect();
             let mask = ProjectionMask::roots(&parquet_schema, cols);
             let names = logical.clone();
+            let widened = widened.clone();
             let f = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
-                local
-                    .evaluate(&to_logical(batch, &names))
+                in_table_types(to_logical(batch, &names), &widened)
+                    .and_then(|b| local.evaluate(&b))
                     .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()))
             });
             builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
@@ -484,6 +507,86 @@ async fn open_file(
         let b = b.map_err(corrupt(&path_text))?;
         assemble(&ctx2, &to_logical(b, &logical), &partitions, &wanted)
     })))
+}
+
+/// The file's column names to logical names by Parquet field id (column mapping mode
+/// `id`). A file without field ids is refused, as the protocol asks.
+fn by_field_id(file: &Schema, ids: &HashMap<i32, String>) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut any = false;
+    for f in file.fields() {
+        let Some(id) = f
+            .metadata()
+            .get(parquet::arrow::PARQUET_FIELD_ID_META_KEY)
+            .and_then(|v| v.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        any = true;
+        if let Some(name) = ids.get(&id) {
+            out.insert(f.name().clone(), name.clone());
+        }
+    }
+    if !any && !file.fields().is_empty() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            "a data file of a table in column mapping mode id has no Parquet field ids",
+        ));
+    }
+    Ok(out)
+}
+
+/// The data columns (of `roots`) that `file` stores in another type than the table's,
+/// with the table type; errors unless each converts exactly (see [`crate::widening`]).
+fn widened_columns(
+    file: &Schema,
+    table: &Schema,
+    roots: &[usize],
+) -> Result<HashMap<String, DataType>> {
+    let mut out = HashMap::new();
+    for &i in roots {
+        let f = file.field(i);
+        let Ok(t) = table.field_with_name(f.name()) else {
+            continue;
+        };
+        if f.data_type() != t.data_type() {
+            check_file_type(f.name(), f.data_type(), t.data_type())?;
+            out.insert(f.name().clone(), t.data_type().clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `batch` with the `widened` columns converted to the table types.
+fn in_table_types(batch: RecordBatch, widened: &HashMap<String, DataType>) -> Result<RecordBatch> {
+    if widened.is_empty() {
+        return Ok(batch);
+    }
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        match widened.get(f.name()) {
+            Some(t) => {
+                columns.push(to_table_type(f.name(), c, t)?);
+                fields.push(Field::new(f.name(), t.clone(), true));
+            }
+            None => {
+                columns.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn arrow_err(e: &Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::General(e.to_string())
 }
 
 /// The deleted row indexes of a deletion vector, ascending (read by kernel: inline,
@@ -574,15 +677,10 @@ fn assemble(
         let column: ArrayRef = if let Some(v) = partitions.get(name) {
             constant_array(v, field.data_type(), rows)?
         } else if let Some(c) = batch.column_by_name(name) {
-            if c.data_type() == field.data_type() {
-                c.clone()
-            } else if crate::nested::reads_reshaped(field.data_type()) {
+            if crate::nested::reads_reshaped(field.data_type()) && c.data_type() != field.data_type() {
                 crate::nested::from_file(c, field.data_type(), name)?
             } else {
-                cast(c, field.data_type()).map_err(|e| {
-                    Error::new(ErrorKind::TypeMismatch, format!("column {name}: {e}"))
-                        .with_column(name)
-                })?
+                to_table_type(name, c, field.data_type())?
             }
         } else {
             new_null_array(field.data_type(), rows)

@@ -20,6 +20,7 @@ use crate::log::{
     Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, column_mapping,
     parse_stats_mapped, schema_from_string,
 };
+use crate::widening::{inexact_stats, type_changes};
 
 /// The protocol and metadata of a kernel snapshot, as this crate's actions.
 fn protocol_and_metadata(ks: &SnapshotRef) -> (Protocol, MetaData) {
@@ -66,10 +67,14 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
     let physical = column_mapping(&metadata)?;
+    let inexact = inexact_stats(&type_changes(&metadata.schema_string)?);
     let scan = ks
         .clone()
         .scan_builder()
         .with_stats(StatsOptions::json_only())
+        // Files are read here, partition values parsed here (in every writer's form):
+        // kernel needs no per-file transforms.
+        .without_row_transforms()
         .build()
         .map_err(|e| kernel.error(e, None))?;
     let mut batches: Vec<Vec<Arc<FileEntry>>> = Vec::new();
@@ -82,7 +87,7 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
         let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
         let batch = data.record_batch();
         let cols = FileColumns::of_scan_rows(batch)?;
-        batches.push(cols.entries(&selection, &schema, &physical)?);
+        batches.push(cols.entries(&selection, &schema, &physical, &inexact)?);
     }
     // Kernel yields the newest commits first; files are kept in the order they were
     // added.
@@ -115,6 +120,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
     let physical = column_mapping(&metadata)?;
+    let inexact = inexact_stats(&type_changes(&metadata.schema_string)?);
     let mut files = cur.files.clone();
     for key in &listing.summary.removes {
         files.remove(key.path());
@@ -122,7 +128,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     // Batches come newest commit first.
     let mut added: Vec<Vec<Arc<FileEntry>>> = Vec::new();
     for f in listing.add_files {
-        added.push(add_rows(f, &schema, &physical)?);
+        added.push(add_rows(f, &schema, &physical, &inexact)?);
     }
     for entry in added.into_iter().rev().flatten() {
         files.insert(entry);
@@ -143,6 +149,7 @@ fn add_rows(
     f: FilteredEngineData,
     schema: &arrow::datatypes::Schema,
     physical: &HashMap<String, String>,
+    inexact: &[String],
 ) -> Result<Vec<Arc<FileEntry>>> {
     let (data, selection) = f.into_parts();
     let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
@@ -151,7 +158,7 @@ fn add_rows(
         .column_by_name("add")
         .and_then(|c| c.as_struct_opt())
         .ok_or_else(|| corrupt("commit rows without an add column"))?;
-    FileColumns::of_add_struct(add)?.entries(&selection, schema, physical)
+    FileColumns::of_add_struct(add)?.entries(&selection, schema, physical, inexact)
 }
 
 fn corrupt(m: &str) -> Error {
@@ -227,6 +234,7 @@ impl FileColumns {
         selection: &[bool],
         schema: &arrow::datatypes::Schema,
         physical: &HashMap<String, String>,
+        inexact: &[String],
     ) -> Result<Vec<Arc<FileEntry>>> {
         // Partition values are keyed by physical names in column-mapped tables.
         let logical: HashMap<&str, &str> = physical
@@ -266,6 +274,13 @@ impl FileColumns {
                 _ => None,
             };
             let mut parsed = parse_stats_mapped(stats.as_deref(), schema, physical);
+            // Bounds an older file wrote in a narrower type that do not read exactly.
+            for c in inexact {
+                if let Some(s) = parsed.columns.get_mut(c) {
+                    s.min = None;
+                    s.max = None;
+                }
+            }
             if let Some(dv) = &deletion_vector {
                 // Statistics count the deleted rows too: bounds stay safe, counts do not.
                 let deleted = u64::try_from(dv.cardinality).unwrap_or(0);

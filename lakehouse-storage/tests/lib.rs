@@ -3,11 +3,13 @@
 mod append_types;
 mod common;
 mod crash;
+mod delta_features;
 mod delta_fixtures;
 mod interop;
 mod maintenance;
 mod nested;
 mod partitions;
+mod peer_features;
 #[cfg(feature = "s3")]
 mod s3;
 mod table;

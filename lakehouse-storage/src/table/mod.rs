@@ -150,6 +150,7 @@ impl Table {
             batch_size,
             kernel: self.inner.kernel.clone(),
             physical: crate::log::column_mapping(&snap.metadata).unwrap_or_default(),
+            field_ids: crate::features::column_mapping_ids(&snap.metadata).unwrap_or_default(),
         })
     }
 

@@ -37,7 +37,10 @@ impl Table {
             .commit("ADD COLUMNS", Value::Null, move |latest| {
                 check_evolution(&latest.schema, &schema)?;
                 let mut meta = latest.metadata.clone();
-                meta.schema_string = schema_string.clone();
+                meta.schema_string = crate::widening::keep_field_metadata(
+                    &latest.metadata.schema_string,
+                    &schema_string,
+                )?;
                 let mut actions = vec![Action::MetaData(meta)];
                 if let Some(p) = latest.protocol.upgraded_for(&schema) {
                     actions.push(Action::Protocol(p));

@@ -19,7 +19,8 @@ use crate::replay;
 pub struct HistoryEntry {
     /// The version.
     pub version: Version,
-    /// Commit time, milliseconds since the epoch.
+    /// Commit time, milliseconds since the epoch: the commit's in-commit timestamp
+    /// where it has one.
     pub timestamp_ms: i64,
     /// The operation (`WRITE`, `OPTIMIZE`, `CREATE TABLE`, ...).
     pub operation: String,
@@ -171,8 +172,10 @@ impl Table {
             let info = info.unwrap_or_default();
             out.push(HistoryEntry {
                 version: v,
+                // The in-commit timestamp where the table enables them.
                 timestamp_ms: info
-                    .get("timestamp")
+                    .get("inCommitTimestamp")
+                    .or_else(|| info.get("timestamp"))
                     .and_then(Value::as_i64)
                     .unwrap_or_default(),
                 operation: info
