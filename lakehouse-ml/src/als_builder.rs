@@ -44,6 +44,7 @@ pub struct AlsParams {
     /// every later fold-in starts from it, the error does not build up. New users, users
     /// without a vector, and users whose batch touches a quarter or more of their kept
     /// items are always solved exactly. Items new in a batch are always solved exactly.
+    /// More than `2 x factors` steps are not taken (CG has converged by then).
     #[serde(default = "default_fold_in_cg_steps")]
     pub fold_in_cg_steps: usize,
 }

@@ -242,7 +242,8 @@ impl Als {
             }
         };
         let (clock, limit) = (update.clock, self.params.history_per_user);
-        let steps = self.params.fold_in_cg_steps;
+        // CG solves an f-dimensional system in f steps, up to rounding: more do nothing.
+        let steps = self.params.fold_in_cg_steps.min(2 * f);
         let gram32: Vec<f32> = if steps > 0 {
             self.item_gram.iter().map(|&v| v as f32).collect()
         } else {
