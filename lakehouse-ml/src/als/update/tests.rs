@@ -328,8 +328,8 @@ fn cg_fold_in_stays_close_to_the_exact_solve() {
         assert_eq!(cg.user_row(new), exact.user_row(new), "a new user, exactly");
     }
     assert!(differ > 0, "the conjugate-gradient path never ran");
-    assert!(worst_cos > 0.999, "cosine similarity {worst_cos}");
-    assert!(worst_err < 0.05, "relative error {worst_err}");
+    assert!(worst_cos > 0.99, "cosine similarity {worst_cos}");
+    assert!(worst_err < 0.15, "relative error {worst_err}");
     // A batch touching a quarter of a user's row or more is solved exactly.
     let heavy: Vec<Event> = (0..8i64).map(|k| Event::new(7, 20 + k)).collect();
     exact.update(&heavy).unwrap();
