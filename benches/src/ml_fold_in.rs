@@ -11,11 +11,16 @@
 //!   purchases (weight 5) are folded in, as the example does.
 //! * Warm-up: events folded in first (on all cores) so that the histories hold items,
 //!   as after a while of serving; the mean history length reached is printed.
+//!   `LAKEHOUSE_FOLD_IN_WARM_UP` overrides the number (for example the full run's
+//!   4,000,000 with `--quick`: full histories, a short measurement).
 //! * Measured: events in batches of 10,000 (the example's trigger batch size), each
 //!   prepared under a read lock on a one-thread rayon pool and applied under a write
 //!   lock (`RwLock<Als>`, as the example's `Models`), while one reader thread asks for
 //!   the top 10 of random users under the read lock. The rate is events over the wall
 //!   time of the loop; the reader's latency includes waiting for the lock.
+//! * Solver: the default [`AlsParams::fold_in_cg_steps`] (warm-started conjugate
+//!   gradient for known users); `LAKEHOUSE_FOLD_IN_CG_STEPS` overrides it (0: every
+//!   solve exact, as before that parameter existed).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -36,8 +41,13 @@ const BATCH: usize = 10_000;
 pub(crate) fn run(report: &mut Report) -> BenchResult {
     let (user_factors, item_factors) =
         clustered_factors(USERS as usize, ITEMS as usize, FACTORS, 5);
+    let cg_steps = std::env::var("LAKEHOUSE_FOLD_IN_CG_STEPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(lakehouse_ml::DEFAULT_FOLD_IN_CG_STEPS);
     let params = AlsParams {
         factors: FACTORS,
+        fold_in_cg_steps: cg_steps,
         ..AlsParams::default()
     };
     let model = Als::from_factors(
@@ -63,7 +73,10 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
     };
 
     let model = Arc::new(RwLock::new(model));
-    let warm_up: usize = report.scale(4_000_000, 100_000);
+    let warm_up: usize = std::env::var("LAKEHOUSE_FOLD_IN_WARM_UP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(report.scale(4_000_000, 100_000));
     let mut warmed = 0;
     while warmed < warm_up {
         let events = next_batch(100_000.min(warm_up - warmed));
@@ -137,7 +150,7 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
         "fold-in: {ITEMS} items x {FACTORS} factors, {USERS} users, {warmed} events \
          folded in first (mean history {mean_history:.1} items, bound {}); {events} events \
          in batches of {BATCH} ({:.0} users a batch), one rayon thread, one reader \
-         ({} requests)",
+         ({} requests); fold_in_cg_steps {cg_steps}",
         lakehouse_ml::DEFAULT_HISTORY_PER_USER,
         users as f64 / batches.len().max(1) as f64,
         reads.len(),

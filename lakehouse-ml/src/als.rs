@@ -24,11 +24,13 @@ pub use update::AlsUpdate;
 /// with a few warm-started conjugate-gradient steps, in parallel on rayon.
 ///
 /// * Online fold-in: [`update`](Recommender::update) recomputes the vectors of the
-///   users in the events by the closed-form least-squares solution against the fixed
-///   item vectors (and gives new items a vector from their users the same way), so the
-///   next recommendation reflects them without retraining. One solve per user per
-///   batch, over the user's kept history with the batch merged in, in parallel on
-///   rayon. A served model takes updates in two phases so that readers are not
+///   users in the events by the least-squares solution against the fixed item vectors
+///   (and gives new items a vector from their users the same way), so the next
+///   recommendation reflects them without retraining. One solve per user per batch,
+///   over the user's kept history with the batch merged in, in parallel on rayon:
+///   exact (Cholesky) for new users and items, a few conjugate-gradient steps
+///   warm-started from the current vector for known users
+///   ([`fold_in_cg_steps`](AlsParams::fold_in_cg_steps)). A served model takes updates in two phases so that readers are not
 ///   stalled: [`prepare_update`](Self::prepare_update) computes the vectors from
 ///   `&self` (under a read lock), [`apply_update`](Self::apply_update) copies them in
 ///   (a short write lock).

@@ -24,10 +24,37 @@ pub struct AlsParams {
     /// Most items kept per user in the history that fold-in solves over and that
     /// seen-item exclusion consults: the most recently touched (by timestamp when
     /// fitted, by arrival in updates). Bounds the cost of a fold-in solve
-    /// (`O(history_per_user x factors²)`) and the history's memory (12 bytes an item).
+    /// (`O(history_per_user x factors²)` exact, `O(history_per_user x factors)` a
+    /// conjugate-gradient step, see [`fold_in_cg_steps`](Self::fold_in_cg_steps)) and
+    /// the history's memory (12 bytes an item).
     /// Training uses all of its dataset regardless.
     #[serde(default = "default_history_per_user")]
     pub history_per_user: usize,
+    /// Conjugate-gradient steps of an online fold-in solve for a user who already has a
+    /// vector; 0 solves every fold-in exactly (Cholesky).
+    ///
+    /// A fold-in re-solves the user's least-squares system over their kept history
+    /// against the fixed item vectors. Exactly, that costs `O(n x factors² +
+    /// factors³)` for `n` kept items; warm-started from the user's current vector, each
+    /// CG step costs `O(n x factors + factors²)` (the system matrix is never formed),
+    /// and since a batch usually changes a handful of a user's items, the current
+    /// vector is already close and a few steps land near the exact solution. The
+    /// result is approximate: with the default 3 steps the vector stays close to the
+    /// exact one (cosine similarity above 0.99 in the tests, precision at 10 within
+    /// 0.01 of exact fold-in on synthetic data), and, as
+    /// every later fold-in starts from it, the error does not build up. New users, users
+    /// without a vector, and users whose batch touches a quarter or more of their kept
+    /// items are always solved exactly. Items new in a batch are always solved exactly.
+    /// More than `2 x factors` steps are not taken (CG has converged by then).
+    #[serde(default = "default_fold_in_cg_steps")]
+    pub fold_in_cg_steps: usize,
+}
+
+/// The default of [`AlsParams::fold_in_cg_steps`].
+pub const DEFAULT_FOLD_IN_CG_STEPS: usize = 3;
+
+fn default_fold_in_cg_steps() -> usize {
+    DEFAULT_FOLD_IN_CG_STEPS
 }
 
 /// The default of [`AlsParams::history_per_user`].
@@ -47,6 +74,7 @@ impl Default for AlsParams {
             cg_steps: 3,
             seed: 42,
             history_per_user: DEFAULT_HISTORY_PER_USER,
+            fold_in_cg_steps: DEFAULT_FOLD_IN_CG_STEPS,
         }
     }
 }
@@ -104,6 +132,14 @@ impl AlsBuilder {
     /// [`DEFAULT_HISTORY_PER_USER`], 128); see [`AlsParams::history_per_user`].
     pub fn history_per_user(mut self, items: usize) -> Self {
         self.params.history_per_user = items;
+        self
+    }
+
+    /// Conjugate-gradient steps of an online fold-in solve (default
+    /// [`DEFAULT_FOLD_IN_CG_STEPS`], 3; 0 for exact solves); see
+    /// [`AlsParams::fold_in_cg_steps`].
+    pub fn fold_in_cg_steps(mut self, steps: usize) -> Self {
+        self.params.fold_in_cg_steps = steps;
         self
     }
 

@@ -10,6 +10,9 @@ use crate::error;
 use crate::id::{Id, IdMap};
 use crate::recommender::{Query, Scored};
 
+/// At most this many entries over its bound, a row drops its oldest one at a time.
+const FEW: usize = 4;
+
 /// No bound on the items kept per user.
 pub(crate) const UNBOUNDED: usize = usize::MAX;
 
@@ -322,7 +325,26 @@ impl Row {
     /// index stays), with ages taken against `clock`.
     fn keep_recent(&mut self, clock: u32, limit: usize) {
         let limit = limit.max(1);
-        if self.entries.len() <= limit {
+        let excess = self.entries.len().saturating_sub(limit);
+        if excess == 0 {
+            return;
+        }
+        if excess <= FEW {
+            // A batch usually pushes out one or two entries: drop the oldest (of equal
+            // age, the higher item index) one at a time, without sorting or allocating.
+            // Item indices are distinct, so this keeps the same entries as the order
+            // below.
+            for _ in 0..excess {
+                let key = |k: usize| (clock.wrapping_sub(self.touched[k]), self.entries[k].0);
+                let mut oldest = 0;
+                for k in 1..self.entries.len() {
+                    if key(k) > key(oldest) {
+                        oldest = k;
+                    }
+                }
+                self.entries.remove(oldest);
+                self.touched.remove(oldest);
+            }
             return;
         }
         let age = |k: usize| clock.wrapping_sub(self.touched[k]);

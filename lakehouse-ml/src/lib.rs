@@ -132,7 +132,9 @@ mod sparse;
 mod synthetic;
 
 pub use crate::als::{Als, AlsUpdate};
-pub use crate::als_builder::{AlsBuilder, AlsParams, DEFAULT_HISTORY_PER_USER};
+pub use crate::als_builder::{
+    AlsBuilder, AlsParams, DEFAULT_FOLD_IN_CG_STEPS, DEFAULT_HISTORY_PER_USER,
+};
 pub use crate::coldstart::{ColdStart, ItemAttributes};
 pub use crate::data::{Columns, Dataset, Event, Interaction};
 pub use crate::eval::{Metrics, evaluate};

@@ -1,6 +1,9 @@
 //! Online updates: fold-in shows in the next recommendation without retraining.
 
-use lakehouse_ml::{Event, Id, ItemItem, Popularity, Query, Recommender};
+use lakehouse_ml::{
+    Als, DEFAULT_FOLD_IN_CG_STEPS, Dataset, Event, Id, ItemItem, Popularity, Query, Recommender,
+    evaluate,
+};
 
 use crate::common::{planted, small_als};
 
@@ -82,6 +85,77 @@ fn als_fold_in_of_a_new_user_and_a_new_item() {
     let g4 = als.score(&Id::from(45), &fresh).unwrap();
     let g0 = als.score(&Id::from(46), &fresh).unwrap();
     assert!(g4 > g0, "group-4 user {g4} vs group-0 user {g0}");
+}
+
+/// Folds `stream` into `als` in batches of `batch` events, in the stream's order.
+fn fold_in_all(als: &mut Als, stream: &Dataset, batch: usize) {
+    let events: Vec<Event> = stream
+        .interactions()
+        .iter()
+        .map(|x| {
+            let user = stream.users().id(x.user).unwrap().clone();
+            let item = stream.items().id(x.item).unwrap().clone();
+            Event::new(user, item).weight(x.weight)
+        })
+        .collect();
+    for chunk in events.chunks(batch) {
+        als.update(chunk).unwrap();
+    }
+}
+
+#[test]
+fn als_cg_fold_in_ranks_as_well_as_the_exact_fold_in() {
+    // Fitted on half of the data, the next third folded in batch by batch (a handful of
+    // events per user and batch: the warm-started path), ranked on the rest.
+    let data = planted();
+    let (rest, test) = data.dataset.split_random(0.2, 11).unwrap();
+    let (base, stream) = rest.split_random(0.4, 12).unwrap();
+    let fold = |steps: usize| -> Als {
+        let mut als = Als::builder()
+            .factors(16)
+            .iterations(8)
+            .regularization(0.1)
+            .seed(4)
+            .fold_in_cg_steps(steps)
+            .build()
+            .unwrap();
+        als.fit(&base).unwrap();
+        fold_in_all(&mut als, &stream, 300);
+        als
+    };
+    let (exact, cg) = (fold(0), fold(DEFAULT_FOLD_IN_CG_STEPS));
+    let (pe, pc) = (
+        evaluate(&exact, &test, 10).unwrap().precision,
+        evaluate(&cg, &test, 10).unwrap().precision,
+    );
+    assert!(pc >= pe - 0.01, "precision@10: CG {pc} vs exact {pe}");
+    // Folding in helped at all: better than the model before it.
+    let mut before = Als::builder()
+        .factors(16)
+        .iterations(8)
+        .regularization(0.1)
+        .seed(4)
+        .build()
+        .unwrap();
+    before.fit(&base).unwrap();
+    let pb = evaluate(&before, &test, 10).unwrap().precision;
+    assert!(pc > pb, "precision@10: CG fold-in {pc} vs none {pb}");
+    // And the vectors are close to the exact ones.
+    let mut compared = 0;
+    for user in exact.users().unwrap().ids() {
+        let (Ok(a), Ok(b)) = (cg.user_factors(user), exact.user_factors(user)) else {
+            assert!(
+                cg.user_factors(user).is_err(),
+                "user {user} known to one only"
+            );
+            continue;
+        };
+        compared += 1;
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        let cos = dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt());
+        assert!(cos > 0.99, "user {user}: cosine {cos}");
+    }
+    assert!(compared > 250, "{compared} users compared");
 }
 
 #[test]

@@ -571,11 +571,13 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         }
     }
     println!(
-        "cache trigger {} records in {} invocations; fold-in trigger {} records, {} interactions folded in",
+        "cache trigger {} records in {} invocations; fold-in trigger {} records, {} interactions folded in ({} groups, {} prepared again)",
         cache_metrics.records_processed,
         cache_metrics.invocations,
         fold_metrics.records_processed,
-        models.folded.load(Ordering::Relaxed)
+        models.folded.load(Ordering::Relaxed),
+        models.fold_groups.load(Ordering::Relaxed),
+        models.fold_retries.load(Ordering::Relaxed)
     );
 
     // Sample SQL answers.

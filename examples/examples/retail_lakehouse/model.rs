@@ -2,7 +2,7 @@
 //! publish, warm the cache), and kept current between retrains by online fold-in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use lakehouse_cache::Cache;
@@ -69,6 +69,18 @@ struct Candidate {
     eval: Dataset,
 }
 
+/// The outcome of one caller's fold-in, set by whoever folded its events.
+type FoldSlot = Arc<OnceLock<Result<bool, lakehouse_ml::Error>>>;
+
+/// Fold-in batches handed in while another is being folded (see [`Models::fold_in`]).
+#[derive(Default)]
+struct FoldQueue {
+    /// Each waiting caller's events and where its outcome goes.
+    waiting: Vec<(Vec<MlEvent>, FoldSlot)>,
+    /// Whether a caller is folding a group right now.
+    leading: bool,
+}
+
 /// The published model and what the workflow and fold-in share.
 pub(crate) struct Models {
     /// The serving model; `None` until the first publication.
@@ -77,6 +89,10 @@ pub(crate) struct Models {
     pub(crate) version: AtomicU64,
     /// Interactions folded in online.
     pub(crate) folded: AtomicU64,
+    /// Groups of fold-in batches folded (see [`Models::fold_in`]).
+    pub(crate) fold_groups: AtomicU64,
+    /// Fold-in updates prepared again because a publication came in between.
+    pub(crate) fold_retries: AtomicU64,
     candidate: Mutex<Option<Candidate>>,
     /// Warmed recommendations by user.
     pub(crate) recs: Cache<i64, Arc<[i64]>>,
@@ -86,6 +102,30 @@ pub(crate) struct Models {
     /// Two rayon threads for fold-in, apart from `pool` so that a retrain in progress
     /// does not hold fold-in up.
     fold_pool: rayon::ThreadPool,
+    /// Batches waiting to be folded in together, and the signal that a group is done.
+    fold_queue: Mutex<FoldQueue>,
+    fold_done: Condvar,
+}
+
+/// Held by the caller folding a group: whatever happens to it (an error, a panic), every
+/// caller of the group gets an outcome and another caller may lead.
+struct Leading<'a> {
+    models: &'a Models,
+    slots: Vec<FoldSlot>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            // Set already unless the fold panicked.
+            let _ = slot.set(Err(lakehouse_ml::Error::new(
+                lakehouse_ml::ErrorKind::Internal,
+                "the fold-in of this batch's group panicked",
+            )));
+        }
+        self.models.lock_fold_queue().leading = false;
+        self.models.fold_done.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Models {
@@ -102,6 +142,8 @@ impl Models {
             serving: RwLock::new(None),
             version: AtomicU64::new(0),
             folded: AtomicU64::new(0),
+            fold_groups: AtomicU64::new(0),
+            fold_retries: AtomicU64::new(0),
             candidate: Mutex::new(None),
             recs: Cache::new(10_000)?,
             pool: rayon::ThreadPoolBuilder::new()
@@ -114,17 +156,70 @@ impl Models {
                 .thread_name(|i| format!("fold-in-{i}"))
                 .build()
                 .map_err(|e| e.to_string())?,
+            fold_queue: Mutex::new(FoldQueue::default()),
+            fold_done: Condvar::new(),
         }))
     }
 
     /// Folds new interactions into the serving model (no-op before the first
-    /// publication); returns whether a model took them.
+    /// publication); returns whether a model took them. Blocks until they are in.
+    ///
+    /// Every shard of the stream hands its batches in on its own, so several calls
+    /// overlap. They are folded one group at a time: the first caller folds its own
+    /// events and everything handed in meanwhile waits; when it is done, one of the
+    /// waiters folds all of those together, and so on. So no two fold-ins are prepared
+    /// against the same model (one of them would be refused and prepared again,
+    /// wasting the work), and when fold-in falls behind its groups grow: a user with
+    /// several new interactions is solved once for all of them, and the fixed cost of a
+    /// batch is paid less often, so it catches up. An error fails every batch of its
+    /// group (their triggers retry them).
+    pub(crate) fn fold_in(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
+        let slot: FoldSlot = Arc::new(OnceLock::new());
+        let mut queue = self.lock_fold_queue();
+        queue.waiting.push((events.to_vec(), slot.clone()));
+        loop {
+            if let Some(outcome) = slot.get() {
+                return outcome.clone();
+            }
+            if queue.leading {
+                queue = self
+                    .fold_done
+                    .wait(queue)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            queue.leading = true;
+            let group = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            let mut leading = Leading {
+                models: self,
+                slots: Vec::with_capacity(group.len()),
+            };
+            let mut all = Vec::with_capacity(group.iter().map(|(e, _)| e.len()).sum());
+            for (events, slot) in group {
+                all.extend(events);
+                leading.slots.push(slot);
+            }
+            let outcome = self.fold_group(&all);
+            for slot in &leading.slots {
+                let _ = slot.set(outcome.clone());
+            }
+            drop(leading);
+            queue = self.lock_fold_queue();
+        }
+    }
+
+    fn lock_fold_queue(&self) -> MutexGuard<'_, FoldQueue> {
+        self.fold_queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds one group of interactions in (see [`fold_in`](Self::fold_in)).
     ///
     /// The vectors are computed under the read lock (requests keep being answered) on
     /// the fold-in pool, then copied in under a short write lock. If the model changed in
     /// between (a publication), the update is prepared again against the new one; after
     /// a few such races it is done under the write lock, so no interaction is lost.
-    pub(crate) fn fold_in(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
+    fn fold_group(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
         const ATTEMPTS: usize = 3;
         for _ in 0..ATTEMPTS {
             let update = {
@@ -144,7 +239,10 @@ impl Models {
                     self.folded_in(events);
                     return Ok(true);
                 }
-                Err(e) if e.kind() == lakehouse_ml::ErrorKind::Conflict => continue,
+                Err(e) if e.kind() == lakehouse_ml::ErrorKind::Conflict => {
+                    self.fold_retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -162,6 +260,7 @@ impl Models {
     fn folded_in(&self, events: &[MlEvent]) {
         self.folded
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.fold_groups.fetch_add(1, Ordering::Relaxed);
         for e in events {
             if let Id::Int(u) = e.user {
                 self.recs.invalidate(&u);

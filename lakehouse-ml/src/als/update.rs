@@ -12,7 +12,7 @@ use crate::data::Event;
 use crate::error;
 use crate::history::{Row, Touch};
 use crate::id::{Id, IdMap};
-use crate::linalg::{SolveScratch, solve_gathered};
+use crate::linalg::{SolveScratch, cg_gathered, solve_gathered};
 use crate::recommender::{check_events, dot};
 
 /// The source of [`Als`] content states; 0 is never handed out.
@@ -118,7 +118,11 @@ impl Als {
     /// at most [`history_per_user`](crate::AlsParams::history_per_user) items, the most
     /// recently touched, are kept); for every item the model has not seen, a vector
     /// from the known users who touched it, the same way. One solve per user and per new
-    /// item, in parallel on the current rayon pool.
+    /// item, in parallel on the current rayon pool. A user who already has a vector is
+    /// solved by [`fold_in_cg_steps`](crate::AlsParams::fold_in_cg_steps)
+    /// conjugate-gradient steps warm-started from it (approximate, `O(n x factors)` a
+    /// step for `n` kept items), unless the batch touches a quarter or more of their
+    /// kept items; everyone else, and everyone when that parameter is 0, exactly.
     ///
     /// Takes `&self`, so a served model can prepare under a read lock while requests
     /// are answered; then [`apply_update`](Self::apply_update) under a short write
@@ -238,34 +242,47 @@ impl Als {
             }
         };
         let (clock, limit) = (update.clock, self.params.history_per_user);
+        // CG solves an f-dimensional system in f steps, up to rounding: more do nothing.
+        let steps = self.params.fold_in_cg_steps.min(2 * f);
+        let gram32: Vec<f32> = if steps > 0 {
+            self.item_gram.iter().map(|&v| v as f32).collect()
+        } else {
+            Vec::new()
+        };
         let user_groups = groups(&users, |&u| u);
-        let solved: Vec<(u32, Vec<f32>, Row)> = user_groups
-            .par_iter()
-            .map_init(SolveScratch::default, |s, &(a, b)| {
+        let mut user_factors = vec![0f32; user_groups.len() * f];
+        update.rows = user_factors
+            .par_chunks_mut(f)
+            .zip(user_groups.par_iter())
+            .map_init(SolveScratch::default, |s, (x, &(a, b))| {
                 let u = users[a];
                 let row = history.merged_row(u, &batch[a..b], clock, limit);
                 let entries = row
                     .entries
                     .iter()
                     .map(|&(i, w)| (item_vector(i), self.confidence(w)));
-                let mut x = vec![0f32; f];
-                if !solve_gathered(&self.item_gram, f, entries, s, &mut x) {
+                // Warm-started CG for a user with a vector whose batch changes less
+                // than a quarter of their row; the exact solve otherwise.
+                let current: &[f32] = if (u as usize) < base_users {
+                    self.user_row(u)
+                } else {
+                    &[]
+                };
+                let incremental = 4 * (b - a) < row.entries.len();
+                if steps > 0 && incremental && current.iter().any(|&v| v != 0.0) {
+                    x.copy_from_slice(current);
+                    cg_gathered(&gram32, f, entries, steps, s, x);
+                } else if !solve_gathered(&self.item_gram, f, entries, s, x) {
                     return Err(not_positive_definite());
                 }
                 if !x.iter().all(|v| v.is_finite()) {
                     return Err(diverged());
                 }
-                Ok((u, x, row))
+                Ok(row)
             })
             .collect::<Result<_>>()?;
-        update.users.reserve(solved.len());
-        update.user_factors.reserve(solved.len() * f);
-        update.rows.reserve(solved.len());
-        for (u, x, row) in solved {
-            update.users.push(u);
-            update.user_factors.extend_from_slice(&x);
-            update.rows.push(row);
-        }
+        update.users = user_groups.iter().map(|&(a, _)| users[a]).collect();
+        update.user_factors = user_factors;
         Ok(update)
     }
 

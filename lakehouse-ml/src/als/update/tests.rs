@@ -61,12 +61,15 @@ fn tribes() -> Dataset {
     d
 }
 
+/// Fitted on [`tribes`], with exact fold-in solves (the reference the tests compare
+/// against).
 fn fitted(history_per_user: usize) -> Als {
     let mut als = Als::builder()
         .factors(6)
         .iterations(6)
         .seed(3)
         .history_per_user(history_per_user)
+        .fold_in_cg_steps(0)
         .build()
         .unwrap();
     als.fit(&tribes()).unwrap();
@@ -278,4 +281,59 @@ fn bad_events_prepare_nothing() {
     let before = als.user_factors.clone();
     als.apply_update(empty).unwrap();
     assert_eq!(als.user_factors, before);
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
+}
+
+/// `|a - b| / |b|`.
+fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    let d: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    (dot(&d, &d) / dot(b, b)).sqrt()
+}
+
+#[test]
+fn cg_fold_in_stays_close_to_the_exact_solve() {
+    let mut exact = fitted(1_000);
+    let mut cg = exact.clone();
+    cg.params.fold_in_cg_steps = crate::DEFAULT_FOLD_IN_CG_STEPS;
+    let (mut worst_cos, mut worst_err, mut differ) = (1f32, 0f32, 0usize);
+    for round in 0..6i64 {
+        // One new item for every user a round (a tenth or less of their row): the
+        // warm-started path.
+        let mut events: Vec<Event> = (0..60i64)
+            .map(|u| {
+                let item = (u + 5 * round) % 14 + if (u + round) % 2 == 0 { 0 } else { 20 };
+                Event::new(u, item).weight(1.0 + (u % 3) as f32)
+            })
+            .collect();
+        // A new user is always solved exactly.
+        events.push(Event::new(format!("new-{round}"), 3).weight(2.0));
+        exact.update(&events).unwrap();
+        cg.update(&events).unwrap();
+        let h = cg.history().unwrap();
+        assert_eq!(
+            h,
+            exact.history().unwrap(),
+            "histories do not depend on the solver"
+        );
+        for u in 0..h.users.len() as u32 {
+            let (a, b) = (cg.user_row(u), exact.user_row(u));
+            worst_cos = worst_cos.min(cosine(a, b));
+            worst_err = worst_err.max(relative_error(a, b));
+            differ += usize::from(a != b);
+        }
+        let new = h.users.get(&Id::from(format!("new-{round}"))).unwrap();
+        assert_eq!(cg.user_row(new), exact.user_row(new), "a new user, exactly");
+    }
+    assert!(differ > 0, "the conjugate-gradient path never ran");
+    assert!(worst_cos > 0.99, "cosine similarity {worst_cos}");
+    assert!(worst_err < 0.15, "relative error {worst_err}");
+    // A batch touching a quarter of a user's row or more is solved exactly.
+    let heavy: Vec<Event> = (0..8i64).map(|k| Event::new(7, 20 + k)).collect();
+    exact.update(&heavy).unwrap();
+    cg.update(&heavy).unwrap();
+    let u = cg.history().unwrap().users.get(&Id::from(7)).unwrap();
+    assert!(close(cg.user_row(u), exact.user_row(u)));
 }
