@@ -25,7 +25,10 @@
 //! each shard holds). Reopening the directory checks every frame, rebuilds the segment
 //! index, loads each shard's window, truncates a torn tail left by a crash, restores
 //! the shard lineage and the consumer checkpoints, and refuses (with `Corrupt`, naming
-//! the shard, file and byte offset) a segment whose checksum fails.
+//! the shard, file and byte offset) a segment whose checksum fails. Committing a
+//! checkpoint never waits for the disk: the commit rounds write the checkpoints, many
+//! commits to one write (see [`Stream::commit_checkpoint`]), so consumers that
+//! checkpoint every batch are not slowed by fsyncs.
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches

@@ -512,3 +512,90 @@ proptest! {
         prop_assert_eq!(got, sent);
     }
 }
+
+/// The consumer-group lines of a `CHECKPOINTS` file (`None` when there is none).
+fn checkpoint_lines(dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("CHECKPOINTS")).ok()?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("crc "))
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+#[test]
+fn a_checkpoint_commit_leaves_the_file_to_the_next_commit_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    let put = stream.put_record(PutRecord::new("k", "v")).unwrap();
+    for seq in 0..100 {
+        stream.commit_checkpoint("g", put.shard, seq).unwrap();
+    }
+    // The consumer did not wait for a write, let alone an fsync.
+    assert_eq!(checkpoint_lines(dir.path()), None);
+    assert_eq!(stream.checkpoint("g", put.shard).unwrap(), Some(99));
+    // The next put's commit round writes every checkpoint committed before it, once.
+    stream.put_record(PutRecord::new("k", "w")).unwrap();
+    // Group "g" is hex 67.
+    let line = format!("{} 99 67", put.shard.0);
+    assert_eq!(checkpoint_lines(dir.path()), Some(vec![line.clone()]));
+    stream.commit_checkpoint("g", put.shard, 100).unwrap();
+    assert_eq!(checkpoint_lines(dir.path()), Some(vec![line]));
+    drop(stream);
+    let stream = open(dir.path(), Durability::PerBatch);
+    assert_eq!(stream.checkpoint("g", put.shard).unwrap(), Some(100));
+}
+
+#[test]
+fn sync_writes_the_checkpoints_of_a_stream_without_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::None);
+    stream.commit_checkpoint("g", ShardId(2), 7).unwrap();
+    stream.put_record(PutRecord::new("k", "v")).unwrap();
+    assert_eq!(checkpoint_lines(dir.path()), None);
+    stream.sync().unwrap();
+    assert_eq!(
+        checkpoint_lines(dir.path()),
+        Some(vec!["2 7 67".to_owned()])
+    );
+    assert_eq!(
+        stream
+            .commit_checkpoint("g", ShardId(9), 1)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ShardNotFound
+    );
+}
+
+#[test]
+fn acknowledged_records_are_read_from_memory_without_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    let puts: Vec<_> = stream
+        .put_records(
+            (0..50)
+                .map(|i| PutRecord::new("k", format!("{i}")))
+                .collect(),
+        )
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let shard = puts[0].shard;
+    assert!(!segments(dir.path(), shard.0).is_empty());
+    // With its segment files gone, the shard still serves every acknowledged record
+    // (all within the memory window) at once.
+    for seg in segments(dir.path(), shard.0) {
+        std::fs::remove_file(seg).unwrap();
+    }
+    let b = stream
+        .read_at(shard, Position::TrimHorizon, ReadLimit::records(100))
+        .unwrap();
+    let got: Vec<_> = b.records.iter().map(|r| r.data.clone()).collect();
+    let want: Vec<_> = (0..50)
+        .map(|i| bytes::Bytes::from(format!("{i}")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(b.records.last().unwrap().sequence, puts[49].sequence);
+}

@@ -6,7 +6,14 @@ use std::time::Duration;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
-[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--stream memory|durable|durable-nosync] [--s3-endpoint URL --s3-bucket NAME]";
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--stream durable-nosync|durable|memory] [--s3-endpoint URL --s3-bucket NAME]
+
+--stream  where the stream keeps its events (memory stays bounded by the first two):
+  durable-nosync  (default) segment files in the data directory, written in batches without
+                  fsync; each shard keeps its newest 32 MiB in memory and serves older events
+                  from its files, which keep 5 minutes, at most 2 GiB per shard
+  durable         the same, and a put returns once its events are fsynced
+  memory          memory only: the last 2 minutes, at most 1 GiB per shard";
 
 #[derive(Debug)]
 pub(crate) struct Args {
@@ -28,11 +35,13 @@ pub(crate) struct Args {
 /// Where the stream keeps its records (`--stream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamMode {
-    /// In memory only: the last 2 minutes, at most 1 GiB per shard (the default).
+    /// In memory only: the last 2 minutes, at most 1 GiB per shard.
     Memory,
-    /// Segment files in the data directory, a put returns once fsynced.
+    /// Segment files in the data directory, a put returns once fsynced; a 32 MiB
+    /// memory window per shard, 5 minutes (at most 2 GiB per shard) on disk.
     Durable,
-    /// Segment files, written in batches without fsync.
+    /// Segment files, written in batches without fsync, with the same window and
+    /// retention (the default).
     DurableNoSync,
 }
 
@@ -47,7 +56,7 @@ impl Args {
             users: 20_000,
             flush: Duration::from_millis(1_000),
             compact_every: Some(Duration::from_secs(2)),
-            stream: StreamMode::Memory,
+            stream: StreamMode::DurableNoSync,
             s3_endpoint: None,
             s3_bucket: None,
         };

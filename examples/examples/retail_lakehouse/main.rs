@@ -11,10 +11,12 @@
 //!
 //! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
 //!    over 100,000 items with Zipf popularity; users prefer a category) at `--rate`
-//!    and puts them on a sharded stream, keyed by user. The stream keeps the last 2 minutes
-//!    in memory (`--stream memory`, the default), or is durable in the data directory
-//!    (`--stream durable`: a put returns once fsynced; each shard keeps its newest
-//!    32 MiB in memory and serves older records from its segment files).
+//!    and puts them on a sharded stream, keyed by user. By default the stream is durable
+//!    in the data directory without fsync (`--stream durable-nosync`): each shard keeps
+//!    its newest 32 MiB in memory and serves older records from its segment files, which
+//!    keep 5 minutes, at most 2 GiB per shard, so memory stays bounded whatever the rate.
+//!    `--stream durable` also fsyncs before a put returns; `--stream memory` keeps the
+//!    last 2 minutes in memory only (at most 1 GiB per shard).
 //! 2. A table delivery micro-batches every shard into a Delta table partitioned by
 //!    day, category and region, exactly once: each commit carries the shard's last
 //!    sequence number as its transaction id.
@@ -167,12 +169,12 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     if stream_dir.exists() {
         return Err(format!("{} exists (use an empty --data-dir)", stream_dir.display()).into());
     }
-    // In memory (the default), the stream keeps the last 2 minutes of events, at most
-    // 1 GiB of memory per shard (counted as records really cost: about 100 bytes each
-    // here); the table is the durable copy. A consumer more than 2 minutes behind loses
-    // its position and the run fails naming it. Durable, memory per shard is a 32 MiB window plus
-    // the unwritten frames and the segment index, and the disk keeps five minutes, at
-    // most 2 GiB per shard.
+    // Durable (the default, without fsync), memory per shard is a 32 MiB window plus the
+    // unwritten frames (up to 1 MiB) and the segment index, and the disk keeps five
+    // minutes, at most 2 GiB per shard. In memory, the stream keeps the last 2 minutes of
+    // events, at most 1 GiB of memory per shard (counted as records really cost: about
+    // 100 bytes each here); the table is the durable copy. A consumer behind retention
+    // loses its position and the run fails naming it.
     let builder = Stream::builder("retail-events").shards(args.shards);
     let stream = match args.stream {
         StreamMode::Memory => builder

@@ -4,15 +4,15 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use lakehouse_core::{Error, ErrorKind, Result};
+use lakehouse_core::{Error, ErrorKind, Result, SequenceNumber, ShardId};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::shard::Shard;
 use super::{Inner, Stream};
-use crate::durable::{Durability, ShardFiles};
+use crate::durable::{self, Durability, ShardFiles};
 
 /// Pending frames of a shard are written to its segment once they reach this size
 /// (durable streams without per-batch fsync).
@@ -44,6 +44,12 @@ pub(super) struct Durable {
     appended: AtomicU64,
     commit: Mutex<CommitState>,
     committed: Condvar,
+    /// A checkpoint changed since `CHECKPOINTS` was last written. Checkpoints are
+    /// written by commit rounds, never by the consumer that commits them.
+    pub(super) checkpoints_dirty: AtomicBool,
+    /// Why the last write of `CHECKPOINTS` failed (cleared by one that succeeds);
+    /// held while it is written.
+    pub(super) checkpoints_failed: Mutex<Option<Error>>,
     _lock: File,
 }
 
@@ -77,6 +83,8 @@ impl Durable {
                 failed: None,
             }),
             committed: Condvar::new(),
+            checkpoints_dirty: AtomicBool::new(false),
+            checkpoints_failed: Mutex::new(None),
             _lock: lock,
         }
     }
@@ -101,6 +109,10 @@ impl Inner {
                         let mut files = files.lock();
                         self.write_pending(shard, &mut files)?;
                     }
+                }
+                if d.durability == Durability::None && !full.is_empty() {
+                    // Not a failure of the put: reported to `commit_checkpoint`.
+                    let _ = self.write_checkpoints(false);
                 }
                 Ok(())
             }
@@ -143,9 +155,50 @@ impl Inner {
         }
     }
 
+    /// Writes `CHECKPOINTS` (fsynced with `sync`) if a checkpoint changed since it was
+    /// last written. Every checkpoint committed before the call is in the file when it
+    /// returns `Ok`; a failure is kept for `commit_checkpoint` to report, and the next
+    /// round tries again.
+    pub(super) fn write_checkpoints(&self, sync: bool) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        // Held across the snapshot and the write, so that writes do not interleave and
+        // an older snapshot never replaces a newer one.
+        let mut failed = d.checkpoints_failed.lock();
+        if !d.checkpoints_dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A checkpoint committed after this snapshot sets the flag again.
+        let snapshot: Vec<(String, ShardId, SequenceNumber)> = self
+            .checkpoints
+            .lock()
+            .iter()
+            .map(|((g, s), q)| (g.clone(), *s, *q))
+            .collect();
+        let written = durable::write_checkpoints(
+            &d.dir,
+            snapshot.iter().map(|(g, s, q)| (g.as_str(), *s, *q)),
+            sync,
+        )
+        .map_err(|e| e.with_table(&self.name));
+        match written {
+            Ok(()) => {
+                *failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                d.checkpoints_dirty.store(true, Ordering::SeqCst);
+                *failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// One commit round: writes every shard's pending frames and, with `sync`, fsyncs
-    /// every segment written since its last fsync (in parallel), then lets readers see
-    /// what became durable.
+    /// every segment written since its last fsync (in parallel) while `CHECKPOINTS` is
+    /// written if a checkpoint changed, then lets readers see what became durable.
+    /// Only a failure of the segments fails the round (and the stream).
     fn flush(&self, sync: bool) -> Result<()> {
         let shards = self.topology.read().all.clone();
         let mut to_sync = Vec::new();
@@ -175,10 +228,20 @@ impl Inner {
             }
             Ok(())
         };
-        match to_sync.len() {
-            0 => Ok(()),
-            1 => sync_one(to_sync[0]),
+        let checkpoints_dirty = self
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.checkpoints_dirty.load(Ordering::SeqCst));
+        match (to_sync.len(), checkpoints_dirty) {
+            (0, _) => {
+                let _ = self.write_checkpoints(sync);
+                Ok(())
+            }
+            (1, false) => sync_one(to_sync[0]),
             _ => std::thread::scope(|s| {
+                // Its failure is kept for `commit_checkpoint`, not the round's.
+                let checkpoints =
+                    checkpoints_dirty.then(|| s.spawn(|| self.write_checkpoints(sync)));
                 let handles: Vec<_> = to_sync[1..]
                     .iter()
                     .map(|shard| s.spawn(|| sync_one(shard)))
@@ -191,6 +254,9 @@ impl Inner {
                     if result.is_ok() {
                         result = r;
                     }
+                }
+                if let Some(h) = checkpoints {
+                    let _ = h.join();
                 }
                 result
             }),
@@ -250,18 +316,23 @@ impl Drop for Inner {
 
 impl Stream {
     /// Writes every pending record of a durable stream to its segment and fsyncs it,
-    /// whatever the [`Durability`] setting; returns when all records put before the
-    /// call are durable. Does nothing for an in-memory stream.
+    /// whatever the [`Durability`] setting; returns when all records put and all
+    /// checkpoints committed before the call are durable. Does nothing for an
+    /// in-memory stream.
     ///
     /// # Errors
     ///
     /// `Io` when a write or fsync fails (now or earlier: after a failed fsync the
-    /// stream acknowledges nothing more).
+    /// stream acknowledges nothing more), or when the checkpoints cannot be written.
     pub fn sync(&self) -> Result<()> {
         let Some(d) = &self.inner.durable else {
             return Ok(());
         };
         let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner.commit(ticket)
+        self.inner.commit(ticket)?;
+        match d.checkpoints_failed.lock().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
