@@ -549,7 +549,8 @@ fn widened_columns(
         let Ok(t) = table.field_with_name(f.name()) else {
             continue;
         };
-        if f.data_type() != t.data_type() {
+        // Nested and void columns are reshaped to the table type when assembled.
+        if f.data_type() != t.data_type() && !crate::nested::reads_reshaped(t.data_type()) {
             check_file_type(f.name(), f.data_type(), t.data_type())?;
             out.insert(f.name().clone(), t.data_type().clone());
         }
@@ -677,7 +678,9 @@ fn assemble(
         let column: ArrayRef = if let Some(v) = partitions.get(name) {
             constant_array(v, field.data_type(), rows)?
         } else if let Some(c) = batch.column_by_name(name) {
-            if crate::nested::reads_reshaped(field.data_type()) && c.data_type() != field.data_type() {
+            if crate::nested::reads_reshaped(field.data_type())
+                && c.data_type() != field.data_type()
+            {
                 crate::nested::from_file(c, field.data_type(), name)?
             } else {
                 to_table_type(name, c, field.data_type())?
