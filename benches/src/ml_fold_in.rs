@@ -18,9 +18,9 @@
 //!   lock (`RwLock<Als>`, as the example's `Models`), while one reader thread asks for
 //!   the top 10 of random users under the read lock. The rate is events over the wall
 //!   time of the loop; the reader's latency includes waiting for the lock.
-//! * Solver: the default [`AlsParams::fold_in_cg_steps`] (warm-started conjugate
-//!   gradient for known users); `LAKEHOUSE_FOLD_IN_CG_STEPS` overrides it (0: every
-//!   solve exact, as before that parameter existed).
+//! * Solver: the default [`AlsParams::fold_in_cg_steps`] (0: every solve exact);
+//!   `LAKEHOUSE_FOLD_IN_CG_STEPS` sets warm-started conjugate-gradient steps for known
+//!   users instead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};

@@ -28,9 +28,10 @@ pub use update::AlsUpdate;
 ///   (and gives new items a vector from their users the same way), so the next
 ///   recommendation reflects them without retraining. One solve per user per batch,
 ///   over the user's kept history with the batch merged in, in parallel on rayon:
-///   exact (Cholesky) for new users and items, a few conjugate-gradient steps
-///   warm-started from the current vector for known users
-///   ([`fold_in_cg_steps`](AlsParams::fold_in_cg_steps)). A served model takes updates in two phases so that readers are not
+///   exact (Cholesky) by default, or a few conjugate-gradient steps warm-started
+///   from the current vector for known users
+///   ([`fold_in_cg_steps`](AlsParams::fold_in_cg_steps)). A served model takes
+///   updates in two phases so that readers are not
 ///   stalled: [`prepare_update`](Self::prepare_update) computes the vectors from
 ///   `&self` (under a read lock), [`apply_update`](Self::apply_update) copies them in
 ///   (a short write lock).
