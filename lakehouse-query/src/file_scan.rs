@@ -254,7 +254,9 @@ impl Layout {
         }
         let file_schema = Arc::new(Schema::new(data_fields.clone()));
         Some(Layout {
-            table_schema: TableSchema::new(file_schema, partition_fields.clone()),
+            table_schema: TableSchema::builder(file_schema)
+                .with_table_partition_cols(partition_fields.clone())
+                .build(),
             index,
             data_fields,
             partition_fields,
