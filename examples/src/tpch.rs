@@ -183,6 +183,7 @@ pub async fn write_delta_tables(
 {
     use std::sync::Arc;
 
+    use arrow::array::RecordBatchReader;
     use arrow::datatypes::{DataType, Field, Schema};
     use lakehouse_storage::{Location, Table, TableOptions};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
