@@ -341,8 +341,7 @@ async fn tpch(report: &mut Report) -> BenchResult {
             .iter()
             .map(|f| {
                 let path = delta_dir.path().join(name).join(&f.path);
-                ListingTableUrl::parse(path.to_str().ok_or("a non UTF-8 path")?)
-                    .map_err(Into::into)
+                ListingTableUrl::parse(path.to_str().ok_or("a non UTF-8 path")?).map_err(Into::into)
             })
             .collect::<Result<Vec<_>, Box<dyn std::error::Error + Send + Sync>>>()?;
         let options =
@@ -359,8 +358,7 @@ async fn tpch(report: &mut Report) -> BenchResult {
         let mut best = Duration::MAX;
         let mut last = None;
         for _ in 0..RUNS {
-            let (r, d) =
-                timed_query(&lake_engine, sql, QueryOptions::new().bypass_cache()).await?;
+            let (r, d) = timed_query(&lake_engine, sql, QueryOptions::new().bypass_cache()).await?;
             best = best.min(d);
             last = Some(r);
         }

@@ -223,9 +223,8 @@ pub async fn write_delta_tables(
         let target = schema.clone();
         let decode = tokio::task::spawn_blocking(move || {
             for batch in reader {
-                let converted: Result<RecordBatch, Box<dyn std::error::Error + Send + Sync>> = batch
-                    .map_err(Into::into)
-                    .and_then(|b| {
+                let converted: Result<RecordBatch, Box<dyn std::error::Error + Send + Sync>> =
+                    batch.map_err(Into::into).and_then(|b| {
                         let columns = b
                             .columns()
                             .iter()

@@ -185,7 +185,9 @@ async fn sales_table(dir: &Path) -> Table {
         let deleted: Vec<u64> = (0..rows).filter(|r| r % 7 == 3 || *r == 0).collect();
         let mut new = add.clone();
         new["deletionVector"] = inline_dv(&deleted);
-        actions.push(json!({"remove": {"path": add["path"], "deletionTimestamp": 2, "dataChange": true}}));
+        actions.push(
+            json!({"remove": {"path": add["path"], "deletionTimestamp": 2, "dataChange": true}}),
+        );
         actions.push(json!({"add": new}));
     }
     write_commit(dir, version + 1, &actions);
@@ -279,7 +281,10 @@ fn leaf() -> impl Strategy<Value = String> {
         (cmp_op(), 0..50i64).prop_map(|(op, v)| format!("qty {op} {v}")),
         Just("qty IS NULL".to_owned()),
         Just("name IS NOT NULL".to_owned()),
-        (cmp_op(), prop::sample::select(vec!["eu", "us", "apac", "zz"]))
+        (
+            cmp_op(),
+            prop::sample::select(vec!["eu", "us", "apac", "zz"])
+        )
             .prop_map(|(op, v)| format!("region {op} '{v}'")),
         Just("region IN ('eu', 'apac')".to_owned()),
         (cmp_op(), 0..1000i64).prop_map(|(op, v)| format!("price {op} {}", v as f64 / 10.0)),
@@ -480,7 +485,11 @@ async fn column_mapped_tables_read_as_files_by_physical_names() {
         }})],
     );
     let table = Table::open(Location::local(dir).unwrap()).await.unwrap();
-    let scan = table.scan_files(&ScanRequest::new()).await.unwrap().unwrap();
+    let scan = table
+        .scan_files(&ScanRequest::new())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         scan.column_mapping,
         BTreeMap::from([
@@ -499,7 +508,10 @@ async fn column_mapped_tables_read_as_files_by_physical_names() {
             "SELECT id, label, added FROM {t} ORDER BY id",
             vec!["1|a|NULL", "2|b|NULL", "3|c|NULL"],
         ),
-        ("SELECT label FROM {t} WHERE id > 1 ORDER BY label", vec!["b", "c"]),
+        (
+            "SELECT label FROM {t} WHERE id > 1 ORDER BY label",
+            vec!["b", "c"],
+        ),
         ("SELECT id FROM {t} WHERE label = 'a'", vec!["1"]),
         ("SELECT COUNT(*) FROM {t} WHERE added IS NULL", vec!["3"]),
         ("SELECT id FROM {t} WHERE id > 5", vec![]),

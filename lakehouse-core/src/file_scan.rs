@@ -149,7 +149,10 @@ fn check_store_url(url: &str) -> Result<()> {
         )
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    let scheme_ok = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+    let scheme_ok = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
@@ -297,7 +300,15 @@ mod tests {
         for ok in ["lakehouse://t1", "s3://bucket/", "lake+x.y-z://a1b2"] {
             check_store_url(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
-        for bad in ["", "lakehouse", "://x", "1x://y", "s3://", "s3://b/key", "a b://c"] {
+        for bad in [
+            "",
+            "lakehouse",
+            "://x",
+            "1x://y",
+            "s3://",
+            "s3://b/key",
+            "a b://c",
+        ] {
             let e = check_store_url(bad).expect_err(bad);
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
         }
@@ -307,7 +318,15 @@ mod tests {
     fn runs_cover_the_file() {
         let d = DeletedRows::new(6, vec![0, 1, 5]).expect("valid");
         assert_eq!(d.runs(), [(false, 2), (true, 3), (false, 1)]);
-        assert_eq!(DeletedRows::new(3, vec![]).expect("valid").runs(), [(true, 3)]);
-        assert!(DeletedRows::new(0, vec![]).expect("valid").runs().is_empty());
+        assert_eq!(
+            DeletedRows::new(3, vec![]).expect("valid").runs(),
+            [(true, 3)]
+        );
+        assert!(
+            DeletedRows::new(0, vec![])
+                .expect("valid")
+                .runs()
+                .is_empty()
+        );
     }
 }

@@ -144,7 +144,8 @@ pub(crate) async fn plan_file_scan(
     options.global.enable_page_index = true;
     // The table's types, not views: no cast after decoding.
     options.global.schema_force_view_types = false;
-    let parquet = ParquetSource::new(layout.table_schema.clone()).with_table_parquet_options(options);
+    let parquet =
+        ParquetSource::new(layout.table_schema.clone()).with_table_parquet_options(options);
     MetricBuilder::new(parquet.metrics())
         .with_type(MetricType::Summary)
         .build(MetricValue::Custom {
@@ -223,9 +224,10 @@ impl Layout {
     fn new(schema: &Schema, scan: &FileScan) -> Option<Layout> {
         let described = scan.table_schema.fields();
         if described.len() != schema.fields().len()
-            || described.iter().zip(schema.fields()).any(|(a, b)| {
-                a.name() != b.name() || a.data_type() != b.data_type()
-            })
+            || described
+                .iter()
+                .zip(schema.fields())
+                .any(|(a, b)| a.name() != b.name() || a.data_type() != b.data_type())
         {
             return None;
         }
@@ -481,7 +483,7 @@ impl PhysicalExprAdapter for MappedAdapter {
                     && let Some(p) = self.physical.get(c.name())
                 {
                     return Ok(Transformed::yes(
-                        Arc::new(PhysicalColumn::new(p, c.index())) as Arc<dyn PhysicalExpr>
+                        Arc::new(PhysicalColumn::new(p, c.index())) as Arc<dyn PhysicalExpr>,
                     ));
                 }
                 Ok(Transformed::no(e))

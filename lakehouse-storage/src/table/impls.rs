@@ -6,8 +6,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use lakehouse_core::{
-    AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileScan, FileStats, FilterSupport, Predicate,
-    Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
+    AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileScan, FileStats, FilterSupport,
+    Predicate, Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
 };
 
 use super::{Table, live_files};

@@ -112,13 +112,17 @@ async fn describe(
     file.partition_values = partition_scalars(entry, schema, spec)?;
     let mut rows = entry.stats.num_rows;
     if let Some(dv) = &entry.add.deletion_vector {
-        let file_rows = rows.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Internal,
-                "a file with a deletion vector and no row count reached the file scan",
-            )
-            .with_path(uri.clone())
-        })?;
+        // The snapshot counts live rows (the statistics minus the vector's cardinality):
+        // the vector addresses the file's physical rows.
+        let file_rows = rows
+            .map(|live| live + u64::try_from(dv.cardinality).unwrap_or(0))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "a file with a deletion vector and no row count reached the file scan",
+                )
+                .with_path(uri.clone())
+            })?;
         let deleted = deleted_rows(kernel, dv)
             .await
             .map_err(|e| e.with_path(uri.clone()))?;
