@@ -1,6 +1,11 @@
 //! `lakehouse-bench query`: TPC-H against DuckDB and DataFusion alone, materialized view
 //! reads and refreshes, result-cache hits and point-query latency.
 //!
+//! TPC-H runs twice on our side: over the tpchgen Parquet files (`register_parquet`)
+//! and over the same data written into Delta tables by `lakehouse-storage` (the
+//! lakehouse path, `register_table`), the latter against DataFusion's own reader over
+//! the very same data files (`query.tpch_*_lake_vs_datafusion_files`) and DuckDB.
+//!
 //! TPC-H data (SF 1, `--quick` SF 0.1) is made by tpchgen-cli through
 //! `benches/peers/tpch.py`, which also times DuckDB on the same Parquet files and writes
 //! DuckDB's answers; ours are checked against them. Every engine runs on 2 threads and
@@ -12,6 +17,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use lakehouse_core::{MemoryTable, TableSink};
 use lakehouse_examples::tpch;
@@ -311,17 +320,82 @@ async fn tpch(report: &mut Report) -> BenchResult {
         alone.push(best);
     }
 
+    // The lakehouse path: the same data written into Delta tables by lakehouse-storage
+    // and registered as tables (read as files by DataFusion's Parquet scan), against
+    // DataFusion's own reader over the very same data files.
+    let delta_dir = tempfile::tempdir()?;
+    let write_start = Instant::now();
+    let tables = tpch::write_delta_tables(&dir, delta_dir.path()).await?;
+    report.note(&format!(
+        "tpch: writing the Delta tables took {:.1} s",
+        write_start.elapsed().as_secs_f64()
+    ));
+    let lake_engine = QueryEngine::builder().target_partitions(THREADS).build();
+    let files_ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(THREADS));
+    for (name, table) in &tables {
+        lake_engine.register_table(name, Arc::new(table.clone()))?;
+        let urls = table
+            .files(None, None)
+            .await?
+            .iter()
+            .map(|f| {
+                let path = delta_dir.path().join(name).join(&f.path);
+                ListingTableUrl::parse(path.to_str().ok_or("a non UTF-8 path")?).map_err(Into::into)
+            })
+            .collect::<Result<Vec<_>, Box<dyn std::error::Error + Send + Sync>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&files_ctx.state())
+            .await?;
+        files_ctx.register_table(*name, Arc::new(ListingTable::try_new(config)?))?;
+    }
+    let mut lake = Vec::new();
+    let mut lake_mismatches = Vec::new();
+    for (i, sql) in queries.iter().enumerate() {
+        let mut best = Duration::MAX;
+        let mut last = None;
+        for _ in 0..RUNS {
+            let (r, d) = timed_query(&lake_engine, sql, QueryOptions::new().bypass_cache()).await?;
+            best = best.min(d);
+            last = Some(r);
+        }
+        lake.push(best);
+        if let Some(r) = last {
+            let answer = dir.join("answers").join(format!("q{:02}.csv", i + 1));
+            if let Some(problem) = tpch::compare_with_file(r.batches(), &answer)? {
+                lake_mismatches.push(format!("q{:02}: {problem}", i + 1));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for sql in &queries {
+        let mut best = Duration::MAX;
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let batches = files_ctx.sql(sql).await?.collect().await?;
+            best = best.min(start.elapsed());
+            std::hint::black_box(batches.len());
+        }
+        files.push(best);
+    }
+
     for (i, (o, a)) in ours.iter().zip(&alone).enumerate() {
         let d = duck
             .get(&format!("duckdb_q{:02}", i + 1))
             .copied()
             .unwrap_or(f64::NAN);
         report.note(&format!(
-            "tpch q{:02}: ours {:.1} ms, datafusion {:.1} ms, duckdb {:.1} ms",
+            "tpch q{:02}: ours {:.1} ms, datafusion {:.1} ms, duckdb {:.1} ms, \
+             lake {:.1} ms, datafusion over the lake's files {:.1} ms",
             i + 1,
             ms(*o),
             ms(*a),
-            d * 1e3
+            d * 1e3,
+            ms(lake[i]),
+            ms(files[i])
         ));
     }
     let total_ours: f64 = ours.iter().map(Duration::as_secs_f64).sum();
@@ -352,6 +426,32 @@ async fn tpch(report: &mut Report) -> BenchResult {
         &format!("query.tpch_{tag}_vs_datafusion"),
         total_ours,
         total_alone,
+    );
+    let total_lake: f64 = lake.iter().map(Duration::as_secs_f64).sum();
+    let total_files: f64 = files.iter().map(Duration::as_secs_f64).sum();
+    report.metric(&format!("query.tpch_{tag}_lake_total_s"), total_lake, "s");
+    report.metric(
+        &format!("query.tpch_{tag}_datafusion_files_total_s"),
+        total_files,
+        "s",
+    );
+    report.metric(
+        &format!("query.tpch_{tag}_lake_answers_matching_duckdb"),
+        (22 - lake_mismatches.len()) as f64,
+        "of 22",
+    );
+    for m in &lake_mismatches {
+        report.note(&format!("lake answer differs from DuckDB: {m}"));
+    }
+    report.ratio(
+        &format!("query.tpch_{tag}_lake_vs_datafusion_files"),
+        total_lake,
+        total_files,
+    );
+    report.ratio(
+        &format!("query.tpch_{tag}_lake_vs_duckdb"),
+        total_lake,
+        total_duck,
     );
     Ok(())
 }

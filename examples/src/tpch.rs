@@ -168,3 +168,92 @@ mod tests {
         }
     }
 }
+
+/// Writes the eight TPC-H tables of `data` (`<name>.parquet`) into Delta tables under
+/// `out` (`out/<name>`) with `lakehouse-storage`, one commit per million rows, and
+/// returns them by name: the lakehouse path of the TPC-H test and of
+/// `lakehouse-bench query`.
+///
+/// String columns (`Utf8View` in the tpchgen files) become `Utf8`; field metadata is
+/// dropped. The Parquet files are decoded on a blocking thread.
+pub async fn write_delta_tables(
+    data: &Path,
+    out: &Path,
+) -> Result<Vec<(&'static str, lakehouse_storage::Table)>, Box<dyn std::error::Error + Send + Sync>>
+{
+    use std::sync::Arc;
+
+    use arrow::array::RecordBatchReader;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lakehouse_storage::{Location, Table, TableOptions};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    const ROWS_PER_COMMIT: usize = 1 << 20;
+    let mut tables = Vec::with_capacity(TABLES.len());
+    for name in TABLES {
+        let path = data.join(format!("{name}.parquet"));
+        let file = std::fs::File::open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+            .with_batch_size(64 * 1024)
+            .build()?;
+        let schema = Arc::new(Schema::new(
+            reader
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    let ty = match f.data_type() {
+                        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+                        other => other.clone(),
+                    };
+                    Field::new(f.name(), ty, f.is_nullable())
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let table = Table::create(
+            Location::local(out.join(name))?,
+            schema.clone(),
+            TableOptions::new(),
+        )
+        .await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<
+            Result<RecordBatch, Box<dyn std::error::Error + Send + Sync>>,
+        >(16);
+        let target = schema.clone();
+        let decode = tokio::task::spawn_blocking(move || {
+            for batch in reader {
+                let converted: Result<RecordBatch, Box<dyn std::error::Error + Send + Sync>> =
+                    batch.map_err(Into::into).and_then(|b| {
+                        let columns = b
+                            .columns()
+                            .iter()
+                            .zip(target.fields())
+                            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(RecordBatch::try_new(target.clone(), columns)?)
+                    });
+                if tx.blocking_send(converted).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            pending.push(batch);
+            if rows >= ROWS_PER_COMMIT {
+                table.append(std::mem::take(&mut pending)).await?;
+                rows = 0;
+            }
+        }
+        if !pending.is_empty() {
+            table.append(pending).await?;
+        }
+        decode.await?;
+        tables.push((name, table));
+    }
+    Ok(tables)
+}

@@ -6,6 +6,9 @@
 //! * [`TableSource`]: a versioned table that can be scanned with a projection, a
 //!   pushdown [`Predicate`] and a limit, that reports per-file [`FileStats`] for pruning
 //!   and that lists the rows appended since a version ([`TableSource::changes_since`]).
+//!   A source backed by Parquet files can also describe a scan as its files
+//!   ([`TableSource::scan_files`], a [`FileScan`]) so that a query engine reads them
+//!   with its own Parquet reader.
 //! * [`TableSink`]: a table that takes appends as atomic commits, idempotent under a
 //!   caller-given [`TxnId`] so that a stream consumer delivers exactly once.
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
@@ -74,6 +77,7 @@ mod cancel;
 mod clock;
 mod cpu;
 mod error;
+mod file_scan;
 mod log;
 mod memory;
 mod predicate;
@@ -91,6 +95,7 @@ pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cpu::on_rayon;
 pub use crate::error::{Context, Error, ErrorKind, Result};
+pub use crate::file_scan::{DeletedRows, FileScan, ScanFile, ScanFileStatistics};
 pub use crate::log::{
     EventLog, PartitionKey, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record,
     SequenceNumber, ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::error::Result;
+use crate::file_scan::FileScan;
 use crate::predicate::{ColumnStats, Predicate, StatsProvider};
 use crate::scalar::Scalar;
 
@@ -223,6 +224,19 @@ pub trait TableSource: Send + Sync + Debug {
 
     /// Streams the rows the request asks for.
     async fn scan(&self, request: ScanRequest) -> Result<BatchStream>;
+
+    /// Describes the scan as the Parquet files it reads, for an engine that reads them
+    /// itself; `Ok(None)` (the default) when the source is not backed by Parquet files
+    /// or cannot describe this scan, and the engine uses [`scan`](Self::scan).
+    ///
+    /// The request is validated as for `scan` (unknown columns, unknown version). The
+    /// files listed are those of `request.version` (the latest when `None`) that
+    /// `request.predicate` may match; rows are not filtered, the projection and the
+    /// limit are the engine's to apply. See [`FileScan`] for what the rows are.
+    async fn scan_files(&self, request: &ScanRequest) -> Result<Option<FileScan>> {
+        let _ = request;
+        Ok(None)
+    }
 
     /// Per-file statistics of a version (the latest when `None`), for pruning and
     /// planning.

@@ -96,6 +96,7 @@ mod builder;
 mod ddl;
 mod engine;
 mod error;
+mod file_scan;
 mod mv;
 mod options;
 mod plan;

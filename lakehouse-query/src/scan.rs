@@ -334,9 +334,11 @@ impl SourceTable {
         }
     }
 
-    /// The plan that scans the source.
+    /// The plan that scans the source: DataFusion's Parquet scan when the source
+    /// describes the scan as files, else a stream of the source's batches.
     pub(crate) async fn plan(
         &self,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -360,6 +362,18 @@ impl SourceTable {
         }
         if let Some(l) = limit {
             request = request.with_limit(l);
+        }
+        if let Some(plan) = crate::file_scan::plan_file_scan(
+            self.source.as_ref(),
+            state,
+            &request,
+            projection,
+            filters,
+            limit,
+        )
+        .await?
+        {
+            return Ok(plan);
         }
         // Files whose statistics the predicate may match, of all files (for EXPLAIN).
         let mut files_read = None;
@@ -437,12 +451,12 @@ impl TableProvider for SourceTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.plan(projection, filters, limit).await
+        self.plan(state, projection, filters, limit).await
     }
 }
 
@@ -493,13 +507,13 @@ impl TableProvider for TailTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = self.table.plan(projection, filters, limit).await?;
-        let live = self.live.plan(projection, filters, limit).await?;
+        let table = self.table.plan(state, projection, filters, limit).await?;
+        let live = self.live.plan(state, projection, filters, limit).await?;
         UnionExec::try_new(vec![table, live])
     }
 }

@@ -592,7 +592,7 @@ fn arrow_err(e: &Error) -> parquet::errors::ParquetError {
 
 /// The deleted row indexes of a deletion vector, ascending (read by kernel: inline,
 /// or from its file beside the data).
-async fn deleted_rows(kernel: &Kernel, dv: &DeletionVector) -> Result<Vec<u64>> {
+pub(crate) async fn deleted_rows(kernel: &Kernel, dv: &DeletionVector) -> Result<Vec<u64>> {
     use delta_kernel::Engine as _;
     use delta_kernel::actions::deletion_vector::{
         DeletionVectorDescriptor, DeletionVectorStorageType,

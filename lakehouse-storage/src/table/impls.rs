@@ -6,8 +6,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use lakehouse_core::{
-    AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileStats, FilterSupport, Predicate,
-    Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
+    AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileScan, FileStats, FilterSupport,
+    Predicate, Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
 };
 
 use super::{Table, live_files};
@@ -35,6 +35,10 @@ impl TableSource for Table {
 
     async fn scan(&self, request: ScanRequest) -> Result<BatchStream> {
         self.scan_inner(request).await
+    }
+
+    async fn scan_files(&self, request: &ScanRequest) -> Result<Option<FileScan>> {
+        self.scan_files_inner(request).await
     }
 
     async fn statistics(&self, version: Option<Version>) -> Result<TableStatistics> {

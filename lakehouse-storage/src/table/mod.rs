@@ -26,6 +26,7 @@ mod open;
 mod optimize;
 mod options;
 mod scan;
+mod scan_files;
 mod schema;
 mod snapshot;
 mod vacuum;
