@@ -128,47 +128,6 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_parsing_and_value_comparison() {
-        let rows = parse_csv("1,\"a,b\",\"say \"\"hi\"\"\"\n2,,x\n");
-        assert_eq!(
-            rows,
-            vec![vec!["1", "a,b", "say \"hi\""], vec!["2", "", "x"]]
-        );
-        assert!(same_value("25.575154", "25.575154611454693"));
-        assert!(same_value("505822441.486100", "505822441.4861"));
-        assert!(same_value("", "null"));
-        assert!(!same_value("1.5", "2.5"));
-        assert!(!same_value("BRAZIL", "FRANCE"));
-    }
-
-    #[test]
-    fn compare_names_the_first_difference() {
-        let ours = vec![vec!["a".to_owned(), "1.00".to_owned()]];
-        assert_eq!(compare(&ours, "a,1\n"), None);
-        assert_eq!(
-            compare(&ours, "a,2\n").as_deref(),
-            Some("row 0: [\"a\", \"1.00\"] vs DuckDB [\"a\", \"2\"]")
-        );
-        assert_eq!(
-            compare(&ours, "a,1\nb,2\n").as_deref(),
-            Some("1 rows, DuckDB has 2")
-        );
-    }
-
-    #[test]
-    fn every_query_text_is_there() {
-        for n in 1..=22 {
-            let sql = query(n).expect("the query file exists");
-            assert!(sql.to_ascii_lowercase().contains("select"), "q{n:02}");
-        }
-    }
-}
-
 /// Writes the eight TPC-H tables of `data` (`<name>.parquet`) into Delta tables under
 /// `out` (`out/<name>`) with `lakehouse-storage`, one commit per million rows, and
 /// returns them by name: the lakehouse path of the TPC-H test and of
@@ -256,4 +215,45 @@ pub async fn write_delta_tables(
         tables.push((name, table));
     }
     Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_parsing_and_value_comparison() {
+        let rows = parse_csv("1,\"a,b\",\"say \"\"hi\"\"\"\n2,,x\n");
+        assert_eq!(
+            rows,
+            vec![vec!["1", "a,b", "say \"hi\""], vec!["2", "", "x"]]
+        );
+        assert!(same_value("25.575154", "25.575154611454693"));
+        assert!(same_value("505822441.486100", "505822441.4861"));
+        assert!(same_value("", "null"));
+        assert!(!same_value("1.5", "2.5"));
+        assert!(!same_value("BRAZIL", "FRANCE"));
+    }
+
+    #[test]
+    fn compare_names_the_first_difference() {
+        let ours = vec![vec!["a".to_owned(), "1.00".to_owned()]];
+        assert_eq!(compare(&ours, "a,1\n"), None);
+        assert_eq!(
+            compare(&ours, "a,2\n").as_deref(),
+            Some("row 0: [\"a\", \"1.00\"] vs DuckDB [\"a\", \"2\"]")
+        );
+        assert_eq!(
+            compare(&ours, "a,1\nb,2\n").as_deref(),
+            Some("1 rows, DuckDB has 2")
+        );
+    }
+
+    #[test]
+    fn every_query_text_is_there() {
+        for n in 1..=22 {
+            let sql = query(n).expect("the query file exists");
+            assert!(sql.to_ascii_lowercase().contains("select"), "q{n:02}");
+        }
+    }
 }
