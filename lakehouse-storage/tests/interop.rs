@@ -2,23 +2,16 @@
 //! `LAKEHOUSE_PEERS_PYTHON` names a Python with `deltalake`, `polars` and `duckdb`
 //! (`bash benches/peers/setup.sh`; `.ci/run` sets it). Without it the test is skipped.
 
-use std::process::Command;
-
 use lakehouse_core::{ScanRequest, TableSource};
 use lakehouse_storage::{Location, OptimizeOptions, PartitionField, Table, TableOptions};
 
-use crate::common::{batch, collect, rows, schema, sum_f64};
+use crate::common::{batch, collect, peers_python, rows, run_script, schema, sum_f64};
 
 #[tokio::test]
 async fn delta_rs_polars_and_duckdb_read_our_tables() {
-    let Ok(python) = std::env::var("LAKEHOUSE_PEERS_PYTHON") else {
-        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the interoperability test");
+    let Some(python) = peers_python() else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../benches/peers/read_delta.py"
-    );
     let dir = tempfile::tempdir().unwrap();
     let t = Table::create(
         Location::local(dir.path()).unwrap(),
@@ -37,16 +30,11 @@ async fn delta_rs_polars_and_duckdb_read_our_tables() {
     }
     t.optimize(OptimizeOptions::new()).await.unwrap();
     let ours = collect(&t, ScanRequest::new()).await;
-    let out = Command::new(python)
-        .args([script, dir.path().to_str().unwrap(), "price"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = run_script(
+        &python,
+        "read_delta.py",
+        &[dir.path().to_str().unwrap(), "price"],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want_rows = rows(&ours) as u64;
     let want_sum = sum_f64(&ours, "price");
     assert_eq!(v["version"].as_u64(), Some(t.version().await.unwrap()));
@@ -74,25 +62,11 @@ async fn delta_rs_polars_and_duckdb_read_our_tables() {
 #[tokio::test]
 async fn we_read_what_deltalake_writes() {
     use arrow::array::{Array, AsArray};
-    let Ok(python) = std::env::var("LAKEHOUSE_PEERS_PYTHON") else {
-        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the interoperability test");
+    let Some(python) = peers_python() else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../benches/peers/write_delta.py"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python)
-        .args([script, dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = run_script(&python, "write_delta.py", &[dir.path().to_str().unwrap()]);
     for name in ["partitions", "deletes_checkpoint", "evolution"] {
         let t = Table::open(Location::local(dir.path().join(name)).unwrap())
             .await

@@ -3,7 +3,6 @@
 //! keep for nested columns, and tables Python `deltalake`, Polars and DuckDB write and
 //! read (when `LAKEHOUSE_PEERS_PYTHON` is set, as in `interop.rs`).
 
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -16,7 +15,7 @@ use lakehouse_core::{ErrorKind, ScanRequest, TableSource, col};
 use lakehouse_storage::{Location, OptimizeOptions, PartitionField, Table, TableOptions};
 use serde_json::{Value, json};
 
-use crate::common::{collect, rows};
+use crate::common::{collect, peers_python, rows, run_script};
 
 fn list_of(item: DataType, nullable: bool) -> DataType {
     DataType::List(Arc::new(Field::new("element", item, nullable)))
@@ -623,25 +622,6 @@ async fn void_columns_read_as_nulls_and_are_not_stored() {
 
 // ---------------------------------------------------------------------------------
 // Other engines (Python `deltalake`, Polars, DuckDB)
-
-fn peers_python() -> Option<String> {
-    let p = std::env::var("LAKEHOUSE_PEERS_PYTHON").ok();
-    if p.is_none() {
-        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the interoperability test");
-    }
-    p
-}
-
-fn run_script(python: &str, script: &str, args: &[&str]) -> Value {
-    let path = format!("{}/../benches/peers/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python).arg(path).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[tokio::test]
 async fn deltalake_polars_and_duckdb_read_our_nested_tables() {

@@ -4,8 +4,6 @@
 //! compared value by value with what `deltalake` reads. Needs `LAKEHOUSE_PEERS_PYTHON`
 //! (see `tests/interop.rs`); skipped without it.
 
-use std::process::Command;
-
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
@@ -15,7 +13,7 @@ use lakehouse_core::{ScanRequest, TableSource, col};
 use lakehouse_storage::{Location, Table};
 use serde_json::{Map, Value};
 
-use crate::common::collect;
+use crate::common::{collect, peers_python, run_script};
 
 /// One value in the form `write_delta_features.py` prints (see its `canonical`).
 fn canonical(a: &dyn Array, i: usize) -> Value {
@@ -76,25 +74,15 @@ fn rows(batches: &[RecordBatch]) -> Vec<Value> {
 
 #[tokio::test]
 async fn we_read_every_feature_deltalake_writes_as_it_does() {
-    let Ok(python) = std::env::var("LAKEHOUSE_PEERS_PYTHON") else {
-        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping the deltalake features test");
+    let Some(python) = peers_python() else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../benches/peers/write_delta_features.py"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python)
-        .args([script, dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let want = run_script(
+        &python,
+        "write_delta_features.py",
+        &[dir.path().to_str().unwrap()],
     );
-    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tables = [
         "partition_types",
         "column_mapping",

@@ -1,5 +1,6 @@
 //! Shared helpers: a retail event schema and batches of it.
 
+use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -112,4 +113,26 @@ pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The Python of the peers venv (`LAKEHOUSE_PEERS_PYTHON`); `None`, with a message
+/// that the test is skipped, when it is not set.
+pub(crate) fn peers_python() -> Option<String> {
+    let p = std::env::var("LAKEHOUSE_PEERS_PYTHON").ok();
+    if p.is_none() {
+        eprintln!("LAKEHOUSE_PEERS_PYTHON is not set: skipping a test that needs the Python peers");
+    }
+    p
+}
+
+/// Runs `benches/peers/<script>` with `args` and returns the JSON it prints.
+pub(crate) fn run_script(python: &str, script: &str, args: &[&str]) -> serde_json::Value {
+    let path = format!("{}/../benches/peers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python).arg(path).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
