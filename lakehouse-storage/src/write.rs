@@ -131,7 +131,15 @@ pub(crate) fn encode(
             tasks.push((g, UInt32Array::from(chunk.to_vec())));
         }
     }
-    let props = writer_properties(cfg, &data_schema)?;
+    let mut props = writer_properties(cfg, &data_schema)?;
+    let plain = mostly_distinct(&batch, &data_schema)?;
+    if !plain.is_empty() {
+        let mut b = props.into_builder();
+        for c in plain {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+        }
+        props = b.build();
+    }
     let files: Vec<Vec<EncodedFile>> = tasks
         .par_iter()
         .map(|(g, indices)| {
@@ -152,6 +160,44 @@ pub(crate) fn encode(
         })
         .collect::<Result<_>>()?;
     Ok(files.into_iter().flatten().collect())
+}
+
+/// Rows sampled to estimate how distinct a column's values are.
+const DISTINCT_SAMPLE: usize = 4096;
+
+/// Top-level columns of `batch` (among `data_schema`'s) whose values are nearly all
+/// distinct, estimated on evenly spaced sample rows: dictionary encoding them only costs
+/// time (a row group smaller than the dictionary page limit never falls back to plain
+/// encoding, and the dictionary is as large as the data). A column with at least one
+/// repeat in ten sampled values keeps its dictionary.
+fn mostly_distinct(batch: &RecordBatch, data_schema: &Schema) -> Result<Vec<String>> {
+    let rows = batch.num_rows();
+    if rows < DISTINCT_SAMPLE {
+        return Ok(Vec::new());
+    }
+    let step = rows / DISTINCT_SAMPLE;
+    let picks = UInt32Array::from_iter_values((0..DISTINCT_SAMPLE).map(|i| (i * step) as u32));
+    let mut out = Vec::new();
+    for f in data_schema.fields() {
+        if !crate::nested::has_stats(f.data_type())
+            || matches!(f.data_type(), arrow::datatypes::DataType::Boolean)
+        {
+            continue;
+        }
+        let Some(column) = batch.column_by_name(f.name()) else {
+            continue;
+        };
+        let sample = arrow::compute::take(column.as_ref(), &picks, None).map_err(arrow_err)?;
+        let converter = RowConverter::new(vec![SortField::new(sample.data_type().clone())])
+            .map_err(arrow_err)?;
+        let converted = converter.convert_columns(&[sample]).map_err(arrow_err)?;
+        let distinct: std::collections::HashSet<&[u8]> =
+            converted.iter().map(|r| r.data()).collect();
+        if distinct.len() * 10 >= DISTINCT_SAMPLE * 9 {
+            out.push(f.name().clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Row indices per distinct partition value, in first-appearance order.
@@ -316,4 +362,64 @@ fn write_files(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    /// Nearly unique columns are written plain; repeating ones keep their dictionary.
+    #[test]
+    fn only_repeating_columns_are_dictionary_encoded() {
+        let n = 20_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("session", DataType::Utf8, false),
+            Field::new("region", DataType::Utf8, false),
+            Field::new("item", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("s{:08x}", i.wrapping_mul(2_654_435_761))),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| ["eu", "us", "apac"][(i % 3) as usize]),
+                )),
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i % 1000))),
+            ],
+        )
+        .unwrap();
+        let spec = PartitionSpec::from_config(&[], &BTreeMap::new()).unwrap();
+        let cfg = WriteConfig {
+            compression: Compression::Zstd(3),
+            target_file_bytes: 1 << 30,
+            row_group_rows: 1 << 20,
+            bloom_filter_columns: Vec::new(),
+            sort_by: Vec::new(),
+        };
+        let files = encode(&[batch], &schema, &schema, &spec, &cfg).unwrap();
+        assert_eq!(files.len(), 1);
+        let reader = SerializedFileReader::new(files[0].bytes.clone()).unwrap();
+        let rg = reader.metadata().row_group(0);
+        let dictionary = |i: usize| {
+            rg.column(i)
+                .encodings()
+                .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY))
+        };
+        assert!(!dictionary(0), "unique ids are written plain");
+        assert!(!dictionary(1), "unique sessions are written plain");
+        assert!(dictionary(2), "three regions keep a dictionary");
+        assert!(dictionary(3), "1000 items in 20000 rows keep a dictionary");
+        assert_eq!(files[0].rows, n as u64);
+    }
 }
