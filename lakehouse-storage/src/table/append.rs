@@ -6,6 +6,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use lakehouse_core::{Error, ErrorKind, Result, TxnId, Version, conform_batch, on_rayon};
 use object_store::{ObjectStoreExt, PutPayload};
 
+use super::commit::certainly_not_committed;
 use super::schema::extends;
 use super::{Table, TableOptions, io, now_ms, user_schema_of};
 use crate::conform::to_table_types;
@@ -136,7 +137,9 @@ impl Table {
                 Ok((None, Some(last as u64)))
             }
             Err(e) => {
-                self.delete_quietly(&written).await;
+                if certainly_not_committed(&e) {
+                    self.delete_quietly(&written).await;
+                }
                 Err(e)
             }
         }
