@@ -56,6 +56,23 @@ impl Table {
         batches: Vec<RecordBatch>,
         txn: Option<TxnId>,
     ) -> Result<(Option<CommitInfo>, Option<u64>)> {
+        if let Some(t) = &txn
+            && i64::try_from(t.sequence).is_err()
+        {
+            // Delta records the sequence as a signed long (`txn.version`): a larger one
+            // would wrap negative and make every later append look like a duplicate.
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "transaction sequence {} of writer {:?} is above {} (Delta's txn.version \
+                     is a signed 64-bit integer)",
+                    t.sequence,
+                    t.app_id,
+                    i64::MAX
+                ),
+            )
+            .with_table(self.uri()));
+        }
         let snap = self.refreshed().await?;
         if let Some(t) = &txn
             && let Some(last) = self.txn_version(&snap, &t.app_id).await?
