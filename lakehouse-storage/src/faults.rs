@@ -64,6 +64,10 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+mod campaign;
+
+pub use self::campaign::{ScheduleOptions, ScheduleReport, run_schedule};
+
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -323,6 +327,7 @@ struct Shared {
     inner: Arc<dyn ObjectStore>,
     config: FaultConfig,
     enabled: AtomicBool,
+    stale_listings: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -369,6 +374,7 @@ impl FaultStore {
                 inner,
                 config,
                 enabled: AtomicBool::new(true),
+                stale_listings: AtomicBool::new(true),
                 state: Mutex::new(State {
                     rng: StdRng::seed_from_u64(seed),
                     stats: FaultStats::default(),
@@ -388,6 +394,13 @@ impl FaultStore {
     /// stay queued).
     pub fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Turns stale listings on or off (on by default; the other faults are unchanged).
+    /// A vacuum with a retention shorter than the listing lag deletes files of commits
+    /// its listing missed: turn them off around such a vacuum.
+    pub fn set_stale_listings(&self, on: bool) {
+        self.shared.stale_listings.store(on, Ordering::SeqCst);
     }
 
     /// The faults injected so far.
@@ -443,13 +456,13 @@ impl FaultStore {
             st.stats.count(Fault::Latency);
         }
         let roll: f64 = st.rng.random();
-        let table: &[(f64, Fault)] = match op {
-            FaultOp::Put | FaultOp::Delete | FaultOp::Copy => &[
+        let table: Vec<(f64, Fault)> = match op {
+            FaultOp::Put | FaultOp::Delete | FaultOp::Copy => vec![
                 (cfg.error_before, Fault::ErrorBefore),
                 (cfg.error_after, Fault::ErrorAfter),
                 (cfg.retried_after_apply, Fault::RetriedAfterApply),
             ],
-            FaultOp::Multipart => &[
+            FaultOp::Multipart => vec![
                 (cfg.error_before, Fault::ErrorBefore),
                 (cfg.multipart_fail, Fault::MultipartFailed),
                 (cfg.multipart_partial, Fault::MultipartPartial),
@@ -457,24 +470,29 @@ impl FaultStore {
             ],
             FaultOp::Get => {
                 if cfg.read_errors {
-                    &[(cfg.error_before, Fault::ErrorBefore)]
+                    vec![(cfg.error_before, Fault::ErrorBefore)]
                 } else {
-                    &[]
+                    vec![]
                 }
             }
             FaultOp::List => {
+                let stale = if shared.stale_listings.load(Ordering::SeqCst) {
+                    cfg.stale_list
+                } else {
+                    0.0
+                };
                 if cfg.read_errors {
-                    &[
-                        (cfg.stale_list, Fault::StaleListing),
+                    vec![
+                        (stale, Fault::StaleListing),
                         (cfg.error_before, Fault::ErrorBefore),
                     ]
                 } else {
-                    &[(cfg.stale_list, Fault::StaleListing)]
+                    vec![(stale, Fault::StaleListing)]
                 }
             }
         };
         let mut acc = 0.0;
-        for (p, fault) in table {
+        for (p, fault) in &table {
             acc += p;
             if roll < acc {
                 d.fault = Some(*fault);
