@@ -159,6 +159,9 @@
 //! # Crate features
 //!
 //! * `s3`: S3 and S3-compatible object stores (`Location::s3`).
+//! * `fault-injection`: [`faults::FaultStore`], an object store that injects errors
+//!   (before and after the operation is applied), latency, failed multipart uploads and
+//!   stale listings into another, from a seeded schedule: for tests and fault campaigns.
 //!
 //! # Runtime
 //!
@@ -167,6 +170,8 @@
 
 mod checkpoint;
 mod conform;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 mod features;
 mod fileset;
 mod kernel;

@@ -5,6 +5,8 @@ mod common;
 mod crash;
 mod delta_features;
 mod delta_fixtures;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod interop;
 mod maintenance;
 mod nested;

@@ -6,6 +6,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use lakehouse_core::{Error, ErrorKind, Result, TxnId, Version, conform_batch, on_rayon};
 use object_store::{ObjectStoreExt, PutPayload};
 
+use super::commit::certainly_not_committed;
 use super::schema::extends;
 use super::{Table, TableOptions, io, now_ms, user_schema_of};
 use crate::conform::to_table_types;
@@ -55,6 +56,23 @@ impl Table {
         batches: Vec<RecordBatch>,
         txn: Option<TxnId>,
     ) -> Result<(Option<CommitInfo>, Option<u64>)> {
+        if let Some(t) = &txn
+            && i64::try_from(t.sequence).is_err()
+        {
+            // Delta records the sequence as a signed long (`txn.version`): a larger one
+            // would wrap negative and make every later append look like a duplicate.
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "transaction sequence {} of writer {:?} is above {} (Delta's txn.version \
+                     is a signed 64-bit integer)",
+                    t.sequence,
+                    t.app_id,
+                    i64::MAX
+                ),
+            )
+            .with_table(self.uri()));
+        }
         let snap = self.refreshed().await?;
         if let Some(t) = &txn
             && let Some(last) = self.txn_version(&snap, &t.app_id).await?
@@ -136,7 +154,9 @@ impl Table {
                 Ok((None, Some(last as u64)))
             }
             Err(e) => {
-                self.delete_quietly(&written).await;
+                if certainly_not_committed(&e) {
+                    self.delete_quietly(&written).await;
+                }
                 Err(e)
             }
         }

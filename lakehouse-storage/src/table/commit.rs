@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use lakehouse_core::{Error, ErrorKind, Result, Version};
 use object_store::path::Path;
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde_json::Value;
 
 use super::{Table, TableOptions, io, now_ms};
 use crate::checkpoint;
 use crate::kernel::blocking;
 use crate::location::Location;
-use crate::log::{Action, Replay, Snapshot, commit_name, encode_commit};
+use crate::log::{Action, Replay, Snapshot, commit_name, decode_commit, encode_commit};
 
 impl Table {
     /// The optimistic commit loop: `build` sees the latest snapshot and returns the
@@ -149,17 +149,52 @@ impl Table {
     }
 }
 
+/// The `commitInfo` of a commit. Its `txnId` (a fresh UUID, the field Delta writers use
+/// for one) names the commit, so that a writer that does not know whether its put was
+/// applied can recognise its own entry in the log.
 pub(super) fn commit_info(operation: &str, params: Value) -> Action {
     Action::CommitInfo(serde_json::json!({
         "timestamp": now_ms(),
         "operation": operation,
         "operationParameters": params,
         "engineInfo": concat!("lakehouse-storage/", env!("CARGO_PKG_VERSION")),
+        "txnId": uuid::Uuid::new_v4().to_string(),
     }))
+}
+
+/// The `txnId` of the `commitInfo` among `actions`.
+fn commit_token(actions: &[Action]) -> Option<&str> {
+    actions.iter().find_map(|a| match a {
+        Action::CommitInfo(info) => info.get("txnId").and_then(Value::as_str),
+        _ => None,
+    })
+}
+
+/// Puts of one log entry before its outcome is given up as unknown.
+const PUT_ATTEMPTS: u32 = 4;
+
+/// Whether an error of a commit leaves its outcome certain: the log entry was not
+/// written. Other errors (I/O, timeouts) may come from a put the store applied, so
+/// the files the entry names must stay (vacuum removes them if it was not).
+pub(super) fn certainly_not_committed(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Conflict
+            | ErrorKind::SchemaMismatch
+            | ErrorKind::TypeMismatch
+            | ErrorKind::InvalidInput
+            | ErrorKind::Unsupported
+    )
 }
 
 /// Writes `actions` as the log entry of `version` unless one exists already
 /// (put-if-absent, the commit point); `false` when another writer made that version.
+///
+/// A put that fails may still have been applied (the store committed it and the answer
+/// was lost), and a client that retries it then finds its own entry: the entry found at
+/// `version` is read back and compared by the `txnId` of its `commitInfo`. A failed put
+/// is sent again (the same bytes) up to [`PUT_ATTEMPTS`] times; when the outcome stays
+/// unknown the error says so, and the caller must not delete the files it names.
 pub(super) async fn put_if_absent(
     location: &Location,
     log_dir: &Path,
@@ -167,18 +202,50 @@ pub(super) async fn put_if_absent(
     actions: &[Action],
 ) -> Result<bool> {
     let path = log_dir.clone().join(commit_name(version));
-    let bytes = encode_commit(actions)?;
-    match location
-        .store
-        .put_opts(
-            &path,
-            PutPayload::from(bytes),
-            PutOptions::from(PutMode::Create),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-        Err(e) => Err(io(e, &path)),
+    let bytes = bytes::Bytes::from(encode_commit(actions)?);
+    let token = commit_token(actions);
+    let mut last: Option<Error> = None;
+    for _ in 0..PUT_ATTEMPTS {
+        match location
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(bytes.clone()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let Some(token) = token else {
+                    return Ok(false);
+                };
+                match own_entry(location, &path, token).await {
+                    Ok(own) => return Ok(own),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(e) => last = Some(io(e, &path)),
+        }
     }
+    let cause = last.map(|e| e.to_string()).unwrap_or_default();
+    Err(Error::new(
+        ErrorKind::Io,
+        format!(
+            "the outcome of the commit of version {version} is unknown (the store may have \
+             applied it): {cause}"
+        ),
+    )
+    .with_version(version)
+    .with_path(path.to_string()))
+}
+
+/// Whether the log entry at `path` is the one with `token` as its `txnId`.
+async fn own_entry(location: &Location, path: &Path, token: &str) -> Result<bool> {
+    let r = location.store.get(path).await.map_err(|e| io(e, path))?;
+    let bytes = r.bytes().await.map_err(|e| io(e, path))?;
+    // An entry that does not decode is not this writer's (it wrote a valid one).
+    Ok(decode_commit(&bytes, path.as_ref())
+        .map(|actions| commit_token(&actions) == Some(token))
+        .unwrap_or(false))
 }

@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use lakehouse_core::{Error, ErrorKind, Predicate, Result, Version, on_rayon};
 
+use super::commit::certainly_not_committed;
 use super::{Table, TableOptions, live_files, now_ms, user_schema_of};
 use crate::log::{Action, Add, FileEntry, Remove};
 use crate::read::{file_view, scan_files};
@@ -266,7 +267,9 @@ impl Table {
                 rows,
             }),
             Err(e) => {
-                self.delete_quietly(&written).await;
+                if certainly_not_committed(&e) {
+                    self.delete_quietly(&written).await;
+                }
                 Err(e)
             }
         }

@@ -98,17 +98,48 @@ impl Table {
             if time.is_some_and(|t| t <= cutoff_ms) {
                 break;
             }
-            out.extend(
-                removed
-                    .iter()
-                    .filter_map(|p| crate::partition::uri_decode(p).ok()),
-            );
+            for p in &removed {
+                out.insert(self.table_relative(p)?);
+            }
             if v == 0 {
                 break;
             }
             v -= 1;
         }
         Ok(out)
+    }
+
+    /// The object path, relative to the table root, of a file the log names: a relative
+    /// URI, or an absolute one under the table's URI (Delta allows both). Any other
+    /// path is an error: vacuum cannot tell whether a listed file is that one, so it
+    /// deletes nothing rather than a file a version needs.
+    fn table_relative(&self, uri: &str) -> Result<String> {
+        if let Ok(rel) = crate::partition::uri_decode(uri) {
+            return Ok(rel);
+        }
+        let under = |file: &url::Url, table: &url::Url| {
+            if file.scheme() != table.scheme() || file.host_str() != table.host_str() {
+                return None;
+            }
+            let base = table.path().trim_end_matches('/');
+            let rest = file.path().strip_prefix(base)?.strip_prefix('/')?;
+            crate::partition::uri_decode(rest).ok()
+        };
+        match (url::Url::parse(uri), url::Url::parse(self.uri())) {
+            (Ok(file), Ok(table)) => under(&file, &table),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the log names file {uri:?}, which is not under the table directory: \
+                     vacuum deletes nothing rather than a file a version may need"
+                ),
+            )
+            .with_path(uri)
+            .with_table(self.uri())
+        })
     }
 
     /// Deletes files no version within the retention needs: files removed from the
@@ -134,8 +165,8 @@ impl Table {
         let live: HashSet<String> = snap
             .files
             .iter()
-            .filter_map(|f| crate::partition::uri_decode(&f.add.path).ok())
-            .collect();
+            .map(|f| self.table_relative(&f.add.path))
+            .collect::<Result<_>>()?;
         let tomb = self.removed_since(&snap, cutoff).await?;
         let root = self.inner.location.root.clone();
         let prefix_len = if root.as_ref().is_empty() {
