@@ -170,6 +170,7 @@ mod conform;
 mod features;
 mod fileset;
 mod kernel;
+mod local;
 mod location;
 mod log;
 mod nested;
