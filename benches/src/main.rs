@@ -6,7 +6,8 @@
 //!
 //! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `soak`,
 //! `all` (every one but `soak`, which runs the main example for ten minutes);
-//! `ml-fold-in` runs the fold-in figures of `ml` alone.
+//! `ml-fold-in` runs the fold-in figures of `ml` alone, `storage-log` the log figures of
+//! `storage` (open, refresh, plan).
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all|ml-fold-in> [--quick]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all|ml-fold-in|storage-log> [--quick]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -48,7 +49,10 @@ const SUBCOMMANDS: &[(&str, Subcommand)] = &[
 ];
 
 /// Parts of a subcommand that can run alone; `all` does not list them again.
-const PARTS: &[(&str, Subcommand)] = &[("ml-fold-in", ml_fold_in::run)];
+const PARTS: &[(&str, Subcommand)] = &[
+    ("ml-fold-in", ml_fold_in::run),
+    ("storage-log", storage_log::run_alone),
+];
 
 fn main() -> ExitCode {
     let mut quick = false;

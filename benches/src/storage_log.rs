@@ -33,6 +33,16 @@ fn one_row(id: i64) -> Result<RecordBatch, arrow::error::ArrowError> {
     )
 }
 
+/// `lakehouse-bench storage-log`: the log figures alone, without the ingest and peers.
+pub(crate) fn run_alone(report: &mut Report) -> BenchResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let work = tempfile::tempdir()?;
+    rt.block_on(run(report, work.path()))
+}
+
 pub(crate) async fn run(report: &mut Report, work: &Path) -> BenchResult {
     open_and_refresh(report, work).await?;
     plan(report, work).await

@@ -175,6 +175,7 @@ pub mod faults;
 mod features;
 mod fileset;
 mod kernel;
+mod local;
 mod location;
 mod log;
 mod nested;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use lakehouse_core::{Error, ErrorKind, Result};
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+
+use crate::local::LocalStore;
 
 /// A table's home: an [`ObjectStore`] and the prefix of the table in it.
 ///
@@ -51,7 +52,9 @@ impl Location {
         let abs = dir.canonicalize().map_err(|e| {
             Error::new(ErrorKind::Io, e.to_string()).with_path(dir.display().to_string())
         })?;
-        let store = LocalFileSystem::new_with_prefix(&abs).map_err(|e| {
+        // object_store's local store, with a listing that skips what precedes an offset
+        // (kernel lists the log from a version on).
+        let store = LocalStore::new(abs.clone()).map_err(|e| {
             Error::new(ErrorKind::Io, e.to_string()).with_path(abs.display().to_string())
         })?;
         Ok(Location {
