@@ -476,3 +476,168 @@ async fn group_members_share_shards_and_take_over_from_a_silent_one() {
     assert_eq!(a.shards().len(), 4);
     log.delete().await.unwrap();
 }
+
+/// The `nats-server` binary for tests that run their own server: `LAKEHOUSE_NATS_SERVER`,
+/// else the peers venv's, else one on the `PATH`.
+fn server_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("LAKEHOUSE_NATS_SERVER") {
+        return Some(p.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../benches/peers/.venv/bin/nats-server");
+    if venv.exists() {
+        return Some(venv);
+    }
+    std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "nats-server".into())
+}
+
+/// A `nats-server -js` of this test, on its own port and store directory.
+struct OwnServer {
+    binary: std::path::PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnServer {
+    fn start(binary: std::path::PathBuf) -> OwnServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = OwnServer {
+            binary,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_killed_server() {
+    let Some(_) = server() else { return };
+    let Some(binary) = server_binary() else {
+        eprintln!("no nats-server binary (LAKEHOUSE_NATS_SERVER): skipping the restart test");
+        return;
+    };
+    let mut server = OwnServer::start(binary);
+    let log = NatsLog::builder(server.url(), "restart")
+        .shards(2)
+        .request_timeout(Duration::from_millis(300))
+        .publish_timeout(Duration::from_millis(300))
+        .open()
+        .await
+        .unwrap();
+    let batch = |from: usize, to: usize| -> Vec<PutRecord> {
+        (from..to)
+            .map(|i| PutRecord::new(format!("k{}", i % 5), format!("{i}")))
+            .collect()
+    };
+    for r in log.put_batch(batch(0, 100)).await.unwrap() {
+        r.unwrap();
+    }
+    server.kill();
+    // While the server is away, puts and reads fail with typed errors.
+    let down = log.put_batch_with_id("down", batch(100, 110)).await;
+    for r in &down {
+        let kind = r.as_ref().unwrap_err().kind();
+        assert!(
+            matches!(kind, ErrorKind::Unavailable | ErrorKind::Timeout),
+            "{kind:?}"
+        );
+    }
+    let err = log
+        .read(ShardId(0), Position::TrimHorizon, ReadLimit::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+        "{err}"
+    );
+    server.restart();
+    // The client reconnects by itself; the same log handle works again.
+    let mut acked = None;
+    for _ in 0..50 {
+        let results = log.put_batch(batch(110, 120)).await.unwrap();
+        if results.iter().all(|r| r.is_ok()) {
+            acked = Some(results);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(acked.is_some(), "puts work again after the restart");
+    // The client may have sent the failed batch when it reconnected (its outcome was
+    // unknown); retried with its id, it is stored once either way.
+    for r in log.put_batch_with_id("down", batch(100, 110)).await {
+        r.unwrap();
+    }
+    // Every acknowledged record is there once, in put order per key.
+    let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for s in log.shards().await.unwrap() {
+        for r in drain(&log, s.id, Position::TrimHorizon).await.0 {
+            let i: usize = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
+            per_key.entry(r.partition_key.to_string()).or_default().push(i);
+        }
+    }
+    let mut all: Vec<usize> = per_key.values().flatten().copied().collect();
+    all.sort_unstable();
+    let expected: Vec<usize> = (0..120).collect();
+    assert_eq!(all, expected, "acknowledged records, once each");
+    // Per key, the records keep the order their puts were acknowledged in: the first
+    // hundred, then the batch put after the restart; the retried batch came after the
+    // first hundred, and before or after the other batch (depending on whether the
+    // client sent it on reconnecting).
+    for (key, seen) in &per_key {
+        for part in [
+            seen.iter().filter(|&&i| !(100..110).contains(&i)).collect::<Vec<_>>(),
+            seen.iter().filter(|&&i| i < 110).collect(),
+        ] {
+            assert!(part.windows(2).all(|w| w[0] < w[1]), "order of {key}: {seen:?}");
+        }
+    }
+}

@@ -315,10 +315,16 @@ impl NatsLog {
                     .with_table(name)
                     .with_shard(msg.shard),
             ),
-            _ if e.kind() == PublishErrorKind::StreamNotFound => {
-                // The stream is gone or not created yet: the map may be newer.
-                Failure::Sealed
-            }
+            // No stream answered: JetStream is not (yet) up after a restart, or the
+            // log was deleted. Resharding creates streams before it routes to them.
+            _ if e.kind() == PublishErrorKind::StreamNotFound => Failure::Error(
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("NATS: no JetStream stream answered for {}: {e}", msg.shard),
+                )
+                .with_table(name)
+                .with_shard(msg.shard),
+            ),
             _ => Failure::Error(remote(name, "publish", e).with_shard(msg.shard)),
         }
     }
