@@ -641,3 +641,47 @@ async fn acknowledged_records_survive_a_killed_server() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_single_writer_is_fenced_against_a_second_one() {
+    let Some(url) = server() else { return };
+    let name = unique("fence");
+    let writer = builder(&url, &name)
+        .shards(2)
+        .single_writer(true)
+        .open()
+        .await
+        .unwrap();
+    let low = |data: &str| PutRecord::new("k", data.to_owned()).with_explicit_hash_key(0);
+    let batch: Vec<PutRecord> = (0..4000)
+        .map(|i| PutRecord::new(format!("u{i}"), vec![1u8; 700]))
+        .collect();
+    // Several messages per shard in one put, each expecting the one before.
+    let results = writer.put_batch(batch).await.unwrap();
+    let messages: std::collections::BTreeSet<(ShardId, u64)> = results
+        .iter()
+        .map(|r| {
+            let r = r.as_ref().unwrap();
+            (r.shard, r.sequence >> 16)
+        })
+        .collect();
+    assert!(messages.len() >= 4, "{messages:?}");
+    writer.put(low("a")).await.unwrap();
+    // Another client appends to shard 0 behind the writer's back.
+    let intruder = builder(&url, &name).open().await.unwrap();
+    intruder.put(low("intruder")).await.unwrap();
+    let err = writer.put(low("b")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(err.context().shard, Some(ShardId(0)));
+    // Shard 1 was not touched: the writer's puts there go on.
+    writer
+        .put(PutRecord::new("k", "c").with_explicit_hash_key(u128::MAX))
+        .await
+        .unwrap();
+    // The writer learns the shard's state again and can take over deliberately.
+    writer.put(low("d")).await.unwrap();
+    let (back, _) = drain(&writer, ShardId(0), Position::TrimHorizon).await;
+    let tail: Vec<&[u8]> = back[back.len() - 3..].iter().map(|r| &r.data[..]).collect();
+    assert_eq!(tail, [&b"a"[..], b"intruder", b"d"]);
+    writer.delete().await.unwrap();
+}

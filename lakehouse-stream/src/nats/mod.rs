@@ -1,6 +1,25 @@
 //! [`NatsLog`]: the [`EventLog`](lakehouse_core::EventLog) on NATS JetStream
 //! (feature `nats`).
 //!
+//! ```no_run
+//! use lakehouse_core::{EventLog, Position, PutRecord, ReadLimit};
+//! use lakehouse_stream::NatsLog;
+//!
+//! # async fn run() -> lakehouse_core::Result<()> {
+//! // Inside a Tokio runtime, with `nats-server -js` (2.11 or newer) listening.
+//! let log = NatsLog::builder("nats://127.0.0.1:4222", "clicks")
+//!     .shards(4)
+//!     .open()
+//!     .await?;
+//! let put = log.put(PutRecord::new("user-42", "viewed kettle")).await?;
+//! let batch = log
+//!     .read(put.shard, Position::AtSequence(put.sequence), ReadLimit::records(10))
+//!     .await?;
+//! assert_eq!(&batch.records[0].data[..], b"viewed kettle");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Mapping
 //!
 //! * **Shards.** Each shard is one JetStream stream, `LH-<log>-<shard>`, with one
@@ -27,6 +46,10 @@
 //!   [`NatsLog::put_batch_with_id`] derives the ids from a caller's batch id, so that
 //!   a caller that retries a whole batch after an error (for example after a
 //!   restart) gets the original sequence numbers back instead of a second copy.
+//! * **Fencing.** With [`NatsLogBuilder::single_writer`], every message carries the
+//!   stream sequence it must follow (`Nats-Expected-Last-Sequence`): a second writer
+//!   is refused with `Conflict`, and messages sent again after a broken connection keep
+//!   their order.
 //! * **Retention and back-pressure.** Each stream has `max_age`
 //!   ([`NatsLogBuilder::retention`]) and `max_bytes`
 //!   ([`NatsLogBuilder::max_shard_bytes`]) limits with `discard: new`: a put to a full
@@ -68,14 +91,18 @@
 //!
 //! # Limits
 //!
-//! * Per-key order holds within one connection. When a connection breaks while a
-//!   put's messages are in flight, the messages sent again go after any of the same
-//!   put that reached the server on the new connection, so the records of one failed
-//!   put may be stored out of order (none is lost or stored twice within the
-//!   duplicate window).
+//! * Without single-writer fencing, per-key order holds within one connection. When a
+//!   connection breaks while a put's messages are in flight, the messages sent again
+//!   go after any of the same put that reached the server on the new connection, so
+//!   the records of one failed put may be stored out of order (none is lost or stored
+//!   twice within the duplicate window).
+//! * A put whose ack did not come in time (`Timeout`, `Unavailable`) may still be
+//!   stored: the client sends what it buffered when it reconnects. Retry it with
+//!   [`NatsLog::put_batch_with_id`] and the same id to have it stored once.
 //! * Reads with `allow_direct` may be answered by any replica of a replicated
 //!   stream, which can lag the leader by a moment.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -116,6 +143,7 @@ pub struct NatsLogBuilder {
     publish_timeout: Duration,
     max_outstanding_acks: usize,
     memory_storage: bool,
+    single_writer: bool,
 }
 
 impl NatsLogBuilder {
@@ -188,6 +216,17 @@ impl NatsLogBuilder {
         self
     }
 
+    /// Fences this client as the only writer of the log's shards: each message
+    /// carries the stream sequence it expects to follow (`Nats-Expected-Last-Sequence`),
+    /// so a put fails with `Conflict` when another client appended in between, and the
+    /// messages of a put that are sent again after a broken connection go in their
+    /// original order. This client's puts then run one at a time. Default off.
+    #[must_use]
+    pub fn single_writer(mut self, single: bool) -> Self {
+        self.single_writer = single;
+        self
+    }
+
     /// Keeps new streams in server memory instead of files (for tests and caches).
     #[must_use]
     pub fn memory_storage(mut self, memory: bool) -> Self {
@@ -240,6 +279,9 @@ pub(crate) struct Inner {
     /// Prefix of the message ids this client makes up.
     pub(crate) producer_id: String,
     pub(crate) next_msg: AtomicU64,
+    /// Under single-writer fencing: the last stream sequence of each shard this
+    /// client knows of, held for the whole of a put.
+    pub(crate) fence: tokio::sync::Mutex<HashMap<ShardId, u64>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -300,6 +342,7 @@ impl NatsLog {
             publish_timeout: Duration::from_secs(10),
             max_outstanding_acks: 1024,
             memory_storage: false,
+            single_writer: false,
         }
     }
 
@@ -362,6 +405,7 @@ impl NatsLog {
                 max_body_bytes,
                 producer_id: String::new(),
                 next_msg: AtomicU64::new(0),
+                fence: tokio::sync::Mutex::default(),
                 config,
                 watcher: None,
             }),

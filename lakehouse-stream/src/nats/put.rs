@@ -1,7 +1,7 @@
 //! Puts: records routed to shards, packed into messages, published with a window of
 //! outstanding acks, sent again with the same message id after a timeout.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,20 @@ struct Outgoing {
     body: Bytes,
     records: Vec<usize>,
     id: String,
+    /// The stream sequence this message must follow (single-writer fencing).
+    expect: Option<u64>,
+}
+
+impl Outgoing {
+    fn message(&self) -> PublishMessage {
+        let m = PublishMessage::build()
+            .payload(self.body.clone())
+            .message_id(&self.id);
+        match self.expect {
+            Some(last) => m.expected_last_sequence(last),
+            None => m,
+        }
+    }
 }
 
 /// Why a message was not stored.
@@ -45,6 +59,11 @@ async fn await_ack(
         Ok(f) => f.await,
         Err(e) => Err(e),
     }
+}
+
+/// The server refused a message for its expected last sequence.
+fn wrong_last(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence
 }
 
 /// Whether a publish error may be cured by sending the message again.
@@ -91,6 +110,13 @@ impl NatsLog {
                 Err(e) => results[i] = Some(Err(e.with_table(name))),
             }
         }
+        // Single-writer fencing: one put at a time, each knowing the shards' last
+        // sequences.
+        let mut fence = if self.inner.config.single_writer {
+            Some(self.inner.fence.lock().await)
+        } else {
+            None
+        };
         let mut attempt = 0u32;
         while !pending.is_empty() {
             attempt += 1;
@@ -121,9 +147,29 @@ impl NatsLog {
                     }
                 }
             }
-            let outgoing = self.pack(&records, &by_shard, batch_id, attempt);
+            let mut outgoing = self.pack(&records, &by_shard, batch_id, attempt);
+            if let Some(known) = fence.as_deref_mut()
+                && let Err(e) = self.expect_sequences(known, &mut outgoing).await
+            {
+                for &i in by_shard.values().flatten() {
+                    results[i] = Some(Err(e.clone()));
+                }
+                break;
+            }
             pending.clear();
             for (msg, outcome) in self.publish_all(outgoing).await {
+                if let Some(known) = fence.as_deref_mut() {
+                    match &outcome {
+                        Ok(ack) => {
+                            let last = known.entry(msg.shard).or_default();
+                            *last = (*last).max(ack.sequence);
+                        }
+                        // Learn the shard's state again before the next put.
+                        Err(_) => {
+                            known.remove(&msg.shard);
+                        }
+                    }
+                }
                 match outcome {
                     Ok(ack) => {
                         for (k, &i) in msg.records.iter().enumerate() {
@@ -208,6 +254,7 @@ impl NatsLog {
                     body,
                     records: members,
                     id,
+                    expect: None,
                 });
                 part += 1;
                 start = end;
@@ -236,10 +283,7 @@ impl NatsLog {
             {
                 acks.push(await_ack(oldest).await);
             }
-            let publish = PublishMessage::build()
-                .payload(msg.body.clone())
-                .message_id(&msg.id);
-            in_flight.push_back(js.send_publish(self.subject(msg.shard), publish).await);
+            in_flight.push_back(js.send_publish(self.subject(msg.shard), msg.message()).await);
             msgs.push(msg);
         }
         for f in in_flight {
@@ -247,12 +291,30 @@ impl NatsLog {
         }
         let deadline = Instant::now() + self.inner.config.publish_timeout;
         let mut out = Vec::with_capacity(msgs.len());
+        // Shards where a message of this put was sent again or failed: under fencing,
+        // the messages after it were refused for the wrong last sequence and go again
+        // in order, or fail as it did.
+        let mut broken: HashMap<ShardId, Option<Error>> = HashMap::new();
         for (msg, ack) in msgs.into_iter().zip(acks) {
-            let ack = match ack {
-                Err(e) if retryable(&e) => self.publish_again(&msg, e, deadline).await,
-                other => other,
+            let behind = broken.get(&msg.shard).cloned();
+            let ack = match (ack, behind) {
+                (Err(_), Some(Some(e))) if msg.expect.is_some() => {
+                    out.push((msg, Err(Failure::Error(e))));
+                    continue;
+                }
+                (Err(e), Some(None)) if msg.expect.is_some() && wrong_last(&e) => {
+                    self.publish_again(&msg, e, deadline).await
+                }
+                (Err(e), _) if retryable(&e) => {
+                    broken.entry(msg.shard).or_insert(None);
+                    self.publish_again(&msg, e, deadline).await
+                }
+                (other, _) => other,
             };
             let outcome = ack.map_err(|e| self.failure(&msg, e));
+            if let Err(Failure::Error(e)) = &outcome {
+                broken.insert(msg.shard, Some(e.clone()));
+            }
             out.push((msg, outcome));
         }
         out
@@ -270,13 +332,10 @@ impl NatsLog {
         while Instant::now() < deadline {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
-            let publish = PublishMessage::build()
-                .payload(msg.body.clone())
-                .message_id(&msg.id);
             let result = await_ack(
                 self.inner
                     .js
-                    .send_publish(self.subject(msg.shard), publish)
+                    .send_publish(self.subject(msg.shard), msg.message())
                     .await,
             )
             .await;
@@ -289,8 +348,44 @@ impl NatsLog {
         Err(last)
     }
 
+    /// Sets each message's expected last sequence, from what this client knows of
+    /// each shard (asking the server for shards it does not know yet).
+    async fn expect_sequences(
+        &self,
+        known: &mut HashMap<ShardId, u64>,
+        outgoing: &mut [Outgoing],
+    ) -> Result<()> {
+        let mut next: HashMap<ShardId, u64> = HashMap::new();
+        for msg in outgoing.iter_mut() {
+            let last = match next.get(&msg.shard) {
+                Some(&l) => l,
+                None => match known.get(&msg.shard) {
+                    Some(&l) => l,
+                    None => {
+                        let l = self.stream_state(msg.shard).await?.last;
+                        known.insert(msg.shard, l);
+                        l
+                    }
+                },
+            };
+            msg.expect = Some(last);
+            next.insert(msg.shard, last + 1);
+        }
+        Ok(())
+    }
+
     fn failure(&self, msg: &Outgoing, e: PublishError) -> Failure {
         let name = &self.inner.name;
+        if wrong_last(&e) {
+            return Failure::Error(
+                Error::new(
+                    ErrorKind::Conflict,
+                    "another writer appended to the shard (single-writer fencing)",
+                )
+                .with_table(name)
+                .with_shard(msg.shard),
+            );
+        }
         match server_code(&e) {
             Some(10109) => Failure::Sealed,
             // Store failed: with `discard: new`, the stream is at a limit.

@@ -45,8 +45,12 @@ enum From {
     Time(i64),
 }
 
-/// Messages asked for in one direct get.
+/// Messages asked for in one direct get, at most.
 const FETCH_MESSAGES: usize = 256;
+/// Messages asked for by a read's first direct get when it wants more records than
+/// this: a message may hold thousands of records, so the first get takes one message
+/// and the next ones as many as the records per message seen so far call for.
+const FIRST_FETCH_RECORDS: usize = 64;
 
 impl NatsLog {
     pub(crate) async fn stream_state(&self, shard: ShardId) -> Result<StreamState> {
@@ -144,9 +148,15 @@ impl NatsLog {
         let mut next_unread_ms: Option<i64> = None;
         let mut last_read_ms: Option<i64> = None;
         let mut cursor = start;
+        let (mut messages_seen, mut records_seen) = (0usize, 0usize);
         'fetch: loop {
             let room = max_records - records.len();
-            let want = room.clamp(1, FETCH_MESSAGES);
+            let want = match (messages_seen, records_seen) {
+                (0, _) if room > FIRST_FETCH_RECORDS => 1,
+                (0, _) => room,
+                (m, r) => room.div_ceil((r / m).max(1)),
+            }
+            .clamp(1, FETCH_MESSAGES);
             let byte_room = limit.max_bytes.saturating_sub(bytes).max(1);
             let fetched = self.direct_get(shard, cursor, want, byte_room).await?;
             let Some(last_fetched) = fetched.last().map(|f| f.seq) else {
@@ -155,6 +165,8 @@ impl NatsLog {
             for f in &fetched {
                 let decoded = codec::decode(&f.body)
                     .map_err(|e| e.with_table(name).with_shard(shard).with_offset(f.seq))?;
+                messages_seen += 1;
+                records_seen += decoded.len();
                 let from_index = if skip_msg == Some(f.seq) { skip } else { 0 };
                 skip_msg = None;
                 skip = 0;
