@@ -83,14 +83,24 @@ async fn conforms_to_the_event_log_contract() {
     conformance::event_log(64, make(64)).await;
     let names = names.lock().clone();
     for n in names {
-        builder(&url, &n).open().await.unwrap().delete().await.unwrap();
+        builder(&url, &n)
+            .open()
+            .await
+            .unwrap()
+            .delete()
+            .await
+            .unwrap();
     }
 }
 
 #[tokio::test]
 async fn batches_many_records_into_few_messages() {
     let Some(url) = server() else { return };
-    let log = builder(&url, &unique("batch")).shards(2).open().await.unwrap();
+    let log = builder(&url, &unique("batch"))
+        .shards(2)
+        .open()
+        .await
+        .unwrap();
     let records: Vec<PutRecord> = (0..5000)
         .map(|i| PutRecord::new(format!("k{}", i % 50), vec![b'x'; 100]))
         .collect();
@@ -101,7 +111,10 @@ async fn batches_many_records_into_few_messages() {
         per_shard.entry(r.shard).or_default().push(r.sequence);
     }
     for (shard, seqs) in &per_shard {
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing in {shard}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "increasing in {shard}"
+        );
         let messages: std::collections::BTreeSet<u64> = seqs.iter().map(|s| s >> 16).collect();
         // 100-byte records, about 115 bytes each: some 9,000 to a 1 MiB message.
         assert!(
@@ -129,7 +142,11 @@ async fn batches_many_records_into_few_messages() {
 #[tokio::test]
 async fn a_batch_retried_with_its_id_is_stored_once() {
     let Some(url) = server() else { return };
-    let log = builder(&url, &unique("idem")).shards(2).open().await.unwrap();
+    let log = builder(&url, &unique("idem"))
+        .shards(2)
+        .open()
+        .await
+        .unwrap();
     let batch: Vec<PutRecord> = (0..100)
         .map(|i| PutRecord::new(format!("u{i}"), format!("e{i}")))
         .collect();
@@ -154,7 +171,10 @@ async fn a_batch_retried_with_its_id_is_stored_once() {
     for s in log.shards().await.unwrap() {
         total += drain(&log, s.id, Position::TrimHorizon).await.0.len();
     }
-    assert_eq!(total, 200, "the retried batch is stored once, the new one once");
+    assert_eq!(
+        total, 200,
+        "the retried batch is stored once, the new one once"
+    );
     log.delete().await.unwrap();
 }
 
@@ -173,7 +193,10 @@ async fn a_full_shard_rejects_puts_with_full() {
             Ok(_) => stored += 1,
             Err(e) => break e,
         }
-        assert!(stored < 100, "a 4 KiB shard took {stored} records of 500 bytes");
+        assert!(
+            stored < 100,
+            "a 4 KiB shard took {stored} records of 500 bytes"
+        );
     };
     assert_eq!(err.kind(), ErrorKind::Full, "{err}");
     assert_eq!(err.context().shard, Some(ShardId(0)));
@@ -197,7 +220,11 @@ async fn records_past_the_retention_age_are_trimmed() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let new = log.put(PutRecord::new("k", "new")).await.unwrap();
     let err = log
-        .read(ShardId(0), Position::AtSequence(old.sequence), ReadLimit::default())
+        .read(
+            ShardId(0),
+            Position::AtSequence(old.sequence),
+            ReadLimit::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PositionTrimmed, "{err}");
@@ -215,7 +242,11 @@ async fn records_past_the_retention_age_are_trimmed() {
         .unwrap();
     assert_eq!(at.records, b.records);
     let after = log
-        .read(ShardId(0), Position::AtTimestamp(t + 1), ReadLimit::default())
+        .read(
+            ShardId(0),
+            Position::AtTimestamp(t + 1),
+            ReadLimit::default(),
+        )
         .await
         .unwrap();
     assert!(after.records.is_empty());
@@ -270,10 +301,15 @@ async fn splits_and_merges_seal_parents_and_keep_key_order() {
         let (records, end) = drain(&log, s.id, Position::TrimHorizon).await;
         assert_eq!(end, s.closed, "end_of_shard of {}", s.id);
         for r in records {
-            back.entry(r.partition_key.to_string()).or_default().push(r.data);
+            back.entry(r.partition_key.to_string())
+                .or_default()
+                .push(r.data);
         }
     }
-    assert_eq!(back, sent, "parents before children keeps every key's order");
+    assert_eq!(
+        back, sent,
+        "parents before children keeps every key's order"
+    );
     // A fresh client sees the lineage.
     let fresh = builder(&url, &name).open().await.unwrap();
     assert_eq!(fresh.shards().await.unwrap(), shards);
@@ -287,13 +323,16 @@ async fn checkpoints_advance_by_compare_and_swap_and_survive_reopening() {
     let log = builder(&url, &name).shards(2).open().await.unwrap();
     let s = ShardId(1);
     assert_eq!(log.advance_checkpoint("g", s, 10).await.unwrap(), 10);
-    assert_eq!(log.advance_checkpoint("g", s, 4).await.unwrap(), 10, "never back");
+    assert_eq!(
+        log.advance_checkpoint("g", s, 4).await.unwrap(),
+        10,
+        "never back"
+    );
     // Concurrent advances: the highest wins.
-    let clients: Vec<NatsLog> = futures::future::try_join_all(
-        (0..4).map(|_| builder(&url, &name).open()),
-    )
-    .await
-    .unwrap();
+    let clients: Vec<NatsLog> =
+        futures::future::try_join_all((0..4).map(|_| builder(&url, &name).open()))
+            .await
+            .unwrap();
     let moves = clients
         .iter()
         .enumerate()
@@ -384,17 +423,25 @@ async fn table_delivery_is_exactly_once_across_restarts() {
         ..FlushPolicy::default()
     };
     put(0, 100).await;
-    let first = TableDelivery::new("s", log.clone(), table.clone(), Arc::new(Csv(schema.clone())))
-        .with_policy(policy);
+    let first = TableDelivery::new(
+        "s",
+        log.clone(),
+        table.clone(),
+        Arc::new(Csv(schema.clone())),
+    )
+    .with_policy(policy);
     let r = first.poll(true).await.unwrap();
     assert_eq!((r.records_read, r.rows_committed), (100, 100));
     put(100, 130).await;
     // A restarted delivery on a new connection finds its place in the table.
     let reopened = builder(&url, &name).open().await.unwrap();
-    let second = TableDelivery::new("s", reopened, table.clone(), Arc::new(Csv(schema)))
-        .with_policy(policy);
+    let second =
+        TableDelivery::new("s", reopened, table.clone(), Arc::new(Csv(schema))).with_policy(policy);
     let r = second.poll(true).await.unwrap();
-    assert_eq!((r.records_read, r.rows_committed, r.duplicates), (30, 30, 0));
+    assert_eq!(
+        (r.records_read, r.rows_committed, r.duplicates),
+        (30, 30, 0)
+    );
     let batches: Vec<RecordBatch> = table
         .scan(ScanRequest::new())
         .await
@@ -448,7 +495,9 @@ async fn group_members_share_shards_and_take_over_from_a_silent_one() {
     let mut unprocessed: usize = 0;
     for (shard, records) in b.poll(ReadLimit::records(1000)).await.unwrap() {
         let half = records.len() / 2;
-        b.checkpoint(shard, records[half - 1].sequence).await.unwrap();
+        b.checkpoint(shard, records[half - 1].sequence)
+            .await
+            .unwrap();
         seen_by_b += records.len();
         unprocessed += records.len() - half;
     }
@@ -527,7 +576,14 @@ impl OwnServer {
 
     fn restart(&mut self) {
         let child = std::process::Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -621,7 +677,10 @@ async fn acknowledged_records_survive_a_killed_server() {
     for s in log.shards().await.unwrap() {
         for r in drain(&log, s.id, Position::TrimHorizon).await.0 {
             let i: usize = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
-            per_key.entry(r.partition_key.to_string()).or_default().push(i);
+            per_key
+                .entry(r.partition_key.to_string())
+                .or_default()
+                .push(i);
         }
     }
     let mut all: Vec<usize> = per_key.values().flatten().copied().collect();
@@ -634,10 +693,15 @@ async fn acknowledged_records_survive_a_killed_server() {
     // client sent it on reconnecting).
     for (key, seen) in &per_key {
         for part in [
-            seen.iter().filter(|&&i| !(100..110).contains(&i)).collect::<Vec<_>>(),
+            seen.iter()
+                .filter(|&&i| !(100..110).contains(&i))
+                .collect::<Vec<_>>(),
             seen.iter().filter(|&&i| i < 110).collect(),
         ] {
-            assert!(part.windows(2).all(|w| w[0] < w[1]), "order of {key}: {seen:?}");
+            assert!(
+                part.windows(2).all(|w| w[0] < w[1]),
+                "order of {key}: {seen:?}"
+            );
         }
     }
 }

@@ -186,8 +186,7 @@ async fn nats_log(args: &Args) -> Result<Arc<dyn EventLog>, BoxError> {
 }
 
 #[cfg(feature = "nats")]
-static NATS_LOG: std::sync::Mutex<Option<lakehouse_stream::NatsLog>> =
-    std::sync::Mutex::new(None);
+static NATS_LOG: std::sync::Mutex<Option<lakehouse_stream::NatsLog>> = std::sync::Mutex::new(None);
 
 #[cfg(not(feature = "nats"))]
 async fn nats_log(_: &Args) -> Result<Arc<dyn EventLog>, BoxError> {

@@ -25,10 +25,7 @@ pub(crate) fn sequence(stream_seq: u64, index: usize) -> SequenceNumber {
 
 /// The message (stream sequence) and the index in it that `seq` addresses.
 pub(crate) fn split_sequence(seq: SequenceNumber) -> (u64, usize) {
-    (
-        seq >> INDEX_BITS,
-        (seq & ((1 << INDEX_BITS) - 1)) as usize,
-    )
+    (seq >> INDEX_BITS, (seq & ((1 << INDEX_BITS) - 1)) as usize)
 }
 
 /// Encodes records into one body; the caller keeps to the size and count bounds.
@@ -192,9 +189,8 @@ mod tests {
 
     #[test]
     fn bodies_round_trip() {
-        let body = encode(
-            [("user-1", &b"a"[..]), ("k", &b""[..]), ("ünï", &b"xyz"[..])].into_iter(),
-        );
+        let body =
+            encode([("user-1", &b"a"[..]), ("k", &b""[..]), ("ünï", &b"xyz"[..])].into_iter());
         let back = decode(&body).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[0].0, "user-1");
@@ -216,12 +212,22 @@ mod tests {
         let s = sequence(7, 3);
         assert_eq!(split_sequence(s), (7, 3));
         assert!(sequence(7, MAX_RECORDS_PER_MESSAGE - 1) < sequence(8, 0));
-        assert_eq!(split_sequence(sequence(7, MAX_RECORDS_PER_MESSAGE - 1) + 1), (8, 0));
+        assert_eq!(
+            split_sequence(sequence(7, MAX_RECORDS_PER_MESSAGE - 1) + 1),
+            (8, 0)
+        );
     }
 
     #[test]
     fn times_round_trip() {
-        for ms in [0, 1, 999, 1_700_000_000_123, 1_798_791_404_007, 951_782_400_000] {
+        for ms in [
+            0,
+            1,
+            999,
+            1_700_000_000_123,
+            1_798_791_404_007,
+            951_782_400_000,
+        ] {
             let s = format_rfc3339_ms(ms);
             assert_eq!(parse_rfc3339_ms(&s), Some(ms), "{s}");
         }
@@ -229,7 +235,10 @@ mod tests {
             parse_rfc3339_ms("2026-12-02T07:36:44.123456789Z"),
             parse_rfc3339_ms("2026-12-02T08:36:44.123+01:00")
         );
-        assert_eq!(parse_rfc3339_ms("2026-12-02T07:36:44Z"), Some(1_796_197_004_000));
+        assert_eq!(
+            parse_rfc3339_ms("2026-12-02T07:36:44Z"),
+            Some(1_796_197_004_000)
+        );
         assert_eq!(parse_rfc3339_ms("garbage"), None);
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
     }

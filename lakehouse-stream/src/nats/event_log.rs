@@ -2,8 +2,8 @@
 
 use async_nats::jetstream::kv;
 use lakehouse_core::{
-    Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Result,
-    SequenceNumber, ShardId, ShardInfo,
+    Error, ErrorKind, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Result, SequenceNumber,
+    ShardId, ShardInfo,
 };
 
 use super::{NatsLog, remote};
@@ -26,8 +26,10 @@ fn checkpoint_key(group: &str, shard: ShardId) -> String {
 impl NatsLog {
     fn check_group(&self, group: &str) -> Result<()> {
         if group.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidInput, "consumer group name is empty")
-                .with_table(&self.inner.name));
+            return Err(
+                Error::new(ErrorKind::InvalidInput, "consumer group name is empty")
+                    .with_table(&self.inner.name),
+            );
         }
         Ok(())
     }
@@ -190,6 +192,9 @@ mod tests {
     fn checkpoint_keys_are_valid_kv_keys() {
         assert_eq!(checkpoint_key("sink-1", ShardId(3)), "sink-1.3");
         assert_eq!(checkpoint_key("a.b c", ShardId(0)), "a=2Eb=20c.0");
-        assert_ne!(checkpoint_key("a.b", ShardId(0)), checkpoint_key("a=2Eb", ShardId(0)));
+        assert_ne!(
+            checkpoint_key("a.b", ShardId(0)),
+            checkpoint_key("a=2Eb", ShardId(0))
+        );
     }
 }

@@ -103,7 +103,10 @@ impl NatsConsumerGroup {
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let state = serde_json::from_slice(&e.value).map_err(|e| {
-                    self.err(ErrorKind::Corrupt, format!("group state does not parse: {e}"))
+                    self.err(
+                        ErrorKind::Corrupt,
+                        format!("group state does not parse: {e}"),
+                    )
                 })?;
                 Ok((state, Some(e.revision)))
             }
@@ -141,7 +144,10 @@ impl NatsConsumerGroup {
             Some(seq) => Position::AfterSequence(seq),
             None => Position::TrimHorizon,
         };
-        let probe = self.log.read_at(shard.id, from, ReadLimit::records(1)).await?;
+        let probe = self
+            .log
+            .read_at(shard.id, from, ReadLimit::records(1))
+            .await?;
         Ok(probe.records.is_empty() && probe.end_of_shard)
     }
 
@@ -276,9 +282,7 @@ enum Beat {
 /// Spreads `readable` over the members: every member gets `base` shards and `extra`
 /// members one more; leases stay where they are unless the spread is uneven.
 fn spread(state: &mut GroupState, readable: &[ShardId]) {
-    state
-        .leases
-        .retain(|s, _| readable.contains(&ShardId(*s)));
+    state.leases.retain(|s, _| readable.contains(&ShardId(*s)));
     if state.members.is_empty() {
         state.leases.clear();
         return;
@@ -316,7 +320,9 @@ fn spread(state: &mut GroupState, readable: &[ShardId]) {
         if state.leases.contains_key(&shard.0) {
             continue;
         }
-        let Some((owner, list)) = owned.iter_mut().min_by_key(|(m, v)| (v.len(), (*m).clone()))
+        let Some((owner, list)) = owned
+            .iter_mut()
+            .min_by_key(|(m, v)| (v.len(), (*m).clone()))
         else {
             break;
         };
@@ -425,7 +431,10 @@ impl NatsMember {
             self.held.lock().remove(&shard);
             return Err(self
                 .group
-                .err(ErrorKind::Conflict, "the shard's lease moved to another member")
+                .err(
+                    ErrorKind::Conflict,
+                    "the shard's lease moved to another member",
+                )
                 .with_shard(shard)
                 .with_key(self.id.clone()));
         }

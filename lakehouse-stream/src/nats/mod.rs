@@ -358,7 +358,9 @@ impl NatsLog {
             return Err(bad(format!("{} shards: 1 to 4096 allowed", config.shards)));
         }
         if config.max_outstanding_acks == 0 || config.replicas == 0 {
-            return Err(bad("max_outstanding_acks and replicas must be positive".into()));
+            return Err(bad(
+                "max_outstanding_acks and replicas must be positive".into()
+            ));
         }
         if config.duplicate_window.is_zero() {
             return Err(bad("the duplicate window must be positive".into()));
@@ -424,9 +426,8 @@ impl NatsLog {
         }
         *log.inner.topology.write() = Arc::new(topology);
         let watcher = log.watch_topology().await?;
-        let inner = Arc::get_mut(&mut log.inner).ok_or_else(|| {
-            Error::new(ErrorKind::Internal, "a log being opened was shared")
-        })?;
+        let inner = Arc::get_mut(&mut log.inner)
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "a log being opened was shared"))?;
         inner.producer_id = inner
             .client
             .new_inbox()
@@ -490,19 +491,15 @@ impl NatsLog {
             .await
             .map_err(|e| remote(&self.inner.name, "read the shard map", e))?;
         match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                Topology::decode(&e.value, e.revision)
-                    .map(Some)
-                    .map_err(|e| e.with_table(&self.inner.name))
-            }
+            Some(e) if e.operation == kv::Operation::Put => Topology::decode(&e.value, e.revision)
+                .map(Some)
+                .map_err(|e| e.with_table(&self.inner.name)),
             _ => Ok(None),
         }
     }
 
     async fn create_topology(&self) -> Result<Topology> {
-        let mut t = Topology::initial(&lakehouse_core::even_hash_ranges(
-            self.inner.config.shards,
-        ));
+        let mut t = Topology::initial(&lakehouse_core::even_hash_ranges(self.inner.config.shards));
         for s in &t.shards {
             self.ensure_stream(s.id).await?;
         }
@@ -556,28 +553,18 @@ impl NatsLog {
             .get_or_create_stream(config)
             .await
             .map(|_| ())
-            .map_err(|e| {
-                remote(&self.inner.name, "create a shard's stream", e).with_shard(shard)
-            })
+            .map_err(|e| remote(&self.inner.name, "create a shard's stream", e).with_shard(shard))
     }
 
     /// Seals the stream of closed shard `shard` (no more appends, ever).
     pub(crate) async fn seal(&self, shard: ShardId) -> Result<()> {
         let name = self.stream_name(shard);
         let err = |e: &dyn fmt::Display| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("NATS: seal {name}: {e}"),
-            )
-            .with_table(&self.inner.name)
-            .with_shard(shard)
+            Error::new(ErrorKind::Unavailable, format!("NATS: seal {name}: {e}"))
+                .with_table(&self.inner.name)
+                .with_shard(shard)
         };
-        let mut stream = self
-            .inner
-            .js
-            .get_stream(&name)
-            .await
-            .map_err(|e| err(&e))?;
+        let mut stream = self.inner.js.get_stream(&name).await.map_err(|e| err(&e))?;
         let info = stream.info().await.map_err(|e| err(&e))?;
         if info.config.sealed {
             return Ok(());

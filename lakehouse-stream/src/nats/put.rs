@@ -192,9 +192,8 @@ impl NatsLog {
                     }
                     Err(Failure::Error(e)) => {
                         for &i in &msg.records {
-                            results[i] = Some(Err(e
-                                .clone()
-                                .with_key(records[i].partition_key.as_str())));
+                            results[i] =
+                                Some(Err(e.clone().with_key(records[i].partition_key.as_str())));
                         }
                     }
                 }
@@ -204,9 +203,7 @@ impl NatsLog {
         results
             .into_iter()
             .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::new(ErrorKind::Internal, "a record got no result"))
-                })
+                r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "a record got no result")))
             })
             .collect()
     }
@@ -283,7 +280,10 @@ impl NatsLog {
             {
                 acks.push(await_ack(oldest).await);
             }
-            in_flight.push_back(js.send_publish(self.subject(msg.shard), msg.message()).await);
+            in_flight.push_back(
+                js.send_publish(self.subject(msg.shard), msg.message())
+                    .await,
+            );
             msgs.push(msg);
         }
         for f in in_flight {
@@ -390,12 +390,9 @@ impl NatsLog {
             Some(10109) => Failure::Sealed,
             // Store failed: with `discard: new`, the stream is at a limit.
             Some(10077) | Some(10047) => Failure::Error(
-                Error::new(
-                    ErrorKind::Full,
-                    format!("the shard's stream is full: {e}"),
-                )
-                .with_table(name)
-                .with_shard(msg.shard),
+                Error::new(ErrorKind::Full, format!("the shard's stream is full: {e}"))
+                    .with_table(name)
+                    .with_shard(msg.shard),
             ),
             Some(10054) => Failure::Error(
                 Error::new(

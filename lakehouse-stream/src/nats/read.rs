@@ -55,15 +55,19 @@ const FIRST_FETCH_RECORDS: usize = 64;
 impl NatsLog {
     pub(crate) async fn stream_state(&self, shard: ShardId) -> Result<StreamState> {
         let name = self.stream_name(shard);
-        let stream = self.inner.js.get_stream_no_info(&name).await.map_err(|e| {
-            remote(&self.inner.name, "open a shard's stream", e).with_shard(shard)
-        })?;
+        let stream =
+            self.inner.js.get_stream_no_info(&name).await.map_err(|e| {
+                remote(&self.inner.name, "open a shard's stream", e).with_shard(shard)
+            })?;
         let info = stream.get_info().await.map_err(|e| {
             let text = e.to_string();
             if text.contains("not found") {
-                Error::new(ErrorKind::ShardNotFound, format!("stream {name} is missing"))
-                    .with_table(&self.inner.name)
-                    .with_shard(shard)
+                Error::new(
+                    ErrorKind::ShardNotFound,
+                    format!("stream {name} is missing"),
+                )
+                .with_table(&self.inner.name)
+                .with_shard(shard)
             } else {
                 remote(&self.inner.name, "read a shard's state", e).with_shard(shard)
             }
@@ -74,8 +78,8 @@ impl NatsLog {
         } else {
             s.first_sequence.max(1)
         };
-        let last_ms = i64::try_from(s.last_timestamp.unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or_default();
+        let last_ms =
+            i64::try_from(s.last_timestamp.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
         Ok(StreamState {
             first,
             last: s.last_sequence,
@@ -124,7 +128,10 @@ impl NatsLog {
             }
             Position::AfterSequence(seq) => {
                 let after = seq.checked_add(1).ok_or_else(|| {
-                    err(ErrorKind::InvalidPosition, format!("no sequence after {seq}"))
+                    err(
+                        ErrorKind::InvalidPosition,
+                        format!("no sequence after {seq}"),
+                    )
                 })?;
                 let (m, i) = at_sequence(after)?;
                 (From::Sequence(m), i)
@@ -279,7 +286,11 @@ impl NatsLog {
                 }
             }
             let headers = msg.headers.as_ref();
-            let header = |h: &str| headers.and_then(|m| m.get(h)).map(|v| v.as_str().to_owned());
+            let header = |h: &str| {
+                headers
+                    .and_then(|m| m.get(h))
+                    .map(|v| v.as_str().to_owned())
+            };
             let seq = header("Nats-Sequence").and_then(|s| s.parse::<u64>().ok());
             let time_ms = header("Nats-Time-Stamp").and_then(|t| codec::parse_rfc3339_ms(&t));
             let (Some(seq), Some(time_ms)) = (seq, time_ms) else {

@@ -54,11 +54,16 @@ impl NatsLog {
     /// `Unavailable`.
     pub async fn merge_shards(&self, a: ShardId, b: ShardId) -> Result<ShardId> {
         let topology = self.refresh().await?;
-        let (sa, sb) = (self.open_shard(&topology, a)?, self.open_shard(&topology, b)?);
+        let (sa, sb) = (
+            self.open_shard(&topology, a)?,
+            self.open_shard(&topology, b)?,
+        );
         if sa.hash_range.1.checked_add(1) != Some(sb.hash_range.0) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("{a} and {b} are not adjacent (the first must be directly below the second)"),
+                format!(
+                    "{a} and {b} are not adjacent (the first must be directly below the second)"
+                ),
             )
             .with_table(&self.inner.name));
         }
@@ -79,9 +84,11 @@ impl NatsLog {
                 .with_shard(id)
         })?;
         if s.closed {
-            return Err(Error::new(ErrorKind::InvalidInput, "the shard is already closed")
-                .with_table(&self.inner.name)
-                .with_shard(id));
+            return Err(
+                Error::new(ErrorKind::InvalidInput, "the shard is already closed")
+                    .with_table(&self.inner.name)
+                    .with_shard(id),
+            );
         }
         Ok(s)
     }
