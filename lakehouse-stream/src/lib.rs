@@ -91,7 +91,12 @@
 //!
 //! # Crate features
 //!
-//! None. Durable mode needs no feature: it uses `std::fs` and the `crc32c` crate.
+//! * `nats` (off by default): [`NatsLog`], the same `EventLog` contract on NATS
+//!   JetStream (one JetStream stream per shard, records batched into messages, shard
+//!   map, lineage and checkpoints in KV buckets), on `async-nats` with only its
+//!   `jetstream`, `kv` and `ring` features. The [`nats`] module describes the mapping.
+//!
+//! Durable mode needs no feature: it uses `std::fs` and the `crc32c` crate.
 //!
 //! # Runtime
 //!
@@ -110,12 +115,16 @@
 mod blocks;
 mod durable;
 mod group;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod route;
 mod sink;
 mod stream;
 
 pub use crate::durable::Durability;
 pub use crate::group::{ConsumerGroup, Member};
+#[cfg(feature = "nats")]
+pub use crate::nats::{NatsConsumerGroup, NatsLog, NatsLogBuilder, NatsMember};
 pub use crate::sink::{Decoder, DeliveryReport, FlushPolicy, TableDelivery};
 pub use crate::stream::{
     Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, Subscription, TrimmedRead,

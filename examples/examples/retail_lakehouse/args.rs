@@ -6,14 +6,17 @@ use std::time::Duration;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: retail_lakehouse [--duration SECS] [--rate EVENTS_PER_S] [--shards N] \
-[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--stream durable-nosync|durable|memory] [--s3-endpoint URL --s3-bucket NAME]
+[--data-dir DIR] [--items N] [--users N] [--flush-ms MS] [--compact-secs SECS] [--stream durable-nosync|durable|memory|nats] [--nats-url URL] [--s3-endpoint URL --s3-bucket NAME]
 
 --stream  where the stream keeps its events (memory stays bounded by the first two):
   durable-nosync  (default) segment files in the data directory, written in batches without
                   fsync; each shard keeps its newest 32 MiB in memory and serves older events
                   from its files, which keep 5 minutes, at most 2 GiB per shard
   durable         the same, and a put returns once its events are fsynced
-  memory          memory only: the last 2 minutes, at most 1 GiB per shard";
+  memory          memory only: the last 2 minutes, at most 1 GiB per shard
+  nats            NATS JetStream at --nats-url (default nats://127.0.0.1:4222; feature `nats`):
+                  one JetStream stream per shard, 5 minutes, at most 2 GiB per shard, in files;
+                  the run removes its streams at the end";
 
 #[derive(Debug)]
 pub(crate) struct Args {
@@ -28,6 +31,8 @@ pub(crate) struct Args {
     pub(crate) compact_every: Option<Duration>,
     /// Where the stream keeps its records.
     pub(crate) stream: StreamMode,
+    /// The NATS server of `--stream nats`.
+    pub(crate) nats_url: String,
     pub(crate) s3_endpoint: Option<String>,
     pub(crate) s3_bucket: Option<String>,
 }
@@ -43,6 +48,8 @@ pub(crate) enum StreamMode {
     /// Segment files, written in batches without fsync, with the same window and
     /// retention (the default).
     DurableNoSync,
+    /// NATS JetStream (feature `nats`).
+    Nats,
 }
 
 impl Args {
@@ -57,6 +64,7 @@ impl Args {
             flush: Duration::from_millis(1_000),
             compact_every: Some(Duration::from_secs(2)),
             stream: StreamMode::DurableNoSync,
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
             s3_endpoint: None,
             s3_bucket: None,
         };
@@ -103,9 +111,15 @@ impl Args {
                         "memory" => StreamMode::Memory,
                         "durable" => StreamMode::Durable,
                         "durable-nosync" => StreamMode::DurableNoSync,
-                        _ => return Err(bad(&"expected memory, durable or durable-nosync").into()),
+                        "nats" => StreamMode::Nats,
+                        _ => {
+                            return Err(
+                                bad(&"expected memory, durable, durable-nosync or nats").into()
+                            );
+                        }
                     }
                 }
+                "--nats-url" => a.nats_url = value,
                 "--s3-endpoint" => a.s3_endpoint = Some(value),
                 "--s3-bucket" => a.s3_bucket = Some(value),
                 _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),

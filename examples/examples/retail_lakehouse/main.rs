@@ -7,6 +7,9 @@
 //! # the same pipeline with the table on S3 or an S3-compatible server:
 //! cargo run --release -p lakehouse-examples --features s3 --example retail_lakehouse -- \
 //!     --s3-endpoint http://127.0.0.1:9000 --s3-bucket lakehouse   # credentials: AWS_* env
+//! # the same pipeline with the stream on NATS JetStream (`nats-server -js` running):
+//! cargo run --release -p lakehouse-examples --features nats --example retail_lakehouse -- \
+//!     --stream nats --nats-url nats://127.0.0.1:4222
 //! ```
 //!
 //! 1. A generator makes retail events (clicks, add-to-cart, purchases, price changes
@@ -16,7 +19,8 @@
 //!    its newest 32 MiB in memory and serves older records from its segment files, which
 //!    keep 5 minutes, at most 2 GiB per shard, so memory stays bounded whatever the rate.
 //!    `--stream durable` also fsyncs before a put returns; `--stream memory` keeps the
-//!    last 2 minutes in memory only (at most 1 GiB per shard).
+//!    last 2 minutes in memory only (at most 1 GiB per shard); `--stream nats` puts the
+//!    events on NATS JetStream, one JetStream stream per shard (feature `nats`).
 //! 2. A table delivery micro-batches every shard into a Delta table partitioned by
 //!    day, category and region, exactly once: each commit carries the shard's last
 //!    sequence number as its transaction id.
@@ -48,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use lakehouse_core::{PutRecord, TableSource};
+use lakehouse_core::{EventLog, PutRecord, TableSource};
 use lakehouse_flow::{BatchError, ExecutionStatus, Trigger, TriggerBatch, Workflow, json};
 use lakehouse_ml::Event as MlEvent;
 use lakehouse_query::{QueryEngine, RefreshKind};
@@ -158,10 +162,48 @@ async fn main() -> Result<(), BoxError> {
     println!("table at {uri}");
 
     let result = run(&args, location, stream_dir).await;
+    delete_nats_log().await;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
+}
+
+/// The stream on NATS JetStream: a log named after this run, so runs never share
+/// records (`delete_nats_log` removes it at the end).
+#[cfg(feature = "nats")]
+async fn nats_log(args: &Args) -> Result<Arc<dyn EventLog>, BoxError> {
+    let name = format!("retail-events-{}", std::process::id());
+    let log = lakehouse_stream::NatsLog::builder(&args.nats_url, name)
+        .shards(args.shards)
+        .retention(Some(Duration::from_secs(300)))
+        .max_shard_bytes(Some(2 << 30))
+        .open()
+        .await
+        .map_err(|e| format!("--stream nats at {}: {e}", args.nats_url))?;
+    *NATS_LOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(log.clone());
+    Ok(Arc::new(log))
+}
+
+#[cfg(feature = "nats")]
+static NATS_LOG: std::sync::Mutex<Option<lakehouse_stream::NatsLog>> = std::sync::Mutex::new(None);
+
+#[cfg(not(feature = "nats"))]
+async fn nats_log(_: &Args) -> Result<Arc<dyn EventLog>, BoxError> {
+    Err("--stream nats needs the `nats` feature (cargo run --features nats ...)".into())
+}
+
+/// Removes the run's JetStream streams and buckets, if it made any.
+async fn delete_nats_log() {
+    #[cfg(feature = "nats")]
+    {
+        let log = NATS_LOG.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(log) = log
+            && let Err(e) = log.delete().await
+        {
+            eprintln!("removing the run's JetStream streams failed: {e}");
+        }
+    }
 }
 
 async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(), BoxError> {
@@ -176,22 +218,27 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     // 100 bytes each here); the table is the durable copy. A consumer behind retention
     // loses its position and the run fails naming it.
     let builder = Stream::builder("retail-events").shards(args.shards);
-    let stream = match args.stream {
-        StreamMode::Memory => builder
-            .retention(Some(Duration::from_secs(120)))
-            .max_shard_bytes(1 << 30)
-            .build()?,
-        StreamMode::Durable | StreamMode::DurableNoSync => builder
-            .retention(Some(Duration::from_secs(300)))
-            .durable(&stream_dir)
-            .durability(if args.stream == StreamMode::Durable {
-                Durability::PerBatch
-            } else {
-                Durability::None
-            })
-            .memory_window_bytes(32 << 20)
-            .max_shard_bytes(2 << 30)
-            .build()?,
+    let stream: Arc<dyn EventLog> = match args.stream {
+        StreamMode::Memory => Arc::new(
+            builder
+                .retention(Some(Duration::from_secs(120)))
+                .max_shard_bytes(1 << 30)
+                .build()?,
+        ),
+        StreamMode::Durable | StreamMode::DurableNoSync => Arc::new(
+            builder
+                .retention(Some(Duration::from_secs(300)))
+                .durable(&stream_dir)
+                .durability(if args.stream == StreamMode::Durable {
+                    Durability::PerBatch
+                } else {
+                    Durability::None
+                })
+                .memory_window_bytes(32 << 20)
+                .max_shard_bytes(2 << 30)
+                .build()?,
+        ),
+        StreamMode::Nats => nats_log(args).await?,
     };
     let table = Table::create(
         location,
@@ -400,6 +447,7 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
 
     // The producer, paced to the rate, on its own thread.
     let started = Instant::now();
+    let runtime = tokio::runtime::Handle::current();
     let producer = {
         let (stream, progress, catalog) = (stream.clone(), progress.clone(), catalog.clone());
         let (rate, duration) = (args.rate, args.duration);
@@ -426,7 +474,11 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
                     })
                     .collect();
                 let (mut ok, mut bad) = (0, 0);
-                for r in stream.put_records(batch) {
+                let results = match runtime.block_on(stream.put_batch(batch)) {
+                    Ok(results) => results,
+                    Err(e) => vec![Err(e); n as usize],
+                };
+                for r in results {
                     if r.is_ok() { ok += 1 } else { bad += 1 }
                 }
                 progress.acked.fetch_add(ok, Ordering::SeqCst);
