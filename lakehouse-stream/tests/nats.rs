@@ -749,3 +749,332 @@ async fn a_single_writer_is_fenced_against_a_second_one() {
     assert_eq!(tail, [&b"a"[..], b"intruder", b"d"]);
     writer.delete().await.unwrap();
 }
+
+/// A JetStream cluster of this test on loopback: `n` `nats-server -js` processes, each
+/// with its own client port, route port and store directory.
+struct Cluster {
+    nodes: Vec<Option<std::process::Child>>,
+    ports: Vec<u16>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(binary: &std::path::Path, n: usize) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let child = std::process::Command::new(binary)
+                    .args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
+                    .args(["-n", &format!("lh-node-{i}"), "--cluster_name", "lh"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                    .args(["--routes", &route_list, "-sd"])
+                    .arg(dirs[i].path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                Some(child)
+            })
+            .collect();
+        for &port in &ports {
+            let up = (0..200).any(|_| {
+                let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                ok
+            });
+            assert!(up, "cluster node on port {port} did not start");
+        }
+        Cluster {
+            nodes,
+            ports,
+            _dirs: dirs,
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL of node `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Puts `records` under the batch id `id` until every record is acknowledged, sending
+/// the batch again with the same id after a failure (so it is stored once).
+async fn put_until_acknowledged(log: &NatsLog, id: &str, records: Vec<PutRecord>) -> usize {
+    for attempt in 0..200 {
+        let results = log.put_batch_with_id(id, records.clone()).await;
+        if results.iter().all(|r| r.is_ok()) {
+            return attempt;
+        }
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                    "a put during a node failure fails with a transient error: {e}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("batch {id} was not acknowledged after 200 attempts");
+}
+
+#[tokio::test]
+async fn a_three_node_cluster_keeps_every_acknowledged_record_when_a_node_dies() {
+    // Runs where the NATS tests run, on a cluster of its own.
+    let Some(_) = server() else { return };
+    let Some(binary) = server_binary() else {
+        eprintln!("no nats-server binary (LAKEHOUSE_NATS_SERVER): skipping the cluster test");
+        return;
+    };
+    let mut cluster = Cluster::start(&binary, 3);
+    // The cluster takes a moment to elect its JetStream meta leader: until then,
+    // opening the log (creating R3 streams and buckets) fails.
+    let mut opened = None;
+    let mut last = None;
+    for _ in 0..150 {
+        match NatsLog::builder(cluster.urls(), "cluster")
+            .shards(2)
+            .replicas(3)
+            .request_timeout(Duration::from_secs(2))
+            .publish_timeout(Duration::from_secs(3))
+            .open()
+            .await
+        {
+            Ok(log) => {
+                opened = Some(log);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = opened.unwrap_or_else(|| panic!("the cluster never served JetStream: {last:?}"));
+    let batch = |b: usize| -> Vec<PutRecord> {
+        (b * 20..(b + 1) * 20)
+            .map(|i| PutRecord::new(format!("k{}", i % 7), format!("{i}")))
+            .collect()
+    };
+    for b in 0..10 {
+        put_until_acknowledged(&log, &format!("b{b}"), batch(b)).await;
+    }
+    assert_eq!(log.advance_checkpoint("g", ShardId(0), 5).await.unwrap(), 5);
+    cluster.kill(0);
+    // Writes go on through the two nodes left (a quorum of the R3 streams), after the
+    // streams that lost their leader elect a new one.
+    for b in 10..20 {
+        put_until_acknowledged(&log, &format!("b{b}"), batch(b)).await;
+    }
+    // Every acknowledged record is there once, in put order per key. A replica may lag
+    // the leader by a moment, and requests fail with `Unavailable` while a stream
+    // elects a new leader, so reading repeats until all have arrived.
+    let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for _ in 0..100 {
+        match read_all(&log).await {
+            Ok(got) => {
+                per_key = got;
+                if per_key.values().map(Vec::len).sum::<usize>() >= 400 {
+                    break;
+                }
+            }
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                "{e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut all: Vec<usize> = per_key.values().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..400).collect::<Vec<_>>(),
+        "acknowledged records, once each"
+    );
+    for (key, seen) in &per_key {
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "order of {key}: {seen:?}"
+        );
+    }
+    // The checkpoint bucket is replicated too: the checkpoint is kept and advances.
+    let mut advanced = None;
+    for _ in 0..100 {
+        if let Ok(c) = log.advance_checkpoint("g", ShardId(0), 6).await {
+            advanced = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(advanced, Some(6));
+    assert_eq!(log.checkpoint("g", ShardId(0)).await.unwrap(), Some(6));
+    // The cluster and its stores go with the test.
+}
+
+/// Every record of every shard of `log`, by key, in shard order.
+async fn read_all(log: &NatsLog) -> Result<HashMap<String, Vec<usize>>> {
+    let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for s in log.shards().await? {
+        let mut pos = Position::TrimHorizon;
+        loop {
+            let b = log.read(s.id, pos, ReadLimit::records(1000)).await?;
+            if b.records.is_empty() {
+                break;
+            }
+            for r in &b.records {
+                let i: usize = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
+                per_key
+                    .entry(r.partition_key.to_string())
+                    .or_default()
+                    .push(i);
+            }
+            pos = b.next;
+        }
+    }
+    Ok(per_key)
+}
+
+/// The names of the consumers on a shard's stream.
+async fn consumers_of(url: &str, log: &NatsLog, shard: ShardId) -> Vec<String> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(log.stream_name(shard)).await.unwrap();
+    let mut names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_group_reads_each_shard_through_one_durable_consumer() {
+    let Some(url) = server() else { return };
+    let name = unique("cursor");
+    let log = builder(&url, &name).shards(2).open().await.unwrap();
+    let lease = Duration::from_millis(300);
+    let put = |from: usize, to: usize| {
+        let log = log.clone();
+        async move {
+            let batch = (from..to)
+                .map(|i| PutRecord::new(format!("u{i}"), format!("{i}")))
+                .collect();
+            for r in log.put_batch(batch).await.unwrap() {
+                r.unwrap();
+            }
+        }
+    };
+    put(0, 300).await;
+    let a = log.consumer_group("g", lease).join("a").await.unwrap();
+    assert_eq!(a.shards().len(), 2);
+    // Small polls: a cursor continues where the last poll stopped, also inside a
+    // message of many records.
+    let mut seen_by_a: HashMap<ShardId, Vec<u64>> = HashMap::new();
+    loop {
+        let polled = a.poll(ReadLimit::records(7)).await.unwrap();
+        if polled.is_empty() {
+            break;
+        }
+        for (shard, records) in polled {
+            assert!(records.len() <= 7);
+            seen_by_a
+                .entry(shard)
+                .or_default()
+                .extend(records.iter().map(|r| r.sequence));
+        }
+    }
+    assert_eq!(seen_by_a.values().map(Vec::len).sum::<usize>(), 300);
+    for (shard, seqs) in &seen_by_a {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{shard:?}: {seqs:?}");
+        // One durable consumer of the group on the shard's stream.
+        let names = consumers_of(&url, &log, *shard).await;
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            names[0].starts_with(&format!("lh-g-{}-", shard.0)),
+            "{names:?}"
+        );
+    }
+    // a checkpoints the first ten records of each shard, then goes silent.
+    for (shard, seqs) in &seen_by_a {
+        a.checkpoint(*shard, seqs[9]).await.unwrap();
+    }
+    let before: HashMap<ShardId, Vec<String>> = {
+        let mut m = HashMap::new();
+        for s in seen_by_a.keys() {
+            m.insert(*s, consumers_of(&url, &log, *s).await);
+        }
+        m
+    };
+    let other = builder(&url, &name).open().await.unwrap();
+    let b = other.consumer_group("g", lease).join("b").await.unwrap();
+    // b measures a's silence on its own clock, from when it first saw a.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.heartbeat().await.unwrap();
+    assert_eq!(b.shards().len(), 2, "b takes the silent member's shards");
+    let mut seen_by_b = 0;
+    for (_, records) in b.poll(ReadLimit::records(1000)).await.unwrap() {
+        seen_by_b += records.len();
+    }
+    assert_eq!(seen_by_b, 300 - 20, "b starts after a's checkpoints");
+    for (shard, old) in &before {
+        let names = consumers_of(&url, &log, *shard).await;
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_ne!(&names, old, "the new lease has its own consumer");
+    }
+    // New records go to b alone: a, which has not noticed it lost its leases, gets
+    // none of them (its consumers are gone).
+    put(300, 400).await;
+    match a.poll(ReadLimit::records(1000)).await {
+        Ok(polled) => assert!(polled.is_empty(), "{polled:?}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Conflict | ErrorKind::Unavailable | ErrorKind::Timeout
+            ),
+            "{e}"
+        ),
+    }
+    let mut new_for_b = 0;
+    for (_, records) in b.poll(ReadLimit::records(1000)).await.unwrap() {
+        new_for_b += records.len();
+    }
+    assert_eq!(new_for_b, 100);
+    // Leaving deletes the member's consumers.
+    b.leave().await.unwrap();
+    for shard in seen_by_a.keys() {
+        assert!(consumers_of(&url, &log, *shard).await.is_empty());
+    }
+    log.delete().await.unwrap();
+}

@@ -13,6 +13,7 @@ use lakehouse_core::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::cursor::Cursor;
 use super::{NatsLog, remote};
 
 /// A group's state as stored: each member's heartbeat counter and each leased
@@ -242,6 +243,7 @@ impl NatsConsumerGroup {
             group: self.clone(),
             id,
             held: Arc::default(),
+            polling: Arc::default(),
         };
         member.adopt(&state);
         Ok(member)
@@ -332,12 +334,23 @@ fn spread(state: &mut GroupState, readable: &[ShardId]) {
 }
 
 /// One member of a [`NatsConsumerGroup`].
+///
+/// A member reads each shard it holds through the group's durable pull consumer on
+/// that shard's stream (named `lh-<group>-<shard>-<lease>`), which it creates at the
+/// group's checkpoint when it takes the lease, after deleting the consumer of the
+/// previous holder. So the server shows every group's read position per shard
+/// (`nats consumer info`), and a member that lost a lease without noticing cannot
+/// take records from the new holder: its reads fail instead. The checkpoint in KV
+/// stays the committed position. Cheap to clone: clones are the same member, and their
+/// polls run one at a time.
 #[derive(Debug, Clone)]
 pub struct NatsMember {
     group: NatsConsumerGroup,
     id: String,
-    /// Held shards and where each one's next read starts.
-    held: Arc<Mutex<BTreeMap<ShardId, Option<Position>>>>,
+    /// Held shards, with this lease's cursor once the shard was polled.
+    held: Arc<Mutex<BTreeMap<ShardId, Option<Cursor>>>>,
+    /// Polls of this member run one at a time (a cursor is taken out while in use).
+    polling: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NatsMember {
@@ -393,29 +406,83 @@ impl NatsMember {
     ///
     /// # Errors
     ///
-    /// Log errors (for example a trimmed checkpoint position).
+    /// `Conflict` when a shard's records were read by another client of the group (its
+    /// lease moved: heartbeat to learn the new leases), `PositionTrimmed` when
+    /// retention removed records the group had not read, `Unavailable`, `Timeout`.
+    /// After an error every shard's next poll starts again from the group's
+    /// checkpoint, so no record is skipped.
     pub async fn poll(&self, limit: ReadLimit) -> Result<Vec<(ShardId, Vec<Record>)>> {
+        let _one_at_a_time = self.polling.lock().await;
+        let shards: Vec<ShardId> = self.held.lock().keys().copied().collect();
         let mut out = Vec::new();
-        let held: Vec<(ShardId, Option<Position>)> =
-            self.held.lock().iter().map(|(s, p)| (*s, *p)).collect();
-        for (shard, pos) in held {
-            let start = match pos {
-                Some(p) => p,
-                None => match self.group.log.checkpoint(&self.group.name, shard).await? {
-                    Some(seq) => Position::AfterSequence(seq),
-                    None => Position::TrimHorizon,
+        for shard in shards {
+            let taken = match self.held.lock().get_mut(&shard) {
+                Some(slot) => slot.take(),
+                // The lease went at a heartbeat meanwhile.
+                None => continue,
+            };
+            let result = match taken {
+                Some(mut cursor) => {
+                    let r = self.group.log.poll_cursor(&mut cursor, limit).await;
+                    r.map(|records| (cursor, records))
+                }
+                None => match self.start(shard, limit).await {
+                    Ok(Some(started)) => Ok(started),
+                    // The stored lease is another member's: not this member's shard.
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
                 },
             };
-            let batch = self.group.log.read_at(shard, start, limit).await?;
-            let mut held = self.held.lock();
-            if let Some(p) = held.get_mut(&shard) {
-                *p = Some(batch.next);
-                if !batch.records.is_empty() {
-                    out.push((shard, batch.records));
+            match result {
+                Ok((cursor, records)) => {
+                    if let Some(slot) = self.held.lock().get_mut(&shard) {
+                        *slot = Some(cursor);
+                    }
+                    if !records.is_empty() {
+                        out.push((shard, records));
+                    }
+                }
+                Err(e) => {
+                    // Records taken this poll were not handed out: every shard starts
+                    // again from its checkpoint, with a new cursor.
+                    for slot in self.held.lock().values_mut() {
+                        *slot = None;
+                    }
+                    return Err(e);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Opens this lease's cursor on `shard` at the group's checkpoint, once the stored
+    /// lease is confirmed to be this member's, and polls it; `None` (and the shard
+    /// dropped from the held ones) when the stored lease is another member's.
+    async fn start(
+        &self,
+        shard: ShardId,
+        limit: ReadLimit,
+    ) -> Result<Option<(Cursor, Vec<Record>)>> {
+        let (state, _) = self.group.load().await?;
+        if state.leases.get(&shard.0) != Some(&self.id) {
+            self.held.lock().remove(&shard);
+            return Ok(None);
+        }
+        let log = &self.group.log;
+        let checkpoint = log.checkpoint(&self.group.name, shard).await?;
+        let mut cursor = log.open_cursor(&self.group.name, shard, checkpoint).await?;
+        let records = log.poll_cursor(&mut cursor, limit).await?;
+        Ok(Some((cursor, records)))
+    }
+
+    fn lease_moved(&self, shard: ShardId) -> Error {
+        self.group
+            .err(
+                ErrorKind::Conflict,
+                "the shard's lease moved to another member",
+            )
+            .with_shard(shard)
+            .with_key(self.id.clone())
     }
 
     /// Records that `shard` was processed up to and including `sequence` (the
@@ -429,14 +496,7 @@ impl NatsMember {
         let (state, _) = self.group.load().await?;
         if state.leases.get(&shard.0) != Some(&self.id) {
             self.held.lock().remove(&shard);
-            return Err(self
-                .group
-                .err(
-                    ErrorKind::Conflict,
-                    "the shard's lease moved to another member",
-                )
-                .with_shard(shard)
-                .with_key(self.id.clone()));
+            return Err(self.lease_moved(shard));
         }
         self.group
             .log
@@ -451,8 +511,18 @@ impl NatsMember {
     ///
     /// `Unavailable`, `Conflict`.
     pub async fn leave(self) -> Result<()> {
-        self.held.lock().clear();
-        self.group.round(&self.id, Beat::Leave).await.map(|_| ())
+        let _one_at_a_time = self.polling.lock().await;
+        let cursors: Vec<Cursor> = std::mem::take(&mut *self.held.lock())
+            .into_values()
+            .flatten()
+            .collect();
+        self.group.round(&self.id, Beat::Leave).await?;
+        // The next holders delete these cursors anyway, and the server drops idle
+        // ones: a failure to delete one here is not the caller's.
+        for cursor in cursors {
+            let _ = self.group.log.close_cursor(cursor).await;
+        }
+        Ok(())
     }
 }
 

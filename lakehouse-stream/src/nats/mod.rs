@@ -73,8 +73,17 @@
 //!   process: the group's members and leases are one key of the KV bucket
 //!   `LH-<log>-groups`, changed by compare-and-swap, so a lease has one owner at a
 //!   time; members renew by bumping a counter, and one whose counter stops moving for
-//!   the lease duration loses its shards at the next rebalance. Members read with the
-//!   same stateless reads from the group's checkpoint, which they only move forward.
+//!   the lease duration loses its shards at the next rebalance. A member reads each
+//!   shard it holds through one durable pull consumer of the group on the shard's
+//!   stream (`lh-<group>-<shard>-<lease>`, no acks), created at the group's checkpoint
+//!   when the member takes the lease, after it deletes the previous holder's: the
+//!   server shows each group's read position and lag per shard, and a member that
+//!   lost its lease without noticing cannot take the new holder's records. The
+//!   checkpoint, which members only move forward, stays the committed position.
+//! * **Clusters.** [`NatsLogBuilder::replicas`] sets the replicas of every stream and
+//!   bucket (3 in a three-node cluster: one node may fail); the builder takes the
+//!   cluster's URLs, comma-separated, and the client moves to another node when its
+//!   own goes away.
 //! * **Split and merge.** [`NatsLog::split_shard`] and [`NatsLog::merge_shards`]
 //!   create the child streams, then replace the shard map by compare-and-swap (the
 //!   parents closed, the children listing them as parents: the lineage), then seal
@@ -115,6 +124,7 @@ use lakehouse_core::{Error, ErrorKind, Result, ShardId, ShardInfo};
 use parking_lot::RwLock;
 
 mod codec;
+mod cursor;
 mod event_log;
 mod group;
 mod put;
@@ -327,7 +337,10 @@ impl NatsLog {
     pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 
     /// Starts configuring the log `name` (letters, digits, `_` and `-`) on the server
-    /// at `url` (for example `nats://127.0.0.1:4222`).
+    /// at `url` (for example `nats://127.0.0.1:4222`), or on a cluster given as a
+    /// comma-separated list of its servers' URLs (the client also learns the other
+    /// members of a cluster from the server it reaches, and moves to one of them when
+    /// its server goes away).
     pub fn builder(url: impl Into<String>, name: impl Into<String>) -> NatsLogBuilder {
         NatsLogBuilder {
             url: url.into(),
@@ -365,11 +378,26 @@ impl NatsLog {
         if config.duplicate_window.is_zero() {
             return Err(bad("the duplicate window must be positive".into()));
         }
+        let mut servers = Vec::new();
+        for url in config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            let addr = url
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| bad(format!("server address {url:?}: {e}")))?;
+            servers.push(addr);
+        }
+        if servers.is_empty() {
+            return Err(bad("no server address given".into()));
+        }
         let client = async_nats::ConnectOptions::new()
             .name(format!("lakehouse-stream {name}"))
             .connection_timeout(config.request_timeout)
             .request_timeout(Some(config.request_timeout))
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| remote(&name, &format!("connect to {}", config.url), e))?;
         let js = jetstream::ContextBuilder::new()
