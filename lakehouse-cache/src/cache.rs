@@ -134,7 +134,7 @@ where
                 clock: settings.clock,
                 listener: settings.listener,
                 counters: Counters::default(),
-                loads: Loads::new(settings.negative_ttl.map(micros)),
+                loads: Loads::new(settings.negative_ttl.map(micros), settings.capacity),
             }),
         }
     }
@@ -402,5 +402,76 @@ where
     /// Removes every entry whose key starts with `prefix`; returns how many.
     pub fn invalidate_prefix(&self, prefix: &str) -> usize {
         self.invalidate_if(|k, _| k.starts_with(prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lakehouse_core::ManualClock;
+
+    use super::*;
+
+    impl<K, V> Cache<K, V> {
+        /// Queue, ghost and slot entries of every shard, and remembered failures.
+        fn bookkeeping(&self) -> (usize, usize) {
+            let shards = self
+                .inner
+                .shards
+                .iter()
+                .map(|c| c.shard.read().bookkeeping())
+                .sum();
+            (shards, self.inner.loads.negative_len())
+        }
+    }
+
+    /// Overwrites, invalidations and failed lookups of ever new keys, in a cache that
+    /// never fills: what the cache keeps for them stays bounded.
+    #[test]
+    fn churn_keeps_the_bookkeeping_bounded() {
+        let clock = ManualClock::at_millis(0);
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_entries(64)
+            .shards(2)
+            .negative_ttl(Duration::from_secs(3600))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let bound = 64 * 8;
+        let mut worst = (0, 0);
+        for round in 0..20_000u64 {
+            // The same few keys overwritten and invalidated.
+            cache.insert(round % 8, round).unwrap();
+            cache.insert(round % 8, round + 1).unwrap();
+            if round % 3 == 0 {
+                cache.invalidate(&(round % 8));
+            }
+            // Fresh keys, inserted and invalidated at once.
+            cache.insert(1_000_000 + round, round).unwrap();
+            cache.invalidate(&(1_000_000 + round));
+            // Failed loads of ever new keys, remembered for an hour.
+            let failed = cache.get_or_load(2_000_000 + round, |_| {
+                Err::<u64, _>(std::io::Error::other("not found"))
+            });
+            assert!(failed.is_err());
+            if round % 1000 == 0 {
+                clock.advance_millis(1);
+            }
+            let now = cache.bookkeeping();
+            worst = (worst.0.max(now.0), worst.1.max(now.1));
+        }
+        assert!(cache.entry_count() <= 64);
+        assert!(worst.0 <= bound, "queues and slots grew to {}", worst.0);
+        assert!(worst.1 <= bound, "remembered failures grew to {}", worst.1);
+        // The most recent failure is still remembered.
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let again = cache.get_or_load(2_000_000 + 19_999, |_| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<u64, std::io::Error>(1)
+        });
+        assert!(again.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

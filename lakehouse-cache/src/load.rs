@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -28,16 +29,31 @@ pub(crate) struct Loads<K, V> {
     pending_async: Mutex<HashMap<K, AsyncLoad<V>>>,
     negative: Mutex<HashMap<K, (i64, Error)>>,
     negative_ttl: Option<i64>,
+    /// At most this many failures are remembered.
+    negative_capacity: usize,
 }
 
+/// The most failures a cache remembers, whatever its capacity.
+const MAX_NEGATIVE: u64 = 1 << 16;
+
 impl<K, V> Loads<K, V> {
-    pub(crate) fn new(negative_ttl: Option<i64>) -> Self {
+    /// Loads of a cache holding `capacity` entries (or weight): it remembers as many
+    /// failures, within `16..=65,536`.
+    pub(crate) fn new(negative_ttl: Option<i64>, capacity: u64) -> Self {
         Loads {
             pending: Mutex::new(HashMap::new()),
             pending_async: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
             negative_ttl,
+            negative_capacity: usize::try_from(capacity.clamp(16, MAX_NEGATIVE))
+                .unwrap_or(usize::MAX),
         }
+    }
+
+    /// Failures remembered now.
+    #[cfg(test)]
+    pub(crate) fn negative_len(&self) -> usize {
+        self.negative.lock().len()
     }
 }
 
@@ -52,14 +68,42 @@ struct Abandon<'a, K: Hash + Eq, V> {
 impl<K: Hash + Eq, V> Drop for Abandon<'_, K, V> {
     fn drop(&mut self) {
         if !self.done {
-            *self.pending.result.lock() = Some(Err(Error::new(
-                ErrorKind::Abandoned,
-                "the loader for this key panicked",
-            )));
+            *self.pending.result.lock() = Some(Err(abandoned()));
             self.loads.pending.lock().remove(self.key);
             self.pending.ready.notify_all();
         }
     }
+}
+
+/// Makes room for one more remembered failure: when `negative` is full, drops the
+/// expired ones and, if that is not enough, the quarter closest to expiry. Sweeps are
+/// rare (a quarter of the capacity at least frees up each time), so remembering a
+/// failure stays O(1) amortised however many distinct keys fail.
+fn make_room<K: Hash + Eq>(negative: &mut HashMap<K, (i64, Error)>, capacity: usize, now: i64) {
+    if negative.len() < capacity {
+        return;
+    }
+    negative.retain(|_, (deadline, _)| now < *deadline);
+    if negative.len() < capacity.saturating_sub(capacity / 4).max(1) {
+        return;
+    }
+    let mut deadlines: Vec<i64> = negative.values().map(|(d, _)| *d).collect();
+    let cut = (deadlines.len() / 4).max(1);
+    let (_, &mut threshold, _) = deadlines.select_nth_unstable(cut - 1);
+    let mut dropped = 0;
+    negative.retain(|_, (deadline, _)| {
+        if *deadline <= threshold && dropped < cut {
+            dropped += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// What the waiters of an async load get when its loader panicked.
+fn abandoned() -> Error {
+    Error::new(ErrorKind::Abandoned, "the loader for this key panicked")
 }
 
 /// A loader's failure: an [`ErrorKind::External`] error with the loader's error as the
@@ -102,11 +146,10 @@ where
             Err(e) => {
                 c.load_failures.fetch_add(1, Ordering::Relaxed);
                 if let Some(ttl) = self.loads().negative_ttl {
-                    let deadline = self.clock().now_micros().saturating_add(ttl);
-                    self.loads()
-                        .negative
-                        .lock()
-                        .insert(key.clone(), (deadline, e.clone()));
+                    let now = self.clock().now_micros();
+                    let mut negative = self.loads().negative.lock();
+                    make_room(&mut negative, self.loads().negative_capacity, now);
+                    negative.insert(key.clone(), (now.saturating_add(ttl), e.clone()));
                 }
             }
         }
@@ -182,7 +225,9 @@ where
     ///
     /// # Errors
     ///
-    /// As [`get_or_load`](Self::get_or_load).
+    /// As [`get_or_load`](Self::get_or_load): a loader that panics fails the load with
+    /// [`ErrorKind::Abandoned`] for every caller awaiting it (the panic goes no
+    /// further), and the next call loads again.
     pub async fn get_or_load_async<F, Fut, E>(&self, key: K, load: F) -> Result<V>
     where
         F: FnOnce(K) -> Fut,
@@ -208,8 +253,22 @@ where
                     let fut = load(key.clone());
                     let task = async move {
                         let started = Instant::now();
-                        let result = fut.await.map_err(loader_error);
-                        cache.finish_load(&k, started, &result);
+                        // A panicking loader fails this load for every waiter and
+                        // leaves the key free for the next one.
+                        let result = match AssertUnwindSafe(fut).catch_unwind().await {
+                            Ok(r) => {
+                                let result = r.map_err(loader_error);
+                                cache.finish_load(&k, started, &result);
+                                result
+                            }
+                            Err(_) => {
+                                cache
+                                    .counters()
+                                    .load_failures
+                                    .fetch_add(1, Ordering::Relaxed);
+                                Err(abandoned())
+                            }
+                        };
                         cache.loads().pending_async.lock().remove(&k);
                         result
                     }

@@ -103,6 +103,13 @@ impl<K, V> Shard<K, V> {
         self.weight
     }
 
+    /// Entries of the eviction queues and the ghost list, live or dead: what the shard
+    /// keeps besides its entries.
+    #[cfg(test)]
+    pub(crate) fn bookkeeping(&self) -> usize {
+        self.small.len() + self.main.len() + self.ghost.len() + self.slots.len()
+    }
+
     /// The slot index of `key`, if held.
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<u32>
     where
@@ -143,7 +150,28 @@ impl<K, V> Shard<K, V> {
         }
         self.generations[idx as usize] = self.generations[idx as usize].wrapping_add(1);
         self.free.push(idx);
+        self.compact_queues();
         slot
+    }
+
+    /// Drops the queue entries of removed slots once they outnumber the live ones.
+    /// Eviction skips such entries, but a shard that never fills does not evict: without
+    /// this, overwrites and invalidations would grow the queues without bound. Each
+    /// compaction halves the queues at least, so its cost is spread over the removals
+    /// that made it necessary.
+    fn compact_queues(&mut self) {
+        let queued = self.small.len() + self.main.len();
+        if queued <= 2 * self.table.len() + 32 {
+            return;
+        }
+        let (slots, generations) = (&self.slots, &self.generations);
+        let live = |&(idx, generation): &(u32, u32)| {
+            generations[idx as usize] == generation && slots[idx as usize].is_some()
+        };
+        self.small.retain(live);
+        self.main.retain(live);
+        self.small.shrink_to(self.small.len() * 2);
+        self.main.shrink_to(self.main.len() * 2);
     }
 
     fn remember_ghost(&mut self, hash: u64) {

@@ -150,3 +150,62 @@ fn async_misses_share_one_load() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(cache.get(&5), Some(55));
 }
+
+#[test]
+fn a_panicking_async_loader_fails_its_waiters_and_the_next_get_loads_again() {
+    let cache: Cache<u32, u64> = Cache::new(10).unwrap();
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let first = cache.get_or_load_async(4, move |_| async move {
+        let _ = rx.await;
+        if true {
+            panic!("loader bug");
+        }
+        Ok::<u64, std::io::Error>(1)
+    });
+    // Joins the load in flight: its loader never runs.
+    let second = cache.get_or_load_async(4, |_| async { Ok::<u64, std::io::Error>(2) });
+    // Both callers wait on the load before it goes on (and panics).
+    let release = async move { tx.send(()).unwrap() };
+    let all = futures::future::join3(first, second, release);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(all)
+    }));
+    let (a, b, ()) = outcome.expect("a loader's panic does not reach the callers");
+    for r in [a, b] {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Abandoned);
+    }
+    assert_eq!(cache.stats().load_failures, 1);
+    // The key is not poisoned: the next get runs its own loader.
+    let v = futures::executor::block_on(
+        cache.get_or_load_async(4, |_| async { Ok::<u64, std::io::Error>(3) }),
+    );
+    assert_eq!(v.unwrap(), 3);
+    assert_eq!(cache.get(&4), Some(3));
+}
+
+#[test]
+fn a_panicking_async_loader_is_not_remembered_as_a_failure() {
+    let clock = ManualClock::at_millis(0);
+    let cache: Cache<u32, u64> = Cache::builder()
+        .max_entries(10)
+        .negative_ttl(Duration::from_secs(60))
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(cache.get_or_load_async(8, |_| async {
+            if true {
+                panic!("loader bug");
+            }
+            Ok::<u64, std::io::Error>(0)
+        }))
+    }));
+    assert_eq!(
+        r.expect("no panic reaches the caller").unwrap_err().kind(),
+        ErrorKind::Abandoned
+    );
+    let v = futures::executor::block_on(
+        cache.get_or_load_async(8, |_| async { Ok::<u64, std::io::Error>(5) }),
+    );
+    assert_eq!(v.unwrap(), 5, "a panic is not a result to remember");
+}

@@ -1,7 +1,9 @@
 //! Saving and loading models with a format version.
 
+use std::ffi::OsString;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lakehouse_core::{Error, ErrorKind, Result};
 use serde::Serialize;
@@ -96,14 +98,32 @@ pub trait Persist: Serialize + DeserializeOwned {
         Ok(model)
     }
 
-    /// [`save`](Self::save) to a file (written to a temporary name, then renamed).
+    /// [`save`](Self::save) to a file, atomically: the model is written to a temporary
+    /// file next to `path` (a name of its own for each target and each save, so
+    /// concurrent saves do not meet), flushed to disk, renamed over `path`, and the
+    /// directory is flushed so that the rename survives a power loss. On failure the
+    /// temporary file is removed and `path` is unchanged.
     fn save_file(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tmp = path.with_extension("tmp");
         let with_path = |e: Error| e.with_path(path.display().to_string());
-        let file = std::fs::File::create(&tmp).map_err(|e| with_path(e.into()))?;
-        self.save(file).map_err(with_path)?;
-        std::fs::rename(&tmp, path).map_err(|e| with_path(e.into()))
+        let tmp = temporary_name(path).map_err(with_path)?;
+        let written = (|| -> Result<()> {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            self.save(&file)?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&tmp, path)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // The temporary file may not exist (it could not be created): nothing to do.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(with_path(e));
+        }
+        sync_parent(path).map_err(with_path)
     }
 
     /// [`load`](Self::load) from a file.
@@ -113,6 +133,36 @@ pub trait Persist: Serialize + DeserializeOwned {
         let file = std::fs::File::open(path).map_err(|e| with_path(e.into()))?;
         Self::load(file).map_err(with_path)
     }
+}
+
+/// A fresh temporary name in `path`'s directory: `.<file name>.<pid>.<n>.tmp`, unique
+/// per target, process and save.
+fn temporary_name(path: &Path) -> Result<PathBuf> {
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{} does not name a file", path.display())))?;
+    let n = SAVES.fetch_add(1, Ordering::Relaxed);
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Flushes the directory holding `path`, so that a rename into it is durable. Only
+/// Unix can open a directory for that; elsewhere the rename is left to the system.
+fn sync_parent(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Persist for crate::Als {

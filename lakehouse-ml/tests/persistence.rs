@@ -213,3 +213,100 @@ fn well_formed_but_inconsistent_bodies_are_rejected_at_load() {
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     }
 }
+
+/// Names in `dir` other than `keep`.
+fn strays(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn saves_to_targets_of_one_stem_do_not_share_a_temporary_file() {
+    let data = planted();
+    let mut als = small_als(1);
+    als.fit(&data.dataset).unwrap();
+    let mut popular = Popularity::new();
+    popular.fit(&data.dataset).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // `model.tmp` is a target of its own: saving `model.als` must not touch it.
+    let (a, b) = (dir.path().join("model.tmp"), dir.path().join("model.als"));
+    popular.save_file(&a).unwrap();
+    als.save_file(&b).unwrap();
+    same_recommendations(&popular, &Popularity::load_file(&a).unwrap());
+    same_recommendations(&als, &Als::load_file(&b).unwrap());
+    assert_eq!(
+        strays(dir.path(), &["model.tmp", "model.als"]),
+        Vec::<String>::new()
+    );
+
+    // Concurrent saves to targets of one stem in one directory all load back.
+    let targets: Vec<_> = ["als", "pop", "bin", "json"]
+        .iter()
+        .map(|ext| dir.path().join(format!("concurrent.{ext}")))
+        .collect();
+    for _ in 0..5 {
+        let barrier = std::sync::Barrier::new(targets.len());
+        std::thread::scope(|s| {
+            for (i, path) in targets.iter().enumerate() {
+                let (barrier, als, popular) = (&barrier, &als, &popular);
+                s.spawn(move || {
+                    barrier.wait();
+                    if i % 2 == 0 {
+                        als.save_file(path).unwrap();
+                    } else {
+                        popular.save_file(path).unwrap();
+                    }
+                });
+            }
+        });
+        for (i, path) in targets.iter().enumerate() {
+            if i % 2 == 0 {
+                Als::load_file(path).unwrap();
+            } else {
+                Popularity::load_file(path).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        strays(
+            dir.path(),
+            &[
+                "model.tmp",
+                "model.als",
+                "concurrent.als",
+                "concurrent.pop",
+                "concurrent.bin",
+                "concurrent.json"
+            ]
+        ),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_failed_save_leaves_no_temporary_file() {
+    let data = planted();
+    let mut popular = Popularity::new();
+    popular.fit(&data.dataset).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The target is a directory that is not empty: the final rename fails.
+    let target = dir.path().join("model.pop");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    let e = popular
+        .save_file(&target)
+        .expect_err("cannot replace a directory");
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert_eq!(strays(dir.path(), &["model.pop"]), Vec::<String>::new());
+    // A target in a directory that does not exist fails before writing anything.
+    let e = popular
+        .save_file(dir.path().join("missing").join("model.pop"))
+        .expect_err("no such directory");
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert_eq!(strays(dir.path(), &["model.pop"]), Vec::<String>::new());
+}

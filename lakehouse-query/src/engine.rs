@@ -145,8 +145,14 @@ impl QueryEngine {
             return self.run_command(planned.plan.clone(), options).await;
         }
         let versions = self.versions(&planned.tables).await?;
-        let use_cache = planned.cacheable && !options.no_cache && self.inner.results.enabled();
-        let key = use_cache.then(|| CacheKey::new(planned.key.clone(), &versions));
+        // Read after the versions: when the catalog is still in the epoch the plan was
+        // made in, the plan, the versions and the registrations are of the same tables.
+        let (epoch, registrations) = self.registrations(&planned.tables);
+        let use_cache = planned.cacheable
+            && epoch == planned.epoch
+            && !options.no_cache
+            && self.inner.results.enabled();
+        let key = use_cache.then(|| CacheKey::new(planned.key.clone(), &versions, &registrations));
         let schema = Arc::new(planned.plan.schema().as_arrow().clone());
         if let Some(k) = &key
             && let Some(batches) = self.inner.results.get(k)

@@ -91,11 +91,21 @@ pub(crate) struct Planned {
     pub(crate) volatile: bool,
     /// DDL, DML or another statement that is run rather than queried.
     pub(crate) command: bool,
+    /// The catalog epoch planning started in: results are cached only while no table
+    /// was registered or removed since, so that the plan scans the tables the cache
+    /// key names.
+    pub(crate) epoch: u64,
 }
 
 impl QueryEngine {
-    /// Optimizes a logical plan and works out what it reads and whether it may be cached.
-    pub(crate) fn analyze(&self, state: &SessionState, plan: LogicalPlan) -> Result<Planned> {
+    /// Optimizes a logical plan, made in catalog `epoch`, and works out what it reads
+    /// and whether its result may be cached.
+    pub(crate) fn analyze(
+        &self,
+        state: &SessionState,
+        plan: LogicalPlan,
+        epoch: u64,
+    ) -> Result<Planned> {
         let command = matches!(
             plan,
             LogicalPlan::Ddl(_)
@@ -112,6 +122,7 @@ impl QueryEngine {
                 cacheable: false,
                 volatile: false,
                 command: true,
+                epoch,
             });
         }
         let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
@@ -139,6 +150,7 @@ impl QueryEngine {
             cacheable: !explain && !volatile && versioned,
             volatile,
             command: false,
+            epoch,
         })
     }
 }

@@ -29,13 +29,15 @@ impl PlanCache {
         }
     }
 
-    /// Forgets every plan: the catalog changed.
-    pub(crate) fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Forgets every plan: the catalog changed. Returns the new epoch.
+    pub(crate) fn invalidate(&self) -> u64 {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.plans.lock().clear();
+        epoch
     }
 
-    fn epoch(&self) -> u64 {
+    /// The current epoch: it changes whenever a table is registered or removed.
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
@@ -69,7 +71,7 @@ impl QueryEngine {
         }
         let state = self.state();
         let plan = plan_sql(&state, sql).await?;
-        let planned = Arc::new(self.analyze(&state, plan)?);
+        let planned = Arc::new(self.analyze(&state, plan, epoch)?);
         cache.insert(sql, epoch, &planned);
         Ok(planned)
     }

@@ -16,11 +16,13 @@ use crate::result::QueryResult;
 impl QueryEngine {
     /// Plans `sql` once for repeated execution with `$1`, `$2`, ... parameters.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedQuery> {
+        let epoch = self.inner.plans.epoch();
         let plan = plan_sql(&self.state(), sql).await?;
         Ok(PreparedQuery {
             engine: self.clone(),
             plan: Arc::new(plan),
             sql: Arc::from(sql),
+            epoch,
         })
     }
 }
@@ -31,6 +33,8 @@ pub struct PreparedQuery {
     engine: QueryEngine,
     plan: Arc<LogicalPlan>,
     sql: Arc<str>,
+    /// The catalog epoch the plan was made in.
+    epoch: u64,
 }
 
 impl PreparedQuery {
@@ -68,7 +72,7 @@ impl PreparedQuery {
             // Parameters of the wrong number or type.
             .map_err(|e| df_error(e).with_kind(ErrorKind::InvalidInput))?;
         let state = self.engine.state();
-        let planned = self.engine.analyze(&state, bound)?;
+        let planned = self.engine.analyze(&state, bound, self.epoch)?;
         self.engine.run_planned(&planned, &options).await
     }
 }

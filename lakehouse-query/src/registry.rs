@@ -24,8 +24,17 @@ pub(crate) enum Registered {
     External,
 }
 
+/// A registered table and its registration: a number that no other registration of
+/// the engine has (the catalog epoch it started), so that tables registered under one
+/// name one after the other are told apart.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    pub(crate) id: u64,
+    pub(crate) table: Registered,
+}
+
 /// Registered tables by (lower-case) name.
-pub(crate) type Tables = HashMap<String, Registered>;
+pub(crate) type Tables = HashMap<String, Registration>;
 
 pub(crate) fn normalize_name(name: &str) -> Result<String> {
     let ok = !name.is_empty()
@@ -56,9 +65,9 @@ impl QueryEngine {
             .ctx
             .register_table(name.as_str(), provider)
             .map_df()?;
-        tables.insert(name, entry);
-        drop(tables);
-        self.inner.plans.invalidate();
+        // The epoch changes under the lock: see `registrations`.
+        let id = self.inner.plans.invalidate();
+        tables.insert(name, Registration { id, table: entry });
         Ok(())
     }
 
@@ -82,8 +91,15 @@ impl QueryEngine {
 
     /// Records a table DataFusion registered itself (files).
     fn registered_external(&self, name: String) {
-        self.inner.tables.write().insert(name, Registered::External);
-        self.inner.plans.invalidate();
+        let mut tables = self.inner.tables.write();
+        let id = self.inner.plans.invalidate();
+        tables.insert(
+            name,
+            Registration {
+                id,
+                table: Registered::External,
+            },
+        );
     }
 
     /// Registers `source` as table `name`. Filters are pushed down as [`Predicate`]s
@@ -172,7 +188,8 @@ impl QueryEngine {
     /// Removes table or view `name`.
     pub fn deregister(&self, name: &str) -> Result<()> {
         let lower = normalize_name(name)?;
-        let removed = self.inner.tables.write().remove(&lower);
+        let mut tables = self.inner.tables.write();
+        let removed = tables.remove(&lower);
         let df = self.inner.ctx.deregister_table(lower.as_str()).map_df()?;
         if removed.is_none() && df.is_none() {
             return Err(Error::new(
@@ -194,7 +211,7 @@ impl QueryEngine {
 
     /// The source behind a table that lists its changes (a source or distributed table).
     pub(crate) fn source_of(&self, table: &str) -> Option<Arc<dyn TableSource>> {
-        match self.inner.tables.read().get(table)? {
+        match &self.inner.tables.read().get(table)?.table {
             Registered::Source(s) => Some(s.source.clone()),
             Registered::Sliced(s) => Some(s.source().clone()),
             _ => None,
@@ -206,10 +223,23 @@ impl QueryEngine {
         let registry = self.inner.tables.read();
         tables.iter().all(|t| {
             matches!(
-                registry.get(&**t),
+                registry.get(&**t).map(|r| &r.table),
                 Some(Registered::Source(_) | Registered::Sliced(_) | Registered::View(_))
             )
         })
+    }
+
+    /// The catalog epoch and the registrations of `tables` (0 for a name not
+    /// registered), read together: the epoch changes with every registration and
+    /// removal, under the same lock.
+    pub(crate) fn registrations(&self, tables: &[Arc<str>]) -> (u64, Vec<u64>) {
+        let registry = self.inner.tables.read();
+        let epoch = self.inner.plans.epoch();
+        let ids = tables
+            .iter()
+            .map(|t| registry.get(&**t).map_or(0, |r| r.id))
+            .collect();
+        (epoch, ids)
     }
 
     /// Versions of the tables a plan reads, for the cache key and for pinning.
@@ -219,7 +249,7 @@ impl QueryEngine {
     ) -> Result<Vec<(Arc<str>, Option<Version>)>> {
         let mut out = Vec::with_capacity(tables.len());
         for t in tables {
-            let entry = self.inner.tables.read().get(&**t).cloned();
+            let entry = self.inner.tables.read().get(&**t).map(|r| r.table.clone());
             let v = match entry {
                 Some(Registered::Source(s)) => {
                     Some(s.source.version().await.map_err(|e| e.with_table(&**t))?)

@@ -16,19 +16,27 @@ use crate::engine::QueryEngine;
 pub(crate) struct CacheKey {
     /// The optimized logical plan, printed.
     pub(crate) plan: Arc<str>,
-    /// `(table, version)` of every table the plan reads, sorted by table.
-    pub(crate) versions: Vec<(Arc<str>, u64)>,
+    /// `(table, registration, version)` of every table the plan reads, sorted by
+    /// table. The registration tells apart tables registered under one name one after
+    /// the other, whose versions may be equal.
+    pub(crate) versions: Vec<(Arc<str>, u64, u64)>,
 }
 
 impl CacheKey {
-    /// The key of `plan` over the tables at `versions` (a table without versions counts
-    /// as version `u64::MAX`; such plans are not cached).
-    pub(crate) fn new(plan: Arc<str>, versions: &[(Arc<str>, Option<Version>)]) -> Self {
+    /// The key of `plan` over the tables at `versions`, registered as `registrations`
+    /// (in the same order; a table without versions counts as version `u64::MAX`; such
+    /// plans are not cached).
+    pub(crate) fn new(
+        plan: Arc<str>,
+        versions: &[(Arc<str>, Option<Version>)],
+        registrations: &[u64],
+    ) -> Self {
         CacheKey {
             plan,
             versions: versions
                 .iter()
-                .map(|(t, v)| (t.clone(), v.unwrap_or(u64::MAX)))
+                .zip(registrations)
+                .map(|((t, v), r)| (t.clone(), *r, v.unwrap_or(u64::MAX)))
                 .collect(),
         }
     }
@@ -195,7 +203,7 @@ mod tests {
     fn key(plan: &str, v: u64) -> CacheKey {
         CacheKey {
             plan: Arc::from(plan),
-            versions: vec![(Arc::from("t"), v)],
+            versions: vec![(Arc::from("t"), 1, v)],
         }
     }
 

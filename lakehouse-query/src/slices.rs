@@ -66,6 +66,16 @@ pub(crate) struct SlicedTable {
     slices: usize,
     sync: tokio::sync::Mutex<()>,
     data: RwLock<Arc<SliceData>>,
+    /// Test-only faults: panic while distributing rows, or while scanning a slice.
+    #[cfg(test)]
+    faults: Faults,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    distribute: std::sync::atomic::AtomicBool,
+    scan: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for SlicedTable {
@@ -109,6 +119,8 @@ impl SlicedTable {
             slices,
             sync: tokio::sync::Mutex::new(()),
             data: RwLock::new(Arc::new(SliceData::default())),
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -156,7 +168,22 @@ impl SlicedTable {
         let key = self
             .key_index
             .map(|i| (self.source.schema().field(i).name().clone(), i));
-        let fresh = on_rayon(move || distribute(batches, key, slices)).await?;
+        #[cfg(test)]
+        let panic = self
+            .faults
+            .distribute
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let fresh = on_rayon(move || {
+            #[cfg(test)]
+            if panic {
+                use rayon::prelude::*;
+                (0..4).into_par_iter().for_each(|i| {
+                    assert!(i != 3, "injected fault while distributing rows");
+                });
+            }
+            distribute(batches, key, slices)
+        })
+        .await?;
         let mut merged = match base {
             Some(b) => b.slices.clone(),
             None => vec![Vec::new(); slices],
@@ -238,6 +265,8 @@ struct SliceScan {
     data: Arc<SliceData>,
     projection: Option<Vec<usize>>,
     predicate: Option<Predicate>,
+    #[cfg(test)]
+    panic: bool,
 }
 
 impl PartitionProducer for SliceScan {
@@ -246,7 +275,11 @@ impl PartitionProducer for SliceScan {
         let projection = self.projection.clone();
         let predicate = self.predicate.clone();
         let out_schema = schema.clone();
+        #[cfg(test)]
+        let panic = self.panic;
         let work = move || -> Result<Vec<RecordBatch>> {
+            #[cfg(test)]
+            assert!(!panic, "injected fault while scanning slice {partition}");
             let mut out = Vec::with_capacity(batches.len());
             for batch in batches {
                 let batch = match &predicate {
@@ -372,7 +405,101 @@ impl TableProvider for SlicedTable {
                 data,
                 projection: projection.cloned(),
                 predicate,
+                #[cfg(test)]
+                panic: self.faults.scan.load(std::sync::atomic::Ordering::SeqCst),
             }),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lakehouse_core::{MemoryTable, TableSink};
+
+    use super::*;
+    use crate::QueryEngine;
+    use crate::registry::Registered;
+
+    fn batch(start: i64, n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let ids: Vec<i64> = (start..start + n).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("s{}", i % 3)),
+                )),
+            ],
+        )
+        .expect("columns match the schema")
+    }
+
+    fn sliced(engine: &QueryEngine, name: &str) -> Arc<SlicedTable> {
+        match engine.inner.tables.read().get(name).map(|r| &r.table) {
+            Some(Registered::Sliced(t)) => t.clone(),
+            other => panic!("{name} is not a distributed table: {other:?}"),
+        }
+    }
+
+    /// A panic on the rayon pool, in a slice scan or in a parallel distribution, fails
+    /// that query with a typed error; the process and the engine go on.
+    #[tokio::test]
+    async fn a_panic_on_a_slice_fails_the_query_and_the_engine_goes_on() {
+        let engine = QueryEngine::builder().slices(4).build();
+        let source = Arc::new(MemoryTable::new("t", batch(0, 1).schema()));
+        source
+            .append(vec![batch(0, 100)], None)
+            .await
+            .expect("append");
+        engine
+            .register_distributed("t", source.clone(), Distribution::key("k"))
+            .expect("register");
+        let table = sliced(&engine, "t");
+        let count = "SELECT COUNT(*) FROM t WHERE k >= 0";
+        let rows = |r: &crate::QueryResult| -> i64 {
+            let col = r.batches()[0].column(0);
+            let col = arrow::compute::cast(col, &DataType::Int64).expect("a count");
+            col.as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("an Int64 array")
+                .value(0)
+        };
+
+        table.faults.scan.store(true, Ordering::SeqCst);
+        let e = engine
+            .query(count, crate::QueryOptions::new().bypass_cache())
+            .await
+            .expect_err("a slice panicked");
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert!(e.message().contains("injected fault while scanning"), "{e}");
+        table.faults.scan.store(false, Ordering::SeqCst);
+        let r = engine.sql(count).await.expect("the engine goes on");
+        assert_eq!(rows(&r), 100);
+
+        table.faults.distribute.store(true, Ordering::SeqCst);
+        source
+            .append(vec![batch(100, 50)], None)
+            .await
+            .expect("append");
+        let e = engine
+            .sql(count)
+            .await
+            .expect_err("distributing the new rows panicked");
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert!(
+            e.message().contains("injected fault while distributing"),
+            "{e}"
+        );
+        table.faults.distribute.store(false, Ordering::SeqCst);
+        let r = engine.sql(count).await.expect("the engine goes on");
+        assert_eq!(rows(&r), 150);
     }
 }

@@ -486,3 +486,181 @@ async fn parquet_and_csv_files_register_directly() {
         .expect("query parquet");
     assert_eq!(column_i64(&r, 0), [3]);
 }
+
+#[tokio::test]
+async fn result_cache_tells_apart_tables_registered_under_one_name() {
+    let engine = QueryEngine::new();
+    let sql = "SELECT SUM(qty), COUNT(*) FROM sales";
+    engine
+        .register_table("sales", sales_table(10).await)
+        .expect("register");
+    let first = engine.sql(sql).await.expect("first");
+    assert_eq!(column_i64(&first, 1), [10]);
+    assert!(engine.sql(sql).await.expect("cached").from_cache());
+    // Another table, at the same version and with the same schema, under the same name.
+    engine.deregister("sales").expect("deregister");
+    engine
+        .register_table("sales", sales_table(20).await)
+        .expect("register again");
+    let second = engine.sql(sql).await.expect("second");
+    assert!(!second.from_cache(), "the new table is not the old one");
+    let expect: i64 = (0..20).map(|i| i % 7 + 1).sum();
+    assert_eq!(column_i64(&second, 0), [expect]);
+    assert_eq!(column_i64(&second, 1), [20]);
+    // And the same holds for materialized views dropped and defined again.
+    let view = "SELECT COUNT(*) FROM v";
+    engine
+        .sql("CREATE MATERIALIZED VIEW v AS SELECT region FROM sales WHERE qty > 3")
+        .await
+        .expect("a view");
+    let before = column_i64(&engine.sql(view).await.expect("view"), 0);
+    assert!(engine.sql(view).await.expect("cached").from_cache());
+    engine
+        .sql("DROP MATERIALIZED VIEW v")
+        .await
+        .expect("drop the view");
+    engine
+        .sql("CREATE MATERIALIZED VIEW v AS SELECT region FROM sales WHERE qty > 5")
+        .await
+        .expect("another view");
+    let after = engine.sql(view).await.expect("view again");
+    assert!(!after.from_cache());
+    assert_eq!(
+        column_i64(&after, 0),
+        [(0..20).filter(|i| i % 7 + 1 > 5).count() as i64]
+    );
+    assert_ne!(before, column_i64(&after, 0));
+}
+
+/// A source whose scans fail the way a store does: at the start or in the middle.
+#[derive(Debug)]
+struct Broken {
+    inner: Arc<MemoryTable>,
+    fail_at_start: bool,
+}
+
+#[async_trait::async_trait]
+impl lakehouse_core::TableSource for Broken {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        sales_schema()
+    }
+    async fn version(&self) -> lakehouse_core::Result<lakehouse_core::Version> {
+        self.inner.version().await
+    }
+    async fn scan(
+        &self,
+        _request: lakehouse_core::ScanRequest,
+    ) -> lakehouse_core::Result<lakehouse_core::BatchStream> {
+        let failure = lakehouse_core::Error::new(ErrorKind::Unavailable, "the store is down")
+            .with_path("sales/part-0.parquet")
+            .with_source(std::io::Error::other("connection reset"));
+        if self.fail_at_start {
+            return Err(failure);
+        }
+        let items = vec![Ok(sales_batch(0, 10)), Err(failure)];
+        Ok(Box::pin(futures::stream::iter(items)))
+    }
+    async fn statistics(
+        &self,
+        version: Option<lakehouse_core::Version>,
+    ) -> lakehouse_core::Result<lakehouse_core::TableStatistics> {
+        self.inner.statistics(version).await
+    }
+    async fn changes_since(
+        &self,
+        version: lakehouse_core::Version,
+    ) -> lakehouse_core::Result<lakehouse_core::Changes> {
+        self.inner.changes_since(version).await
+    }
+}
+
+#[tokio::test]
+async fn errors_are_classified_by_their_variant_and_keep_their_source() {
+    use datafusion::error::DataFusionError;
+    use std::error::Error as _;
+
+    let engine = QueryEngine::builder().target_partitions(2).build();
+    engine
+        .register_table("sales", sales_table(10).await)
+        .expect("register");
+    let datafusion_source = |e: &lakehouse_query::Error| {
+        e.source()
+            .is_some_and(|s| s.downcast_ref::<DataFusionError>().is_some())
+    };
+
+    let e = engine
+        .sql("SELECT (region FROM sales")
+        .await
+        .expect_err("bad SQL");
+    assert_eq!(e.kind(), ErrorKind::InvalidSql, "{e}");
+    assert!(datafusion_source(&e), "{e:?}");
+
+    let e = engine
+        .sql("SELECT * FROM sales JOIN nowhere USING (item)")
+        .await
+        .expect_err("unknown table");
+    assert_eq!(e.kind(), ErrorKind::TableNotFound, "{e}");
+    assert_eq!(e.context().table.as_deref(), Some("nowhere"));
+
+    let e = engine
+        .sql("SELECT region FROM sales WHERE colour = 'red'")
+        .await
+        .expect_err("unknown column");
+    assert_eq!(e.kind(), ErrorKind::ColumnNotFound, "{e}");
+    assert_eq!(e.context().column.as_deref(), Some("colour"));
+    assert!(datafusion_source(&e), "{e:?}");
+
+    let e = engine
+        .sql("SELECT CAST(region AS BIGINT) FROM sales")
+        .await
+        .expect_err("a string that is not a number");
+    assert_eq!(e.kind(), ErrorKind::TypeMismatch, "{e}");
+    assert!(datafusion_source(&e), "{e:?}");
+
+    // A function called with the wrong types does not plan: the SQL is at fault.
+    let e = engine
+        .sql("SELECT abs(region) FROM sales")
+        .await
+        .expect_err("abs of a string");
+    assert_eq!(e.kind(), ErrorKind::InvalidSql, "{e}");
+
+    for fail_at_start in [true, false] {
+        let name = format!("broken_{fail_at_start}");
+        engine
+            .register_table(
+                &name,
+                Arc::new(Broken {
+                    inner: sales_table(10).await,
+                    fail_at_start,
+                }),
+            )
+            .expect("register");
+        let e = engine
+            .sql(&format!("SELECT SUM(qty) FROM {name}"))
+            .await
+            .expect_err("the store fails");
+        // The source's own error comes back whole: kind, context and source.
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(e.message(), "the store is down", "{e}");
+        assert_eq!(e.context().path.as_deref(), Some("sales/part-0.parquet"));
+        assert!(
+            e.source()
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+            "{e:?}"
+        );
+    }
+
+    let limited = QueryEngine::builder()
+        .target_partitions(2)
+        .query_memory_limit(64 << 10)
+        .build();
+    limited
+        .register_table("sales", sales_table(100_000).await)
+        .expect("register");
+    let e = limited
+        .sql("SELECT COUNT(*) FROM sales a JOIN sales b ON a.price = b.price")
+        .await
+        .expect_err("over the memory limit");
+    assert_eq!(e.kind(), ErrorKind::ResourcesExhausted, "{e}");
+    assert!(datafusion_source(&e), "{e:?}");
+}

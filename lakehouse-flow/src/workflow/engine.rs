@@ -169,9 +169,12 @@ impl Workflow {
 
     /// Runs a new execution `id` on `input` to its end.
     ///
-    /// The `Err` case is for the runtime itself (an empty id, an id that already has a
-    /// persisted history: [`ErrorKind::Conflict`], a store that fails); a workflow that
-    /// fails returns `Ok` with [`ExecutionStatus::Failed`].
+    /// The `Err` case is for the runtime itself (an empty id; with a store, an id that
+    /// already has a persisted history or whose execution, started through the same
+    /// store, is still running: [`ErrorKind::Conflict`]; a store that fails); a
+    /// workflow that fails returns `Ok` with [`ExecutionStatus::Failed`]. Of two
+    /// concurrent starts of one id through one store, one runs and the other gets
+    /// [`ErrorKind::Conflict`].
     pub async fn run(&self, id: &str, input: Value) -> Result<Execution> {
         let run = self.prepare_new(id).await?;
         execute(run, Start::New(input)).await
@@ -240,16 +243,13 @@ impl Workflow {
         if id.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "execution id is empty"));
         }
-        if let Some(store) = &self.inner.store
-            && !store.load(id).await?.is_empty()
-        {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "an execution with this id already has a history; resume it instead",
-            )
-            .with_key(id));
-        }
-        Ok(Arc::new(Run::new(self.inner.clone(), id, Vec::new())))
+        let claim = match &self.inner.store {
+            Some(store) => Some(store.claim(id).await?),
+            None => None,
+        };
+        let mut run = Run::new(self.inner.clone(), id, Vec::new());
+        run.claim = claim;
+        Ok(Arc::new(run))
     }
 }
 

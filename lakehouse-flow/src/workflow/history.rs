@@ -1,10 +1,15 @@
 //! Execution history: the events of an execution, and their persistence to an
 //! [`EventLog`].
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use lakehouse_core::{Error, ErrorKind, EventLog, Position, PutRecord, ReadLimit, Result};
+use lakehouse_core::{
+    Error, ErrorKind, EventLog, Position, PutRecord, ReadLimit, Record, Result, SequenceNumber,
+    ShardId,
+};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -225,25 +230,130 @@ struct Stored {
 /// Persists execution histories to an [`EventLog`]: one record per event, with the
 /// execution id as partition key, so an execution's events stay in one shard in order.
 ///
-/// [`load`](Self::load) scans the whole log for one execution, so a log dedicated to
-/// workflow histories (and trimmed by retention) keeps resumes fast. Cheap to clone.
+/// The store keeps an index of the log in memory: where each execution's records are.
+/// Its first use reads the log once to build it; from then on it reads only records
+/// that other writers appended since (its own appends it indexes as they are
+/// acknowledged), so starting an execution reads no other execution's history and
+/// [`load`](Self::load) reads only the records of the execution it loads. The index
+/// costs a few dozen bytes per record; a log dedicated to workflow histories (and
+/// trimmed by retention) keeps it small.
+///
+/// Clones share the log and the index: the workflows that share a store also share
+/// its execution ids, and two starts of one id there run it once.
 #[derive(Clone)]
 pub struct ExecutionStore {
     log: Arc<dyn EventLog>,
+    index: Arc<Mutex<Index>>,
+    /// Ids of the executions started through this store that are still running.
+    claims: Arc<Mutex<HashSet<String>>>,
 }
 
 impl fmt::Debug for ExecutionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExecutionStore")
             .field("log", &self.log)
-            .finish()
+            .field("executions", &self.index.lock().runs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the records of each execution are, and how far each shard has been read.
+#[derive(Debug, Default)]
+struct Index {
+    runs: HashMap<String, BTreeSet<(ShardId, SequenceNumber)>>,
+    cursors: HashMap<ShardId, Cursor>,
+}
+
+/// How far one shard is indexed.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Every record before this sequence number is indexed (`None`: nothing read yet).
+    next: Option<SequenceNumber>,
+    /// This store's own records at or past `next`, indexed when acknowledged.
+    ahead: BTreeSet<SequenceNumber>,
+}
+
+impl Cursor {
+    /// The cursor moved to `next`: own records it passed need no more tracking.
+    fn advance(&mut self, next: SequenceNumber) {
+        let mut next = self.next.map_or(next, |n| n.max(next));
+        while self.ahead.remove(&next) {
+            next += 1;
+        }
+        self.ahead = self.ahead.split_off(&next);
+        self.next = Some(next);
+    }
+}
+
+/// The sequence number a read continuing at `position` starts at.
+fn sequence_at(position: Position) -> Option<SequenceNumber> {
+    match position {
+        Position::AtSequence(s) => Some(s),
+        Position::AfterSequence(s) => Some(s.saturating_add(1)),
+        _ => None,
+    }
+}
+
+impl Index {
+    /// Records `execution`'s record at `sequence` of `shard`, written by this store.
+    fn own(&mut self, execution: &str, shard: ShardId, sequence: SequenceNumber) {
+        self.runs
+            .entry(execution.to_owned())
+            .or_default()
+            .insert((shard, sequence));
+        let cursor = self.cursors.entry(shard).or_default();
+        match cursor.next {
+            Some(next) if sequence == next => cursor.advance(next + 1),
+            Some(next) if sequence < next => {}
+            _ => {
+                cursor.ahead.insert(sequence);
+            }
+        }
+    }
+
+    /// Indexes the records of a read of `shard`; `next` is where the read continues.
+    fn apply(&mut self, shard: ShardId, records: &[Record], next: Position) {
+        let cursor = self.cursors.entry(shard).or_default();
+        let from = cursor.next;
+        let mut fresh = Vec::new();
+        for r in records {
+            if from.is_some_and(|f| r.sequence < f) || cursor.ahead.remove(&r.sequence) {
+                continue;
+            }
+            fresh.push(r);
+        }
+        if let Some(next) = sequence_at(next) {
+            cursor.advance(next);
+        }
+        for r in fresh {
+            self.runs
+                .entry(r.partition_key.to_string())
+                .or_default()
+                .insert((shard, r.sequence));
+        }
+    }
+}
+
+/// An execution id taken by a start through this store, until the execution ends.
+pub(crate) struct Claim {
+    claims: Arc<Mutex<HashSet<String>>>,
+    execution: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claims.lock().remove(&self.execution);
     }
 }
 
 impl ExecutionStore {
     /// A store writing to `log`.
     pub fn new(log: impl EventLog + 'static) -> Self {
-        ExecutionStore { log: Arc::new(log) }
+        ExecutionStore {
+            log: Arc::new(log),
+            index: Arc::new(Mutex::new(Index::default())),
+            claims: Arc::new(Mutex::new(HashSet::new())),
+        }
     }
 
     /// Appends one event of `execution`.
@@ -257,32 +367,122 @@ impl ExecutionStore {
                 .with_key(execution)
                 .with_source(e)
         })?;
-        self.log
+        let put = self
+            .log
             .put(PutRecord::new(execution, bytes))
             .await
-            .map(|_| ())
-            .map_err(|e| e.with_key(execution))
+            .map_err(|e| e.with_key(execution))?;
+        self.index.lock().own(execution, put.shard, put.sequence);
+        Ok(())
     }
 
-    /// Every persisted event of `execution`, in order (empty when there is none).
-    pub async fn load(&self, execution: &str) -> Result<Vec<HistoryEvent>> {
-        let mut events = Vec::new();
+    /// Indexes what was appended to the log since the last look.
+    async fn catch_up(&self) -> Result<()> {
         for shard in self.log.shards().await? {
-            let mut pos = Position::TrimHorizon;
+            let start = {
+                let mut index = self.index.lock();
+                let cursor = index.cursors.entry(shard.id).or_default();
+                cursor
+                    .next
+                    .map_or(Position::TrimHorizon, Position::AtSequence)
+            };
+            let mut pos = start;
             loop {
-                let batch = self
-                    .log
-                    .read(shard.id, pos, ReadLimit::default())
-                    .await
-                    .map_err(|e| e.with_key(execution))?;
-                if batch.records.is_empty() {
+                let batch = match self.log.read(shard.id, pos, ReadLimit::default()).await {
+                    Ok(b) => b,
+                    // Records before the retained ones are gone; index what is left.
+                    Err(e)
+                        if e.kind() == ErrorKind::PositionTrimmed
+                            && pos != Position::TrimHorizon =>
+                    {
+                        pos = Position::TrimHorizon;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.index
+                    .lock()
+                    .apply(shard.id, &batch.records, batch.next);
+                if batch.records.is_empty() || batch.end_of_shard {
                     break;
                 }
-                for r in batch
-                    .records
-                    .iter()
-                    .filter(|r| r.partition_key == execution)
-                {
+                pos = batch.next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `execution` for a new execution: fails with [`ErrorKind::Conflict`] when
+    /// the log holds a history for it or an execution of that id started through this
+    /// store is still running.
+    pub(crate) async fn claim(&self, execution: &str) -> Result<Claim> {
+        self.catch_up().await.map_err(|e| e.with_key(execution))?;
+        let index = self.index.lock();
+        let mut claims = self.claims.lock();
+        if index.runs.contains_key(execution) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "an execution with this id already has a history; resume it instead",
+            )
+            .with_key(execution));
+        }
+        if !claims.insert(execution.to_owned()) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "an execution with this id is already starting or running",
+            )
+            .with_key(execution));
+        }
+        Ok(Claim {
+            claims: self.claims.clone(),
+            execution: execution.to_owned(),
+        })
+    }
+
+    /// Every persisted event of `execution`, in order (empty when there is none). Reads
+    /// only the records of `execution` (and what other writers appended since the
+    /// store last looked).
+    pub async fn load(&self, execution: &str) -> Result<Vec<HistoryEvent>> {
+        self.catch_up().await.map_err(|e| e.with_key(execution))?;
+        let wanted = self
+            .index
+            .lock()
+            .runs
+            .get(execution)
+            .cloned()
+            .unwrap_or_default();
+        let mut events = Vec::with_capacity(wanted.len());
+        // Consecutive records of one shard are read together.
+        let mut spans: Vec<(ShardId, SequenceNumber, SequenceNumber)> = Vec::new();
+        for &(shard, seq) in &wanted {
+            match spans.last_mut() {
+                Some((s, _, last)) if *s == shard && *last + 1 == seq => *last = seq,
+                _ => spans.push((shard, seq, seq)),
+            }
+        }
+        for (shard, first, last) in spans {
+            let mut pos = Position::AtSequence(first);
+            loop {
+                let want = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+                let batch = match self.log.read(shard, pos, ReadLimit::records(want)).await {
+                    Ok(b) => b,
+                    Err(e)
+                        if e.kind() == ErrorKind::PositionTrimmed
+                            && pos != Position::TrimHorizon =>
+                    {
+                        pos = Position::TrimHorizon;
+                        continue;
+                    }
+                    Err(e) => return Err(e.with_key(execution)),
+                };
+                let mut done = batch.records.is_empty() || batch.end_of_shard;
+                for r in &batch.records {
+                    if r.sequence >= last {
+                        done = true;
+                    }
+                    if !wanted.contains(&(shard, r.sequence)) || r.partition_key != execution {
+                        continue;
+                    }
                     let stored: Stored = serde_json::from_slice(&r.data).map_err(|e| {
                         Error::new(ErrorKind::Corrupt, "history record does not decode")
                             .with_key(execution)
@@ -294,10 +494,10 @@ impl ExecutionStore {
                         events.push(stored.event);
                     }
                 }
-                pos = batch.next;
-                if batch.end_of_shard {
+                if done {
                     break;
                 }
+                pos = batch.next;
             }
         }
         events.sort_by_key(|e| e.id);

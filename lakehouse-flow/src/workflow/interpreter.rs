@@ -17,7 +17,7 @@ use crate::backoff::JitterRng;
 use crate::workflow::choice::parse_timestamp;
 use crate::workflow::engine::WorkflowInner;
 use crate::workflow::execution::{Execution, finished};
-use crate::workflow::history::{EventKind, HistoryEvent};
+use crate::workflow::history::{Claim, EventKind, HistoryEvent};
 use crate::workflow::machine::{CState, Kind, Machine, Next, WaitFor};
 use crate::workflow::task::TaskError;
 
@@ -49,6 +49,8 @@ pub(super) struct Run {
     pub(super) rng: Mutex<JitterRng>,
     pub(super) cancel: CancelToken,
     transitions: AtomicU64,
+    /// The execution id, taken in the store for as long as the execution runs.
+    pub(super) claim: Option<Claim>,
 }
 
 /// A state's output and the state to continue at (`None`: the machine ends).
@@ -106,6 +108,7 @@ impl Run {
             store_error: Mutex::new(None),
             cancel: CancelToken::new(),
             transitions: AtomicU64::new(0),
+            claim: None,
         }
     }
 

@@ -59,7 +59,7 @@ impl QueryEngine {
 
     fn view(&self, name: &str) -> Result<Arc<MaterializedView>> {
         let lower = normalize_name(name)?;
-        match self.inner.tables.read().get(&lower) {
+        match self.inner.tables.read().get(&lower).map(|r| &r.table) {
             Some(Registered::View(v)) => Ok(v.clone()),
             _ => Err(Error::new(
                 ErrorKind::TableNotFound,
@@ -83,7 +83,7 @@ impl QueryEngine {
             .tables
             .read()
             .iter()
-            .filter_map(|(n, r)| match r {
+            .filter_map(|(n, r)| match &r.table {
                 Registered::View(v) => Some((n.clone(), v.clone())),
                 _ => None,
             })
