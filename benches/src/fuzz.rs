@@ -87,13 +87,13 @@ pub(crate) const TARGETS: &[Target] = &[
         name: "stream_segment",
         entry: stream_fuzz::open_segment,
         generate: gen_segment,
-        weight: 2,
+        weight: 1,
     },
     Target {
         name: "stream_metadata",
         entry: stream_fuzz::open_metadata,
         generate: gen_stream_metadata,
-        weight: 2,
+        weight: 1,
     },
     Target {
         name: "workflow_definition",
@@ -230,7 +230,22 @@ impl Drop for Fuzzing {
 /// Fuzzes every target with inputs derived from `seed`, round-robin by weight, until
 /// at least `min_inputs` inputs ran and `budget` is spent (whichever comes later),
 /// catching panics (silenced while it runs).
+///
+/// It runs on a thread of its own, so that it may be called from anywhere (the entry
+/// points run their own runtimes, which cannot start inside another's context).
+/// `inputs` and `panics` are the figures `faults.fuzz_inputs` and `faults.fuzz_panics`.
 pub(crate) fn run(seed: u64, min_inputs: u64, budget: Duration) -> FuzzReport {
+    std::thread::spawn(move || run_here(seed, min_inputs, budget))
+        .join()
+        .unwrap_or_else(|_| FuzzReport {
+            panics: 1,
+            first_panic: Some("the fuzzing thread panicked".to_owned()),
+            ..FuzzReport::default()
+        })
+}
+
+/// [`run`] on the calling thread.
+fn run_here(seed: u64, min_inputs: u64, budget: Duration) -> FuzzReport {
     // The seed corpora are built before the hook is silenced (they write real tables
     // and streams).
     let _ = (
@@ -258,11 +273,15 @@ pub(crate) fn run(seed: u64, min_inputs: u64, budget: Duration) -> FuzzReport {
         if let Err(message) = check(target, &bytes) {
             report.panics += 1;
             report.first_panic.get_or_insert_with(|| {
+                let mut shown = escaped(&bytes);
+                if shown.len() > 4096 {
+                    shown.truncate(shown.floor_char_boundary(4096));
+                    shown.push_str(&format!("… ({} bytes)", bytes.len()));
+                }
                 format!(
-                    "{}: {message}; input {} of seed {seed}: {}",
+                    "{}: {message}; input {} of seed {seed}: {shown}",
                     target.name,
                     counts[t] - 1,
-                    escaped(&bytes)
                 )
             });
         }
@@ -815,7 +834,7 @@ fn gen_segment(rng: &mut Rng) -> Vec<u8> {
 
 fn gen_stream_metadata(rng: &mut Rng) -> Vec<u8> {
     let pick = rng.next_u64() as u8;
-    let name = if pick % 2 == 0 {
+    let name = if pick.is_multiple_of(2) {
         "TOPOLOGY"
     } else {
         "CHECKPOINTS"
@@ -830,7 +849,11 @@ fn gen_stream_metadata(rng: &mut Rng) -> Vec<u8> {
         .rposition(|&b| b == b'c')
         .filter(|&i| text[i..].starts_with(b"crc "))
         .unwrap_or(text.len());
-    let body = mutate(rng, &text[..body_end]);
+    let body = if rng.one_in(2) {
+        invented_metadata(rng, pick.is_multiple_of(2))
+    } else {
+        mutate(rng, &text[..body_end])
+    };
     let mut out = vec![pick];
     out.extend_from_slice(&body);
     if !rng.one_in(5) {
@@ -838,6 +861,47 @@ fn gen_stream_metadata(rng: &mut Rng) -> Vec<u8> {
         out.extend_from_slice(format!("crc {:08x}\n", crc32c(&body)).as_bytes());
     }
     out
+}
+
+/// A well-formed `TOPOLOGY` (or `CHECKPOINTS`) body whose contents are odd: parents
+/// that are the shard itself, later shards or missing ones, empty, inverted and
+/// overlapping hash ranges, checkpoints of missing shards and far sequence numbers.
+fn invented_metadata(rng: &mut Rng, topology: bool) -> Vec<u8> {
+    let shards = 1 + rng.below(5);
+    let mut text = String::new();
+    if topology {
+        text.push_str("lakehouse-stream topology 1\n");
+        let bound = |rng: &mut Rng| -> u128 {
+            match rng.below(4) {
+                0 => 0,
+                1 => u128::MAX,
+                2 => u128::MAX / 2,
+                _ => u128::from(rng.next_u64()) << 64,
+            }
+        };
+        for id in 0..shards {
+            let parents: Vec<String> = (0..rng.below(3))
+                .map(|_| rng.below(shards + 2).to_string())
+                .collect();
+            let parents = if parents.is_empty() {
+                "-".to_owned()
+            } else {
+                parents.join(",")
+            };
+            let (start, end) = (bound(rng), bound(rng));
+            let state = if rng.one_in(2) { "open" } else { "closed" };
+            text.push_str(&format!("shard {id} {parents} {start} {end} {state}\n"));
+        }
+    } else {
+        text.push_str("lakehouse-stream checkpoints 1\n");
+        for _ in 0..rng.below(4) {
+            let shard = rng.below(8);
+            let seq = *rng.pick(&[0, 1, 7, 64, u64::MAX, 1 << 63]);
+            let group: String = ["67", "", "ff", "c3a9", "00"][rng.below(5)].to_owned();
+            text.push_str(&format!("{shard} {seq} {group}\n"));
+        }
+    }
+    text.into_bytes()
 }
 
 /// Paths and values spliced into workflow definitions.

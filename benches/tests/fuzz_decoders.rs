@@ -93,12 +93,12 @@ fn fuzz_commit_lines() {
 
 #[test]
 fn fuzz_log_commit() {
-    fuzz_target("log_commit", 60);
+    fuzz_target("log_commit", 200);
 }
 
 #[test]
 fn fuzz_log_checkpoint() {
-    fuzz_target("log_checkpoint", 60);
+    fuzz_target("log_checkpoint", 200);
 }
 
 #[test]
@@ -113,12 +113,12 @@ fn fuzz_partition_path() {
 
 #[test]
 fn fuzz_stream_segment() {
-    fuzz_target("stream_segment", 300);
+    fuzz_target("stream_segment", 1000);
 }
 
 #[test]
 fn fuzz_stream_metadata() {
-    fuzz_target("stream_metadata", 300);
+    fuzz_target("stream_metadata", 1000);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn fuzz_workflow_definition() {
 
 #[test]
 fn fuzz_workflow_history() {
-    fuzz_target("workflow_history", 300);
+    fuzz_target("workflow_history", 600);
 }
 
 #[test]
@@ -139,6 +139,79 @@ fn fuzz_predicate_sql() {
 #[test]
 fn fuzz_predicate_eval() {
     fuzz_target("predicate_eval", 3000);
+}
+
+/// A longer run for exploring: `FUZZ_SEED` (default 1) and `FUZZ_INPUTS` per unit of
+/// weight (default 1000); prints each target's inputs per second.
+///
+/// `FUZZ_SEED=7 cargo test --workspace --all-features --test fuzz_decoders -- --ignored --nocapture`
+#[test]
+#[ignore = "minutes long; run by hand with a seed"]
+fn explore_every_target() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (seed, per) = (env("FUZZ_SEED", 1), env("FUZZ_INPUTS", 1000));
+    let mut failures = Vec::new();
+    for t in fuzz::TARGETS {
+        let n = per * u64::from(t.weight);
+        let started = std::time::Instant::now();
+        let found = panics_of(t.name, (0..n).map(|i| fuzz::input(t, seed, i)));
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        println!("{}: {n} inputs, {rate:.0} per second", t.name);
+        failures.extend(found.into_iter().map(|f| format!("{}: {f}", t.name)));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `run` (the benchmark's fuzzing) stops after its inputs when the budget is spent,
+/// shares them out by weight, and derives each input from the seed and its index.
+#[test]
+fn run_shares_inputs_by_weight_and_is_deterministic() {
+    let weights: u64 = fuzz::TARGETS.iter().map(|t| u64::from(t.weight)).sum();
+    let report = {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        fuzz::run(3, 2 * weights, std::time::Duration::ZERO)
+    };
+    assert_eq!(report.inputs, 2 * weights);
+    assert_eq!(report.panics, 0, "{:?}", report.first_panic);
+    for (t, (name, n)) in fuzz::TARGETS.iter().zip(&report.by_target) {
+        assert_eq!((*name, *n), (t.name, 2 * u64::from(t.weight)));
+    }
+    for t in fuzz::TARGETS {
+        assert_eq!(fuzz::input(t, 3, 5), fuzz::input(t, 3, 5), "{}", t.name);
+    }
+    let t = fuzz::target("predicate_eval").unwrap();
+    assert_ne!(fuzz::input(t, 3, 5), fuzz::input(t, 4, 5));
+}
+
+/// The harness itself: a panic in the entry or on a thread it starts is reported, with
+/// its message.
+#[test]
+fn the_harness_sees_panics_on_every_thread() {
+    fn direct(_: &[u8]) {
+        panic!("direct panic");
+    }
+    fn on_a_thread(_: &[u8]) {
+        let _ = std::thread::spawn(|| panic!("panic on a thread")).join();
+    }
+    fn quiet(_: &[u8]) {}
+    let target = |entry: fn(&[u8])| fuzz::Target {
+        name: "harness",
+        entry,
+        generate: |_| Vec::new(),
+        weight: 1,
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _fuzzing = fuzz::Fuzzing::start();
+    let e = fuzz::check(&target(direct), b"").unwrap_err();
+    assert!(e.contains("direct panic"), "{e}");
+    let e = fuzz::check(&target(on_a_thread), b"").unwrap_err();
+    assert!(e.contains("panic on a thread"), "{e}");
+    assert_eq!(fuzz::check(&target(quiet), b""), Ok(()));
 }
 
 // ---------------------------------------------------------------------------------

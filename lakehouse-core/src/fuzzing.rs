@@ -264,14 +264,14 @@ fn scalar(kind: u8, seed: u8) -> Scalar {
     let small = i64::from(seed as i8);
     match kind % 18 {
         0 => Scalar::Null,
-        1 => Scalar::Boolean(seed % 2 == 0),
+        1 => Scalar::Boolean(seed.is_multiple_of(2)),
         2 => Scalar::Int8(seed as i8),
         3 => Scalar::Int16(edge(small, i16::MIN.into(), i16::MAX.into()) as i16),
         4 => Scalar::Int32(edge(small, i32::MIN.into(), i32::MAX.into()) as i32),
         5 => Scalar::Int64(edge(small, i64::MIN, i64::MAX)),
         6 => Scalar::UInt8(seed),
         7 => Scalar::UInt32(u32::from(seed) << (seed % 25)),
-        8 => Scalar::UInt64(if seed % 3 == 0 {
+        8 => Scalar::UInt64(if seed.is_multiple_of(3) {
             u64::MAX
         } else {
             u64::from(seed)
@@ -289,10 +289,10 @@ fn scalar(kind: u8, seed: u8) -> Scalar {
                 TimeUnit::Microsecond,
                 TimeUnit::Nanosecond,
             ][usize::from(seed % 4)],
-            tz: (seed % 2 == 0).then(|| "UTC".into()),
+            tz: (seed.is_multiple_of(2)).then(|| "UTC".into()),
         },
         15 => Scalar::Decimal128 {
-            value: if seed % 3 == 0 {
+            value: if seed.is_multiple_of(3) {
                 i128::MAX
             } else {
                 i128::from(small)

@@ -26,11 +26,21 @@ impl ScratchDir {
     fn new() -> Option<ScratchDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("lakehouse-stream-fuzz-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).ok()?;
-        Some(ScratchDir(dir))
+        let name = format!("lakehouse-stream-fuzz-{}-{n}", std::process::id());
+        // Memory-backed when the system has it: thousands of directories are written.
+        let shm = Path::new("/dev/shm");
+        let bases = [
+            shm.is_dir().then(|| shm.to_path_buf()),
+            Some(std::env::temp_dir()),
+        ];
+        for base in bases.into_iter().flatten() {
+            let dir = base.join(&name);
+            let _ = std::fs::remove_dir_all(&dir);
+            if std::fs::create_dir_all(&dir).is_ok() {
+                return Some(ScratchDir(dir));
+            }
+        }
+        None
     }
 }
 
@@ -69,7 +79,7 @@ fn build_sample() -> Vec<(String, Vec<u8>)> {
             .segment_bytes(160)
             .memory_window_bytes(WINDOW)
             .build()?;
-        for i in 0..24u32 {
+        for i in 0..16u32 {
             let key = format!("key-{}", i % 5);
             let data = format!("record {i} {}", "x".repeat((i % 7) as usize));
             stream.put_record(PutRecord::new(key, data))?;
@@ -172,7 +182,7 @@ pub fn open_metadata(bytes: &[u8]) {
     let Some((&pick, body)) = bytes.split_first() else {
         return;
     };
-    let name = if pick % 2 == 0 {
+    let name = if pick.is_multiple_of(2) {
         "TOPOLOGY"
     } else {
         "CHECKPOINTS"
