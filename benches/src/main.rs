@@ -17,6 +17,9 @@ mod cache;
 mod core;
 mod e2e;
 mod flow;
+// The decoder fuzzing of the `faults` report.
+#[allow(dead_code)]
+mod fuzz;
 mod ml;
 mod ml_fold_in;
 mod query;

@@ -78,6 +78,9 @@ mod clock;
 mod cpu;
 mod error;
 mod file_scan;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod memory;
 mod predicate;

@@ -370,18 +370,13 @@ impl fmt::Display for Scalar {
                     }
                     Ok(())
                 } else {
-                    let scale = *scale as u32;
-                    let div = 10i128.pow(scale);
+                    // By digits: `10^scale` does not fit an i128 past scale 38.
+                    let scale = *scale as usize;
                     let sign = if *value < 0 { "-" } else { "" };
-                    let abs = value.unsigned_abs();
-                    let div = div as u128;
-                    write!(
-                        f,
-                        "{sign}{}.{:0width$}",
-                        abs / div,
-                        abs % div,
-                        width = scale as usize
-                    )
+                    let digits = value.unsigned_abs().to_string();
+                    let padded = format!("{digits:0>width$}", width = scale + 1);
+                    let (int, frac) = padded.split_at(padded.len() - scale);
+                    write!(f, "{sign}{int}.{frac}")
                 }
             }
         }

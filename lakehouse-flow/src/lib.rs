@@ -125,6 +125,9 @@
 
 mod backoff;
 mod dead_letter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod panic;
 mod time;
 mod trigger;

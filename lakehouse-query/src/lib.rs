@@ -97,6 +97,9 @@ mod ddl;
 mod engine;
 mod error;
 mod file_scan;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod mv;
 mod options;
 mod plan;

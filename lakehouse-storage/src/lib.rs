@@ -174,6 +174,9 @@ mod conform;
 pub mod faults;
 mod features;
 mod fileset;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod kernel;
 mod local;
 mod location;

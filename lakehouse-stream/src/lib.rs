@@ -114,6 +114,9 @@
 
 mod blocks;
 mod durable;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 #[cfg(feature = "nats")]
 pub mod nats;

@@ -310,7 +310,7 @@ impl Stream {
             } else {
                 let behind = disk
                     .next_ms
-                    .map_or(0, |t| (log.newest_ms - t).max(0) as u64);
+                    .map_or(0, |t| log.newest_ms.saturating_sub(t).max(0) as u64);
                 (resume, behind)
             };
             return Ok(ReadBatch {
@@ -456,7 +456,7 @@ fn window(
     let resume = start + out.len() as u64;
     let behind = if resume < log.visible {
         log.records.get(skip + out.len()).map_or(0, |unread| {
-            (log.newest_ms - unread.timestamp_ms).max(0) as u64
+            log.newest_ms.saturating_sub(unread.timestamp_ms).max(0) as u64
         })
     } else {
         0

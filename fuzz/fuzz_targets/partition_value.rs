@@ -1,0 +1,6 @@
+//! Fuzzes partition value text to typed scalars.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| lakehouse_storage::fuzzing::decode_partition_value(data));
