@@ -114,6 +114,8 @@
 
 mod blocks;
 mod durable;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 mod group;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -130,3 +132,9 @@ pub use crate::stream::{
     Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, Subscription, TrimmedRead,
 };
 pub use lakehouse_core::{Error, ErrorKind, Result};
+
+/// `d` in whole milliseconds, saturating: `Duration::MAX` (or any duration past
+/// `i64::MAX` ms) means "never", not a negative age.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

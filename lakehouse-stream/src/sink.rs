@@ -97,6 +97,22 @@ pub struct TableDelivery<L, T> {
     clock: Arc<dyn Clock>,
     state: Mutex<HashMap<ShardId, Buffer>>,
     finished: Mutex<HashSet<ShardId>>,
+    /// Shards a running `poll` is reading and committing: a concurrent `poll` leaves
+    /// them alone, so no two commits of one shard overlap.
+    claimed: Mutex<HashSet<ShardId>>,
+}
+
+/// A shard claimed by one `poll`; released when dropped, also when the poll's future
+/// is dropped midway (the next poll then resumes from the table).
+struct Claim<'a> {
+    claimed: &'a Mutex<HashSet<ShardId>>,
+    shard: ShardId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claimed.lock().remove(&self.shard);
+    }
 }
 
 impl<L, T> fmt::Debug for TableDelivery<L, T> {
@@ -121,6 +137,7 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             clock: Arc::new(SystemClock),
             state: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
+            claimed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -152,6 +169,10 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
     /// Reads what is available on every shard and commits the buffers that are due;
     /// `force` commits every non-empty buffer.
     ///
+    /// Polls may run concurrently (the method takes `&self`): a shard that another
+    /// poll of this delivery is working on is skipped, so each shard is read and
+    /// committed by one poll at a time and no record is committed twice.
+    ///
     /// # Errors
     ///
     /// A log, decoder (without a dead-letter log) or table error; the failing shard
@@ -170,6 +191,13 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             if !parents_done {
                 continue;
             }
+            if !self.claimed.lock().insert(shard.id) {
+                continue;
+            }
+            let _claim = Claim {
+                claimed: &self.claimed,
+                shard: shard.id,
+            };
             if let Err(e) = self.poll_shard(shard.id, force, &mut report).await {
                 // Forget the buffer: the next poll resumes from the table.
                 self.state.lock().remove(&shard.id);
@@ -242,8 +270,8 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         buffer.records.len() >= self.policy.max_records
             || buffer.bytes >= self.policy.max_bytes
             || (!buffer.records.is_empty()
-                && self.clock.now_millis() - buffer.since_ms
-                    >= self.policy.max_age.as_millis() as i64)
+                && self.clock.now_millis().saturating_sub(buffer.since_ms)
+                    >= crate::millis(self.policy.max_age))
     }
 
     async fn flush(

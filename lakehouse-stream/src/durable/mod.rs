@@ -44,13 +44,14 @@ use lakehouse_core::{Error, ErrorKind, Result};
 
 mod cursor;
 mod frame;
+pub(crate) mod fsio;
 mod meta;
 mod segment;
 
 pub(crate) use self::cursor::{Cursor, Mark};
 pub(crate) use self::frame::{encode, frame_len};
 pub(crate) use self::meta::{
-    ShardMeta, read_checkpoints, read_topology, write_checkpoints, write_topology,
+    CheckpointLog, Checkpoints, ShardMeta, read_topology, sync_topology, write_topology,
 };
 pub(crate) use self::segment::ShardFiles;
 
@@ -79,9 +80,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("fsync of the directory", dir, e))
+    fsio::sync_dir(dir).map_err(|e| io_error("fsync of the directory", dir, e))
 }
 
 /// Takes the directory's advisory lock so that one handle at a time opens it, waiting

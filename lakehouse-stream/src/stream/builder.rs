@@ -14,7 +14,7 @@ use super::group_commit::{Durable, interval_sync};
 use super::shard::{Entry, Shard, Topology};
 use super::window::memory_cost;
 use super::{Backpressure, Inner, Stream, TrimmedRead};
-use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+use crate::durable::{self, CheckpointLog, Checkpoints, Durability, ShardFiles, ShardMeta};
 
 /// Configures a [`Stream`]; made by [`Stream::builder`].
 #[derive(Debug)]
@@ -171,10 +171,8 @@ impl StreamBuilder {
                 (shards, None)
             }
             Some(dir) => {
-                let (shards, d) = self.open_dir(dir)?;
-                for (group, shard, seq) in durable::read_checkpoints(dir)? {
-                    checkpoints.insert((group, shard), seq);
-                }
+                let (shards, d, found) = self.open_dir(dir)?;
+                checkpoints = found;
                 (shards, Some(d))
             }
         };
@@ -198,12 +196,12 @@ impl StreamBuilder {
             id,
             name: self.name,
             max_record_bytes: self.max_record_bytes,
-            retention_ms: self.retention.map(|d| d.as_millis() as i64),
+            retention_ms: self.retention.map(crate::millis),
             max_shard_bytes: self.max_shard_bytes,
             memory_window_bytes: self.memory_window_bytes,
             backpressure: self.backpressure,
             trimmed_read: self.trimmed_read,
-            iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
+            iterator_ttl_ms: crate::millis(self.iterator_ttl),
             clock: self.clock,
             routing: ArcSwap::from_pointee(open),
             topology: RwLock::new(Topology { all }),
@@ -228,7 +226,7 @@ impl StreamBuilder {
     }
 
     /// Creates or reopens the durable directory: topology, then each shard's segments.
-    fn open_dir(&self, dir: &Path) -> Result<(Vec<Arc<Shard>>, Durable)> {
+    fn open_dir(&self, dir: &Path) -> Result<(Vec<Arc<Shard>>, Durable, Checkpoints)> {
         let lock = durable::lock_dir(dir).map_err(|e| e.with_table(&self.name))?;
         let sync = self.durability != Durability::None;
         let metas = match durable::read_topology(dir).map_err(|e| e.with_table(&self.name))? {
@@ -267,9 +265,18 @@ impl StreamBuilder {
             }
             shards.push(shard);
         }
+        let (checkpoint_log, checkpoints) =
+            CheckpointLog::open(dir, sync).map_err(|e| e.with_table(&self.name))?;
         Ok((
             shards,
-            Durable::new(dir.to_owned(), self.durability, self.segment_bytes, lock),
+            Durable::new(
+                dir.to_owned(),
+                self.durability,
+                self.segment_bytes,
+                lock,
+                checkpoint_log,
+            ),
+            checkpoints,
         ))
     }
 }

@@ -7,12 +7,12 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use lakehouse_core::{Error, ErrorKind, Result, SequenceNumber, ShardId};
+use lakehouse_core::{Error, ErrorKind, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::shard::Shard;
 use super::{Inner, Stream};
-use crate::durable::{self, Durability, ShardFiles};
+use crate::durable::{self, CheckpointLog, Durability, ShardFiles};
 
 /// Pending frames of a shard are written to its segment once they reach this size
 /// (durable streams without per-batch fsync).
@@ -50,6 +50,11 @@ pub(super) struct Durable {
     /// Why the last write of `CHECKPOINTS` failed (cleared by one that succeeds);
     /// held while it is written.
     pub(super) checkpoints_failed: Mutex<Option<Error>>,
+    /// The `CHECKPOINTS` file (lock order: after `checkpoints_failed`).
+    checkpoint_log: Mutex<CheckpointLog>,
+    /// `TOPOLOGY` was written without fsync (`Durability::None`): the next sync
+    /// fsyncs it.
+    pub(super) topology_unsynced: AtomicBool,
     _lock: File,
 }
 
@@ -71,6 +76,7 @@ impl Durable {
         durability: Durability,
         segment_bytes: u64,
         lock: File,
+        checkpoint_log: CheckpointLog,
     ) -> Durable {
         Durable {
             dir,
@@ -85,6 +91,8 @@ impl Durable {
             committed: Condvar::new(),
             checkpoints_dirty: AtomicBool::new(false),
             checkpoints_failed: Mutex::new(None),
+            checkpoint_log: Mutex::new(checkpoint_log),
+            topology_unsynced: AtomicBool::new(durability == Durability::None),
             _lock: lock,
         }
     }
@@ -155,10 +163,11 @@ impl Inner {
         }
     }
 
-    /// Writes `CHECKPOINTS` (fsynced with `sync`) if a checkpoint changed since it was
-    /// last written. Every checkpoint committed before the call is in the file when it
-    /// returns `Ok`; a failure is kept for `commit_checkpoint` to report, and the next
-    /// round tries again.
+    /// Appends the checkpoints that changed since they were last written to
+    /// `CHECKPOINTS`, and fsyncs it with `sync` if anything in it is not yet durable.
+    /// Every checkpoint committed before the call is in the file when it returns
+    /// `Ok`; a failure is kept for `commit_checkpoint` to report, and the next round
+    /// tries again.
     pub(super) fn write_checkpoints(&self, sync: bool) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
@@ -166,22 +175,17 @@ impl Inner {
         // Held across the snapshot and the write, so that writes do not interleave and
         // an older snapshot never replaces a newer one.
         let mut failed = d.checkpoints_failed.lock();
-        if !d.checkpoints_dirty.swap(false, Ordering::SeqCst) {
+        let dirty = d.checkpoints_dirty.swap(false, Ordering::SeqCst);
+        let mut log = d.checkpoint_log.lock();
+        if !dirty && !(sync && log.unsynced()) {
             return Ok(());
         }
         // A checkpoint committed after this snapshot sets the flag again.
-        let snapshot: Vec<(String, ShardId, SequenceNumber)> = self
-            .checkpoints
-            .lock()
-            .iter()
-            .map(|((g, s), q)| (g.clone(), *s, *q))
-            .collect();
-        let written = durable::write_checkpoints(
-            &d.dir,
-            snapshot.iter().map(|(g, s, q)| (g.as_str(), *s, *q)),
-            sync,
-        )
-        .map_err(|e| e.with_table(&self.name));
+        let snapshot = self.checkpoints.lock().clone();
+        let written = log
+            .write(&snapshot, sync)
+            .map_err(|e| e.with_table(&self.name));
+        drop(log);
         match written {
             Ok(()) => {
                 *failed = None;
@@ -228,10 +232,18 @@ impl Inner {
             }
             Ok(())
         };
-        let checkpoints_dirty = self
-            .durable
-            .as_ref()
-            .is_some_and(|d| d.checkpoints_dirty.load(Ordering::SeqCst));
+        if sync
+            && let Some(d) = &self.durable
+            && d.topology_unsynced.swap(false, Ordering::SeqCst)
+            && let Err(e) = durable::sync_topology(&d.dir)
+        {
+            d.topology_unsynced.store(true, Ordering::SeqCst);
+            return Err(e.with_table(&self.name));
+        }
+        let checkpoints_dirty = self.durable.as_ref().is_some_and(|d| {
+            d.checkpoints_dirty.load(Ordering::SeqCst)
+                || (sync && d.checkpoint_log.lock().unsynced())
+        });
         match (to_sync.len(), checkpoints_dirty) {
             (0, _) => {
                 let _ = self.write_checkpoints(sync);

@@ -80,7 +80,8 @@ impl Stream {
     fn put_routed(&self, hash: u128, key: PartitionKey, data: Bytes) -> Result<PutResult> {
         let deadline = match self.inner.backpressure {
             Backpressure::Reject => None,
-            Backpressure::Wait(d) => Some(Instant::now() + d),
+            // `None` inside `Some`: a wait too long to name an instant never ends.
+            Backpressure::Wait(d) => Some(Instant::now().checked_add(d)),
         };
         loop {
             let open = self.inner.routing.load();
@@ -111,9 +112,14 @@ impl Stream {
                     .with_shard(shard.id)
                     .with_key(key.as_str())
                 };
-                match deadline {
-                    Some(d) if Instant::now() < d => {
-                        let wait = (d - Instant::now()).min(Duration::from_millis(10));
+                let left = match deadline {
+                    Some(Some(d)) => d.checked_duration_since(Instant::now()),
+                    Some(None) => Some(Duration::MAX),
+                    None => None,
+                };
+                match left {
+                    Some(left) if !left.is_zero() => {
+                        let wait = left.min(Duration::from_millis(10));
                         shard.space.wait_for(&mut log, wait);
                         continue;
                     }

@@ -122,7 +122,12 @@ impl Stream {
             .chain(added)
             .map(|s| s.meta(closing.contains(&s.id)))
             .collect();
-        durable::write_topology(&d.dir, &metas, d.durability != Durability::None)
-            .map_err(|e| e.with_table(&self.inner.name))
+        let sync = d.durability != Durability::None;
+        durable::write_topology(&d.dir, &metas, sync).map_err(|e| e.with_table(&self.inner.name))?;
+        if !sync {
+            d.topology_unsynced
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 }

@@ -113,7 +113,7 @@ impl ShardLog {
                         .map_or(self.newest_ms, |e| e.timestamp_ms),
                 ),
             };
-            if now_ms - cut_ms < age_ms {
+            if now_ms.saturating_sub(cut_ms) < age_ms {
                 break;
             }
             let block =
@@ -127,7 +127,7 @@ impl ShardLog {
             while self
                 .records
                 .front()
-                .is_some_and(|r| now_ms - r.timestamp_ms >= age_ms)
+                .is_some_and(|r| now_ms.saturating_sub(r.timestamp_ms) >= age_ms)
             {
                 if let Some(e) = self.pop_memory() {
                     self.bytes = self.bytes.saturating_sub(self.charge(&e.key, e.data.len()));
