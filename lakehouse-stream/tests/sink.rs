@@ -326,8 +326,9 @@ async fn a_max_age_of_duration_max_never_flushes_by_age() {
     assert_eq!(r.rows_committed, 3);
 }
 
-/// A table whose appends yield to the executor before they commit, and whose first
-/// append lets more records arrive in the stream meanwhile.
+/// A table whose appends yield to the executor before they commit (the first once,
+/// later ones three times, so the first commits first), and whose first append lets
+/// more records arrive in the stream meanwhile.
 #[derive(Debug)]
 struct SlowTable {
     table: MemoryTable,
@@ -342,10 +343,15 @@ impl TableSink for SlowTable {
     }
 
     async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
-        if self.first.swap(false, Ordering::SeqCst) {
+        let yields = if self.first.swap(false, Ordering::SeqCst) {
             put(&self.stream, 7, 10);
+            1
+        } else {
+            3
+        };
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
         self.table.append(batches, txn).await
     }
 
@@ -370,9 +376,13 @@ async fn concurrent_polls_of_one_delivery_commit_each_record_once() {
             ..FlushPolicy::default()
         });
     let (a, b) = tokio::join!(delivery.poll(true), delivery.poll(true));
-    let committed = a.unwrap().rows_committed + b.unwrap().rows_committed;
+    let (a, b) = (a.unwrap(), b.unwrap());
     let r = delivery.poll(true).await.unwrap();
-    assert_eq!(committed + r.rows_committed, 10);
+    assert_eq!(
+        a.rows_committed + b.rows_committed + r.rows_committed,
+        10,
+        "{a:?} {b:?} {r:?}"
+    );
     assert_eq!(
         amounts(&table).await,
         (0..10).collect::<Vec<_>>(),
