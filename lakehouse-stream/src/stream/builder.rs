@@ -210,6 +210,7 @@ impl StreamBuilder {
                 .as_ref()
                 .is_some_and(|d| d.durability != Durability::None),
             durable,
+            committer: Arc::default(),
         });
         if let Some(every) = interval {
             let weak = Arc::downgrade(&inner);

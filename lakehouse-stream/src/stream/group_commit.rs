@@ -3,13 +3,15 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lakehouse_core::{Error, ErrorKind, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::committer::Job;
+use super::put::Wait;
 use super::shard::Shard;
 use super::{Inner, Stream};
 use crate::durable::{self, CheckpointLog, Durability, ShardFiles};
@@ -99,32 +101,58 @@ impl Durable {
 }
 
 impl Inner {
-    /// After records were appended to `shards` (whose pending frames had reached
-    /// `FLUSH_BYTES` where `full` says so): writes or commits them per the durability
-    /// setting.
-    pub(super) fn after_append(&self, full: &[&Shard]) -> Result<()> {
+    /// After records were appended to some shards (of which `full` are those whose
+    /// pending frames reached `FLUSH_BYTES`): writes or commits them per the
+    /// durability setting, now ([`Wait::Block`]) or by pushing the work to `jobs` for
+    /// the committer thread ([`Wait::Defer`]).
+    pub(super) fn after_append(
+        &self,
+        full: &[Arc<Shard>],
+        wait: Wait,
+        jobs: &mut Vec<Job>,
+    ) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
         match d.durability {
             Durability::PerBatch => {
                 let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
-                self.commit(ticket)
-            }
-            Durability::None | Durability::Interval(_) => {
-                for shard in full {
-                    if let Some(files) = &shard.files {
-                        let mut files = files.lock();
-                        self.write_pending(shard, &mut files)?;
+                match wait {
+                    Wait::Block => self.commit(ticket),
+                    Wait::Defer => {
+                        jobs.push(Job::Commit(ticket));
+                        Ok(())
                     }
                 }
-                if d.durability == Durability::None && !full.is_empty() {
-                    // Not a failure of the put: reported to `commit_checkpoint`.
-                    let _ = self.write_checkpoints(false);
+            }
+            Durability::None | Durability::Interval(_) if full.is_empty() => Ok(()),
+            Durability::None | Durability::Interval(_) => match wait {
+                Wait::Block => self.write_full(full),
+                Wait::Defer => {
+                    jobs.push(Job::Write(full.to_vec()));
+                    Ok(())
                 }
-                Ok(())
+            },
+        }
+    }
+
+    /// Writes the pending frames of `full` to their segments (streams without
+    /// per-batch fsync).
+    pub(super) fn write_full(&self, full: &[Arc<Shard>]) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        for shard in full {
+            if let Some(files) = &shard.files {
+                let mut files = files.lock();
+                self.write_pending(shard, &mut files)?;
             }
         }
+        if d.durability == Durability::None && !full.is_empty() {
+            // Not a failure of the put: reported to `commit_checkpoint`.
+            let _ = self.write_checkpoints(false);
+        }
+        Ok(())
     }
 
     /// Writes `shard`'s pending frames to its newest segment, deletes segments that
@@ -177,7 +205,7 @@ impl Inner {
         let mut failed = d.checkpoints_failed.lock();
         let dirty = d.checkpoints_dirty.swap(false, Ordering::SeqCst);
         let mut log = d.checkpoint_log.lock();
-        if !dirty && !(sync && log.unsynced()) {
+        if !(dirty || sync && log.unsynced()) {
             return Ok(());
         }
         // A checkpoint committed after this snapshot sets the flag again.
@@ -278,7 +306,7 @@ impl Inner {
     /// Waits until ticket `ticket` is durable, running commit rounds while no other
     /// writer does: writers that arrive during a round's fsync are all covered by the
     /// next round (group commit).
-    fn commit(&self, ticket: u64) -> Result<()> {
+    pub(super) fn commit(&self, ticket: u64) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
@@ -319,6 +347,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.committer.stop();
         if let Some(d) = &self.durable {
             // Best effort: `Stream::sync` reports errors; a drop cannot.
             let _ = self.flush(d.durability != Durability::None);
