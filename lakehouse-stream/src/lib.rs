@@ -117,6 +117,7 @@ mod durable;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod group;
+mod offload;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod route;

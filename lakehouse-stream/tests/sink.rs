@@ -389,3 +389,36 @@ async fn concurrent_polls_of_one_delivery_commit_each_record_once() {
         "every record once"
     );
 }
+
+/// Decodes as `Csv` and notes the threads it ran on.
+struct Noting(Csv, std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+impl Decoder for Noting {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn decode(&self, records: &[Record]) -> Result<RecordBatch> {
+        self.1.lock().unwrap().push(std::thread::current().id());
+        self.0.decode(records)
+    }
+}
+
+/// Decoding is CPU work: it does not run on the executor's worker (here the test's
+/// own thread, on a single-threaded runtime), malformed records included.
+#[tokio::test]
+async fn decoding_runs_off_the_executor() {
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    put(&stream, 0, 10);
+    stream.put_record(PutRecord::new("u1", "garbage")).unwrap();
+    let decoder = Arc::new(Noting(Csv(schema()), Default::default()));
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), decoder.clone())
+        .with_dead_letter(Arc::new(MemoryLog::new(1)));
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!((r.rows_committed, r.dead_lettered), (10, 1));
+    let threads = decoder.1.lock().unwrap().clone();
+    assert!(threads.len() >= 3, "whole batch, one by one, the good ones");
+    let me = std::thread::current().id();
+    assert!(threads.iter().all(|t| *t != me), "{threads:?}");
+}
