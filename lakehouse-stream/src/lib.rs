@@ -117,9 +117,9 @@ mod durable;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod group;
-mod offload;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod offload;
 mod route;
 mod sink;
 mod stream;

@@ -621,7 +621,10 @@ fn power_loss_loses_no_acknowledged_record_and_the_stream_reopens() {
         assert!(report.is_clean(), "{durability:?}: {report:#?}");
         acknowledged += report.acknowledged_records;
     }
-    assert!(acknowledged > 0, "the runs acknowledged records before the cut");
+    assert!(
+        acknowledged > 0,
+        "the runs acknowledged records before the cut"
+    );
 }
 
 /// After a power loss the last frame may hold garbage rather than zeros: the garbage
@@ -656,7 +659,10 @@ fn a_garbage_tail_is_truncated_on_open() {
     std::fs::write(&seg, &bytes).unwrap();
 
     let stream = Stream::builder("t").durable(dir.path()).build().unwrap();
-    let values: Vec<_> = all_records(&stream).iter().map(|r| r.data.clone()).collect();
+    let values: Vec<_> = all_records(&stream)
+        .iter()
+        .map(|r| r.data.clone())
+        .collect();
     let expect: Vec<_> = (0..9)
         .map(|i| bytes::Bytes::from(format!("value-{i}")))
         .collect();
@@ -706,7 +712,10 @@ fn a_torn_older_segment_of_a_stream_without_fsync_ends_the_log() {
         .build()
         .unwrap();
     let kept = (first_len / frame - 1) as usize;
-    let values: Vec<_> = all_records(&stream).iter().map(|r| r.data.clone()).collect();
+    let values: Vec<_> = all_records(&stream)
+        .iter()
+        .map(|r| r.data.clone())
+        .collect();
     let expect: Vec<_> = (0..kept)
         .map(|i| bytes::Bytes::from(format!("value-{i:03}")))
         .collect();
@@ -717,7 +726,11 @@ fn a_torn_older_segment_of_a_stream_without_fsync_ends_the_log() {
     assert!(
         std::fs::read_dir(dir.path().join("shard-0000"))
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".orphan")),
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".orphan")),
         "later segments are kept aside"
     );
     drop(stream);

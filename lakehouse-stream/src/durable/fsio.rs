@@ -44,10 +44,7 @@ pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
 pub(crate) fn open_append(path: &Path, create: bool) -> io::Result<File> {
     #[cfg(feature = "fault-injection")]
     before(Op::Open(path))?;
-    let file = OpenOptions::new()
-        .create(create)
-        .append(true)
-        .open(path)?;
+    let file = OpenOptions::new().create(create).append(true).open(path)?;
     #[cfg(feature = "fault-injection")]
     after(Op::Open(path));
     Ok(file)

@@ -76,8 +76,9 @@ fn read_checked(root: &Path, name: &str) -> Result<Option<String>> {
     Ok(Some(body.to_owned()))
 }
 
-/// Persists the shard topology (lineage, ranges, closed flags).
-pub(crate) fn write_topology(root: &Path, shards: &[ShardMeta], sync: bool) -> Result<()> {
+/// Persists the shard topology (lineage, ranges, closed flags), fsynced whatever the
+/// durability setting: a stream whose `TOPOLOGY` a power loss tore would not open.
+pub(crate) fn write_topology(root: &Path, shards: &[ShardMeta]) -> Result<()> {
     let mut text = String::from("lakehouse-stream topology 1\n");
     for s in shards {
         let parents: Vec<String> = s.parents.iter().map(|p| p.0.to_string()).collect();
@@ -95,14 +96,7 @@ pub(crate) fn write_topology(root: &Path, shards: &[ShardMeta], sync: bool) -> R
             if s.closed { "closed" } else { "open" },
         );
     }
-    write_checked(root, TOPOLOGY, &text, sync)
-}
-
-/// Fsyncs `TOPOLOGY` and the directory (after writes without fsync).
-pub(crate) fn sync_topology(root: &Path) -> Result<()> {
-    let path = root.join(TOPOLOGY);
-    fsio::sync_path(&path).map_err(|e| io_error("fsync", &path, e))?;
-    sync_dir(root)
+    write_checked(root, TOPOLOGY, &text, true)
 }
 
 /// Reads the shard topology; `None` for a new directory.
@@ -316,8 +310,6 @@ pub(crate) struct CheckpointLog {
     written: Checkpoints,
     /// Appended since the last fsync.
     unsynced: bool,
-    /// Rewritten (renamed into place) without fsyncing the directory.
-    entry_unsynced: bool,
 }
 
 impl CheckpointLog {
@@ -330,7 +322,6 @@ impl CheckpointLog {
             len: 0,
             written: HashMap::new(),
             unsynced: false,
-            entry_unsynced: false,
         };
         let Some(found) = read_checkpoint_file(root)? else {
             return Ok((log, HashMap::new()));
@@ -356,14 +347,15 @@ impl CheckpointLog {
         Ok((log, current))
     }
 
-    /// Written since the last fsync.
+    /// Appended since the last fsync.
     pub(crate) fn unsynced(&self) -> bool {
-        self.unsynced || self.entry_unsynced
+        self.unsynced
     }
 
     /// Brings the file up to `current`: appends a block of the checkpoints that
-    /// changed (or rewrites the file when it grew too large or must be rewritten),
-    /// then fsyncs it with `sync`.
+    /// changed, then fsyncs it with `sync`. When the file grew too large or must be
+    /// rewritten, it is rewritten as one block, always fsynced (a torn rewrite would
+    /// lose every checkpoint, not only the newest).
     pub(crate) fn write(&mut self, current: &Checkpoints, sync: bool) -> Result<()> {
         let changed: Vec<(&(String, ShardId), &SequenceNumber)> = current
             .iter()
@@ -379,11 +371,10 @@ impl CheckpointLog {
             write_checkpoints(
                 &self.root,
                 current.iter().map(|((g, s), q)| (g.as_str(), *s, *q)),
-                sync,
+                true,
             )?;
             self.written = current.clone();
-            self.unsynced = !sync;
-            self.entry_unsynced = !sync;
+            self.unsynced = false;
             let file =
                 fsio::open_append(&path, false).map_err(|e| io_error("opening", &path, e))?;
             self.len = file.metadata().map_or(0, |m| m.len());
@@ -416,10 +407,6 @@ impl CheckpointLog {
             }
             self.unsynced = false;
         }
-        if sync && self.entry_unsynced {
-            sync_dir(&self.root)?;
-            self.entry_unsynced = false;
-        }
         Ok(())
     }
 }
@@ -445,7 +432,7 @@ mod tests {
                 closed: false,
             },
         ];
-        write_topology(dir.path(), &shards, true).unwrap();
+        write_topology(dir.path(), &shards).unwrap();
         assert_eq!(read_topology(dir.path()).unwrap().unwrap(), shards);
         write_checkpoints(dir.path(), [("g 1\n", ShardId(1), 42)].into_iter(), false).unwrap();
         assert_eq!(

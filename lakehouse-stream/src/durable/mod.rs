@@ -50,9 +50,7 @@ mod segment;
 
 pub(crate) use self::cursor::{Cursor, Mark};
 pub(crate) use self::frame::{encode, frame_len};
-pub(crate) use self::meta::{
-    CheckpointLog, Checkpoints, ShardMeta, read_topology, sync_topology, write_topology,
-};
+pub(crate) use self::meta::{CheckpointLog, Checkpoints, ShardMeta, read_topology, write_topology};
 pub(crate) use self::segment::ShardFiles;
 
 /// When a durable stream's writes reach stable storage (fsync).

@@ -330,8 +330,7 @@ impl ShardFiles {
         }
         fsio::create_dir_all(&self.dir).map_err(|e| io_error("creating", &self.dir, e))?;
         let path = self.dir.join(segment_name(first));
-        let file =
-            fsio::open_append(&path, true).map_err(|e| io_error("creating", &path, e))?;
+        let file = fsio::open_append(&path, true).map_err(|e| io_error("creating", &path, e))?;
         if sync {
             self.sync_dirs()?;
         } else {

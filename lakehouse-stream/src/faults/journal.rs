@@ -239,6 +239,11 @@ impl Journal {
         self.off
     }
 
+    /// Operations seen so far.
+    pub(crate) fn ops(&self) -> u64 {
+        self.ops
+    }
+
     /// Turns the power off: every later operation fails.
     pub(crate) fn power_off(&mut self) {
         self.off = true;

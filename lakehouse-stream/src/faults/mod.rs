@@ -33,7 +33,10 @@ pub(crate) mod journal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use lakehouse_core::{Position, PutRecord, ReadLimit, Record, Result, SequenceNumber, ShardId};
 
@@ -79,13 +82,13 @@ impl Default for StreamPowerLossOptions {
 }
 
 impl StreamPowerLossOptions {
-    /// 3 shards, 200 records, [`Durability::PerBatch`], 2 KiB segments.
+    /// 3 shards, 200 records, [`Durability::PerBatch`], 512-byte segments.
     pub fn new() -> Self {
         StreamPowerLossOptions {
             shards: 3,
             records: 200,
             durability: Durability::PerBatch,
-            segment_bytes: 2048,
+            segment_bytes: 512,
         }
     }
 
@@ -180,7 +183,10 @@ fn scratch_dir(seed: u64) -> PathBuf {
 ///
 /// `Io` when the scratch directory cannot be made or damaged. Whatever the stream
 /// itself does wrong is in the report, not an error.
-pub fn run_power_loss(seed: u64, options: &StreamPowerLossOptions) -> Result<StreamPowerLossReport> {
+pub fn run_power_loss(
+    seed: u64,
+    options: &StreamPowerLossOptions,
+) -> Result<StreamPowerLossReport> {
     let dir = scratch_dir(seed);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -193,102 +199,142 @@ pub fn run_power_loss(seed: u64, options: &StreamPowerLossOptions) -> Result<Str
     result
 }
 
-fn run_in(dir: &Path, seed: u64, options: &StreamPowerLossOptions) -> Result<StreamPowerLossReport> {
+/// What the workload did before the power went off.
+#[derive(Debug, Default)]
+struct Workload {
+    puts: Vec<Put>,
+    /// Every record of `puts[..durable_puts]` must survive.
+    durable_puts: usize,
+    /// Every checkpoint committed, per shard, in order.
+    committed: HashMap<ShardId, Vec<SequenceNumber>>,
+    /// The newest checkpoint per shard that a `sync` made durable.
+    durable_checkpoints: HashMap<ShardId, SequenceNumber>,
+}
+
+/// Runs the workload of `seed` on `dir` (watched by `journal`) until it is done or
+/// the power goes off; returns what it did and the stream (`None` when the power
+/// went off while it was being made).
+fn workload(
+    dir: &Path,
+    seed: u64,
+    options: &StreamPowerLossOptions,
+    journal: &Arc<Mutex<journal::Journal>>,
+) -> Result<(Workload, Option<Stream>)> {
     let mut rng = Rng::new(seed);
+    let mut w = Workload::default();
+    let syncing = options.durability == Durability::PerBatch;
+    let mut next_value: HashMap<String, u64> = HashMap::new();
+    let mut put_count = 0u64;
+    let stream = match build(dir, options) {
+        Ok(s) => s,
+        Err(_) if journal.lock().is_off() => return Ok((w, None)),
+        Err(e) => return Err(e),
+    };
+    while put_count < options.records && !journal.lock().is_off() {
+        match rng.below(20) {
+            0..=13 => {
+                let n = 1 + rng.below(8);
+                let batch: Vec<(String, String)> = (0..n)
+                    .map(|_| {
+                        let key = format!("key-{}", rng.below(12));
+                        let v = next_value.entry(key.clone()).or_insert(0);
+                        *v += 1;
+                        let data = format!("{key}:{v}");
+                        (key, data)
+                    })
+                    .collect();
+                put_count += n;
+                let results = stream.put_records(
+                    batch
+                        .iter()
+                        .map(|(k, d)| PutRecord::new(k.clone(), d.clone()))
+                        .collect(),
+                );
+                for ((key, data), r) in batch.into_iter().zip(results) {
+                    if let Ok(p) = r {
+                        w.puts.push(Put {
+                            shard: p.shard,
+                            sequence: p.sequence,
+                            key,
+                            data,
+                        });
+                    }
+                }
+                if syncing {
+                    w.durable_puts = w.puts.len();
+                }
+            }
+            14..=17 => {
+                // Checkpoint the last record put on a shard.
+                if let Some(p) = w.puts.last() {
+                    let (shard, seq) = (p.shard, p.sequence);
+                    if stream.commit_checkpoint(GROUP, shard, seq).is_ok() {
+                        w.committed.entry(shard).or_default().push(seq);
+                    }
+                }
+            }
+            _ => {
+                let covered = w.puts.len();
+                let snapshot: Vec<(ShardId, SequenceNumber)> = w
+                    .committed
+                    .iter()
+                    .filter_map(|(s, v)| v.last().map(|q| (*s, *q)))
+                    .collect();
+                if stream.sync().is_ok() {
+                    w.durable_puts = covered;
+                    w.durable_checkpoints.extend(snapshot);
+                }
+            }
+        }
+    }
+    Ok((w, Some(stream)))
+}
+
+fn run_in(
+    root: &Path,
+    seed: u64,
+    options: &StreamPowerLossOptions,
+) -> Result<StreamPowerLossReport> {
     let mut report = StreamPowerLossReport {
         seed,
         ..StreamPowerLossReport::default()
     };
-    // About 3 operations per put call (write, fsync, the checkpoints), more when a
-    // segment rolls: a cut anywhere in the workload, or after it.
-    let budget = options.records.max(1) * 3 / 2 + 20;
-    let cut_at = 1 + rng.below(budget);
+    // A run with the power on counts the file operations of the workload, so that
+    // the cut falls anywhere in it (or just after it).
+    let dry = root.join("dry");
+    let counter = journal::watch(&dry, u64::MAX, 0);
+    let counted = workload(&dry, seed, options, &counter);
+    drop(counted);
+    let ops = counter.lock().ops();
+    journal::unwatch(&counter);
+    let _ = std::fs::remove_dir_all(&dry);
+
+    let dir = root.join("run");
+    let dir = dir.as_path();
+    let mut rng = Rng::new(seed ^ 0xC0FF_EE00_D15C_0BAD);
+    let cut_at = 1 + rng.below(ops + 2);
     let journal = journal::watch(dir, cut_at, rng.next());
-    let syncing = options.durability == Durability::PerBatch;
-
-    let mut puts: Vec<Put> = Vec::new();
-    // Index in `puts` up to which every record must survive.
-    let mut durable_puts = 0usize;
-    let mut committed: HashMap<ShardId, Vec<SequenceNumber>> = HashMap::new();
-    let mut durable_checkpoints: HashMap<ShardId, SequenceNumber> = HashMap::new();
-    let mut next_value: HashMap<String, u64> = HashMap::new();
-    let mut put_count = 0u64;
-
-    let stream = match build(dir, options) {
-        Ok(s) => Some(s),
-        // The power went off while the directory was being made.
-        Err(_) if journal.lock().is_off() => None,
+    let (w, stream) = match workload(dir, seed, options, &journal) {
+        Ok(r) => r,
         Err(e) => {
             journal::unwatch(&journal);
             return Err(e);
         }
     };
-    if let Some(stream) = &stream {
-        while put_count < options.records && !journal.lock().is_off() {
-            match rng.below(10) {
-                0..=6 => {
-                    let n = 1 + rng.below(8);
-                    let batch: Vec<(String, String)> = (0..n)
-                        .map(|_| {
-                            let key = format!("key-{}", rng.below(12));
-                            let v = next_value.entry(key.clone()).or_insert(0);
-                            *v += 1;
-                            let data = format!("{key}:{v}");
-                            (key, data)
-                        })
-                        .collect();
-                    put_count += n;
-                    let results = stream.put_records(
-                        batch
-                            .iter()
-                            .map(|(k, d)| PutRecord::new(k.clone(), d.clone()))
-                            .collect(),
-                    );
-                    for ((key, data), r) in batch.into_iter().zip(results) {
-                        if let Ok(p) = r {
-                            puts.push(Put {
-                                shard: p.shard,
-                                sequence: p.sequence,
-                                key,
-                                data,
-                            });
-                        }
-                    }
-                    if syncing {
-                        durable_puts = puts.len();
-                    }
-                }
-                7 | 8 => {
-                    // Checkpoint the last record put on a shard.
-                    if let Some(p) = puts.last() {
-                        let (shard, seq) = (p.shard, p.sequence);
-                        if stream.commit_checkpoint(GROUP, shard, seq).is_ok() {
-                            committed.entry(shard).or_default().push(seq);
-                        }
-                    }
-                }
-                _ => {
-                    let covered = puts.len();
-                    let snapshot: Vec<(ShardId, SequenceNumber)> = committed
-                        .iter()
-                        .filter_map(|(s, v)| v.last().map(|q| (*s, *q)))
-                        .collect();
-                    if stream.sync().is_ok() {
-                        durable_puts = covered;
-                        durable_checkpoints.extend(snapshot);
-                    }
-                }
-            }
-        }
-    }
+    let Workload {
+        puts,
+        durable_puts,
+        committed,
+        durable_checkpoints,
+    } = w;
     journal.lock().power_off();
     drop(stream);
     // Every handle on the directory must be closed before the damage is done.
     match crate::durable::lock_dir(dir) {
         Ok(lock) => drop(lock),
-        Err(e) => report
-            .problems
-            .push(format!("the old handle did not let go of the directory: {e}")),
+        Err(e) => report.problems.push(format!(
+            "the old handle did not let go of the directory: {e}"
+        )),
     }
     let damage = journal.lock().apply_power_loss();
     journal::unwatch(&journal);
@@ -303,9 +349,9 @@ fn run_in(dir: &Path, seed: u64, options: &StreamPowerLossOptions) -> Result<Str
         Ok(s) => s,
         Err(e) => {
             report.unopenable = true;
-            report
-                .problems
-                .push(format!("the stream does not open: {e} (damage: {damage:?})"));
+            report.problems.push(format!(
+                "the stream does not open: {e} (damage: {damage:?})"
+            ));
             return Ok(report);
         }
     };
@@ -343,7 +389,11 @@ fn run_in(dir: &Path, seed: u64, options: &StreamPowerLossOptions) -> Result<Str
             .problems
             .push(format!("the reopened stream refuses a put: {e}")),
         Ok(p) => match build(dir, options).and_then(|s| {
-            s.read_at(p.shard, Position::AtSequence(p.sequence), ReadLimit::records(1))
+            s.read_at(
+                p.shard,
+                Position::AtSequence(p.sequence),
+                ReadLimit::records(1),
+            )
         }) {
             Ok(b) if b.records.first().is_some_and(|r| r.data == "after") => {}
             Ok(_) => report
@@ -407,11 +457,15 @@ fn check_records(must: &[Put], got: &[Record], report: &mut StreamPowerLossRepor
     for r in got {
         let text = std::str::from_utf8(&r.data).unwrap_or("");
         let Some((key, v)) = text.rsplit_once(':') else {
-            report.problems.push(format!("record {text:?} was never put"));
+            report
+                .problems
+                .push(format!("record {text:?} was never put"));
             continue;
         };
         let Ok(v) = v.parse::<u64>() else {
-            report.problems.push(format!("record {text:?} was never put"));
+            report
+                .problems
+                .push(format!("record {text:?} was never put"));
             continue;
         };
         if let Some(prev) = last.insert(key, v)

@@ -243,7 +243,7 @@ impl StreamBuilder {
                         closed: false,
                     })
                     .collect();
-                durable::write_topology(dir, &metas, sync).map_err(|e| e.with_table(&self.name))?;
+                durable::write_topology(dir, &metas).map_err(|e| e.with_table(&self.name))?;
                 metas
             }
         };

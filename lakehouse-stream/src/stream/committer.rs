@@ -77,7 +77,10 @@ pub(super) struct Committer {
 }
 
 fn closed() -> Error {
-    Error::new(ErrorKind::Io, "the stream was closed before its writes were done")
+    Error::new(
+        ErrorKind::Io,
+        "the stream was closed before its writes were done",
+    )
 }
 
 impl Committer {

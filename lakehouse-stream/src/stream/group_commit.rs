@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use lakehouse_core::{Error, ErrorKind, Result};
@@ -54,9 +54,6 @@ pub(super) struct Durable {
     pub(super) checkpoints_failed: Mutex<Option<Error>>,
     /// The `CHECKPOINTS` file (lock order: after `checkpoints_failed`).
     checkpoint_log: Mutex<CheckpointLog>,
-    /// `TOPOLOGY` was written without fsync (`Durability::None`): the next sync
-    /// fsyncs it.
-    pub(super) topology_unsynced: AtomicBool,
     _lock: File,
 }
 
@@ -94,7 +91,6 @@ impl Durable {
             checkpoints_dirty: AtomicBool::new(false),
             checkpoints_failed: Mutex::new(None),
             checkpoint_log: Mutex::new(checkpoint_log),
-            topology_unsynced: AtomicBool::new(durability == Durability::None),
             _lock: lock,
         }
     }
@@ -260,14 +256,6 @@ impl Inner {
             }
             Ok(())
         };
-        if sync
-            && let Some(d) = &self.durable
-            && d.topology_unsynced.swap(false, Ordering::SeqCst)
-            && let Err(e) = durable::sync_topology(&d.dir)
-        {
-            d.topology_unsynced.store(true, Ordering::SeqCst);
-            return Err(e.with_table(&self.name));
-        }
         let checkpoints_dirty = self.durable.as_ref().is_some_and(|d| {
             d.checkpoints_dirty.load(Ordering::SeqCst)
                 || (sync && d.checkpoint_log.lock().unsynced())

@@ -158,7 +158,11 @@ impl Stream {
             drop(log);
             shard.data.notify_all();
             if self.inner.durable.is_some() {
-                let shards = if full { vec![shard.clone()] } else { Vec::new() };
+                let shards = if full {
+                    vec![shard.clone()]
+                } else {
+                    Vec::new()
+                };
                 self.inner
                     .after_append(&shards, wait, jobs)
                     .map_err(|e| e.with_shard(shard.id).with_version(sequence))?;

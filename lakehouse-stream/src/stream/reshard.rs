@@ -7,7 +7,7 @@ use lakehouse_core::{Error, ErrorKind, Result, ShardId};
 
 use super::Stream;
 use super::shard::{Shard, Topology};
-use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+use crate::durable::{self, ShardFiles, ShardMeta};
 
 impl Stream {
     /// Splits an open shard at `new_starting_hash_key`: the lower child owns
@@ -122,12 +122,6 @@ impl Stream {
             .chain(added)
             .map(|s| s.meta(closing.contains(&s.id)))
             .collect();
-        let sync = d.durability != Durability::None;
-        durable::write_topology(&d.dir, &metas, sync).map_err(|e| e.with_table(&self.inner.name))?;
-        if !sync {
-            d.topology_unsynced
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(())
+        durable::write_topology(&d.dir, &metas).map_err(|e| e.with_table(&self.inner.name))
     }
 }
