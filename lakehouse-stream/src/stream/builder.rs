@@ -41,7 +41,8 @@ impl StreamBuilder {
     /// consumer-group checkpoints are kept beside them. If `dir` holds a stream already,
     /// [`build`](Self::build) reopens it: the shard count given to
     /// [`shards`](Self::shards) is then ignored, every segment is checked, a torn tail
-    /// (a frame cut short by a crash) is truncated and each shard's newest records are
+    /// (a frame cut short, zero fill or garbage after the last valid frame, as a crash
+    /// or power loss leaves it) is truncated and each shard's newest records are
     /// loaded into its memory window.
     ///
     /// A durable shard keeps in memory only its newest records, at most
@@ -145,10 +146,11 @@ impl StreamBuilder {
     /// [`ErrorKind::InvalidInput`] for zero shards, a zero record limit, or a shard
     /// bound smaller than one record. For a durable stream: `Io` when the directory
     /// cannot be read or written, `Conflict` when another handle (in this or another
-    /// process) has it open, and `Corrupt` when a segment fails its checksum or a
-    /// segment is missing; the error names the shard, the file and the byte offset of
-    /// the bad frame, and the stream is not opened, so no record at or after it is
-    /// served.
+    /// process) has it open, and `Corrupt` when a damaged frame is followed by valid
+    /// ones (or a valid frame is out of sequence, or `TOPOLOGY` or a whole block of
+    /// `CHECKPOINTS` fails its checksum); the error names the shard, the file and the
+    /// byte offset of the bad frame, and the stream is not opened, so no record at or
+    /// after it is served.
     pub fn build(self) -> Result<Stream> {
         if self.shards == 0
             || self.max_record_bytes == 0

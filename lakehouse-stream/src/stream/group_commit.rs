@@ -14,7 +14,7 @@ use super::committer::Job;
 use super::put::Wait;
 use super::shard::Shard;
 use super::{Inner, Stream};
-use crate::durable::{self, CheckpointLog, Durability, ShardFiles};
+use crate::durable::{CheckpointLog, Durability, ShardFiles};
 
 /// Pending frames of a shard are written to its segment once they reach this size
 /// (durable streams without per-batch fsync).
