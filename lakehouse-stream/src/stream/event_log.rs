@@ -45,7 +45,7 @@ impl lakehouse_core::EventLog for Stream {
         Ok(put)
     }
 
-    /// As [`put`](Self::put); when the disk work fails, every record of the call put
+    /// As `put`; when the disk work fails, every record of the call put
     /// so far fails with it (whether it is durable is unknown).
     async fn put_batch(&self, records: Vec<PutRecord>) -> Result<Vec<Result<PutResult>>> {
         let mut jobs = Vec::new();
