@@ -63,7 +63,7 @@ impl ConsumerGroup {
         ConsumerGroup {
             stream,
             name: Arc::from(name.into()),
-            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+            lease_ms: crate::millis(lease),
             clock,
             state: Arc::new(Mutex::new(GroupState::default())),
         }

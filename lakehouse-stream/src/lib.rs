@@ -23,12 +23,14 @@
 //! back from its segments through a sparse index, so its retention and
 //! `max_shard_bytes` bound the disk, not memory ([`Stream::memory_bytes`] reports what
 //! each shard holds). Reopening the directory checks every frame, rebuilds the segment
-//! index, loads each shard's window, truncates a torn tail left by a crash, restores
-//! the shard lineage and the consumer checkpoints, and refuses (with `Corrupt`, naming
-//! the shard, file and byte offset) a segment whose checksum fails. Committing a
-//! checkpoint never waits for the disk: the commit rounds write the checkpoints, many
-//! commits to one write (see [`Stream::commit_checkpoint`]), so consumers that
-//! checkpoint every batch are not slowed by fsyncs.
+//! index, loads each shard's window, truncates a torn tail left by a crash or power
+//! loss (an incomplete frame, zero fill or garbage after the last valid frame),
+//! restores the shard lineage and the consumer checkpoints, and refuses (with
+//! `Corrupt`, naming the shard, file and byte offset) a damaged frame that valid
+//! frames follow. Committing a checkpoint never waits for the disk: the commit rounds
+//! append the checkpoints that changed to a log, many commits to one write (see
+//! [`Stream::commit_checkpoint`]), so consumers that checkpoint every batch are not
+//! slowed by fsyncs.
 //!
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
@@ -96,6 +98,11 @@
 //!   map, lineage and checkpoints in KV buckets), on `async-nats` with only its
 //!   `jetstream`, `kv` and `ring` features. The [`nats`] module describes the mapping.
 //!
+//! * `fault-injection` (off by default, for tests and benchmarks): [`faults`], a
+//!   seeded power-loss simulation of a durable stream (un-fsynced bytes dropped, cut
+//!   or replaced by garbage, un-fsynced directory entries lost) that checks what
+//!   survives.
+//!
 //! Durable mode needs no feature: it uses `std::fs` and the `crc32c` crate.
 //!
 //! # Runtime
@@ -108,18 +115,24 @@
 //! [`Durability::Interval`] runs one background thread per stream; call durable puts
 //! from `spawn_blocking` in async code. A put under [`Backpressure::Wait`] blocks its thread while the shard is
 //! full; call it from `spawn_blocking` in async code. The `EventLog` implementation
-//! calls the same methods and never waits unless that policy is chosen.
-//! [`TableDelivery::poll`] is async and runtime-agnostic; call it in a loop or on a
+//! appends in memory on the caller's task and leaves a durable stream's writes and
+//! fsyncs to a committer thread of the stream (started by the first such put), which
+//! it awaits: it never blocks an executor's worker on the disk (unless
+//! `Backpressure::Wait` is chosen). [`TableDelivery::poll`] is async and
+//! runtime-agnostic (it decodes on a thread of its own); call it in a loop or on a
 //! timer from your executor.
 
 mod blocks;
 mod durable;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod offload;
 mod route;
 mod sink;
 mod stream;
@@ -133,3 +146,9 @@ pub use crate::stream::{
     Backpressure, GetRecords, ShardIterator, Stream, StreamBuilder, Subscription, TrimmedRead,
 };
 pub use lakehouse_core::{Error, ErrorKind, Result};
+
+/// `d` in whole milliseconds, saturating: `Duration::MAX` (or any duration past
+/// `i64::MAX` ms) means "never", not a negative age.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -13,6 +13,8 @@ use lakehouse_core::{
 };
 use parking_lot::Mutex;
 
+use crate::offload::offload;
+
 /// Turns records into Arrow rows.
 pub trait Decoder: Send + Sync {
     /// The schema of the batches [`decode`](Self::decode) returns.
@@ -97,6 +99,22 @@ pub struct TableDelivery<L, T> {
     clock: Arc<dyn Clock>,
     state: Mutex<HashMap<ShardId, Buffer>>,
     finished: Mutex<HashSet<ShardId>>,
+    /// Shards a running `poll` is reading and committing: a concurrent `poll` leaves
+    /// them alone, so no two commits of one shard overlap.
+    claimed: Mutex<HashSet<ShardId>>,
+}
+
+/// A shard claimed by one `poll`; released when dropped, also when the poll's future
+/// is dropped midway (the next poll then resumes from the table).
+struct Claim<'a> {
+    claimed: &'a Mutex<HashSet<ShardId>>,
+    shard: ShardId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claimed.lock().remove(&self.shard);
+    }
 }
 
 impl<L, T> fmt::Debug for TableDelivery<L, T> {
@@ -121,6 +139,7 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             clock: Arc::new(SystemClock),
             state: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
+            claimed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -152,6 +171,10 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
     /// Reads what is available on every shard and commits the buffers that are due;
     /// `force` commits every non-empty buffer.
     ///
+    /// Polls may run concurrently (the method takes `&self`): a shard that another
+    /// poll of this delivery is working on is skipped, so each shard is read and
+    /// committed by one poll at a time and no record is committed twice.
+    ///
     /// # Errors
     ///
     /// A log, decoder (without a dead-letter log) or table error; the failing shard
@@ -170,6 +193,13 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             if !parents_done {
                 continue;
             }
+            if !self.claimed.lock().insert(shard.id) {
+                continue;
+            }
+            let _claim = Claim {
+                claimed: &self.claimed,
+                shard: shard.id,
+            };
             if let Err(e) = self.poll_shard(shard.id, force, &mut report).await {
                 // Forget the buffer: the next poll resumes from the table.
                 self.state.lock().remove(&shard.id);
@@ -242,8 +272,8 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         buffer.records.len() >= self.policy.max_records
             || buffer.bytes >= self.policy.max_bytes
             || (!buffer.records.is_empty()
-                && self.clock.now_millis() - buffer.since_ms
-                    >= self.policy.max_age.as_millis() as i64)
+                && self.clock.now_millis().saturating_sub(buffer.since_ms)
+                    >= crate::millis(self.policy.max_age))
     }
 
     async fn flush(
@@ -258,10 +288,24 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         let Some(last) = records.last().map(|r| r.sequence) else {
             return Ok(());
         };
-        let batch = match self.decoder.decode(&records) {
-            Ok(b) => b,
-            Err(e) => self.isolate(shard, &records, e, report).await?,
-        };
+        // Decoding is CPU work: it runs off the executor's worker.
+        let decoder = self.decoder.clone();
+        let isolate = self.dead_letter.is_some();
+        let decoded = offload(move || decode(&*decoder, &records, isolate))
+            .await?
+            .map_err(|e| e.with_shard(shard))?;
+        if let Some(dlq) = &self.dead_letter {
+            for (seq, record) in decoded.dead {
+                dlq.put(record).await.map_err(|e| {
+                    Error::new(ErrorKind::External, "the dead-letter log refused a record")
+                        .with_shard(shard)
+                        .with_version(seq)
+                        .with_source(e)
+                })?;
+                report.dead_lettered += 1;
+            }
+        }
+        let batch = decoded.batch?;
         let rows = batch.num_rows() as u64;
         match self
             .table
@@ -277,43 +321,47 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         self.log.commit_checkpoint(&self.name, shard, last).await?;
         Ok(())
     }
+}
 
-    /// Decodes records one by one, sends the malformed ones to the dead-letter log and
-    /// returns the batch of the good ones.
-    async fn isolate(
-        &self,
-        shard: ShardId,
-        records: &[Record],
-        first: Error,
-        report: &mut DeliveryReport,
-    ) -> Result<RecordBatch> {
-        let Some(dlq) = &self.dead_letter else {
-            return Err(first.with_shard(shard));
-        };
-        let mut good = Vec::with_capacity(records.len());
-        let mut dead: Vec<(SequenceNumber, PutRecord)> = Vec::new();
-        for r in records {
-            match self.decoder.decode(std::slice::from_ref(r)) {
-                Ok(_) => good.push(r.clone()),
-                Err(e) => {
-                    let mut data = format!("{e}\n").into_bytes();
-                    data.extend_from_slice(&r.data);
-                    dead.push((r.sequence, PutRecord::new(r.partition_key.clone(), data)));
-                }
+/// What decoding a buffer gave: the batch of its good records, and the malformed ones
+/// for the dead-letter log.
+struct Decoded {
+    batch: Result<RecordBatch>,
+    dead: Vec<(SequenceNumber, PutRecord)>,
+}
+
+/// Decodes `records`; when that fails and `isolate`, decodes them one by one to set
+/// the malformed ones apart (with the decoder's error prefixed to their data).
+/// Without `isolate` a failure is the error.
+fn decode(decoder: &dyn Decoder, records: &[Record], isolate: bool) -> Result<Decoded> {
+    let first = match decoder.decode(records) {
+        Ok(batch) => {
+            return Ok(Decoded {
+                batch: Ok(batch),
+                dead: Vec::new(),
+            });
+        }
+        Err(e) => e,
+    };
+    if !isolate {
+        return Err(first);
+    }
+    let mut good = Vec::with_capacity(records.len());
+    let mut dead = Vec::new();
+    for r in records {
+        match decoder.decode(std::slice::from_ref(r)) {
+            Ok(_) => good.push(r.clone()),
+            Err(e) => {
+                let mut data = format!("{e}\n").into_bytes();
+                data.extend_from_slice(&r.data);
+                dead.push((r.sequence, PutRecord::new(r.partition_key.clone(), data)));
             }
         }
-        for (seq, record) in dead {
-            dlq.put(record).await.map_err(|e| {
-                Error::new(ErrorKind::External, "the dead-letter log refused a record")
-                    .with_shard(shard)
-                    .with_version(seq)
-                    .with_source(e)
-            })?;
-            report.dead_lettered += 1;
-        }
-        if good.is_empty() {
-            return Ok(RecordBatch::new_empty(self.decoder.schema()));
-        }
-        self.decoder.decode(&good)
     }
+    let batch = if good.is_empty() {
+        Ok(RecordBatch::new_empty(decoder.schema()))
+    } else {
+        decoder.decode(&good)
+    };
+    Ok(Decoded { batch, dead })
 }

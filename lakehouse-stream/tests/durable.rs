@@ -599,3 +599,260 @@ fn acknowledged_records_are_read_from_memory_without_the_segments() {
     assert_eq!(got, want);
     assert_eq!(b.records.last().unwrap().sequence, puts[49].sequence);
 }
+
+/// Runs one power-loss simulation per seed and durability setting.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn power_loss_loses_no_acknowledged_record_and_the_stream_reopens() {
+    use lakehouse_stream::faults::{StreamPowerLossOptions, run_power_loss};
+    let mut acknowledged = 0;
+    for seed in 0..21u64 {
+        let durability = match seed % 3 {
+            0 => Durability::PerBatch,
+            1 => Durability::None,
+            _ => Durability::Interval(Duration::from_millis(2)),
+        };
+        let options = StreamPowerLossOptions::new()
+            .shards(2)
+            .records(120)
+            .durability(durability);
+        let report = run_power_loss(seed, &options).unwrap();
+        assert_eq!(report.seed, seed);
+        assert!(report.is_clean(), "{durability:?}: {report:#?}");
+        acknowledged += report.acknowledged_records;
+    }
+    assert!(
+        acknowledged > 0,
+        "the runs acknowledged records before the cut"
+    );
+}
+
+/// After a power loss the last frame may hold garbage rather than zeros: the garbage
+/// is a torn tail, truncated on open, and the stream takes writes after it.
+#[test]
+fn a_garbage_tail_is_truncated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Stream::builder("t")
+        .shards(1)
+        .durable(dir.path())
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        stream
+            .put_record(PutRecord::new("k", format!("value-{i}")))
+            .unwrap();
+    }
+    drop(stream);
+    let seg = segments(dir.path(), 0).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // The last 20 bytes (inside the last frame) and 100 more are garbage.
+    let mut x = 0x9e37_79b9_u32;
+    let at = bytes.len() - 20;
+    bytes.truncate(at);
+    for _ in 0..120 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push((x >> 8) as u8);
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let stream = Stream::builder("t").durable(dir.path()).build().unwrap();
+    let values: Vec<_> = all_records(&stream)
+        .iter()
+        .map(|r| r.data.clone())
+        .collect();
+    let expect: Vec<_> = (0..9)
+        .map(|i| bytes::Bytes::from(format!("value-{i}")))
+        .collect();
+    assert_eq!(values, expect);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len / 10 * 9);
+    stream.put_record(PutRecord::new("k", "again")).unwrap();
+    drop(stream);
+    let stream = Stream::builder("t").durable(dir.path()).build().unwrap();
+    assert_eq!(all_records(&stream).len(), 10);
+}
+
+/// Under `Durability::None` a finished segment is not fsynced before the next one
+/// starts, so a power loss can tear any segment: the shard's log ends at the tear,
+/// and the later segments (never made durable) are set aside instead of making the
+/// stream unopenable.
+#[test]
+fn a_torn_older_segment_of_a_stream_without_fsync_ends_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Stream::builder("n")
+        .shards(1)
+        .durable(dir.path())
+        .durability(Durability::None)
+        .segment_bytes(512)
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        stream
+            .put_record(PutRecord::new("k", format!("value-{i:03}")))
+            .unwrap();
+    }
+    drop(stream);
+    let segs = segments(dir.path(), 0);
+    assert!(segs.len() >= 3, "{segs:?}");
+    let first_len = std::fs::metadata(&segs[0]).unwrap().len();
+    let frame = 12 + 20 + 1 + 9;
+    assert_eq!(first_len % frame, 0);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap();
+    f.set_len(first_len - 5).unwrap();
+    drop(f);
+
+    let stream = Stream::builder("n")
+        .durable(dir.path())
+        .durability(Durability::None)
+        .build()
+        .unwrap();
+    let kept = (first_len / frame - 1) as usize;
+    let values: Vec<_> = all_records(&stream)
+        .iter()
+        .map(|r| r.data.clone())
+        .collect();
+    let expect: Vec<_> = (0..kept)
+        .map(|i| bytes::Bytes::from(format!("value-{i:03}")))
+        .collect();
+    assert_eq!(values, expect);
+    // Sequence numbers go on from the end of the log.
+    let put = stream.put_record(PutRecord::new("k", "after")).unwrap();
+    assert_eq!(put.sequence, kept as u64);
+    assert!(
+        std::fs::read_dir(dir.path().join("shard-0000"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".orphan")),
+        "later segments are kept aside"
+    );
+    drop(stream);
+    let stream = Stream::builder("n").durable(dir.path()).build().unwrap();
+    assert_eq!(all_records(&stream).len(), kept + 1);
+}
+
+/// A commit round appends only the checkpoints that changed to `CHECKPOINTS` (one
+/// write and one fsync, no rewrite of the file through a renamed copy).
+#[cfg(unix)]
+#[test]
+fn a_commit_round_appends_only_the_changed_checkpoints() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    for g in 0..20 {
+        stream
+            .commit_checkpoint(&format!("g{g}"), ShardId(1), 5)
+            .unwrap();
+    }
+    stream.put_record(PutRecord::new("k", "v")).unwrap();
+    assert_eq!(checkpoint_lines(dir.path()).unwrap().len(), 20);
+    let inode = std::fs::metadata(dir.path().join("CHECKPOINTS"))
+        .unwrap()
+        .ino();
+    for seq in 6..16 {
+        stream.commit_checkpoint("g3", ShardId(1), seq).unwrap();
+        stream.put_record(PutRecord::new("k", "v")).unwrap();
+    }
+    let lines = checkpoint_lines(dir.path()).unwrap();
+    // "g3" is hex 6733.
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    assert_eq!(lines.last().unwrap(), "1 15 6733");
+    assert_eq!(
+        std::fs::metadata(dir.path().join("CHECKPOINTS"))
+            .unwrap()
+            .ino(),
+        inode,
+        "appended in place"
+    );
+    drop(stream);
+    let stream = open(dir.path(), Durability::PerBatch);
+    assert_eq!(stream.checkpoint("g3", ShardId(1)).unwrap(), Some(15));
+    assert_eq!(stream.checkpoint("g7", ShardId(1)).unwrap(), Some(5));
+}
+
+/// A block of `CHECKPOINTS` torn by a crash is dropped on open (the checkpoints
+/// before it stay); a damaged block followed by a whole one is `Corrupt`.
+#[test]
+fn a_torn_checkpoint_block_is_dropped_and_a_damaged_one_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    stream.commit_checkpoint("g", ShardId(0), 4).unwrap();
+    stream.sync().unwrap();
+    stream.commit_checkpoint("g", ShardId(0), 9).unwrap();
+    stream.sync().unwrap();
+    drop(stream);
+    let path = dir.path().join("CHECKPOINTS");
+    let whole = std::fs::read(&path).unwrap();
+    // Cut the last block in its checksum line.
+    std::fs::write(&path, &whole[..whole.len() - 4]).unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    assert_eq!(stream.checkpoint("g", ShardId(0)).unwrap(), Some(4));
+    stream.commit_checkpoint("g", ShardId(0), 11).unwrap();
+    stream.sync().unwrap();
+    drop(stream);
+    let stream = open(dir.path(), Durability::PerBatch);
+    assert_eq!(stream.checkpoint("g", ShardId(0)).unwrap(), Some(11));
+    drop(stream);
+    // Damage the first block: the later blocks show it is not a torn tail.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Stream::builder("d")
+        .durable(dir.path())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
+
+/// On a single-threaded runtime, a task keeps running while durable puts made
+/// through the `EventLog` contract wait for their fsync: the wait happens on the
+/// stream's committer thread, not on the runtime's only worker.
+#[tokio::test]
+async fn event_log_puts_do_not_block_the_runtime_while_they_wait_for_fsync() {
+    use lakehouse_core::EventLog;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let stream = open(dir.path(), Durability::PerBatch);
+    let ticks = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (ticks, stop) = (ticks.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for i in 0..20 {
+        EventLog::put(&stream, PutRecord::new("k", format!("{i}")))
+            .await
+            .unwrap();
+    }
+    for b in 0..5 {
+        let batch = (0..4)
+            .map(|i| PutRecord::new("k", format!("{}", 20 + b * 4 + i)))
+            .collect();
+        let results = EventLog::put_batch(&stream, batch).await.unwrap();
+        assert!(results.iter().all(Result::is_ok));
+    }
+    let during = ticks.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    ticker.await.unwrap();
+    assert!(during > 0, "the other task ran while puts waited");
+    // Every acknowledged record is durable, hence visible, in order.
+    let got = all_records(&stream);
+    let values: Vec<u32> = got
+        .iter()
+        .map(|r| std::str::from_utf8(&r.data).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(values, (0..40).collect::<Vec<_>>());
+}

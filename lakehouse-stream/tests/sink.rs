@@ -304,3 +304,121 @@ async fn delivers_records_read_back_from_disk() {
     assert_eq!((r.records_read, r.rows_committed), (100, 100));
     assert_eq!(amounts(&table).await, (0..100).collect::<Vec<_>>());
 }
+
+/// A `max_age` of `Duration::MAX` never makes a buffer due by age.
+#[tokio::test]
+async fn a_max_age_of_duration_max_never_flushes_by_age() {
+    let clock = ManualClock::at_millis(0);
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), Arc::new(Csv(schema())))
+        .with_policy(FlushPolicy {
+            max_records: 100,
+            max_bytes: 1 << 20,
+            max_age: std::time::Duration::MAX,
+        })
+        .with_clock(Arc::new(clock.clone()));
+    put(&stream, 0, 3);
+    clock.advance_millis(1_000_000);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!((r.records_read, r.rows_committed), (3, 0));
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!(r.rows_committed, 3);
+}
+
+/// A table whose appends yield to the executor before they commit (the first once,
+/// later ones three times, so the first commits first), and whose first append lets
+/// more records arrive in the stream meanwhile.
+#[derive(Debug)]
+struct SlowTable {
+    table: MemoryTable,
+    stream: Stream,
+    first: AtomicBool,
+}
+
+#[async_trait]
+impl TableSink for SlowTable {
+    fn sink_schema(&self) -> SchemaRef {
+        self.table.sink_schema()
+    }
+
+    async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        let yields = if self.first.swap(false, Ordering::SeqCst) {
+            put(&self.stream, 7, 10);
+            1
+        } else {
+            3
+        };
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
+        }
+        self.table.append(batches, txn).await
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        self.table.last_sequence(app_id).await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_polls_of_one_delivery_commit_each_record_once() {
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let slow = Arc::new(SlowTable {
+        table: table.clone(),
+        stream: stream.clone(),
+        first: AtomicBool::new(true),
+    });
+    put(&stream, 0, 7);
+    let delivery = TableDelivery::new("s", stream.clone(), slow, Arc::new(Csv(schema())))
+        .with_policy(FlushPolicy {
+            max_records: 10,
+            ..FlushPolicy::default()
+        });
+    let (a, b) = tokio::join!(delivery.poll(true), delivery.poll(true));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!(
+        a.rows_committed + b.rows_committed + r.rows_committed,
+        10,
+        "{a:?} {b:?} {r:?}"
+    );
+    assert_eq!(
+        amounts(&table).await,
+        (0..10).collect::<Vec<_>>(),
+        "every record once"
+    );
+}
+
+/// Decodes as `Csv` and notes the threads it ran on.
+struct Noting(Csv, std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+impl Decoder for Noting {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn decode(&self, records: &[Record]) -> Result<RecordBatch> {
+        self.1.lock().unwrap().push(std::thread::current().id());
+        self.0.decode(records)
+    }
+}
+
+/// Decoding is CPU work: it does not run on the executor's worker (here the test's
+/// own thread, on a single-threaded runtime), malformed records included.
+#[tokio::test]
+async fn decoding_runs_off_the_executor() {
+    let stream = Stream::builder("orders").shards(1).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    put(&stream, 0, 10);
+    stream.put_record(PutRecord::new("u1", "garbage")).unwrap();
+    let decoder = Arc::new(Noting(Csv(schema()), Default::default()));
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), decoder.clone())
+        .with_dead_letter(Arc::new(MemoryLog::new(1)));
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!((r.rows_committed, r.dead_lettered), (10, 1));
+    let threads = decoder.1.lock().unwrap().clone();
+    assert!(threads.len() >= 3, "whole batch, one by one, the good ones");
+    let me = std::thread::current().id();
+    assert!(threads.iter().all(|t| *t != me), "{threads:?}");
+}

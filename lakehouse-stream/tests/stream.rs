@@ -547,3 +547,30 @@ proptest! {
         }
     }
 }
+
+/// `Duration::MAX` means "forever", not a negative number of milliseconds: a record
+/// is kept and an iterator stays valid however long ago they were made.
+#[test]
+fn duration_max_retention_and_iterator_ttl_keep_records_and_iterators() {
+    let clock = ManualClock::at_millis(1_000);
+    let stream = clocked(&clock)
+        .shards(1)
+        .retention(Some(Duration::MAX))
+        .iterator_ttl(Duration::MAX)
+        .backpressure(Backpressure::Wait(Duration::MAX))
+        .build()
+        .unwrap();
+    let put = stream.put_record(PutRecord::new("k", "kept")).unwrap();
+    let it = stream
+        .shard_iterator(put.shard, Position::TrimHorizon)
+        .unwrap();
+    clock.advance_millis(10_000);
+    stream.put_record(PutRecord::new("k", "second")).unwrap();
+    let out = stream.get_records(&it, ReadLimit::records(10)).unwrap();
+    let data: Vec<_> = out.records.iter().map(|r| r.data.clone()).collect();
+    assert_eq!(data, vec![Bytes::from("kept"), Bytes::from("second")]);
+    let mut sub = stream
+        .subscribe(put.shard, Position::TrimHorizon, 10)
+        .unwrap();
+    assert_eq!(sub.recv(Duration::MAX).unwrap().unwrap().len(), 2);
+}

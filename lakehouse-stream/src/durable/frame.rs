@@ -100,19 +100,44 @@ pub(super) struct Scanned {
     pub(super) count: u64,
     /// Bytes of whole, valid frames; a torn tail starts here.
     pub(super) valid_len: u64,
-    /// The segment ended in an incomplete frame or zero fill.
+    /// The segment ends in bytes that are no valid frame and are followed by none: an
+    /// incomplete frame, zero fill or garbage, as a crash or power loss leaves them.
     pub(super) torn: bool,
 }
 
+/// Whether a whole, valid frame (both checksums) starts at `b[at..]`.
+fn valid_frame_at(b: &[u8], at: usize) -> bool {
+    let Some(rest) = b.get(at..) else {
+        return false;
+    };
+    if rest.len() < HEADER {
+        return false;
+    }
+    match check_header(rest) {
+        Ok(body_len) => rest
+            .get(HEADER..HEADER + body_len)
+            .is_some_and(|body| decode_body(rest, body).is_ok()),
+        Err(_) => false,
+    }
+}
+
+/// Whether a valid frame starts anywhere in `b` after offset `at`.
+fn valid_frame_after(b: &[u8], at: usize) -> bool {
+    (at + 1..b.len().saturating_sub(HEADER - 1)).any(|p| valid_frame_at(b, p))
+}
+
 /// Checks the frames of one segment whose first record must have sequence `first`,
-/// calling `each` with every valid frame and its file offset. `newest` says whether it
-/// is the shard's newest segment, the only place where a torn tail is expected.
+/// calling `each` with every valid frame and its file offset.
+///
+/// Bytes after the last valid frame that hold no valid frame (an incomplete frame,
+/// zero fill, garbage) are a torn tail: the scan stops there and says so. A bad frame
+/// followed by a valid one, or a valid frame out of sequence, is
+/// [`ErrorKind::Corrupt`] naming the shard, file and offset.
 pub(super) fn scan(
     b: &[u8],
     shard: ShardId,
     path: &Path,
     first: SequenceNumber,
-    newest: bool,
     mut each: impl FnMut(u64, &Frame<'_>),
 ) -> Result<Scanned> {
     let corrupt = |offset: usize, what: String| {
@@ -130,34 +155,39 @@ pub(super) fn scan(
     let mut expect = first;
     while at < b.len() {
         let rest = &b[at..];
-        let tail_is_zero = || rest.iter().all(|&x| x == 0);
-        if rest.len() < HEADER {
-            if newest {
-                out.torn = true;
-                break;
+        let bad = |what: String| {
+            if valid_frame_after(b, at) {
+                Err(corrupt(at, what))
+            } else {
+                Ok(())
             }
-            return Err(corrupt(
-                at,
-                format!("{} stray bytes after the last frame", rest.len()),
-            ));
+        };
+        if rest.len() < HEADER {
+            bad(format!("{} stray bytes after the last frame", rest.len()))?;
+            out.torn = true;
+            break;
         }
         let body_len = match check_header(rest) {
             Ok(n) => n,
-            Err(_) if newest && tail_is_zero() => {
+            Err(what) => {
+                bad(what)?;
                 out.torn = true;
                 break;
             }
-            Err(what) => return Err(corrupt(at, what)),
         };
         if rest.len() < HEADER + body_len {
-            if newest {
+            bad("frame runs past the end of the segment".into())?;
+            out.torn = true;
+            break;
+        }
+        let frame = match decode_body(rest, &rest[HEADER..HEADER + body_len]) {
+            Ok(f) => f,
+            Err(what) => {
+                bad(what)?;
                 out.torn = true;
                 break;
             }
-            return Err(corrupt(at, "frame runs past the end of the segment".into()));
-        }
-        let frame = decode_body(rest, &rest[HEADER..HEADER + body_len])
-            .map_err(|what| corrupt(at, what))?;
+        };
         if frame.sequence != expect {
             return Err(corrupt(
                 at,
@@ -197,7 +227,7 @@ mod tests {
 
     fn scan_all(b: &[u8], shard: u32) -> Result<(Scanned, Seen)> {
         let mut seen = Vec::new();
-        let s = scan(b, ShardId(shard), Path::new("x"), 0, true, |at, f| {
+        let s = scan(b, ShardId(shard), Path::new("x"), 0, |at, f| {
             seen.push((at, f.key.to_owned(), f.data.to_vec(), f.timestamp_ms));
         })?;
         Ok((s, seen))
@@ -230,14 +260,52 @@ mod tests {
             assert_eq!(s.torn, !boundary && cut > 0, "cut {cut}");
             assert_eq!(seen.len(), if boundary { complete } else { complete - 1 });
         }
+        let last = offsets[2];
         for at in 0..full.len() {
             let mut bad = full.clone();
             bad[at] ^= 0x40;
+            let frame = offsets.iter().rev().find(|&&o| o <= at as u64).copied();
+            if at as u64 >= last {
+                // The last frame is damaged and no valid frame follows: a torn tail.
+                let (s, seen) = scan_all(&bad, 7).unwrap();
+                assert!(s.torn, "flip at {at}");
+                assert_eq!((s.valid_len, seen.len()), (last, 2), "flip at {at}");
+                continue;
+            }
             let err = scan_all(&bad, 7).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corrupt, "flip at {at}");
             assert_eq!(err.context().shard, Some(ShardId(7)));
-            let frame = offsets.iter().rev().find(|&&o| o <= at as u64).copied();
             assert_eq!(err.context().offset, frame, "flip at {at}");
         }
+    }
+
+    #[test]
+    fn a_garbage_or_zero_tail_is_torn_but_garbage_before_a_frame_is_corrupt() {
+        let full = frames(4);
+        let mut x = 0x1234_5678_u32;
+        let garbage: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for tail in [garbage.clone(), vec![0; 300], vec![0xff; 5]] {
+            let mut b = full.clone();
+            b.extend_from_slice(&tail);
+            let (s, seen) = scan_all(&b, 1).unwrap();
+            assert!(s.torn);
+            assert_eq!((s.valid_len, seen.len()), (full.len() as u64, 4));
+        }
+        let mut b = frames(2);
+        let at = b.len();
+        b.extend_from_slice(&garbage[..40]);
+        let mut next = Vec::new();
+        encode(&mut next, 2, 0, "k", b"v");
+        b.extend_from_slice(&next);
+        let err = scan_all(&b, 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert_eq!(err.context().offset, Some(at as u64));
     }
 }

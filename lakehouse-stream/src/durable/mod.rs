@@ -5,7 +5,7 @@
 //! ```text
 //! <dir>/LOCK                       held (advisory lock) while a process has it open
 //! <dir>/TOPOLOGY                   shards, hash ranges, lineage, closed flags (+ CRC32C)
-//! <dir>/CHECKPOINTS                consumer-group checkpoints (+ CRC32C)
+//! <dir>/CHECKPOINTS                consumer-group checkpoints: a log of CRC32C blocks
 //! <dir>/shard-0000/00000000000000000000.seg
 //! <dir>/shard-0000/00000000000000052113.seg   segments named by their first sequence
 //! ```
@@ -26,10 +26,18 @@
 //! through at most 4 KiB of frames before the first record it returns, checking every
 //! checksum again.
 //!
-//! On open every segment is scanned: the index is rebuilt from the frames, an
-//! incomplete frame (or zero fill) at the end of a shard's newest segment is a torn
-//! tail and is truncated, and any other bad frame is an [`ErrorKind::Corrupt`] error
-//! naming the shard, the file and the byte offset.
+//! On open every segment is scanned and the index is rebuilt from the frames. Bytes
+//! after a segment's last valid frame that hold no valid frame (an incomplete frame,
+//! zero fill, garbage: what a crash or a power loss leaves) are a torn tail and are
+//! truncated; a bad frame that a valid frame follows is an [`ErrorKind::Corrupt`]
+//! error naming the shard, the file and the byte offset. A shard's log is the run of
+//! frames in sequence from its oldest segment: where a torn segment or a missing one
+//! ends it (possible only for segments written without fsync, under
+//! [`Durability::None`], after the last [`Stream::sync`](crate::Stream::sync)), the
+//! later segments are renamed `*.seg.orphan` and no longer read.
+//!
+//! `TOPOLOGY` is always written through a fsynced temporary file and a rename.
+//! `CHECKPOINTS` is appended to by commit rounds (see `meta`).
 //!
 //! `frame` encodes and scans the frames, `segment` keeps a shard's segment files
 //! (writing, rolling, recovery, retention), `cursor` reads records back from them and
@@ -44,24 +52,24 @@ use lakehouse_core::{Error, ErrorKind, Result};
 
 mod cursor;
 mod frame;
+pub(crate) mod fsio;
 mod meta;
 mod segment;
 
 pub(crate) use self::cursor::{Cursor, Mark};
 pub(crate) use self::frame::{encode, frame_len};
-pub(crate) use self::meta::{
-    ShardMeta, read_checkpoints, read_topology, write_checkpoints, write_topology,
-};
+pub(crate) use self::meta::{CheckpointLog, Checkpoints, ShardMeta, read_topology, write_topology};
 pub(crate) use self::segment::ShardFiles;
 
 /// When a durable stream's writes reach stable storage (fsync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Never fsync: records are written to the operating system in batches (at 1 MiB
-    /// of pending frames per shard, on [`Stream::sync`](crate::Stream::sync) and when
-    /// the stream is dropped). A process crash loses what was not yet written; an
-    /// operating-system crash loses what the OS had not flushed. Reads see records at
-    /// once.
+    /// Never fsync records: they are written to the operating system in batches (at
+    /// 1 MiB of pending frames per shard, on [`Stream::sync`](crate::Stream::sync) and
+    /// when the stream is dropped). A process crash loses what was not yet written; an
+    /// operating-system crash or power loss loses what the OS had not flushed since
+    /// the last `sync` (which fsyncs every segment written since, and the
+    /// directories). Reads see records at once.
     None,
     /// A put returns after its records are fsynced. Concurrent writers share one
     /// fsync round (group commit). Readers see a record once it is durable.
@@ -79,9 +87,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("fsync of the directory", dir, e))
+    fsio::sync_dir(dir).map_err(|e| io_error("fsync of the directory", dir, e))
 }
 
 /// Takes the directory's advisory lock so that one handle at a time opens it, waiting

@@ -1,8 +1,7 @@
 //! A shard's segment files: appending frames, rolling segments, recovery on open and
 //! retention.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use std::collections::VecDeque;
@@ -12,7 +11,7 @@ use lakehouse_core::{Error, ErrorKind, PartitionKey, Record, Result, SequenceNum
 
 use super::cursor::{INDEX_EVERY_BYTES, Mark, SegRef};
 use super::frame::{HEADER, scan, timestamp_at, u32_at};
-use super::{io_error, sync_dir};
+use super::{fsio, io_error, sync_dir};
 
 /// One segment file.
 #[derive(Debug)]
@@ -34,6 +33,12 @@ pub(crate) struct ShardFiles {
     writer: Option<File>,
     /// Written since the last fsync.
     unsynced: bool,
+    /// Finished segments written without fsync (`Durability::None`), fsynced by the
+    /// next [`sync`](Self::sync).
+    unsynced_closed: Vec<PathBuf>,
+    /// A segment (or the shard's directory) was created without fsyncing the
+    /// directories.
+    dirs_unsynced: bool,
     /// Sequence number after the last frame written.
     written_end: SequenceNumber,
     /// Shard byte position after the last frame written.
@@ -78,15 +83,17 @@ impl ShardFiles {
             segments: Vec::new(),
             writer: None,
             unsynced: false,
+            unsynced_closed: Vec::new(),
+            dirs_unsynced: false,
             written_end: 0,
             end_pos: 0,
             next_mark: 0,
         }
     }
 
-    /// Written since the last fsync.
+    /// Written (or a file created) since the last fsync.
     pub(crate) fn unsynced(&self) -> bool {
-        self.unsynced
+        self.unsynced || self.dirs_unsynced || !self.unsynced_closed.is_empty()
     }
 
     /// Sequence number after the last frame written.
@@ -94,8 +101,15 @@ impl ShardFiles {
         self.written_end
     }
 
-    /// Reads and checks every segment of shard `id`, truncating a torn tail of the
-    /// newest, and keeps the newest records whose `cost` sums to at most `window`.
+    /// Reads and checks every segment of shard `id`, and keeps the newest records
+    /// whose `cost` sums to at most `window`.
+    ///
+    /// The shard's log is its longest run of valid frames in sequence from the oldest
+    /// segment on: a torn tail (bytes after a segment's last valid frame that hold no
+    /// valid frame) is truncated, and where a torn segment or a missing one cuts the
+    /// run short, the later segments (written after it without fsync, under
+    /// `Durability::None`, and never made durable) are renamed to `*.seg.orphan` and
+    /// no longer read. A bad frame followed by a valid one is `Corrupt`.
     pub(crate) fn recover(
         root: &Path,
         id: ShardId,
@@ -134,23 +148,23 @@ impl ShardFiles {
         let mut newest_ms = i64::MIN;
         let first = names.first().map_or(0, |(f, _)| *f);
         let mut expect = first;
-        let count = names.len();
-        for (i, (seg_first, path)) in names.into_iter().enumerate() {
-            if seg_first != expect {
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!("segment starts at sequence {seg_first}, expected {expect}: a segment is missing"),
-                )
-                .with_shard(id)
-                .with_path(path.display().to_string())
-                .with_version(expect));
+        let mut ended = false;
+        for (seg_first, path) in names {
+            if ended || seg_first != expect {
+                // After a torn segment, or a segment that vanished: never durable.
+                ended = true;
+                let mut aside = path.clone().into_os_string();
+                aside.push(".orphan");
+                let aside = PathBuf::from(aside);
+                fsio::rename(&path, &aside)
+                    .map_err(|e| io_error("setting aside", &path, e).with_shard(id))?;
+                continue;
             }
             let bytes = fs::read(&path).map_err(|e| io_error("reading", &path, e))?;
-            let newest = i + 1 == count;
             let start_pos = files.end_pos;
             files.next_mark = start_pos;
             let next_mark = &mut files.next_mark;
-            let scanned = scan(&bytes, id, &path, seg_first, newest, |at, f| {
+            let scanned = scan(&bytes, id, &path, seg_first, |at, f| {
                 let pos = start_pos + at;
                 if pos >= *next_mark {
                     marks.push(Mark {
@@ -177,12 +191,12 @@ impl ShardFiles {
             })?;
             drop(bytes);
             if scanned.torn {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| io_error("opening", &path, e))?;
-                f.set_len(scanned.valid_len)
-                    .and_then(|()| f.sync_all())
+                ended = true;
+                fsio::open_append(&path, false)
+                    .and_then(|f| {
+                        fsio::set_len(&f, &path, scanned.valid_len)?;
+                        fsio::sync_file(&f, &path)
+                    })
                     .map_err(|e| io_error("truncating a torn tail of", &path, e))?;
             }
             expect += scanned.count;
@@ -193,6 +207,9 @@ impl ShardFiles {
                 path,
                 len: scanned.valid_len,
             });
+        }
+        if ended {
+            sync_dir(&files.dir)?;
         }
         files.written_end = expect;
         Ok(Recovered {
@@ -246,9 +263,7 @@ impl ShardFiles {
                 return Err(Error::new(ErrorKind::Internal, "no segment after a roll"));
             };
             if self.writer.is_none() {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&seg.path)
+                let file = fsio::open_append(&seg.path, false)
                     .map_err(|e| io_error("opening", &seg.path, e))?;
                 self.writer = Some(file);
             }
@@ -284,8 +299,7 @@ impl ShardFiles {
                 Error::new(ErrorKind::Internal, "a pending frame overruns its buffer")
             })?;
             self.unsynced = true;
-            writer
-                .write_all(chunk)
+            fsio::write_all(writer, &seg.path, chunk)
                 .map_err(|e| io_error("writing", &seg.path, e).with_shard(self.id))?;
             seg.len += chunk.len() as u64;
             self.end_pos += chunk.len() as u64;
@@ -299,7 +313,6 @@ impl ShardFiles {
     /// record is `first`.
     fn roll(&mut self, first: SequenceNumber, sync: bool) -> Result<()> {
         if let Some(old) = self.writer.take()
-            && sync
             && self.unsynced
         {
             let path = self
@@ -307,22 +320,21 @@ impl ShardFiles {
                 .last()
                 .map(|s| s.path.clone())
                 .unwrap_or_default();
-            old.sync_data()
-                .map_err(|e| io_error("fsync", &path, e).with_shard(self.id))?;
+            if sync {
+                fsio::sync_file(&old, &path)
+                    .map_err(|e| io_error("fsync", &path, e).with_shard(self.id))?;
+            } else {
+                self.unsynced_closed.push(path);
+            }
             self.unsynced = false;
         }
-        fs::create_dir_all(&self.dir).map_err(|e| io_error("creating", &self.dir, e))?;
+        fsio::create_dir_all(&self.dir).map_err(|e| io_error("creating", &self.dir, e))?;
         let path = self.dir.join(segment_name(first));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_error("creating", &path, e))?;
+        let file = fsio::open_append(&path, true).map_err(|e| io_error("creating", &path, e))?;
         if sync {
-            sync_dir(&self.dir)?;
-            if let Some(root) = self.dir.parent() {
-                sync_dir(root)?;
-            }
+            self.sync_dirs()?;
+        } else {
+            self.dirs_unsynced = true;
         }
         self.segments.push(Segment {
             first,
@@ -335,16 +347,38 @@ impl ShardFiles {
         Ok(())
     }
 
-    /// Fsyncs the newest segment if anything was written since the last fsync.
+    /// Fsyncs the shard's directory and the stream's, making new segments durable.
+    fn sync_dirs(&mut self) -> Result<()> {
+        sync_dir(&self.dir)?;
+        if let Some(root) = self.dir.parent() {
+            sync_dir(root)?;
+        }
+        self.dirs_unsynced = false;
+        Ok(())
+    }
+
+    /// Fsyncs whatever was written or created since the last fsync: finished
+    /// segments written without one, the newest segment and the directories.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if !self.unsynced {
-            return Ok(());
+        while let Some(path) = self.unsynced_closed.first() {
+            match fsio::sync_path(path) {
+                Ok(()) => {}
+                // Deleted by retention meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("fsync", path, e).with_shard(self.id)),
+            }
+            self.unsynced_closed.remove(0);
         }
-        if let (Some(w), Some(seg)) = (&self.writer, self.segments.last()) {
-            w.sync_data()
-                .map_err(|e| io_error("fsync", &seg.path, e).with_shard(self.id))?;
+        if self.unsynced {
+            if let (Some(w), Some(seg)) = (&self.writer, self.segments.last()) {
+                fsio::sync_file(w, &seg.path)
+                    .map_err(|e| io_error("fsync", &seg.path, e).with_shard(self.id))?;
+            }
+            self.unsynced = false;
         }
-        self.unsynced = false;
+        if self.dirs_unsynced {
+            self.sync_dirs()?;
+        }
         Ok(())
     }
 
@@ -353,7 +387,7 @@ impl ShardFiles {
     pub(crate) fn retain(&mut self, oldest: SequenceNumber) -> Result<()> {
         while self.segments.len() > 1 && self.segments[1].first <= oldest {
             let seg = self.segments.remove(0);
-            match fs::remove_file(&seg.path) {
+            match fsio::remove_file(&seg.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error("deleting", &seg.path, e).with_shard(self.id)),

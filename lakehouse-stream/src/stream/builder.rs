@@ -14,7 +14,7 @@ use super::group_commit::{Durable, interval_sync};
 use super::shard::{Entry, Shard, Topology};
 use super::window::memory_cost;
 use super::{Backpressure, Inner, Stream, TrimmedRead};
-use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+use crate::durable::{self, CheckpointLog, Checkpoints, Durability, ShardFiles, ShardMeta};
 
 /// Configures a [`Stream`]; made by [`Stream::builder`].
 #[derive(Debug)]
@@ -41,7 +41,8 @@ impl StreamBuilder {
     /// consumer-group checkpoints are kept beside them. If `dir` holds a stream already,
     /// [`build`](Self::build) reopens it: the shard count given to
     /// [`shards`](Self::shards) is then ignored, every segment is checked, a torn tail
-    /// (a frame cut short by a crash) is truncated and each shard's newest records are
+    /// (a frame cut short, zero fill or garbage after the last valid frame, as a crash
+    /// or power loss leaves it) is truncated and each shard's newest records are
     /// loaded into its memory window.
     ///
     /// A durable shard keeps in memory only its newest records, at most
@@ -145,10 +146,11 @@ impl StreamBuilder {
     /// [`ErrorKind::InvalidInput`] for zero shards, a zero record limit, or a shard
     /// bound smaller than one record. For a durable stream: `Io` when the directory
     /// cannot be read or written, `Conflict` when another handle (in this or another
-    /// process) has it open, and `Corrupt` when a segment fails its checksum or a
-    /// segment is missing; the error names the shard, the file and the byte offset of
-    /// the bad frame, and the stream is not opened, so no record at or after it is
-    /// served.
+    /// process) has it open, and `Corrupt` when a damaged frame is followed by valid
+    /// ones (or a valid frame is out of sequence, or `TOPOLOGY` or a whole block of
+    /// `CHECKPOINTS` fails its checksum); the error names the shard, the file and the
+    /// byte offset of the bad frame, and the stream is not opened, so no record at or
+    /// after it is served.
     pub fn build(self) -> Result<Stream> {
         if self.shards == 0
             || self.max_record_bytes == 0
@@ -171,10 +173,8 @@ impl StreamBuilder {
                 (shards, None)
             }
             Some(dir) => {
-                let (shards, d) = self.open_dir(dir)?;
-                for (group, shard, seq) in durable::read_checkpoints(dir)? {
-                    checkpoints.insert((group, shard), seq);
-                }
+                let (shards, d, found) = self.open_dir(dir)?;
+                checkpoints = found;
                 (shards, Some(d))
             }
         };
@@ -198,12 +198,12 @@ impl StreamBuilder {
             id,
             name: self.name,
             max_record_bytes: self.max_record_bytes,
-            retention_ms: self.retention.map(|d| d.as_millis() as i64),
+            retention_ms: self.retention.map(crate::millis),
             max_shard_bytes: self.max_shard_bytes,
             memory_window_bytes: self.memory_window_bytes,
             backpressure: self.backpressure,
             trimmed_read: self.trimmed_read,
-            iterator_ttl_ms: self.iterator_ttl.as_millis() as i64,
+            iterator_ttl_ms: crate::millis(self.iterator_ttl),
             clock: self.clock,
             routing: ArcSwap::from_pointee(open),
             topology: RwLock::new(Topology { all }),
@@ -212,6 +212,7 @@ impl StreamBuilder {
                 .as_ref()
                 .is_some_and(|d| d.durability != Durability::None),
             durable,
+            committer: Arc::default(),
         });
         if let Some(every) = interval {
             let weak = Arc::downgrade(&inner);
@@ -228,7 +229,7 @@ impl StreamBuilder {
     }
 
     /// Creates or reopens the durable directory: topology, then each shard's segments.
-    fn open_dir(&self, dir: &Path) -> Result<(Vec<Arc<Shard>>, Durable)> {
+    fn open_dir(&self, dir: &Path) -> Result<(Vec<Arc<Shard>>, Durable, Checkpoints)> {
         let lock = durable::lock_dir(dir).map_err(|e| e.with_table(&self.name))?;
         let sync = self.durability != Durability::None;
         let metas = match durable::read_topology(dir).map_err(|e| e.with_table(&self.name))? {
@@ -244,7 +245,7 @@ impl StreamBuilder {
                         closed: false,
                     })
                     .collect();
-                durable::write_topology(dir, &metas, sync).map_err(|e| e.with_table(&self.name))?;
+                durable::write_topology(dir, &metas).map_err(|e| e.with_table(&self.name))?;
                 metas
             }
         };
@@ -267,9 +268,18 @@ impl StreamBuilder {
             }
             shards.push(shard);
         }
+        let (checkpoint_log, checkpoints) =
+            CheckpointLog::open(dir, sync).map_err(|e| e.with_table(&self.name))?;
         Ok((
             shards,
-            Durable::new(dir.to_owned(), self.durability, self.segment_bytes, lock),
+            Durable::new(
+                dir.to_owned(),
+                self.durability,
+                self.segment_bytes,
+                lock,
+                checkpoint_log,
+            ),
+            checkpoints,
         ))
     }
 }

@@ -3,16 +3,18 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use lakehouse_core::{Error, ErrorKind, Result, SequenceNumber, ShardId};
+use lakehouse_core::{Error, ErrorKind, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::committer::Job;
+use super::put::Wait;
 use super::shard::Shard;
 use super::{Inner, Stream};
-use crate::durable::{self, Durability, ShardFiles};
+use crate::durable::{CheckpointLog, Durability, ShardFiles};
 
 /// Pending frames of a shard are written to its segment once they reach this size
 /// (durable streams without per-batch fsync).
@@ -50,6 +52,8 @@ pub(super) struct Durable {
     /// Why the last write of `CHECKPOINTS` failed (cleared by one that succeeds);
     /// held while it is written.
     pub(super) checkpoints_failed: Mutex<Option<Error>>,
+    /// The `CHECKPOINTS` file (lock order: after `checkpoints_failed`).
+    checkpoint_log: Mutex<CheckpointLog>,
     _lock: File,
 }
 
@@ -71,6 +75,7 @@ impl Durable {
         durability: Durability,
         segment_bytes: u64,
         lock: File,
+        checkpoint_log: CheckpointLog,
     ) -> Durable {
         Durable {
             dir,
@@ -85,38 +90,65 @@ impl Durable {
             committed: Condvar::new(),
             checkpoints_dirty: AtomicBool::new(false),
             checkpoints_failed: Mutex::new(None),
+            checkpoint_log: Mutex::new(checkpoint_log),
             _lock: lock,
         }
     }
 }
 
 impl Inner {
-    /// After records were appended to `shards` (whose pending frames had reached
-    /// `FLUSH_BYTES` where `full` says so): writes or commits them per the durability
-    /// setting.
-    pub(super) fn after_append(&self, full: &[&Shard]) -> Result<()> {
+    /// After records were appended to some shards (of which `full` are those whose
+    /// pending frames reached `FLUSH_BYTES`): writes or commits them per the
+    /// durability setting, now ([`Wait::Block`]) or by pushing the work to `jobs` for
+    /// the committer thread ([`Wait::Defer`]).
+    pub(super) fn after_append(
+        &self,
+        full: &[Arc<Shard>],
+        wait: Wait,
+        jobs: &mut Vec<Job>,
+    ) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
         match d.durability {
             Durability::PerBatch => {
                 let ticket = d.appended.fetch_add(1, Ordering::SeqCst) + 1;
-                self.commit(ticket)
-            }
-            Durability::None | Durability::Interval(_) => {
-                for shard in full {
-                    if let Some(files) = &shard.files {
-                        let mut files = files.lock();
-                        self.write_pending(shard, &mut files)?;
+                match wait {
+                    Wait::Block => self.commit(ticket),
+                    Wait::Defer => {
+                        jobs.push(Job::Commit(ticket));
+                        Ok(())
                     }
                 }
-                if d.durability == Durability::None && !full.is_empty() {
-                    // Not a failure of the put: reported to `commit_checkpoint`.
-                    let _ = self.write_checkpoints(false);
+            }
+            Durability::None | Durability::Interval(_) if full.is_empty() => Ok(()),
+            Durability::None | Durability::Interval(_) => match wait {
+                Wait::Block => self.write_full(full),
+                Wait::Defer => {
+                    jobs.push(Job::Write(full.to_vec()));
+                    Ok(())
                 }
-                Ok(())
+            },
+        }
+    }
+
+    /// Writes the pending frames of `full` to their segments (streams without
+    /// per-batch fsync).
+    pub(super) fn write_full(&self, full: &[Arc<Shard>]) -> Result<()> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        for shard in full {
+            if let Some(files) = &shard.files {
+                let mut files = files.lock();
+                self.write_pending(shard, &mut files)?;
             }
         }
+        if d.durability == Durability::None && !full.is_empty() {
+            // Not a failure of the put: reported to `commit_checkpoint`.
+            let _ = self.write_checkpoints(false);
+        }
+        Ok(())
     }
 
     /// Writes `shard`'s pending frames to its newest segment, deletes segments that
@@ -155,10 +187,11 @@ impl Inner {
         }
     }
 
-    /// Writes `CHECKPOINTS` (fsynced with `sync`) if a checkpoint changed since it was
-    /// last written. Every checkpoint committed before the call is in the file when it
-    /// returns `Ok`; a failure is kept for `commit_checkpoint` to report, and the next
-    /// round tries again.
+    /// Appends the checkpoints that changed since they were last written to
+    /// `CHECKPOINTS`, and fsyncs it with `sync` if anything in it is not yet durable.
+    /// Every checkpoint committed before the call is in the file when it returns
+    /// `Ok`; a failure is kept for `commit_checkpoint` to report, and the next round
+    /// tries again.
     pub(super) fn write_checkpoints(&self, sync: bool) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
@@ -166,22 +199,17 @@ impl Inner {
         // Held across the snapshot and the write, so that writes do not interleave and
         // an older snapshot never replaces a newer one.
         let mut failed = d.checkpoints_failed.lock();
-        if !d.checkpoints_dirty.swap(false, Ordering::SeqCst) {
+        let dirty = d.checkpoints_dirty.swap(false, Ordering::SeqCst);
+        let mut log = d.checkpoint_log.lock();
+        if !(dirty || sync && log.unsynced()) {
             return Ok(());
         }
         // A checkpoint committed after this snapshot sets the flag again.
-        let snapshot: Vec<(String, ShardId, SequenceNumber)> = self
-            .checkpoints
-            .lock()
-            .iter()
-            .map(|((g, s), q)| (g.clone(), *s, *q))
-            .collect();
-        let written = durable::write_checkpoints(
-            &d.dir,
-            snapshot.iter().map(|(g, s, q)| (g.as_str(), *s, *q)),
-            sync,
-        )
-        .map_err(|e| e.with_table(&self.name));
+        let snapshot = self.checkpoints.lock().clone();
+        let written = log
+            .write(&snapshot, sync)
+            .map_err(|e| e.with_table(&self.name));
+        drop(log);
         match written {
             Ok(()) => {
                 *failed = None;
@@ -228,10 +256,10 @@ impl Inner {
             }
             Ok(())
         };
-        let checkpoints_dirty = self
-            .durable
-            .as_ref()
-            .is_some_and(|d| d.checkpoints_dirty.load(Ordering::SeqCst));
+        let checkpoints_dirty = self.durable.as_ref().is_some_and(|d| {
+            d.checkpoints_dirty.load(Ordering::SeqCst)
+                || (sync && d.checkpoint_log.lock().unsynced())
+        });
         match (to_sync.len(), checkpoints_dirty) {
             (0, _) => {
                 let _ = self.write_checkpoints(sync);
@@ -266,7 +294,7 @@ impl Inner {
     /// Waits until ticket `ticket` is durable, running commit rounds while no other
     /// writer does: writers that arrive during a round's fsync are all covered by the
     /// next round (group commit).
-    fn commit(&self, ticket: u64) -> Result<()> {
+    pub(super) fn commit(&self, ticket: u64) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
@@ -307,6 +335,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.committer.stop();
         if let Some(d) = &self.durable {
             // Best effort: `Stream::sync` reports errors; a drop cannot.
             let _ = self.flush(d.durability != Durability::None);

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 mod builder;
 mod checkpoint;
+mod committer;
 mod event_log;
 mod group_commit;
 mod put;
@@ -58,6 +59,8 @@ struct Inner {
     /// Readers see only durable records (durable, fsyncing streams).
     gated: bool,
     durable: Option<Durable>,
+    /// Runs the disk work of async puts (durable streams).
+    committer: Arc<committer::Committer>,
 }
 
 /// A sharded, ordered, replayable log of records with Kinesis Data Streams semantics,

@@ -8,6 +8,7 @@ use lakehouse_core::{
     Error, ErrorKind, PartitionKey, PutRecord, PutResult, Result, SequenceNumber,
 };
 
+use super::committer::Job;
 use super::group_commit::FLUSH_BYTES;
 use super::shard::{Entry, Shard, ShardLog};
 use super::{Inner, Stream};
@@ -21,6 +22,15 @@ pub enum Backpressure {
     Reject,
     /// Wait up to this long for retention to free space, then fail with `Full`.
     Wait(Duration),
+}
+
+/// How a put does the disk work its records need (durable streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// On the calling thread, before it returns.
+    Block,
+    /// Left to the committer thread: the caller gets the jobs to await.
+    Defer,
 }
 
 impl Inner {
@@ -68,19 +78,36 @@ impl Stream {
     /// `InvalidInput` for an empty partition key, `RecordTooLarge` above the record
     /// limit, `Full` when the shard is full and the back-pressure policy gives up.
     pub fn put_record(&self, record: PutRecord) -> Result<PutResult> {
+        self.put_record_with(record, Wait::Block, &mut Vec::new())
+    }
+
+    pub(super) fn put_record_with(
+        &self,
+        record: PutRecord,
+        wait: Wait,
+        jobs: &mut Vec<Job>,
+    ) -> Result<PutResult> {
         record
             .validate(self.inner.max_record_bytes)
             .map_err(|e| e.with_table(&self.inner.name))?;
         let hash = record.routing_key();
-        self.put_routed(hash, record.partition_key, record.data)
+        self.put_routed(hash, record.partition_key, record.data, wait, jobs)
     }
 
     /// Appends a validated record whose hash key is `hash`, applying the back-pressure
     /// policy and routing again if its shard closes meanwhile.
-    fn put_routed(&self, hash: u128, key: PartitionKey, data: Bytes) -> Result<PutResult> {
+    fn put_routed(
+        &self,
+        hash: u128,
+        key: PartitionKey,
+        data: Bytes,
+        wait: Wait,
+        jobs: &mut Vec<Job>,
+    ) -> Result<PutResult> {
         let deadline = match self.inner.backpressure {
             Backpressure::Reject => None,
-            Backpressure::Wait(d) => Some(Instant::now() + d),
+            // `None` inside `Some`: a wait too long to name an instant never ends.
+            Backpressure::Wait(d) => Some(Instant::now().checked_add(d)),
         };
         loop {
             let open = self.inner.routing.load();
@@ -111,9 +138,14 @@ impl Stream {
                     .with_shard(shard.id)
                     .with_key(key.as_str())
                 };
-                match deadline {
-                    Some(d) if Instant::now() < d => {
-                        let wait = (d - Instant::now()).min(Duration::from_millis(10));
+                let left = match deadline {
+                    Some(Some(d)) => d.checked_duration_since(Instant::now()),
+                    Some(None) => Some(Duration::MAX),
+                    None => None,
+                };
+                match left {
+                    Some(left) if !left.is_zero() => {
+                        let wait = left.min(Duration::from_millis(10));
                         shard.space.wait_for(&mut log, wait);
                         continue;
                     }
@@ -126,9 +158,13 @@ impl Stream {
             drop(log);
             shard.data.notify_all();
             if self.inner.durable.is_some() {
-                let shards: &[&Shard] = if full { &[shard] } else { &[] };
+                let shards = if full {
+                    vec![shard.clone()]
+                } else {
+                    Vec::new()
+                };
                 self.inner
-                    .after_append(shards)
+                    .after_append(&shards, wait, jobs)
                     .map_err(|e| e.with_shard(shard.id).with_version(sequence))?;
             }
             return Ok(PutResult {
@@ -144,6 +180,15 @@ impl Stream {
     /// Records are routed first, then each shard is locked once for all of its records,
     /// with one clock reading per shard.
     pub fn put_records(&self, records: Vec<PutRecord>) -> Vec<Result<PutResult>> {
+        self.put_records_with(records, Wait::Block, &mut Vec::new())
+    }
+
+    pub(super) fn put_records_with(
+        &self,
+        records: Vec<PutRecord>,
+        wait: Wait,
+        jobs: &mut Vec<Job>,
+    ) -> Vec<Result<PutResult>> {
         let mut results: Vec<Option<Result<PutResult>>> = Vec::with_capacity(records.len());
         let mut pending: Vec<Option<PutRecord>> = Vec::with_capacity(records.len());
         let mut hashes = vec![0u128; records.len()];
@@ -245,9 +290,10 @@ impl Stream {
             drop(log);
             shard.data.notify_all();
         }
-        if self.inner.durable.is_some() {
-            let full: Vec<&Shard> = full.iter().map(|s| &**s).collect();
-            if let Err(e) = self.inner.after_append(&full) {
+        if self.inner.durable.is_some()
+            && let Err(e) = self.inner.after_append(&full, wait, jobs)
+        {
+            {
                 // Not acknowledged: whether these records are durable is unknown.
                 for r in results.iter_mut() {
                     if let Some(Ok(put)) = r {
@@ -265,7 +311,7 @@ impl Stream {
             .zip(hashes)
             .map(|((done, left), hash)| match (done, left) {
                 (Some(r), _) => r,
-                (None, Some((key, data))) => self.put_routed(hash, key, data),
+                (None, Some((key, data))) => self.put_routed(hash, key, data, wait, jobs),
                 (None, None) => Err(Error::new(
                     ErrorKind::Internal,
                     "a record was neither put nor failed",

@@ -203,7 +203,7 @@ impl Stream {
             .with_shard(iterator.shard));
         }
         let now = self.inner.clock.now_millis();
-        if now - iterator.issued_ms >= self.inner.iterator_ttl_ms {
+        if now.saturating_sub(iterator.issued_ms) >= self.inner.iterator_ttl_ms {
             return Err(
                 Error::new(ErrorKind::InvalidPosition, "the shard iterator expired")
                     .with_table(&self.inner.name)

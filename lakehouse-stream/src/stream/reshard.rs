@@ -7,7 +7,7 @@ use lakehouse_core::{Error, ErrorKind, Result, ShardId};
 
 use super::Stream;
 use super::shard::{Shard, Topology};
-use crate::durable::{self, Durability, ShardFiles, ShardMeta};
+use crate::durable::{self, ShardFiles, ShardMeta};
 
 impl Stream {
     /// Splits an open shard at `new_starting_hash_key`: the lower child owns
@@ -122,7 +122,6 @@ impl Stream {
             .chain(added)
             .map(|s| s.meta(closing.contains(&s.id)))
             .collect();
-        durable::write_topology(&d.dir, &metas, d.durability != Durability::None)
-            .map_err(|e| e.with_table(&self.inner.name))
+        durable::write_topology(&d.dir, &metas).map_err(|e| e.with_table(&self.inner.name))
     }
 }

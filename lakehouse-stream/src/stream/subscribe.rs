@@ -62,15 +62,21 @@ impl Subscription {
     /// `PositionTrimmed` when retention removed records before they were delivered
     /// (under [`TrimmedRead::Error`](crate::TrimmedRead::Error)).
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<Record>>> {
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout too long to name an instant waits for records.
+        let deadline = Instant::now().checked_add(timeout);
         {
             let mut log = self.shard.log.lock();
             while log.visible <= self.next && !log.closed {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(Some(Vec::new()));
+                match deadline {
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return Ok(Some(Vec::new()));
+                        }
+                        self.shard.data.wait_for(&mut log, deadline - now);
+                    }
+                    None => self.shard.data.wait(&mut log),
                 }
-                self.shard.data.wait_for(&mut log, deadline - now);
             }
         }
         let batch = self.stream.read_at(
