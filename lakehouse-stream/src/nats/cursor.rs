@@ -95,12 +95,10 @@ impl NatsLog {
             .await
             .map_err(|e| remote(log, "list a shard's consumers", e).with_shard(shard))?;
         for old in names.iter().filter(|n| n.starts_with(&prefix)) {
-            if let Err(e) = stream.delete_consumer(old).await {
-                if !e.to_string().contains("not found") {
-                    return Err(
-                        remote(log, "delete an earlier lease's consumer", e).with_shard(shard)
-                    );
-                }
+            if let Err(e) = stream.delete_consumer(old).await
+                && !e.to_string().contains("not found")
+            {
+                return Err(remote(log, "delete an earlier lease's consumer", e).with_shard(shard));
             }
         }
         static CURSORS: AtomicU64 = AtomicU64::new(0);
@@ -247,10 +245,10 @@ impl NatsLog {
                 let seq = info.stream_sequence;
                 let time_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
                     .unwrap_or_default();
-                if let Some(expected) = cursor.next_message {
-                    if seq != expected {
-                        return Err(self.gap(shard, expected, seq).await);
-                    }
+                if let Some(expected) = cursor.next_message
+                    && seq != expected
+                {
+                    return Err(self.gap(shard, expected, seq).await);
                 }
                 cursor.next_message = Some(seq + 1);
                 let decoded = codec::decode(&message.payload)
