@@ -193,7 +193,7 @@ pub use crate::location::Location;
 pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
 pub use crate::table::{
-    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, OptimizeMetrics, OptimizeOptions, Table,
-    TableOptions, VacuumMetrics, VacuumOptions,
+    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
+    OptimizeOptions, StagedMutation, Table, TableOptions, VacuumMetrics, VacuumOptions,
 };
 pub use crate::write::Compression;
