@@ -232,7 +232,8 @@ impl MemoryTable {
             }
             affected += n;
             if out.num_rows() > 0 {
-                let out = conform_batch(&self.schema, &out).map_err(|e| e.with_table(&*self.name))?;
+                let out =
+                    conform_batch(&self.schema, &out).map_err(|e| e.with_table(&*self.name))?;
                 let stats = self.stats_of(&out, format!("v{version}/rewrite-{i}"))?;
                 live.push((out, stats));
             }

@@ -334,7 +334,12 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
-                Arc::new(StringArray::from(vec![Some("a"), None, Some("c"), Some("d")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("c"),
+                    Some("d"),
+                ])),
             ],
         )
         .unwrap()
@@ -358,8 +363,12 @@ mod tests {
             }),
         );
         let p = col("id").gt_eq(3i64);
-        let (out, n) = mutate_batch(&batch(), &p, Some(&[double, Assignment::scalar("name", "z")]))
-            .unwrap();
+        let (out, n) = mutate_batch(
+            &batch(),
+            &p,
+            Some(&[double, Assignment::scalar("name", "z")]),
+        )
+        .unwrap();
         assert_eq!(n, 2);
         let ids = out.column(0).as_primitive::<Int64Type>().values().to_vec();
         assert_eq!(ids, vec![1, 2, 30, 40]);

@@ -21,9 +21,15 @@ type Row = (i64, String, u64);
 fn row_set(batches: &[RecordBatch]) -> Vec<Row> {
     let mut out = Vec::new();
     for b in batches {
-        let ids = b.column_by_name("order_id").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        let ids = b
+            .column_by_name("order_id")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
         let regions = b.column_by_name("region").unwrap().as_string::<i32>();
-        let prices = b.column_by_name("price").unwrap().as_primitive::<Float64Type>();
+        let prices = b
+            .column_by_name("price")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             out.push((
                 ids.value(i),
@@ -132,7 +138,10 @@ async fn update_changes_only_matched_rows_and_keeps_the_row_count() {
     let plus_one = Assignment::computed(
         "price",
         Arc::new(|rows: &RecordBatch| {
-            let c = rows.column_by_name("price").unwrap().as_primitive::<Float64Type>();
+            let c = rows
+                .column_by_name("price")
+                .unwrap()
+                .as_primitive::<Float64Type>();
             Ok(Arc::new(c.unary::<_, Float64Type>(|v| v + 1000.0)) as ArrayRef)
         }),
     );
@@ -154,7 +163,10 @@ async fn update_changes_only_matched_rows_and_keeps_the_row_count() {
 
     // Assigning the identity partition column moves the rows to the new partition.
     let out = t
-        .update_where(&col("order_id").eq(7i64), &[Assignment::scalar("region", "eu")])
+        .update_where(
+            &col("order_id").eq(7i64),
+            &[Assignment::scalar("region", "eu")],
+        )
         .await
         .unwrap();
     assert_eq!(out.rows_affected, 1);
@@ -184,16 +196,14 @@ async fn bad_mutations_are_refused_before_anything_is_written() {
         kind(t.delete_where(&col("nope").eq(1i64)).await),
         ErrorKind::ColumnNotFound
     );
-    let derived = t
-        .partitioning()
-        .into_iter()
-        .next()
-        .map(|f| f.name)
-        .unwrap();
+    let derived = t.partitioning().into_iter().next().map(|f| f.name).unwrap();
     assert_eq!(
         kind(
-            t.update_where(&Predicate::Literal(true), &[Assignment::scalar(derived, 1i32)])
-                .await
+            t.update_where(
+                &Predicate::Literal(true),
+                &[Assignment::scalar(derived, 1i32)]
+            )
+            .await
         ),
         ErrorKind::Unsupported
     );
@@ -222,7 +232,10 @@ async fn a_delete_matching_nothing_makes_no_commit() {
     assert_eq!(out.rows_affected, 0);
     assert_eq!(out.version, None);
     let out = t
-        .update_where(&col("region").eq("mars"), &[Assignment::scalar("price", 1.0)])
+        .update_where(
+            &col("region").eq("mars"),
+            &[Assignment::scalar("price", 1.0)],
+        )
         .await
         .unwrap();
     assert_eq!(out.version, None);
@@ -236,7 +249,9 @@ async fn a_concurrent_append_survives_a_delete_and_nothing_is_resurrected() {
     let dir = tempfile::tempdir().unwrap();
     let t1 = by_region(dir.path()).await;
     t1.append(vec![batch(0, 200)]).await.unwrap();
-    let t2 = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
+    let t2 = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     let staged = t1.stage_delete(&col("region").eq("eu")).await.unwrap();
     let read = staged.read_version();
     // Another handle appends between the delete's read and its commit.
@@ -251,7 +266,9 @@ async fn a_concurrent_append_survives_a_delete_and_nothing_is_resurrected() {
         .collect::<Vec<_>>();
     let mut want = want;
     want.sort();
-    let reopened = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
+    let reopened = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(row_set(&collect(&reopened, ScanRequest::new()).await), want);
     assert_eq!(row_set(&collect(&t2, ScanRequest::new()).await), want);
 }
@@ -261,7 +278,9 @@ async fn two_deletes_of_the_same_file_conflict_and_a_rerun_rebases() {
     let dir = tempfile::tempdir().unwrap();
     let t1 = by_region(dir.path()).await;
     t1.append(vec![batch(0, 200)]).await.unwrap();
-    let t2 = Table::open(Location::local(dir.path()).unwrap()).await.unwrap();
+    let t2 = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     // Orders 5 and 9 are both in the `us` file.
     let s1 = t1.stage_delete(&col("order_id").eq(5i64)).await.unwrap();
     let s2 = t2.stage_delete(&col("order_id").eq(9i64)).await.unwrap();
@@ -271,7 +290,10 @@ async fn two_deletes_of_the_same_file_conflict_and_a_rerun_rebases() {
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     // The loser wrote nothing to the log and deleted its staged file.
     assert_eq!(t2.version().await.unwrap(), v);
-    assert_eq!(crate::common::files_under(dir.path()).len(), files_before - 1);
+    assert_eq!(
+        crate::common::files_under(dir.path()).len(),
+        files_before - 1
+    );
     // Run again, the delete reads the new version and commits.
     let out = t2.delete_where(&col("order_id").eq(9i64)).await.unwrap();
     assert_eq!(out.rows_affected, 1);
@@ -290,16 +312,23 @@ async fn delta_rs_reads_the_rows_after_deletes_and_updates() {
     t.append(vec![batch(0, 500)]).await.unwrap();
     t.delete_where(&col("region").eq("us")).await.unwrap();
     t.delete_where(&col("price").lt(5.0)).await.unwrap();
-    t.update_where(&col("region").eq("eu"), &[Assignment::scalar("price", 1.25)])
-        .await
-        .unwrap();
+    t.update_where(
+        &col("region").eq("eu"),
+        &[Assignment::scalar("price", 1.25)],
+    )
+    .await
+    .unwrap();
     let ours = collect(&t, ScanRequest::new()).await;
     let ids: Vec<f64> = ints(&ours, "order_id").iter().map(|i| *i as f64).collect();
     for (column, want) in [
         ("price", sum_f64(&ours, "price")),
         ("order_id", ids.iter().sum::<f64>()),
     ] {
-        let v = run_script(&python, "read_delta.py", &[dir.path().to_str().unwrap(), column]);
+        let v = run_script(
+            &python,
+            "read_delta.py",
+            &[dir.path().to_str().unwrap(), column],
+        );
         assert_eq!(v["version"].as_u64(), Some(t.version().await.unwrap()));
         assert_eq!(v["deltars_rows"].as_u64(), Some(rows(&ours) as u64), "{v}");
         let sum = v["deltars_sum"].as_f64().unwrap();
@@ -370,7 +399,10 @@ fn price_fn() -> Assignment {
     Assignment::computed(
         "price",
         Arc::new(|rows: &RecordBatch| {
-            let c = rows.column_by_name("price").unwrap().as_primitive::<Float64Type>();
+            let c = rows
+                .column_by_name("price")
+                .unwrap()
+                .as_primitive::<Float64Type>();
             Ok(Arc::new(Float64Array::from_iter(
                 c.iter().map(|v| v.map(|v| v * 2.0 + 1.0)),
             )) as ArrayRef)
@@ -437,8 +469,16 @@ async fn run_ops(ops: Vec<Op>) {
         assert_eq!(ours.version.is_some(), want_affected > 0, "{op:?}");
         assert_eq!(mem.version.is_some(), want_affected > 0, "{op:?}");
         model.sort();
-        assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model, "{op:?}");
-        assert_eq!(row_set(&collect(&m, ScanRequest::new()).await), model, "{op:?}");
+        assert_eq!(
+            row_set(&collect(&t, ScanRequest::new()).await),
+            model,
+            "{op:?}"
+        );
+        assert_eq!(
+            row_set(&collect(&m, ScanRequest::new()).await),
+            model,
+            "{op:?}"
+        );
     }
 }
 
@@ -471,8 +511,132 @@ fn nulls_in_predicates_do_not_match() {
             .collect(),
     )
     .unwrap();
-    let (out, n) = lakehouse_core::mutate_batch(&with_null, &col("price").lt(5.0).negate(), None).unwrap();
+    let (out, n) =
+        lakehouse_core::mutate_batch(&with_null, &col("price").lt(5.0).negate(), None).unwrap();
     assert_eq!(n, 1);
     assert_eq!(out.num_rows(), 3);
     assert_eq!(out.column(3).null_count(), 2);
+}
+
+/// The actions of log entry `v` of the table in `dir`.
+fn log_entry(dir: &std::path::Path, v: u64) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(format!("_delta_log/{v:020}.json"))).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_entry(dir: &std::path::Path, v: u64, actions: &[serde_json::Value]) {
+    let text: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+    std::fs::write(
+        dir.join(format!("_delta_log/{v:020}.json")),
+        text.join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+/// A table by region of orders 0..40 whose `eu` file has an inline deletion vector
+/// hiding its first two rows (commit 2).
+async fn table_with_dv(dir: &std::path::Path) -> Table {
+    use serde_json::json;
+    let t = by_region(dir).await;
+    t.append(vec![batch(0, 40)]).await.unwrap();
+    let adds: Vec<serde_json::Value> = log_entry(dir, 1)
+        .into_iter()
+        .filter_map(|a| a.get("add").cloned())
+        .collect();
+    let eu = adds
+        .iter()
+        .find(|a| a["partitionValues"]["region"] == "eu")
+        .unwrap()
+        .clone();
+    let bytes = crate::delta_fixtures::dv_bytes(&[0, 1]);
+    let mut padded = bytes.clone();
+    padded.resize(bytes.len().div_ceil(4) * 4, 0);
+    let mut new = eu.clone();
+    new["deletionVector"] = json!({
+        "storageType": "i",
+        "pathOrInlineDv": z85::encode(&padded),
+        "sizeInBytes": bytes.len(),
+        "cardinality": 2,
+    });
+    write_entry(
+        dir,
+        2,
+        &[
+            json!({"commitInfo": {"timestamp": 2, "operation": "DELETE"}}),
+            json!({"protocol": {
+                "minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["timestampNtz", "deletionVectors"],
+                "writerFeatures": ["timestampNtz", "deletionVectors"],
+            }}),
+            json!({"remove": {"path": eu["path"], "deletionTimestamp": 2, "dataChange": true}}),
+            json!({"add": new}),
+        ],
+    );
+    Table::open(Location::local(dir).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn mutations_of_files_with_deletion_vectors_do_not_resurrect_rows() {
+    // A row-level delete rewrites the file with the vector applied.
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_dv(dir.path()).await;
+    let visible = ints(&collect(&t, ScanRequest::new()).await, "order_id");
+    assert_eq!(visible.len(), 38);
+    let out = t.delete_where(&col("order_id").lt(20i64)).await.unwrap();
+    let want: Vec<i64> = visible.iter().copied().filter(|i| *i >= 20).collect();
+    assert_eq!(out.rows_affected as usize, visible.len() - want.len());
+    let reopened = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ints(&collect(&reopened, ScanRequest::new()).await, "order_id"),
+        want
+    );
+
+    // A partition-only delete removes the file whole and counts only its live rows.
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_dv(dir.path()).await;
+    let out = t.delete_where(&col("region").eq("eu")).await.unwrap();
+    assert_eq!(out.rows_affected, 8);
+    assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 30);
+    // An update of the rewritten rows keeps the hidden ones hidden.
+    let dir = tempfile::tempdir().unwrap();
+    let t = table_with_dv(dir.path()).await;
+    let out = t
+        .update_where(&col("region").eq("eu"), &[Assignment::scalar("price", 0.0)])
+        .await
+        .unwrap();
+    assert_eq!(out.rows_affected, 8);
+    assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 38);
+}
+
+#[tokio::test]
+async fn append_only_and_change_data_feed_tables_refuse_mutations() {
+    for key in ["delta.appendOnly", "delta.enableChangeDataFeed"] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = by_region(dir.path()).await;
+        t.append(vec![batch(0, 20)]).await.unwrap();
+        let mut meta = log_entry(dir.path(), 0)
+            .into_iter()
+            .find_map(|a| a.get("metaData").cloned())
+            .unwrap();
+        meta["configuration"][key] = serde_json::json!("true");
+        write_entry(
+            dir.path(),
+            2,
+            &[
+                serde_json::json!({"commitInfo": {"timestamp": 2, "operation": "SET TBLPROPERTIES"}}),
+                serde_json::json!({ "metaData": meta }),
+            ],
+        );
+        let t = Table::open(Location::local(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let err = t.delete_where(&col("order_id").lt(5i64)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{key}: {err}");
+        assert_eq!(t.version().await.unwrap(), 2);
+        assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 20);
+    }
 }

@@ -8,6 +8,9 @@
 //! whole, without reading them. Everything is one commit of `remove` (with
 //! `dataChange`) and `add` actions.
 //!
+//! Refused: tables configured `delta.appendOnly`, and tables with the change data feed
+//! on (their `cdc` files are not written), as [`ErrorKind::Unsupported`].
+//!
 //! Deletion vectors are not written: a table with the `deletionVectors` feature is
 //! also rewritten copy-on-write (its existing deletion vectors are applied while
 //! reading, and the rewritten files have none).
@@ -226,6 +229,8 @@ impl Table {
         predicate
             .validate(&schema)
             .map_err(|e| e.with_table(self.uri()))?;
+        refuse_by_configuration(&snap.metadata.configuration)
+            .map_err(|e| e.with_table(self.uri()))?;
         let spec = Self::spec_of(&snap)?;
         if let Some(assignments) = assignments {
             check_assignments(&schema, assignments).map_err(|e| e.with_table(self.uri()))?;
@@ -340,7 +345,10 @@ impl Table {
                     format!("partition column {} is not in the schema", p.name),
                 )
             })?;
-            let value = values.get(&p.name).cloned().unwrap_or(lakehouse_core::Scalar::Null);
+            let value = values
+                .get(&p.name)
+                .cloned()
+                .unwrap_or(lakehouse_core::Scalar::Null);
             columns.push(value.to_array_of(field.data_type())?);
             fields.push(Field::new(&p.name, field.data_type().clone(), true));
         }
@@ -366,15 +374,35 @@ impl Table {
     }
 }
 
-/// Rows of `f` after its deletion vector, when its statistics say how many it holds.
+/// Refuses mutations the table's configuration forbids or that need more than this
+/// crate writes: `delta.appendOnly` tables take no deletes or updates, and tables with
+/// the change data feed on (`delta.enableChangeDataFeed`) would need `cdc` files.
+fn refuse_by_configuration(config: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let on = |key: &str| {
+        config
+            .get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    if on("delta.appendOnly") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "the table is append-only (delta.appendOnly): rows cannot be deleted or updated",
+        ));
+    }
+    if on("delta.enableChangeDataFeed") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "the table has the change data feed on (delta.enableChangeDataFeed), whose cdc \
+             files this crate does not write: rows cannot be deleted or updated here",
+        ));
+    }
+    Ok(())
+}
+
+/// Live rows of `f` (its statistics less its deletion vector, as the snapshot keeps
+/// them), when known.
 fn live_rows(f: &FileEntry) -> Option<u64> {
-    let rows = f.stats.num_rows?;
-    let deleted = f
-        .add
-        .deletion_vector
-        .as_ref()
-        .map_or(0, |dv| u64::try_from(dv.cardinality).unwrap_or(0));
-    Some(rows.saturating_sub(deleted))
+    f.stats.num_rows
 }
 
 /// The columns of `user` from `batch` (the table's columns without derived partition
