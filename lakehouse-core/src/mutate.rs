@@ -411,4 +411,55 @@ mod tests {
         );
         assert_eq!(kind(vec![wrong]), ErrorKind::TypeMismatch);
     }
+
+    #[test]
+    fn memory_table_mutations_are_commits_with_history() {
+        use crate::table::{ScanRequest, TableSink, TableSource};
+        use futures::TryStreamExt;
+        futures::executor::block_on(async {
+            let b = batch();
+            let t = crate::MemoryTable::new("t", b.schema());
+            t.append(vec![b.clone()], None).await.unwrap();
+            let m: Arc<dyn TableMutator> = Arc::new(t.clone());
+            let out = m.delete_where(&col("id").lt(3i64)).await.unwrap();
+            assert_eq!(
+                out,
+                MutationOutcome {
+                    rows_affected: 2,
+                    version: Some(2)
+                }
+            );
+            let none = m.delete_where(&col("id").lt(0i64)).await.unwrap();
+            assert_eq!(none, MutationOutcome::unchanged());
+            assert_eq!(t.version().await.unwrap(), 2);
+            let rows = |v: u64| {
+                let t = t.clone();
+                async move {
+                    let got: Vec<RecordBatch> = t
+                        .scan(ScanRequest::new().at_version(v))
+                        .await
+                        .unwrap()
+                        .try_collect()
+                        .await
+                        .unwrap();
+                    got.iter().map(|b| b.num_rows()).sum::<usize>()
+                }
+            };
+            assert_eq!(rows(1).await, 4);
+            assert_eq!(rows(2).await, 2);
+            let err = t.changes_since(1).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NonAppendChange);
+            let upd = m
+                .update_where(&col("id").eq(4i64), &[Assignment::scalar("name", "x")])
+                .await
+                .unwrap();
+            assert_eq!(upd.rows_affected, 1);
+            assert_eq!(rows(3).await, 2);
+            let err = m
+                .update_where(&col("nope").eq(1i64), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ColumnNotFound);
+        });
+    }
 }

@@ -226,6 +226,7 @@ impl Table {
     ) -> Result<StagedMutation> {
         let snap = self.refreshed().await?;
         let schema = snap.schema.clone();
+        crate::nested::check_predicate(predicate, &schema).map_err(|e| e.with_table(self.uri()))?;
         predicate
             .validate(&schema)
             .map_err(|e| e.with_table(self.uri()))?;
