@@ -11,6 +11,8 @@
 //!   with its own Parquet reader.
 //! * [`TableSink`]: a table that takes appends as atomic commits, idempotent under a
 //!   caller-given [`TxnId`] so that a stream consumer delivers exactly once.
+//! * [`TableMutator`]: deletes and row-level updates by [`Predicate`], each one atomic
+//!   commit, with Delta-style conflict rules.
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
 //! * [`Predicate`] and [`Scalar`]: the filter language sources use to skip data.
 //! * [`Clock`]: injected time.
@@ -83,6 +85,7 @@ mod file_scan;
 pub mod fuzzing;
 mod log;
 mod memory;
+mod mutate;
 mod predicate;
 mod scalar;
 mod table;
@@ -104,6 +107,10 @@ pub use crate::log::{
     SequenceNumber, ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,
 };
 pub use crate::memory::{MemoryLog, MemoryTable, conform_batch};
+pub use crate::mutate::{
+    Assignment, AssignmentValue, ColumnFn, MutationOutcome, TableMutator, apply_assignments,
+    check_assignments, match_mask, mutate_batch,
+};
 pub use crate::predicate::{CmpOp, ColumnRef, ColumnStats, Predicate, StatsProvider, col};
 pub use crate::scalar::Scalar;
 pub use crate::table::{

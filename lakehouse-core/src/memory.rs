@@ -18,6 +18,7 @@ use crate::log::{
     EventLog, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, SequenceNumber,
     ShardId, ShardInfo, even_hash_ranges, read_window,
 };
+use crate::mutate::{Assignment, MutationOutcome, TableMutator, check_assignments, mutate_batch};
 use crate::predicate::{ColumnStats, Predicate};
 use crate::table::{
     AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, ScanRequest, TableSink,
@@ -177,23 +178,80 @@ impl MemoryTable {
             .enumerate()
             .map(|(i, b)| {
                 let b = conform_batch(&self.schema, b).map_err(|e| e.with_table(&*self.name))?;
-                let mut columns = std::collections::BTreeMap::new();
-                for (field, array) in self.schema.fields().iter().zip(b.columns()) {
-                    columns.insert(
-                        field.name().clone(),
-                        ColumnStats::from_array(array.as_ref())?,
-                    );
-                }
-                let stats = FileStats {
-                    path: format!("v{version}/batch-{i}"),
-                    partition_values: Default::default(),
-                    num_rows: b.num_rows() as u64,
-                    size_bytes: b.get_array_memory_size() as u64,
-                    columns,
-                };
+                let stats = self.stats_of(&b, format!("v{version}/batch-{i}"))?;
                 Ok((b, stats))
             })
             .collect()
+    }
+
+    fn stats_of(&self, b: &RecordBatch, path: String) -> Result<FileStats> {
+        let mut columns = std::collections::BTreeMap::new();
+        for (field, array) in self.schema.fields().iter().zip(b.columns()) {
+            columns.insert(
+                field.name().clone(),
+                ColumnStats::from_array(array.as_ref())?,
+            );
+        }
+        Ok(FileStats {
+            path,
+            partition_values: Default::default(),
+            num_rows: b.num_rows() as u64,
+            size_bytes: b.get_array_memory_size() as u64,
+            columns,
+        })
+    }
+
+    /// A delete (`assignments` `None`) or an update of the latest version, as one
+    /// non-append commit holding the new live batches. Runs under the table's write
+    /// lock, so it never conflicts; update functions run under it too.
+    fn mutate(
+        &self,
+        predicate: &Predicate,
+        assignments: Option<&[Assignment]>,
+    ) -> Result<MutationOutcome> {
+        predicate
+            .validate(&self.schema)
+            .map_err(|e| e.with_table(&*self.name))?;
+        if let Some(a) = assignments {
+            check_assignments(&self.schema, a).map_err(|e| e.with_table(&*self.name))?;
+        }
+        let mut state = self.state.write();
+        let version = state.commits.len() as Version + 1;
+        let mut live = Vec::with_capacity(state.live.len());
+        let mut affected = 0u64;
+        for (i, (batch, stats)) in state.live.iter().enumerate() {
+            if !predicate.can_match(stats) {
+                live.push((batch.clone(), stats.clone()));
+                continue;
+            }
+            let (out, n) = mutate_batch(batch, predicate, assignments)
+                .map_err(|e| e.with_table(&*self.name))?;
+            if n == 0 {
+                live.push((batch.clone(), stats.clone()));
+                continue;
+            }
+            affected += n;
+            if out.num_rows() > 0 {
+                let out =
+                    conform_batch(&self.schema, &out).map_err(|e| e.with_table(&*self.name))?;
+                let stats = self.stats_of(&out, format!("v{version}/rewrite-{i}"))?;
+                live.push((out, stats));
+            }
+        }
+        if affected == 0 {
+            return Ok(MutationOutcome::unchanged());
+        }
+        state.live = live.clone();
+        let (batches, stats) = live.into_iter().unzip();
+        state.commits.push(Commit {
+            batches,
+            stats,
+            append: false,
+        });
+        Ok(MutationOutcome {
+            rows_affected: affected,
+            version: Some(version),
+        })
     }
 
     /// The live batches and their statistics at `version` (latest when `None`).
@@ -384,6 +442,24 @@ impl TableSink for MemoryTable {
 
     async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
         Ok(self.state.read().txns.get(app_id).copied())
+    }
+}
+
+/// Deletes and updates are one non-append commit each (incremental readers spanning
+/// it get [`ErrorKind::NonAppendChange`]); they run under the table's lock, so they
+/// never conflict.
+#[async_trait]
+impl TableMutator for MemoryTable {
+    async fn delete_where(&self, predicate: &Predicate) -> Result<MutationOutcome> {
+        self.mutate(predicate, None)
+    }
+
+    async fn update_where(
+        &self,
+        predicate: &Predicate,
+        assignments: &[Assignment],
+    ) -> Result<MutationOutcome> {
+        self.mutate(predicate, Some(assignments))
     }
 }
 

@@ -4,7 +4,9 @@
 //! [`Table`] is a directory of Parquet files plus a Delta Lake transaction log
 //! (`_delta_log/`), so Spark, DuckDB, Polars, Trino and delta-rs read the same tables.
 //! It implements [`TableSource`](lakehouse_core::TableSource) and
-//! [`TableSink`](lakehouse_core::TableSink) from `lakehouse-core`.
+//! [`TableSink`](lakehouse_core::TableSink) from `lakehouse-core`, and
+//! [`TableMutator`](lakehouse_core::TableMutator): deletes and updates by predicate,
+//! copy-on-write, one commit each ([`Table::stage_delete`], [`StagedMutation`]).
 //!
 //! * **Storage**: a local directory ([`Location::local`]), memory
 //!   ([`Location::memory`]), any `object_store` ([`Location::from_store`]), or S3 and
@@ -196,7 +198,7 @@ pub use crate::location::Location;
 pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
 pub use crate::table::{
-    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, OptimizeMetrics, OptimizeOptions, Table,
-    TableOptions, VacuumMetrics, VacuumOptions,
+    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
+    OptimizeOptions, StagedMutation, Table, TableOptions, VacuumMetrics, VacuumOptions,
 };
 pub use crate::write::Compression;

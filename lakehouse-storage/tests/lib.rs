@@ -9,6 +9,7 @@ mod delta_fixtures;
 mod faults;
 mod interop;
 mod maintenance;
+mod mutate;
 mod nested;
 mod partitions;
 mod peer_features;

@@ -3,7 +3,7 @@
 //! One concept per module: `options` is what a table is created with, `open` creates
 //! and opens tables, `snapshot` refreshes the cached snapshot and travels in time,
 //! `append` writes new files and `commit` is the optimistic commit loop, `scan` plans
-//! reads, `schema` evolves the schema, `optimize` and `vacuum` are the maintenance
+//! reads, `mutate` deletes and updates rows, `schema` evolves the schema, `optimize` and `vacuum` are the maintenance
 //! operations and `impls` implements the `TableSource` and `TableSink` contracts.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::read::ScanContext;
 mod append;
 mod commit;
 mod impls;
+mod mutate;
 mod open;
 mod optimize;
 mod options;
@@ -32,6 +33,7 @@ mod snapshot;
 mod vacuum;
 
 pub use self::append::CommitInfo;
+pub use self::mutate::{MUTATION_ATTEMPTS, StagedMutation};
 pub use self::optimize::{OptimizeMetrics, OptimizeOptions};
 pub use self::options::TableOptions;
 pub use self::snapshot::HistoryEntry;
