@@ -65,8 +65,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod campaign;
+#[cfg(unix)]
+pub(crate) mod power;
+#[cfg(unix)]
+mod power_campaign;
 
 pub use self::campaign::{ScheduleOptions, ScheduleReport, run_schedule};
+#[cfg(unix)]
+pub use self::power_campaign::{PowerLossOptions, PowerLossReport, run_power_loss};
 
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

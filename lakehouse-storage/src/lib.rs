@@ -170,6 +170,7 @@
 
 mod checkpoint;
 mod conform;
+mod durable;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod features;

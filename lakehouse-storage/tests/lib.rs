@@ -12,6 +12,7 @@ mod maintenance;
 mod nested;
 mod partitions;
 mod peer_features;
+mod power_loss;
 #[cfg(feature = "s3")]
 mod s3;
 mod table;

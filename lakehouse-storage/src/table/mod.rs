@@ -29,6 +29,7 @@ mod scan;
 mod scan_files;
 mod schema;
 mod snapshot;
+mod torn;
 mod vacuum;
 
 pub use self::append::CommitInfo;
