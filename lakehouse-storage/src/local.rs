@@ -373,8 +373,8 @@ impl ObjectStore for LocalStore {
         }
         let dest = self.inner.path_to_filesystem(location)?;
         let (fs, dirs, root) = (self.fs.clone(), self.dirs.clone(), self.root.clone());
-        Self::blocking(move || {
-            match durable::put(&fs, &dirs, &root, &dest, &payload, placement) {
+        Self::blocking(
+            move || match durable::put(&fs, &dirs, &root, &dest, &payload, placement) {
                 Ok(meta) => Ok(PutResult {
                     e_tag: Some(e_tag(&meta)),
                     version: None,
@@ -384,8 +384,8 @@ impl ObjectStore for LocalStore {
                     source: Box::new(source),
                 }),
                 Err(PutError::Io(e)) => Err(fs_error(&dest, e)),
-            }
-        })
+            },
+        )
         .await
     }
 

@@ -57,7 +57,9 @@ impl Location {
             .with_source(e)
         })?;
         let abs = dir.canonicalize().map_err(|e| {
-            Error::new(ErrorKind::Io, e.to_string()).with_path(dir.display().to_string())
+            Error::new(ErrorKind::Io, e.to_string())
+                .with_path(dir.display().to_string())
+                .with_source(e)
         })?;
         // object_store's local store, with a listing that skips what precedes an offset
         // (kernel lists the log from a version on).

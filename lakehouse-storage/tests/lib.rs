@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod delta_features;
 mod delta_fixtures;
+mod errors;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod interop;

@@ -50,7 +50,10 @@ async fn a_torn_newest_commit_is_set_aside_and_the_table_opens_at_the_version_be
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(t.version().await.unwrap(), 1, "{what}");
         let want: Vec<i64> = (0..10).collect();
-        assert_eq!(ints(&collect(&t, ScanRequest::new()).await, "order_id"), want);
+        assert_eq!(
+            ints(&collect(&t, ScanRequest::new()).await, "order_id"),
+            want
+        );
         // The torn bytes are kept aside, and the version is free for the next commit.
         let aside: Vec<_> = std::fs::read_dir(dir.path().join("_torn"))
             .unwrap()

@@ -215,10 +215,13 @@ impl PageCache {
         self.step(|s| {
             let kept = self.keep(s, path)?;
             std::fs::remove_file(path)?;
-            s.pending.entry(parent(path)).or_default().push(DirOp::Removed {
-                path: path.to_path_buf(),
-                kept,
-            });
+            s.pending
+                .entry(parent(path))
+                .or_default()
+                .push(DirOp::Removed {
+                    path: path.to_path_buf(),
+                    kept,
+                });
             Ok(())
         })
     }
@@ -348,7 +351,11 @@ fn damage(path: &Path, len: u64, rng: &mut StdRng) -> io::Result<bool> {
             Ok(len > 0)
         }
         2 => {
-            let at = if len == 0 { 0 } else { rng.random_range(0..len) };
+            let at = if len == 0 {
+                0
+            } else {
+                rng.random_range(0..len)
+            };
             f.set_len(at)?;
             Ok(at < len)
         }

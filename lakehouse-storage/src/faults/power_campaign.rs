@@ -214,9 +214,12 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("lakehouse-power-{}", uuid::Uuid::new_v4()));
         for sub in ["table", "aside"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
-                Error::new(ErrorKind::Io, format!("cannot create a scratch directory: {e}"))
-                    .with_path(dir.display().to_string())
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Io,
+                    format!("cannot create a scratch directory: {e}"),
+                )
+                .with_path(dir.display().to_string())
+                .with_source(e)
             })?;
         }
         Ok(Scratch(dir))
@@ -247,10 +250,15 @@ pub async fn run_power_loss(seed: u64, options: &PowerLossOptions) -> Result<Pow
     let mut rng = StdRng::seed_from_u64(seed);
     let scratch = Scratch::new()?;
     let dir = scratch.path("table");
-    // Steps of the workload: about a dozen per append (data file, then commit).
-    let budget = (options.writers * options.appends) as u64 * 14 + 20;
+    // Steps of the workload: about a dozen per append (data file, then commit); some
+    // cuts fall after its end.
+    let budget = (options.writers * options.appends) as u64 * 16 + 20;
     let cut_after = rng.random_range(1..=budget);
-    let cache = Arc::new(PageCache::new(u64::MAX, options.fsync, scratch.path("aside")));
+    let cache = Arc::new(PageCache::new(
+        u64::MAX,
+        options.fsync,
+        scratch.path("aside"),
+    ));
     let location = Location::local_simulated(&dir, cache.clone())?;
     let mut table_options = TableOptions::new().checkpoint_interval(options.checkpoint_interval);
     if rng.random_bool(0.5) {

@@ -222,7 +222,7 @@ async fn explain(location: &Location, version: Option<Version>, e: Error) -> Exp
         let mut bad = torn::undecodable_commits(&names, location).await;
         match bad.len() {
             0 => {}
-            1 if bad[0].0.newest => {
+            1 if bad[0].0.newest && bad[0].0.tear => {
                 let (t, e) = bad.remove(0);
                 return Explained::TornNewest(t, e);
             }

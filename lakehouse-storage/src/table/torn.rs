@@ -9,6 +9,10 @@
 //! acknowledged by this crate: it can only come from a writer that did not sync, and
 //! that writer's process died with the machine before it could rely on the commit.
 //!
+//! A file is torn when it is empty, or when lines that decode are followed only by
+//! lines that do not (a power loss cuts or garbles a tail); a bad line between good
+//! ones is damage of another kind, an error like any torn commit below the newest.
+//!
 //! * A torn **newest** commit of a local table is set aside when the table is opened:
 //!   its bytes are moved to `_torn/<file name>.<uuid>` under the table directory (no
 //!   reader looks there, vacuum leaves `_` directories alone) and the table opens at
@@ -44,6 +48,8 @@ pub(super) struct Torn {
     pub(super) path: Path,
     /// Whether no commit of a later version exists.
     pub(super) newest: bool,
+    /// Whether the damage is what a power loss leaves ([`is_tear`]).
+    pub(super) tear: bool,
 }
 
 impl Torn {
@@ -113,6 +119,7 @@ pub(super) async fn empty_commits(location: &Location) -> Result<Vec<Torn>> {
         .map(|(version, path, _)| Torn {
             version,
             newest: Some(version) == newest,
+            tear: true,
             path,
         })
         .collect())
@@ -138,6 +145,7 @@ pub(super) async fn undecodable_commits(
                     version: *v,
                     path: path.clone(),
                     newest: Some(*v) == newest,
+                    tear: is_tear(&bytes),
                 },
                 bad.with_table(location.uri()),
             ));
@@ -172,8 +180,19 @@ pub(super) async fn set_aside(location: &Location, torn: &Torn) -> Result<bool> 
     .await
 }
 
-fn is_torn(bytes: &[u8]) -> bool {
-    decode_commit(bytes, "").is_err()
+/// Whether `bytes` look like a commit a power loss tore: empty, or lines that decode
+/// followed only by lines that do not (the tail was cut or garbled). A bad line
+/// between good ones is damage of another kind, never set aside.
+pub(super) fn is_tear(bytes: &[u8]) -> bool {
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let good = |l: &[u8]| decode_commit(l, "").is_ok();
+    match lines.iter().position(|l| !good(l)) {
+        Some(first_bad) => lines[first_bad..].iter().all(|l| !good(l)),
+        None => lines.is_empty(),
+    }
 }
 
 fn set_aside_local(dir: &FsPath, version: Version) -> std::io::Result<bool> {
@@ -194,7 +213,7 @@ fn set_aside_local(dir: &FsPath, version: Version) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    if !is_torn(&bytes) || log.join(commit_name(version + 1)).exists() {
+    if !is_tear(&bytes) || log.join(commit_name(version + 1)).exists() {
         return Ok(false);
     }
     let aside = aside_dir.join(format!("{name}.{}", uuid::Uuid::new_v4()));
@@ -209,4 +228,27 @@ fn set_aside_local(dir: &FsPath, version: Version) -> std::io::Result<bool> {
     crate::durable::sync_dir(&log)?;
     Ok(true)
     // The lock is released when `lock` is dropped.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tear;
+
+    const COMMIT: &[u8] =
+        b"{\"commitInfo\":{\"operation\":\"WRITE\"}}\n{\"txn\":{\"appId\":\"a\",\"version\":1}}\n";
+
+    #[test]
+    fn tears_are_empty_files_and_damaged_tails_only() {
+        assert!(is_tear(b""));
+        assert!(is_tear(&COMMIT[..COMMIT.len() - 10]));
+        let mut zeros = COMMIT.to_vec();
+        let n = zeros.len();
+        zeros[n - 12..].fill(0);
+        assert!(is_tear(&zeros));
+        // A whole commit is not torn, nor one damaged before a good line.
+        assert!(!is_tear(COMMIT));
+        let mut middle = COMMIT.to_vec();
+        middle[3] = b'#';
+        assert!(!is_tear(&middle));
+    }
 }
