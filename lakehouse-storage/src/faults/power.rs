@@ -12,8 +12,8 @@
 //!   can bring them back).
 //!
 //! After a set number of steps the power fails: that step and every later one fail
-//! before touching the disk, as for a process that lost its machine. [`PageCache::
-//! power_loss`] then applies the loss: each directory keeps a random prefix of its
+//! before touching the disk, as for a process that lost its machine.
+//! [`PageCache::power_loss`] then applies the loss: each directory keeps a random prefix of its
 //! unsynced entry changes (a journaling file system commits them in order) and loses
 //! the rest; each file whose bytes were not synced is left whole, empty, cut at a
 //! random byte or with a garbled tail.
