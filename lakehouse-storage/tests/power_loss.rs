@@ -80,6 +80,59 @@ async fn a_torn_newest_commit_is_set_aside_and_the_table_opens_at_the_version_be
     }
 }
 
+/// Openers that race over one torn newest commit: each opens at the version before,
+/// the file is set aside once, and a commit made meanwhile is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_openers_set_a_torn_commit_aside_once() {
+    let dir = tempfile::tempdir().unwrap();
+    table_with_versions(dir.path(), 2).await;
+    std::fs::write(commit_file(dir.path(), 2), b"").unwrap();
+    let open = || async { Table::open(Location::local(dir.path()).unwrap()).await };
+    let opened = futures::future::join_all((0..4).map(|_| open())).await;
+    let tables: Vec<Table> = opened.into_iter().map(Result::unwrap).collect();
+    for t in &tables {
+        assert_eq!(t.version().await.unwrap(), 1);
+    }
+    let c = tables[0].append(vec![batch(100, 5)]).await.unwrap();
+    assert_eq!(c.version, 2);
+    // A late opener finds a good newest commit and leaves it alone.
+    let late = open().await.unwrap();
+    assert_eq!(late.version().await.unwrap(), 2);
+    let aside = std::fs::read_dir(dir.path().join("_torn"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("00000000000000000002.json.")
+        })
+        .count();
+    assert_eq!(aside, 1);
+}
+
+/// Two torn commits at the top of the log: the newest is set aside, the one below
+/// it is not (later versions were built on it) and opening names it.
+#[tokio::test]
+async fn only_the_newest_of_two_torn_commits_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    table_with_versions(dir.path(), 3).await;
+    std::fs::write(commit_file(dir.path(), 3), b"").unwrap();
+    std::fs::write(commit_file(dir.path(), 2), b"{\"add\":").unwrap();
+    for _ in 0..2 {
+        let e = Table::open(Location::local(dir.path()).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        let path = e.context().path.clone().unwrap_or_default();
+        assert!(path.ends_with("00000000000000000002.json"), "{e}");
+    }
+    assert_eq!(
+        std::fs::read(commit_file(dir.path(), 2)).unwrap(),
+        b"{\"add\":"
+    );
+}
+
 #[tokio::test]
 async fn a_torn_commit_below_the_newest_is_a_corrupt_error_naming_the_file() {
     for form in 0..3 {

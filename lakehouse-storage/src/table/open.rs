@@ -128,7 +128,10 @@ pub(super) async fn load_snapshot(
     kernel: &Kernel,
     version: Option<Version>,
 ) -> Result<Snapshot> {
-    let mut set_aside = false;
+    // A torn newest commit is set aside (by this opener or a racing one) and the load
+    // repeated; a second torn newest commit after that is an error.
+    let mut attempts = 0;
+    let mut retried = false;
     loop {
         let k = kernel.clone();
         let loaded = blocking(move || {
@@ -139,29 +142,47 @@ pub(super) async fn load_snapshot(
         let torn = match loaded {
             Ok(s) if version.is_some() => return Ok(s),
             Ok(s) => {
-                let empty = torn::empty_commits(location).await?;
+                let (empty, newest) = torn::empty_commits(location).await?;
+                if newest.is_some_and(|n| n < s.version) && !retried {
+                    // The loaded version's commit vanished since (a racing opener set
+                    // it aside): load once more.
+                    retried = true;
+                    continue;
+                }
                 let Some(first) = empty.first() else {
                     return Ok(s);
                 };
-                if empty.len() > 1 || !first.newest || set_aside {
+                if empty.len() > 1 || !first.newest || attempts >= 2 {
                     return Err(first.error(location, "the file is empty"));
                 }
                 first.clone()
             }
             Err(e) => match explain(location, version, e).await {
+                // A log file that vanished under kernel (a racing opener set it
+                // aside): load once more.
+                Explained::Error(e)
+                    if !retried
+                        && location.local_dir.is_some()
+                        && matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::VersionNotFound) =>
+                {
+                    retried = true;
+                    continue;
+                }
                 Explained::Error(e) => return Err(e),
                 Explained::TornNewest(t, e) => {
-                    if set_aside || version.is_some() {
+                    if attempts >= 2 || version.is_some() {
                         return Err(e);
                     }
                     t
                 }
             },
         };
-        if !torn::set_aside(location, &torn).await? {
+        if location.local_dir.is_none() {
             return Err(torn.error(location, "it does not decode or is empty"));
         }
-        set_aside = true;
+        // `false`: another opener set it aside first, or it is no longer torn.
+        torn::set_aside(location, &torn).await?;
+        attempts += 1;
     }
 }
 

@@ -19,7 +19,9 @@
 //!   the version before, the version free for the next commit. Openers that race take
 //!   a lock file in `_torn/`, and each checks under it that the file is still torn and
 //!   still the newest; a commit written meanwhile is never touched (no writer can
-//!   write a version while a torn file holds its name).
+//!   write a version while a torn file holds its name). Only one commit is set aside
+//!   per version: once version `n` was, a torn commit below `n` is an error (it was
+//!   not the newest when the power failed).
 //! * A torn commit **below** the newest one, or a torn newest commit on an object
 //!   store, is an [`ErrorKind::Corrupt`] error naming the file: later commits were
 //!   built on it, and only a person can decide what the table lost.
@@ -108,12 +110,12 @@ async fn tail(location: &Location, log_dir: &Path) -> Result<Vec<(Version, Path,
 }
 
 /// The empty commit files after the last checkpoint (kernel reads them as versions
-/// without actions), lowest first.
-pub(super) async fn empty_commits(location: &Location) -> Result<Vec<Torn>> {
+/// without actions), lowest first, and the newest commit version listed.
+pub(super) async fn empty_commits(location: &Location) -> Result<(Vec<Torn>, Option<Version>)> {
     let log_dir = location.child(LOG_DIR)?;
     let files = tail(location, &log_dir).await?;
     let newest = files.last().map(|(v, _, _)| *v);
-    Ok(files
+    let empty = files
         .into_iter()
         .filter(|(_, _, size)| *size == 0)
         .map(|(version, path, _)| Torn {
@@ -122,7 +124,8 @@ pub(super) async fn empty_commits(location: &Location) -> Result<Vec<Torn>> {
             tear: true,
             path,
         })
-        .collect())
+        .collect();
+    Ok((empty, newest))
 }
 
 /// The commit files that do not decode, newest first, and the newest version.
@@ -215,6 +218,19 @@ fn set_aside_local(dir: &FsPath, version: Version) -> std::io::Result<bool> {
     };
     if !is_tear(&bytes) || log.join(commit_name(version + 1)).exists() {
         return Ok(false);
+    }
+    // A later version set aside already: this one was below a newest commit when the
+    // power failed, and later versions were built on it.
+    for e in std::fs::read_dir(&aside_dir)? {
+        let name = e?.file_name();
+        let later = name
+            .to_str()
+            .and_then(|n| n.get(..20))
+            .and_then(|d| d.parse::<Version>().ok())
+            .is_some_and(|v| v > version);
+        if later {
+            return Ok(false);
+        }
     }
     let aside = aside_dir.join(format!("{name}.{}", uuid::Uuid::new_v4()));
     {
