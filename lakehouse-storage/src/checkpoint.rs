@@ -80,8 +80,11 @@ pub(crate) async fn clean_log(
     let mut entries: Vec<(Path, Version, bool, i64)> = Vec::new();
     let mut listing = location.store.list(Some(log_dir));
     while let Some(meta) = listing.next().await {
-        let meta = meta
-            .map_err(|e| Error::new(ErrorKind::Io, e.to_string()).with_path(log_dir.to_string()))?;
+        let meta = meta.map_err(|e| {
+            Error::new(ErrorKind::Io, e.to_string())
+                .with_path(log_dir.to_string())
+                .with_source(e)
+        })?;
         // Only entries directly in `_delta_log/` (not `_sidecars/`).
         let Some(name) = meta.location.filename() else {
             continue;
@@ -115,7 +118,9 @@ pub(crate) async fn clean_log(
         match location.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
             Err(e) => {
-                return Err(Error::new(ErrorKind::Io, e.to_string()).with_path(path.to_string()));
+                return Err(Error::new(ErrorKind::Io, e.to_string())
+                    .with_path(path.to_string())
+                    .with_source(e));
             }
         }
     }

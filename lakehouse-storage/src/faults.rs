@@ -43,6 +43,28 @@
 //! assert_eq!(faults.stats().total(), 0);
 //! # Ok::<(), lakehouse_storage::Error>(())
 //! ```
+//!
+//! # Power loss (Unix)
+//!
+//! [`run_power_loss`] runs one seeded schedule of concurrent appends, checkpoints and
+//! compaction on a local table whose writes go through a simulated volatile page
+//! cache, cuts the power at a random file system step, drops what the cache held
+//! (unsynced directory entries undone, unsynced files left empty, cut or garbled) and
+//! checks the table a new process opens:
+//!
+//! ```
+//! # #[cfg(unix)]
+//! # #[tokio::main]
+//! # async fn main() -> lakehouse_storage::Result<()> {
+//! use lakehouse_storage::faults::{PowerLossOptions, run_power_loss};
+//!
+//! let report = run_power_loss(7, &PowerLossOptions::new().writers(2).appends(3)).await?;
+//! assert!(report.is_clean(), "{report:?}");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
+//! ```
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -65,8 +87,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 mod campaign;
+#[cfg(unix)]
+pub(crate) mod power;
+#[cfg(unix)]
+mod power_campaign;
 
 pub use self::campaign::{ScheduleOptions, ScheduleReport, run_schedule};
+#[cfg(unix)]
+pub use self::power_campaign::{PowerLossOptions, PowerLossReport, run_power_loss};
 
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

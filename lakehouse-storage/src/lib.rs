@@ -163,15 +163,29 @@
 //! * `s3`: S3 and S3-compatible object stores (`Location::s3`).
 //! * `fault-injection`: [`faults::FaultStore`], an object store that injects errors
 //!   (before and after the operation is applied), latency, failed multipart uploads and
-//!   stale listings into another, from a seeded schedule: for tests and fault campaigns.
+//!   stale listings into another, from a seeded schedule: for tests and fault campaigns;
+//!   and, on Unix, [`faults::run_power_loss`], seeded power cuts of a local table on a
+//!   simulated page cache (unsynced directory entries undone, unsynced files emptied,
+//!   cut or garbled), checked for lost and duplicated commits.
+//!
+//! # Durability of local tables
+//!
+//! A write to a local table returns once it would survive a power loss: the file is
+//! synced before it is linked or renamed into place, then its directory (and any
+//! directory above it this process has not synced yet). A commit is therefore never
+//! visible torn; a torn newest commit (left by a writer that did not sync) is set
+//! aside under `_torn/` when the table is opened, any other torn commit is a
+//! [`ErrorKind::Corrupt`] error naming the file ([`Table::open`]).
 //!
 //! # Runtime
 //!
 //! Async on Tokio (the runtime needs the time driver, used for commit backoff). Parquet
-//! encoding runs on the rayon pool and never blocks the async workers.
+//! encoding runs on the rayon pool and never blocks the async workers; local file
+//! writes and their syncs, and kernel's log replay, run on Tokio's blocking pool.
 
 mod checkpoint;
 mod conform;
+mod durable;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod features;

@@ -8,7 +8,11 @@
 //! compares it with the offset: 10,000 entries cost about as much as the rest of a
 //! refresh. [`LocalStore`] answers `list_with_offset` by comparing entry names with the
 //! offset as they are read from the directory and reading the metadata of only the
-//! entries after it; every other call goes to [`LocalFileSystem`] unchanged.
+//! entries after it.
+//!
+//! Writes are durable before they are acknowledged (`crate::durable`): a put syncs the
+//! file and its directory, a multipart upload syncs both when it completes, copies and
+//! renames sync the destination's directory. Reads go to [`LocalFileSystem`] unchanged.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -24,8 +28,11 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    UploadPart,
 };
+
+use crate::durable::{self, DurableDirs, Fs, Placement, PutError};
 
 /// [`LocalFileSystem`] rooted at a directory, with a `list_with_offset` that reads the
 /// metadata of only the entries after the offset.
@@ -34,15 +41,115 @@ pub(crate) struct LocalStore {
     inner: LocalFileSystem,
     /// The directory the store is rooted at (absolute, canonical).
     root: PathBuf,
+    /// Where writes go: the file system, or a simulated page cache.
+    fs: Fs,
+    /// The directories whose entries this store made durable.
+    dirs: DurableDirs,
 }
 
 impl LocalStore {
-    /// The store rooted at the canonical absolute directory `root`.
-    pub(crate) fn new(root: PathBuf) -> Result<LocalStore> {
+    /// The store rooted at the canonical absolute directory `root`, writing through
+    /// `fs`. The entry of `root` itself is synced in its parent.
+    pub(crate) fn new(root: PathBuf, fs: Fs) -> Result<LocalStore> {
+        if let Some(parent) = root.parent() {
+            fs.sync_dir(parent).map_err(|e| fs_error(&root, e))?;
+        }
         Ok(LocalStore {
             inner: LocalFileSystem::new_with_prefix(&root)?,
             root,
+            fs,
+            dirs: DurableDirs::default(),
         })
+    }
+
+    /// Runs `job` (blocking file system work) off the async workers.
+    async fn blocking<T, F>(job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return job();
+        }
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })?
+    }
+
+    /// Syncs the directory of `path` (and the entries above it), after a copy or a
+    /// rename to `path`.
+    async fn sync_parent(&self, path: PathBuf) -> Result<()> {
+        let (fs, dirs, root) = (self.fs.clone(), self.dirs.clone(), self.root.clone());
+        Self::blocking(move || {
+            let Some(parent) = path.parent() else {
+                return Ok(());
+            };
+            fs.sync_dir(parent)
+                .and_then(|()| dirs.ensure(&fs, &root, parent))
+                .map_err(|e| fs_error(&path, e))
+        })
+        .await
+    }
+}
+
+/// A file system error on `path` as object_store reports one.
+fn fs_error(path: &std::path::Path, e: std::io::Error) -> object_store::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return object_store::Error::NotFound {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        };
+    }
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {e}", path.display()).into(),
+    }
+}
+
+/// A multipart upload of object_store's local store, whose file and directory entry
+/// are synced when it completes.
+#[derive(Debug)]
+struct DurableUpload {
+    inner: Box<dyn MultipartUpload>,
+    dest: PathBuf,
+    root: PathBuf,
+    fs: Fs,
+    dirs: DurableDirs,
+}
+
+#[async_trait]
+impl MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let r = self.inner.complete().await?;
+        let (fs, dirs, root, dest) = (
+            self.fs.clone(),
+            self.dirs.clone(),
+            self.root.clone(),
+            self.dest.clone(),
+        );
+        LocalStore::blocking(move || {
+            let sync = || -> std::io::Result<()> {
+                fs.adopt(&dest)?;
+                fs.sync_file(&std::fs::File::open(&dest)?)?;
+                let parent = dest.parent().unwrap_or(&root);
+                fs.sync_dir(parent)?;
+                dirs.ensure(&fs, &root, parent)
+            };
+            sync().map_err(|e| fs_error(&dest, e))
+        })
+        .await?;
+        Ok(r)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }
 
@@ -196,8 +303,24 @@ fn walk_error(dir: &std::path::Path, e: std::io::Error) -> object_store::Error {
 
 /// An entry's metadata as object_store's local store reports it (its ETag included).
 fn object_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
-    let modified = meta.modified().ok();
-    let micros = modified
+    ObjectMeta {
+        location,
+        last_modified: meta
+            .modified()
+            .ok()
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_default(),
+        size: meta.len(),
+        e_tag: Some(e_tag(meta)),
+        version: None,
+    }
+}
+
+/// The ETag object_store's local store gives a file.
+fn e_tag(meta: &std::fs::Metadata) -> String {
+    let micros = meta
+        .modified()
+        .ok()
         .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
         .unwrap_or_default()
         .as_micros();
@@ -205,13 +328,7 @@ fn object_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
     let inode = std::os::unix::fs::MetadataExt::ino(meta);
     #[cfg(not(unix))]
     let inode = 0u64;
-    ObjectMeta {
-        location,
-        last_modified: modified.map(DateTime::<Utc>::from).unwrap_or_default(),
-        size: meta.len(),
-        e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
-        version: None,
-    }
+    format!("{inode:x}-{micros:x}-{:x}", meta.len())
 }
 
 /// The files under `prefix` after `offset`, sorted by path.
@@ -245,7 +362,31 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
+        let placement = match opts.mode {
+            PutMode::Create => Placement::Create,
+            PutMode::Overwrite => Placement::Overwrite,
+            // As object_store's local store answers them.
+            PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
+        };
+        if !opts.attributes.is_empty() {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let dest = self.inner.path_to_filesystem(location)?;
+        let (fs, dirs, root) = (self.fs.clone(), self.dirs.clone(), self.root.clone());
+        Self::blocking(
+            move || match durable::put(&fs, &dirs, &root, &dest, &payload, placement) {
+                Ok(meta) => Ok(PutResult {
+                    e_tag: Some(e_tag(&meta)),
+                    version: None,
+                }),
+                Err(PutError::AlreadyExists(source)) => Err(object_store::Error::AlreadyExists {
+                    path: dest.display().to_string(),
+                    source: Box::new(source),
+                }),
+                Err(PutError::Io(e)) => Err(fs_error(&dest, e)),
+            },
+        )
+        .await
     }
 
     async fn put_multipart_opts(
@@ -253,7 +394,15 @@ impl ObjectStore for LocalStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        let dest = self.inner.path_to_filesystem(location)?;
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(DurableUpload {
+            inner,
+            dest,
+            root: self.root.clone(),
+            fs: self.fs.clone(),
+            dirs: self.dirs.clone(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -268,7 +417,26 @@ impl ObjectStore for LocalStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
+        if !self.fs.is_simulated() {
+            // A delete that a power loss undoes leaves a file no version needs: it is
+            // deleted again by the next vacuum or log cleanup. Nothing to sync.
+            return self.inner.delete_stream(locations);
+        }
+        let root = self.root.clone();
+        let fs = self.fs.clone();
+        locations
+            .then(move |location| {
+                let (root, fs) = (root.clone(), fs.clone());
+                async move {
+                    let location = location?;
+                    let mut path = root;
+                    path.extend(location.parts().map(|p| p.as_ref().to_owned()));
+                    Self::blocking(move || fs.remove(&path).map_err(|e| fs_error(&path, e)))
+                        .await?;
+                    Ok(location)
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -311,11 +479,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        let dest = self.inner.path_to_filesystem(to)?;
+        self.inner.copy_opts(from, to, options).await?;
+        self.sync_parent(dest).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
+        let dest = self.inner.path_to_filesystem(to)?;
+        self.inner.rename_opts(from, to, options).await?;
+        self.sync_parent(dest).await
     }
 }
 
@@ -338,7 +510,7 @@ mod tests {
             source: Box::new(e),
         })?;
         let root = std::fs::canonicalize(dir.path()).map_err(|e| walk_error(dir.path(), e))?;
-        let ours = LocalStore::new(root.clone())?;
+        let ours = LocalStore::new(root.clone(), Fs::default())?;
         let theirs = LocalFileSystem::new_with_prefix(&root)?;
         for name in [
             "_delta_log/00000000000000000000.json",

@@ -8,6 +8,7 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 
+use crate::durable::Fs;
 use crate::local::LocalStore;
 
 /// A table's home: an [`ObjectStore`] and the prefix of the table in it.
@@ -27,6 +28,8 @@ pub struct Location {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) root: Path,
     uri: String,
+    /// The table directory, for a table on the local file system.
+    pub(crate) local_dir: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Location {
@@ -39,8 +42,12 @@ impl Location {
     /// A directory on the local file system (created if missing).
     ///
     /// Errors with [`ErrorKind::Io`] when the directory cannot be created.
+    /// Writes are durable when they return: files and their directories are synced.
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Location> {
-        let dir = dir.as_ref();
+        Self::local_with(dir.as_ref(), Fs::default())
+    }
+
+    fn local_with(dir: &std::path::Path, fs: Fs) -> Result<Location> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -50,18 +57,33 @@ impl Location {
             .with_source(e)
         })?;
         let abs = dir.canonicalize().map_err(|e| {
-            Error::new(ErrorKind::Io, e.to_string()).with_path(dir.display().to_string())
+            Error::new(ErrorKind::Io, e.to_string())
+                .with_path(dir.display().to_string())
+                .with_source(e)
         })?;
         // object_store's local store, with a listing that skips what precedes an offset
         // (kernel lists the log from a version on).
-        let store = LocalStore::new(abs.clone()).map_err(|e| {
-            Error::new(ErrorKind::Io, e.to_string()).with_path(abs.display().to_string())
+        let store = LocalStore::new(abs.clone(), fs).map_err(|e| {
+            Error::new(ErrorKind::Io, e.to_string())
+                .with_path(abs.display().to_string())
+                .with_source(e)
         })?;
         Ok(Location {
             store: Arc::new(store),
             root: Path::default(),
             uri: format!("file://{}", abs.display()),
+            local_dir: Some(abs),
         })
+    }
+
+    /// A directory on the local file system whose writes go through a simulated page
+    /// cache (power-loss simulation).
+    #[cfg(all(feature = "fault-injection", unix))]
+    pub(crate) fn local_simulated(
+        dir: &std::path::Path,
+        cache: Arc<crate::faults::power::PageCache>,
+    ) -> Result<Location> {
+        Self::local_with(dir, Fs::simulated(cache))
     }
 
     /// A table in a fresh in-memory store (for tests).
@@ -87,6 +109,7 @@ impl Location {
             store,
             root,
             uri: uri.into(),
+            local_dir: None,
         })
     }
 

@@ -275,10 +275,26 @@ pub(crate) fn scan_files(
     }
 }
 
+/// A Parquet error reading the data file at `path`, the cause kept as the source:
+/// [`ErrorKind::VersionNotFound`] when the file is missing (vacuum removed the version
+/// that named it), else [`ErrorKind::Corrupt`] (a truncated file shows as a read past
+/// its end, which stores report as a generic error).
 fn corrupt(path: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
     move |e| {
-        Error::new(ErrorKind::Corrupt, format!("cannot read data file: {e}"))
+        let kind = match &e {
+            parquet::errors::ParquetError::External(inner)
+                if matches!(
+                    inner.downcast_ref::<object_store::Error>(),
+                    Some(object_store::Error::NotFound { .. })
+                ) =>
+            {
+                ErrorKind::VersionNotFound
+            }
+            _ => ErrorKind::Corrupt,
+        };
+        Error::new(kind, format!("cannot read data file: {e}"))
             .with_path(path.to_owned())
+            .with_source(e)
     }
 }
 

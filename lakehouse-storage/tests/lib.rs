@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod delta_features;
 mod delta_fixtures;
+mod errors;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod interop;
@@ -13,6 +14,7 @@ mod mutate;
 mod nested;
 mod partitions;
 mod peer_features;
+mod power_loss;
 #[cfg(feature = "s3")]
 mod s3;
 mod table;

@@ -210,9 +210,10 @@ async fn corrupt_files_give_typed_errors_naming_the_file() {
         "{err}"
     );
 
-    // A damaged commit file.
+    // A damaged commit file below the newest (a torn newest one is set aside:
+    // tests/power_loss.rs).
     std::fs::write(
-        dir.path().join("_delta_log/00000000000000000002.json"),
+        dir.path().join("_delta_log/00000000000000000001.json"),
         b"{\"add\": {oops",
     )
     .unwrap();
@@ -220,7 +221,7 @@ async fn corrupt_files_give_typed_errors_naming_the_file() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt);
-    assert!(e.to_string().contains("00000000000000000002.json"), "{e}");
+    assert!(e.to_string().contains("00000000000000000001.json"), "{e}");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ mod scan;
 mod scan_files;
 mod schema;
 mod snapshot;
+mod torn;
 mod vacuum;
 
 pub use self::append::CommitInfo;
@@ -77,12 +78,21 @@ impl std::fmt::Debug for Table {
     }
 }
 
+/// An object store error on `path`, the store's error kept as the source.
+///
+/// A missing object is [`ErrorKind::VersionNotFound`]: every object this crate reads
+/// by name is a log entry or a file of a version, and it is gone when log cleanup or
+/// vacuum removed that version (or another writer's commit is not visible yet). Bad
+/// bytes are [`ErrorKind::Corrupt`] where they are decoded, never here; every other
+/// failure is [`ErrorKind::Io`].
 fn io(e: object_store::Error, path: &Path) -> Error {
     let kind = match e {
-        object_store::Error::NotFound { .. } => ErrorKind::Corrupt,
+        object_store::Error::NotFound { .. } => ErrorKind::VersionNotFound,
         _ => ErrorKind::Io,
     };
-    Error::new(kind, e.to_string()).with_path(path.to_string())
+    Error::new(kind, e.to_string())
+        .with_path(path.to_string())
+        .with_source(e)
 }
 
 fn now_ms() -> i64 {
@@ -192,4 +202,53 @@ fn user_schema_of(s: &Snapshot) -> SchemaRef {
 /// The live files of `snap` in the order they were added (the order scans read them).
 fn live_files(snap: &Snapshot) -> impl Iterator<Item = &Arc<FileEntry>> {
     snap.files.iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn not_found() -> object_store::Error {
+        object_store::Error::NotFound {
+            path: "t/_delta_log/00000000000000000003.json".into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
+    }
+
+    /// A missing object is not corrupt data: the version that named it is gone.
+    #[test]
+    fn a_missing_object_is_version_not_found_not_corrupt() {
+        let e = io(
+            not_found(),
+            &Path::from("t/_delta_log/00000000000000000003.json"),
+        );
+        assert_eq!(e.kind(), ErrorKind::VersionNotFound, "{e}");
+        assert_eq!(
+            e.context().path.as_deref(),
+            Some("t/_delta_log/00000000000000000003.json")
+        );
+    }
+
+    /// The store's error is the source, for every kind.
+    #[test]
+    fn the_store_error_is_kept_as_the_source() {
+        let generic = object_store::Error::Generic {
+            store: "test",
+            source: "disk on fire".into(),
+        };
+        for (e, kind) in [
+            (not_found(), ErrorKind::VersionNotFound),
+            (generic, ErrorKind::Io),
+        ] {
+            let ours = io(e, &Path::from("t/x"));
+            assert_eq!(ours.kind(), kind);
+            let source = ours.source().expect("the store's error is the source");
+            assert!(
+                source.downcast_ref::<object_store::Error>().is_some(),
+                "{source:?}"
+            );
+        }
+    }
 }

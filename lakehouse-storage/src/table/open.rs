@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use lakehouse_core::{Error, ErrorKind, Result, Version};
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::commit::{commit_info, put_if_absent};
+use super::torn;
 use super::{Table, TableOptions, now_ms};
 use crate::kernel::{Kernel, blocking};
 use crate::location::Location;
 use crate::log::{
-    Action, Format, LOG_DIR, MetaData, Protocol, Snapshot, decode_commit, parse_commit_name,
-    schema_to_string,
+    Action, Format, LOG_DIR, MetaData, Protocol, Snapshot, parse_commit_name, schema_to_string,
 };
 use crate::partition::PartitionSpec;
 use crate::replay;
@@ -93,6 +92,11 @@ impl Table {
     ///
     /// Errors with [`ErrorKind::InvalidInput`] when there is no table there and
     /// [`ErrorKind::Corrupt`] (naming the file) when the log cannot be read.
+    ///
+    /// A torn newest commit (empty or cut by a power loss; never acknowledged, since
+    /// commits are durable before they are) of a local table is set aside under
+    /// `_torn/` and the table opens at the version before; a torn commit below the
+    /// newest is a [`ErrorKind::Corrupt`] error naming its file.
     pub async fn open(location: Location) -> Result<Table> {
         let log_dir = location.child(LOG_DIR)?;
         let kernel = Kernel::new(&location)?;
@@ -115,36 +119,97 @@ impl Table {
 
 /// Loads the snapshot at `version` (the latest when `None`) through kernel: the newest
 /// usable checkpoint of any layout, then the commits after it.
+///
+/// Opening the latest version also looks for torn commits (`torn`): a torn newest
+/// commit of a local table is set aside once and the load repeated; any other torn
+/// commit is an [`ErrorKind::Corrupt`] error naming its file.
 pub(super) async fn load_snapshot(
     location: &Location,
     kernel: &Kernel,
     version: Option<Version>,
 ) -> Result<Snapshot> {
-    let k = kernel.clone();
-    let loaded = blocking(move || {
-        let ks = k.snapshot(version)?;
-        replay::full(&k, ks)
-    })
-    .await;
-    match loaded {
-        Ok(s) => Ok(s),
-        Err(e) => Err(explain(location, version, e).await),
+    // A torn newest commit is set aside (by this opener or a racing one) and the load
+    // repeated; a second torn newest commit after that is an error.
+    let mut attempts = 0;
+    let mut retried = false;
+    loop {
+        let k = kernel.clone();
+        let loaded = blocking(move || {
+            let ks = k.snapshot(version)?;
+            replay::full(&k, ks)
+        })
+        .await;
+        let torn = match loaded {
+            Ok(s) if version.is_some() => return Ok(s),
+            Ok(s) => {
+                let (empty, newest) = torn::empty_commits(location).await?;
+                if newest.is_some_and(|n| n < s.version) && !retried {
+                    // The loaded version's commit vanished since (a racing opener set
+                    // it aside): load once more.
+                    retried = true;
+                    continue;
+                }
+                let Some(first) = empty.first() else {
+                    return Ok(s);
+                };
+                if empty.len() > 1 || !first.newest || attempts >= 2 {
+                    return Err(first.error(location, "the file is empty"));
+                }
+                first.clone()
+            }
+            Err(e) => match explain(location, version, e).await {
+                // A log file that vanished under kernel (a racing opener set it
+                // aside): load once more.
+                Explained::Error(e)
+                    if !retried
+                        && location.local_dir.is_some()
+                        && matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::VersionNotFound) =>
+                {
+                    retried = true;
+                    continue;
+                }
+                Explained::Error(e) => return Err(e),
+                Explained::TornNewest(t, e) => {
+                    if attempts >= 2 || version.is_some() {
+                        return Err(e);
+                    }
+                    t
+                }
+            },
+        };
+        if location.local_dir.is_none() {
+            return Err(torn.error(location, "it does not decode or is empty"));
+        }
+        // `false`: another opener set it aside first, or it is no longer torn.
+        torn::set_aside(location, &torn).await?;
+        attempts += 1;
     }
+}
+
+/// What a failed load was.
+enum Explained {
+    /// An error to report.
+    Error(Error),
+    /// The newest commit does not decode, and it alone: it may be set aside. The
+    /// error names it.
+    TornNewest(torn::Torn, Error),
 }
 
 /// A better error for a failed load: no table at all, or the commit file that does not
 /// parse (kernel's JSON errors do not name the file).
-async fn explain(location: &Location, version: Option<Version>, e: Error) -> Error {
+async fn explain(location: &Location, version: Option<Version>, e: Error) -> Explained {
     if e.kind() != ErrorKind::Corrupt && e.kind() != ErrorKind::VersionNotFound {
-        return e;
+        return Explained::Error(e);
     }
     let Ok(log_dir) = location.child(LOG_DIR) else {
-        return e;
+        return Explained::Error(e);
     };
     let mut names: Vec<(Version, Path)> = Vec::new();
     let mut listing = location.store.list(Some(&log_dir));
     while let Some(meta) = listing.next().await {
-        let Ok(meta) = meta else { return e };
+        let Ok(meta) = meta else {
+            return Explained::Error(e);
+        };
         if let Some(v) = meta.location.filename().and_then(parse_commit_name) {
             names.push((v, meta.location.clone()));
         }
@@ -152,35 +217,42 @@ async fn explain(location: &Location, version: Option<Version>, e: Error) -> Err
     if names.is_empty() && version.is_none() {
         let any = location.store.list(Some(&log_dir)).next().await.is_some();
         if !any {
-            return Error::new(
-                ErrorKind::InvalidInput,
-                format!("no table at {}", location.uri()),
-            )
-            .with_table(location.uri());
+            return Explained::Error(
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("no table at {}", location.uri()),
+                )
+                .with_table(location.uri()),
+            );
         }
     }
     let earliest = names.iter().map(|(v, _)| *v).min();
     if let Some(v) = version
         && earliest.is_none_or(|first| v < first)
     {
-        return Error::new(
-            ErrorKind::VersionNotFound,
-            format!("the log no longer holds version {v} (no checkpoint covers it): {e}"),
-        )
-        .with_version(v)
-        .with_table(location.uri());
+        return Explained::Error(
+            Error::new(
+                ErrorKind::VersionNotFound,
+                format!("the log no longer holds version {v} (no checkpoint covers it): {e}"),
+            )
+            .with_version(v)
+            .with_table(location.uri()),
+        );
     }
     if e.kind() == ErrorKind::Corrupt {
-        names.sort();
-        for (_, path) in names.iter().rev() {
-            let Ok(r) = location.store.get(path).await else {
-                continue;
-            };
-            let Ok(bytes) = r.bytes().await else { continue };
-            if let Err(bad) = decode_commit(&bytes, path.as_ref()) {
-                return bad.with_table(location.uri());
+        let mut bad = torn::undecodable_commits(&names, location).await;
+        match bad.len() {
+            0 => {}
+            1 if bad[0].0.newest && bad[0].0.tear => {
+                let (t, e) = bad.remove(0);
+                return Explained::TornNewest(t, e);
+            }
+            // The lowest one found: later versions were built on it.
+            _ => {
+                let (_, e) = bad.remove(bad.len() - 1);
+                return Explained::Error(e);
             }
         }
     }
-    e
+    Explained::Error(e)
 }

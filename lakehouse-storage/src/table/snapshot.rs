@@ -139,7 +139,9 @@ impl Table {
                     ErrorKind::VersionNotFound,
                     format!("the log no longer holds version {version}"),
                 )
-                .with_version(version),
+                .with_version(version)
+                .with_path(path.to_string())
+                .with_source(e),
                 e => io(e, &path),
             })?;
         let meta_time = r.meta.last_modified.timestamp_millis();

@@ -177,7 +177,12 @@ impl Table {
         let mut listing = self.inner.location.store.list(Some(&root));
         let mut deleted = Vec::new();
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| io(e, &root))?;
+            let meta = match meta {
+                Ok(m) => m,
+                // Removed while the listing ran (another vacuum, a log cleanup).
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(io(e, &root)),
+            };
             let full = meta.location.as_ref();
             let rel = full.get(prefix_len..).unwrap_or_default();
             if rel.starts_with(LOG_DIR) || rel.starts_with('_') || live.contains(rel) {
