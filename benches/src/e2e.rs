@@ -14,6 +14,10 @@
 //! * a `flow` trigger that keeps trending items and top sellers per category in
 //!   `lakehouse-cache`.
 //!
+//! The pipeline runs twice: on the in-process stream (`e2e.*`), then with its events in
+//! NATS JetStream (`e2e.nats_*`; the server as in `stream-nats`, skipped without one),
+//! where the producer's puts and every consumer's reads go through the server.
+//!
 //! `e2e.events_per_s` is the event count divided by the time from the first put until
 //! every event is committed, in the views and in the cache. Freshness is measured on
 //! every 16th event from its creation (just before its put): to the cache, to the
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::Int64Array;
 use arrow::datatypes::DataType;
-use lakehouse_core::PutRecord;
+use lakehouse_core::{EventLog, PutRecord};
 use lakehouse_examples::hot::Hot;
 use lakehouse_examples::workload::{Catalog, EventDecoder, Generator, VIEWS, now_micros, schema};
 use lakehouse_query::{QueryEngine, RefreshKind};
@@ -58,20 +62,58 @@ impl Samples {
     }
 }
 
+/// Puts one batch, returning how many records were acknowledged.
+type Put = Box<dyn Fn(Vec<PutRecord>) -> usize + Send>;
+
 pub(crate) fn run(report: &mut Report) -> BenchResult {
     let events: u64 = report.scale(4_000_000, 1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(pipeline(report, events))
-}
-
-async fn pipeline(report: &mut Report, events: u64) -> BenchResult {
-    let dir = tempfile::tempdir()?;
     let stream = Stream::builder("e2e")
         .shards(SHARDS)
         .max_shard_bytes(1 << 30)
         .build()?;
+    let producer = stream.clone();
+    let put: Put = Box::new(move |batch| {
+        producer
+            .put_records(batch)
+            .iter()
+            .filter(|r| r.is_ok())
+            .count()
+    });
+    rt.block_on(pipeline(report, events, stream, put, "e2e."))?;
+    // The same pipeline with its events in NATS JetStream.
+    let Some((url, _server)) = crate::stream_nats::server(report)? else {
+        return Ok(());
+    };
+    rt.block_on(async {
+        let log = lakehouse_stream::NatsLog::builder(&url, format!("e2e-{}", std::process::id()))
+            .shards(SHARDS)
+            .max_shard_bytes(None)
+            .open()
+            .await?;
+        let producer = log.clone();
+        let handle = tokio::runtime::Handle::current();
+        let put: Put = Box::new(move |batch| {
+            handle
+                .block_on(lakehouse_core::EventLog::put_batch(&producer, batch))
+                .map_or(0, |results| results.iter().filter(|r| r.is_ok()).count())
+        });
+        let result = pipeline(report, events, log.clone(), put, "e2e.nats_").await;
+        log.delete().await?;
+        result
+    })
+}
+
+async fn pipeline<L: EventLog + Clone + 'static>(
+    report: &mut Report,
+    events: u64,
+    stream: L,
+    put: Put,
+    prefix: &str,
+) -> BenchResult {
+    let dir = tempfile::tempdir()?;
     let table = Table::create(
         Location::local(dir.path())?,
         schema(),
@@ -107,12 +149,7 @@ async fn pipeline(report: &mut Report, events: u64) -> BenchResult {
 
     // One producer thread, as fast as the pipeline drains (at most 2 M events ahead).
     let producer = {
-        let (stream, acked, committed, hot) = (
-            stream.clone(),
-            acked.clone(),
-            committed.clone(),
-            hot.clone(),
-        );
+        let (acked, committed, hot) = (acked.clone(), committed.clone(), hot.clone());
         std::thread::spawn(move || {
             let mut generator = Generator::new(Arc::new(Catalog::new(ITEMS, USERS)), 9);
             let mut id = 0u64;
@@ -131,11 +168,7 @@ async fn pipeline(report: &mut Report, events: u64) -> BenchResult {
                 let batch: Vec<PutRecord> = (0..n)
                     .map(|_| generator.next_event(now).put_record())
                     .collect();
-                let ok = stream
-                    .put_records(batch)
-                    .iter()
-                    .filter(|r| r.is_ok())
-                    .count();
+                let ok = put(batch);
                 acked.fetch_add(ok as u64, Ordering::SeqCst);
                 id += n;
             }
@@ -191,7 +224,7 @@ async fn pipeline(report: &mut Report, events: u64) -> BenchResult {
     }
     let stats = lakehouse_core::TableSource::statistics(&table, None).await?;
     report.note(&format!(
-        "e2e: {total} events, {SHARDS} shards, flush every {} ms: {commits} commits, {} files, {} MB; \
+        "{prefix}*: {total} events, {SHARDS} shards, flush every {} ms: {commits} commits, {} files, {} MB; \
          {} view refreshes ({} incremental)",
         FLUSH.as_millis(),
         stats.files.len(),
@@ -199,19 +232,35 @@ async fn pipeline(report: &mut Report, events: u64) -> BenchResult {
         refreshes.0,
         refreshes.1
     ));
-    report.metric("e2e.events_per_s", total as f64 / secs, "events/s");
     report.metric(
-        "e2e.freshness_p99_ms",
+        &format!("{prefix}events_per_s"),
+        total as f64 / secs,
+        "events/s",
+    );
+    report.metric(
+        &format!("{prefix}freshness_p99_ms"),
         hot.freshness.percentile(99.0).unwrap_or(0.0),
         "ms",
     );
     report.metric(
-        "e2e.freshness_p50_ms",
+        &format!("{prefix}freshness_p50_ms"),
         hot.freshness.percentile(50.0).unwrap_or(0.0),
         "ms",
     );
-    report.metric("e2e.view_freshness_p99_ms", view_fresh.p(99.0), "ms");
-    report.metric("e2e.table_freshness_p99_ms", table_fresh.p(99.0), "ms");
-    report.metric("e2e.table_freshness_p50_ms", table_fresh.p(50.0), "ms");
+    report.metric(
+        &format!("{prefix}view_freshness_p99_ms"),
+        view_fresh.p(99.0),
+        "ms",
+    );
+    report.metric(
+        &format!("{prefix}table_freshness_p99_ms"),
+        table_fresh.p(99.0),
+        "ms",
+    );
+    report.metric(
+        &format!("{prefix}table_freshness_p50_ms"),
+        table_fresh.p(50.0),
+        "ms",
+    );
     Ok(())
 }

@@ -122,6 +122,8 @@ pub(crate) const TARGETS: &[Target] = &[
 ];
 
 /// The target named `name`.
+// Used by benches/tests/fuzz_decoders.rs, which includes this module.
+#[allow(dead_code)]
 pub(crate) fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
 }

@@ -4,21 +4,22 @@
 //! cargo run --release -p lakehouse-benches --bin lakehouse-bench -- <subcommand> [--quick]
 //! ```
 //!
-//! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `soak`,
+//! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `faults`, `soak`,
 //! `all` (every one but `soak`, which runs the main example for ten minutes);
 //! `ml-fold-in` runs the fold-in figures of `ml` alone, `storage-log` the log figures of
-//! `storage` (open, refresh, plan).
+//! `storage` (open, refresh, plan), `stream-nats` the NATS JetStream figures of `stream`.
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
-//! smaller data.
+//! smaller data; `--seed N` fixes the seed of randomised parts (`faults`), which is
+//! otherwise made from the clock and printed.
 
 mod cache;
 mod core;
 mod e2e;
+mod faults;
 mod flow;
 // The decoder fuzzing of the `faults` report.
-#[allow(dead_code)]
 mod fuzz;
 mod ml;
 mod ml_fold_in;
@@ -30,24 +31,26 @@ mod soak;
 mod storage;
 mod storage_log;
 mod stream;
+mod stream_nats;
 
 use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|soak|all|ml-fold-in|storage-log> [--quick]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|ml-fold-in|storage-log|stream-nats> [--quick] [--seed N]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
 const SUBCOMMANDS: &[(&str, Subcommand)] = &[
     ("core", core::run),
     ("flow", flow::run),
-    ("stream", stream::run),
+    ("stream", stream_with_nats),
     ("storage", storage::run),
     ("query", query::run),
     ("cache", cache::run),
     ("ml", ml::run),
     ("e2e", e2e::run),
+    ("faults", faults::run),
     ("soak", soak::run),
 ];
 
@@ -55,14 +58,30 @@ const SUBCOMMANDS: &[(&str, Subcommand)] = &[
 const PARTS: &[(&str, Subcommand)] = &[
     ("ml-fold-in", ml_fold_in::run),
     ("storage-log", storage_log::run_alone),
+    ("stream-nats", stream_nats::run),
 ];
+
+/// `stream`: the in-process and durable stream, then the same on NATS JetStream.
+fn stream_with_nats(report: &mut Report) -> report::BenchResult {
+    stream::run(report)?;
+    stream_nats::run(report)
+}
 
 fn main() -> ExitCode {
     let mut quick = false;
+    let mut seed = None;
     let mut chosen = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--seed" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
+                Some(s) => seed = Some(s),
+                None => {
+                    eprintln!("--seed needs a number\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -81,7 +100,12 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    let mut report = Report::new(quick);
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let mut report = Report::new(quick, seed);
     report.machine();
     let mut failed = false;
     for name in chosen {

@@ -12,11 +12,17 @@ pub(crate) type BenchResult = Result<(), Box<dyn std::error::Error + Send + Sync
 #[derive(Debug)]
 pub(crate) struct Report {
     quick: bool,
+    seed: u64,
 }
 
 impl Report {
-    pub(crate) fn new(quick: bool) -> Self {
-        Report { quick }
+    pub(crate) fn new(quick: bool, seed: u64) -> Self {
+        Report { quick, seed }
+    }
+
+    /// The seed of randomised parts (`--seed N`; else one made from the clock).
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Whether to measure on the smaller data of `--quick`.
