@@ -288,6 +288,20 @@ proptest! {
 
 /// `Scalar::Decimal128` displayed `10^scale` as an `i128`: a scale over 38 (a
 /// predicate literal any caller can build) overflowed.
+/// A persisted workflow history of an unfinished execution whose last event has id
+/// `u64::MAX`: the next event id (`last + 1`) overflowed when the execution was
+/// resumed. Found by `lakehouse-bench faults --quick --seed 1`.
+#[test]
+fn crash_history_event_id_u64_max() {
+    let sample = std::str::from_utf8(lakehouse_flow::fuzzing::sample_history()).unwrap();
+    let first_seven: Vec<&str> = sample.lines().take(7).collect();
+    assert!(first_seven[6].contains("\"id\":7,"), "{}", first_seven[6]);
+    let bytes = first_seven
+        .join("\n")
+        .replacen("\"id\":7,", "\"id\":18446744073709551615,", 1);
+    no_panic("workflow_history", bytes.as_bytes());
+}
+
 #[test]
 fn crash_decimal_literal_with_scale_39_displays() {
     no_panic("predicate_eval", b"\xd2\x00W'");

@@ -230,6 +230,26 @@ impl Workflow {
             )
             .with_key(id));
         };
+        // Events are numbered 1, 2, 3, ... as they are appended; a history whose
+        // numbers do not increase (or leave no number for the next event) was not
+        // written by this runtime.
+        if let Some(w) = events.windows(2).find(|w| w[1].id <= w[0].id) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "history event {} follows event {}: event ids must increase",
+                    w[1].id, w[0].id
+                ),
+            )
+            .with_key(id));
+        }
+        if events.last().is_some_and(|e| e.id == u64::MAX) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "history event id u64::MAX leaves no id for the next event",
+            )
+            .with_key(id));
+        }
         let input = input.clone();
         let started_ms = first.timestamp_ms;
         if let Some(done) = finished(id, &events) {

@@ -97,7 +97,7 @@ impl Run {
         }
         let mut h = std::hash::DefaultHasher::new();
         id.hash(&mut h);
-        let next_id = events.last().map_or(1, |e| e.id + 1);
+        let next_id = events.last().map_or(1, |e| e.id.saturating_add(1));
         Run {
             rng: Mutex::new(JitterRng::new(wf.jitter_seed ^ h.finish())),
             wf,
