@@ -106,6 +106,22 @@ pub(crate) struct DeletionVector {
     pub(crate) cardinality: i64,
 }
 
+impl Add {
+    /// The `remove` action that retires this file at `timestamp_ms`; `data_change` is
+    /// false when the rows live on in other files (compaction), true when they change.
+    pub(crate) fn removal(&self, timestamp_ms: i64, data_change: bool) -> Remove {
+        Remove {
+            path: self.path.clone(),
+            deletion_timestamp: Some(timestamp_ms),
+            data_change,
+            extended_file_metadata: Some(true),
+            partition_values: Some(self.partition_values.clone()),
+            size: Some(self.size),
+            deletion_vector: self.deletion_vector.clone(),
+        }
+    }
+}
+
 /// The `remove` action.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -28,7 +28,7 @@ use lakehouse_core::{
 
 use super::commit::certainly_not_committed;
 use super::{Table, TableOptions, live_files, now_ms, user_schema_of};
-use crate::log::{Action, Add, FileEntry, Remove};
+use crate::log::{Action, Add, FileEntry};
 use crate::read::{file_view, scan_files};
 use crate::write::encode;
 
@@ -116,17 +116,7 @@ impl StagedMutation {
                     check_no_conflict(latest, read_version, &schema, &table_id, &read)?;
                     let mut actions: Vec<Action> = removed
                         .iter()
-                        .map(|f| {
-                            Action::Remove(Remove {
-                                path: f.add.path.clone(),
-                                deletion_timestamp: Some(ts),
-                                data_change: true,
-                                extended_file_metadata: Some(true),
-                                partition_values: Some(f.add.partition_values.clone()),
-                                size: Some(f.add.size),
-                                deletion_vector: f.add.deletion_vector.clone(),
-                            })
-                        })
+                        .map(|f| Action::Remove(f.add.removal(ts, true)))
                         .collect();
                     actions.extend(added.iter().cloned().map(Action::Add));
                     Ok(Some(actions))
