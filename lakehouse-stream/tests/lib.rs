@@ -1,5 +1,6 @@
 //! Integration tests of `lakehouse-stream`.
 
+mod csv;
 mod durable;
 mod group;
 mod sink;

@@ -6,15 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use lakehouse_core::{
-    Error, ErrorKind, EventLog, MemoryTable, Position, PutRecord, ReadLimit, Record, Result,
-    ScanRequest, ShardId, TableSource, conformance,
+    ErrorKind, EventLog, MemoryTable, Position, PutRecord, ReadLimit, Record, Result, ScanRequest,
+    ShardId, TableSource, conformance,
 };
-use lakehouse_stream::{Decoder, FlushPolicy, NatsLog, NatsLogBuilder, TableDelivery};
+use lakehouse_stream::{FlushPolicy, NatsLog, NatsLogBuilder, TableDelivery};
+
+#[path = "csv.rs"]
+mod csv;
+use csv::Csv;
 
 fn server() -> Option<String> {
     let url = std::env::var("LAKEHOUSE_NATS_URL").ok();
@@ -366,38 +370,6 @@ async fn a_dead_server_gives_a_typed_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-}
-
-/// Decodes `user,amount` records.
-struct Csv(SchemaRef);
-
-impl Decoder for Csv {
-    fn schema(&self) -> SchemaRef {
-        self.0.clone()
-    }
-
-    fn decode(&self, records: &[Record]) -> Result<RecordBatch> {
-        let mut users = Vec::new();
-        let mut amounts = Vec::new();
-        for r in records {
-            let text = std::str::from_utf8(&r.data).unwrap_or("");
-            let Some((u, a)) = text
-                .split_once(',')
-                .and_then(|(u, a)| a.parse::<i64>().ok().map(|a| (u.to_owned(), a)))
-            else {
-                return Err(Error::new(ErrorKind::InvalidInput, "malformed"));
-            };
-            users.push(u);
-            amounts.push(a);
-        }
-        Ok(RecordBatch::try_new(
-            self.0.clone(),
-            vec![
-                Arc::new(StringArray::from(users)),
-                Arc::new(Int64Array::from(amounts)),
-            ],
-        )?)
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use futures::TryStreamExt;
 use lakehouse_core::{
@@ -10,42 +10,7 @@ use lakehouse_core::{
 };
 use lakehouse_stream::{Decoder, FlushPolicy, Stream, TableDelivery};
 
-/// Decodes `user,amount` records.
-struct Csv(SchemaRef);
-
-impl Decoder for Csv {
-    fn schema(&self) -> SchemaRef {
-        self.0.clone()
-    }
-
-    fn decode(&self, records: &[Record]) -> Result<RecordBatch> {
-        let mut users = Vec::new();
-        let mut amounts = Vec::new();
-        for r in records {
-            let text = std::str::from_utf8(&r.data).unwrap_or("");
-            let parsed = text
-                .split_once(',')
-                .and_then(|(u, a)| a.parse::<i64>().ok().map(|a| (u.to_owned(), a)));
-            let Some((u, a)) = parsed else {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("malformed record {text:?}"),
-                )
-                .with_shard(r.shard)
-                .with_version(r.sequence));
-            };
-            users.push(u);
-            amounts.push(a);
-        }
-        Ok(RecordBatch::try_new(
-            self.0.clone(),
-            vec![
-                Arc::new(StringArray::from(users)),
-                Arc::new(Int64Array::from(amounts)),
-            ],
-        )?)
-    }
-}
+use crate::csv::Csv;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
