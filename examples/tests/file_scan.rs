@@ -80,24 +80,11 @@ fn live_adds(dir: &Path, version: u64) -> Vec<Value> {
     adds
 }
 
-/// An inline deletion vector (`RoaringBitmapArray`, z85-encoded) deleting `rows`.
+/// An inline deletion vector deleting `rows`, by the storage crate's encoder.
 fn inline_dv(rows: &[u64]) -> Value {
-    let mut bytes = 1_681_511_377u32.to_le_bytes().to_vec();
-    let mut bitmap = roaring::RoaringBitmap::new();
-    for r in rows {
-        bitmap.insert(u32::try_from(*r).unwrap());
-    }
-    bytes.extend(1u64.to_le_bytes());
-    bytes.extend(0u32.to_le_bytes());
-    bitmap.serialize_into(&mut bytes).unwrap();
-    let mut padded = bytes.clone();
-    padded.resize(bytes.len().div_ceil(4) * 4, 0);
-    json!({
-        "storageType": "i",
-        "pathOrInlineDv": z85::encode(&padded),
-        "sizeInBytes": bytes.len(),
-        "cardinality": rows.len(),
-    })
+    lakehouse_storage::deletion_vector::encode_inline(rows)
+        .unwrap()
+        .to_json()
 }
 
 fn sales_schema(extra: bool) -> SchemaRef {

@@ -114,6 +114,6 @@ pub use crate::mutate::{
 pub use crate::predicate::{CmpOp, ColumnRef, ColumnStats, Predicate, StatsProvider, col};
 pub use crate::scalar::Scalar;
 pub use crate::table::{
-    AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, ScanRequest, TableSink,
-    TableSource, TableStatistics, TxnId, Version,
+    AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, RowChanges, ScanRequest,
+    TableSink, TableSource, TableStatistics, TxnId, Version,
 };

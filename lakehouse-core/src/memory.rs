@@ -21,8 +21,8 @@ use crate::log::{
 use crate::mutate::{Assignment, MutationOutcome, TableMutator, check_assignments, mutate_batch};
 use crate::predicate::{ColumnStats, Predicate};
 use crate::table::{
-    AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, ScanRequest, TableSink,
-    TableSource, TableStatistics, TxnId, Version,
+    AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, RowChanges, ScanRequest,
+    TableSink, TableSource, TableStatistics, TxnId, Version,
 };
 
 /// Checks `batch` against the table schema and returns it with the table's column order.
@@ -395,6 +395,27 @@ impl TableSource for MemoryTable {
             to_version: latest,
             batches: Box::pin(futures::stream::iter(batches)),
         })
+    }
+
+    /// Appends only: the appended batches. Across a delete, update or overwrite: every
+    /// row of `version` removed and every row of the latest version added.
+    async fn row_changes_since(&self, version: Version) -> Result<RowChanges> {
+        match self.changes_since(version).await {
+            Err(e) if e.kind() == ErrorKind::NonAppendChange => {
+                let (_, before) = self.snapshot(Some(version))?;
+                let (latest, now) = self.snapshot(None)?;
+                let rows = |live: Vec<(RecordBatch, FileStats)>| -> BatchStream {
+                    Box::pin(futures::stream::iter(live.into_iter().map(|(b, _)| Ok(b))))
+                };
+                Ok(RowChanges {
+                    from_version: version,
+                    to_version: latest,
+                    added: rows(now),
+                    removed: rows(before),
+                })
+            }
+            other => Ok(other?.into()),
+        }
     }
 }
 

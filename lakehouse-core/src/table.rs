@@ -177,6 +177,47 @@ impl Debug for Changes {
     }
 }
 
+/// Rows added to and removed from a table between two versions; see
+/// [`TableSource::row_changes_since`].
+///
+/// Applying them to the rows of `from_version` (remove each row of `removed` once, add
+/// every row of `added`) gives the rows of `to_version`, as multisets: a row updated in
+/// place shows as removed with its old values and added with its new ones, and a source
+/// may report a row removed and added again unchanged (a rewritten file), which cancels
+/// out.
+pub struct RowChanges {
+    /// The version the changes start after (exclusive).
+    pub from_version: Version,
+    /// The version the changes end at (inclusive); the next call passes this.
+    pub to_version: Version,
+    /// Rows added (appended, or the new values of updated rows).
+    pub added: BatchStream,
+    /// Rows removed (deleted, or the old values of updated rows), with the columns of
+    /// the latest schema.
+    pub removed: BatchStream,
+}
+
+impl Debug for RowChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowChanges")
+            .field("from_version", &self.from_version)
+            .field("to_version", &self.to_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Changes> for RowChanges {
+    /// Appends only: nothing removed.
+    fn from(c: Changes) -> Self {
+        RowChanges {
+            from_version: c.from_version,
+            to_version: c.to_version,
+            added: c.batches,
+            removed: Box::pin(futures::stream::empty()),
+        }
+    }
+}
+
 /// A readable, versioned table of Arrow record batches.
 ///
 /// Implemented by the partitioned store (`lakehouse-storage`), by live stream tails and
@@ -200,6 +241,10 @@ impl Debug for Changes {
 ///   [`ErrorKind::NonAppendChange`](crate::ErrorKind::NonAppendChange) so that the
 ///   consumer falls back to a full read; rewrites that keep the same rows (compaction)
 ///   are skipped.
+/// * [`row_changes_since`](Self::row_changes_since) also reports removed rows. Its
+///   default is [`changes_since`](Self::changes_since) with nothing removed (so it fails
+///   with `NonAppendChange` where that does); a source that can list the rows its
+///   deletes and rewrites removed overrides it.
 ///
 /// Run [`conformance::table`](crate::conformance::table) (feature `conformance`) against
 /// an implementation to check these rules.
@@ -244,6 +289,13 @@ pub trait TableSource: Send + Sync + Debug {
 
     /// Rows appended after `version`, up to the latest version.
     async fn changes_since(&self, version: Version) -> Result<Changes>;
+
+    /// Rows added and removed after `version`, up to the latest version (see
+    /// [`RowChanges`]). The default reports appends only, through
+    /// [`changes_since`](Self::changes_since).
+    async fn row_changes_since(&self, version: Version) -> Result<RowChanges> {
+        Ok(self.changes_since(version).await?.into())
+    }
 }
 
 /// Identifies a writer's commit so that a retried commit is applied once.

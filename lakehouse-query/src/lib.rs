@@ -24,9 +24,11 @@
 //!   repartition; slice-local filtering runs on rayon.
 //! * **Materialized views.** `CREATE MATERIALIZED VIEW v AS SELECT ...` (or
 //!   [`QueryEngine::create_materialized_view`]); refreshed incrementally from
-//!   [`TableSource::changes_since`] for `SUM` / `COUNT` / `AVG` / `MIN` / `MAX` group-bys and
+//!   [`TableSource::row_changes_since`] for `SUM` / `COUNT` / `AVG` / `MIN` / `MAX` group-bys and
 //!   filter/projection views over one changing table (joined to unchanged dimensions),
-//!   fully otherwise, on demand or in the background. Readers never wait for a refresh.
+//!   also after deletes and updates for `SUM` / `COUNT` / `AVG` (the removed rows are
+//!   taken back), fully otherwise, on demand or in the background. Readers never wait
+//!   for a refresh.
 //! * **Streaming tail.** [`QueryEngine::register_with_tail`] unions a committed table with
 //!   rows not yet committed.
 //!

@@ -61,6 +61,36 @@ impl Protocol {
         })
     }
 
+    /// This protocol with the reader and writer table feature `feature` (protocol 3 / 7;
+    /// a legacy writer version's implied features are listed explicitly).
+    pub(crate) fn with_feature(&self, feature: &str) -> Protocol {
+        let mut reader = self.reader_features.clone().unwrap_or_default();
+        let mut writer = self.writer_features.clone().unwrap_or_else(|| {
+            let mut w = Vec::new();
+            if self.min_writer_version >= 2 {
+                w.extend(["appendOnly".to_owned(), "invariants".to_owned()]);
+            }
+            w
+        });
+        for list in [&mut reader, &mut writer] {
+            if !list.iter().any(|f| f == feature) {
+                list.push(feature.to_owned());
+            }
+        }
+        Protocol {
+            min_reader_version: 3,
+            min_writer_version: 7,
+            reader_features: Some(reader),
+            writer_features: Some(writer),
+        }
+    }
+
+    /// Whether the protocol declares `feature` as a reader and a writer feature.
+    pub(crate) fn has_feature(&self, feature: &str) -> bool {
+        let has = |fs: &Option<Vec<String>>| fs.iter().flatten().any(|f| f == feature);
+        has(&self.reader_features) && has(&self.writer_features)
+    }
+
     /// Errors with [`ErrorKind::Unsupported`], naming the feature, unless this crate
     /// reads the table right: every reader feature it declares is one honoured here.
     pub(crate) fn check_readable(&self, metadata: &MetaData) -> Result<()> {

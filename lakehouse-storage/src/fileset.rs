@@ -30,6 +30,7 @@ impl FileSet {
     }
 
     /// Whether a live file is at `path`.
+    #[cfg(test)]
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.by_path.contains_key(path)
     }

@@ -6,7 +6,9 @@
 //! It implements [`TableSource`](lakehouse_core::TableSource) and
 //! [`TableSink`](lakehouse_core::TableSink) from `lakehouse-core`, and
 //! [`TableMutator`](lakehouse_core::TableMutator): deletes and updates by predicate,
-//! copy-on-write, one commit each ([`Table::stage_delete`], [`StagedMutation`]).
+//! one commit each ([`Table::stage_delete`], [`StagedMutation`]), copy-on-write or with
+//! deletion vectors ([`TableOptions::deletion_vectors`]); `row_changes_since` lists the
+//! rows they removed.
 //!
 //! * **Storage**: a local directory ([`Location::local`]), memory
 //!   ([`Location::memory`]), any `object_store` ([`Location::from_store`]), or S3 and
@@ -56,6 +58,7 @@
 //! | nested types and `void` columns | written: Parquet's standard `LIST` / `MAP` layout, void columns left out of the files; statistics of top-level columns of primitive types; schema evolution keeps the existing columns exactly as the log has them |
 //! | checkpoints | written by kernel: classic single-file (v2 where the table declares it), `_last_checkpoint` |
 //! | log retention | after a checkpoint, log entries older than `delta.logRetentionDuration` (30 days) that no version within it needs are deleted; tombstones older than `delta.deletedFileRetentionDuration` leave the checkpoint |
+//! | `deletionVectors` | written by deletes and updates of tables with `delta.enableDeletionVectors` (inline up to [`deletion_vector::INLINE_MAX_BYTES`], else in `deletion_vector_<uuid>.bin` files), merged with a file's existing vector; purged by `optimize` on request; their files kept by `vacuum` while a version within the retention uses them |
 //! | `appendOnly`, `invariants`, `timestampNtz`, `deletionVectors` (kept on rewritten files' removes), `v2Checkpoint`, `changeDataFeed` (appends and compaction only), `domainMetadata`, `vacuumProtocolCheck` | kept |
 //! | `typeWidening` (and `-preview`) | kept: new files in the current types, `delta.typeChanges` (and other field metadata) kept by schema changes; this crate changes no column's type |
 //! | partition columns of type float, double and binary (in tables other engines created) | written as Spark and delta-rs read them (`NaN`, `Infinity`, UTF-8 text or `\uXXXX` escapes) |
@@ -185,6 +188,7 @@
 
 mod checkpoint;
 mod conform;
+pub mod deletion_vector;
 mod durable;
 #[cfg(feature = "fault-injection")]
 pub mod faults;

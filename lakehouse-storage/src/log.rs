@@ -628,6 +628,22 @@ pub(crate) struct ParsedStats {
     pub(crate) columns: BTreeMap<String, ColumnStats>,
 }
 
+impl ParsedStats {
+    /// The statistics of a file whose deletion vector `dv` hides some of its rows: the
+    /// log's statistics count every row of the file, so the row count loses the
+    /// vector's cardinality and null counts become unknown (bounds stay safe).
+    pub(crate) fn less_deleted(mut self, dv: Option<&DeletionVector>) -> ParsedStats {
+        if let Some(dv) = dv {
+            let deleted = u64::try_from(dv.cardinality).unwrap_or(0);
+            self.num_rows = self.num_rows.map(|n| n.saturating_sub(deleted));
+            for c in self.columns.values_mut() {
+                c.null_count = None;
+            }
+        }
+        self
+    }
+}
+
 /// Parses `stats` against the schema; unreadable or missing parts are left unknown.
 pub(crate) fn parse_stats(stats: Option<&str>, schema: &Schema) -> ParsedStats {
     parse_stats_mapped(stats, schema, &HashMap::new())
@@ -819,7 +835,8 @@ impl Replay {
                     self.metadata = m;
                 }
                 Action::Add(add) => {
-                    let stats = parse_stats(add.stats.as_deref(), &self.schema);
+                    let stats = parse_stats(add.stats.as_deref(), &self.schema)
+                        .less_deleted(add.deletion_vector.as_ref());
                     self.files.insert(Arc::new(FileEntry::new(add, stats)));
                 }
                 Action::Remove(r) => {

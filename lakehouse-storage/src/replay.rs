@@ -281,14 +281,8 @@ impl FileColumns {
                     s.max = None;
                 }
             }
-            if let Some(dv) = &deletion_vector {
-                // Statistics count the deleted rows too: bounds stay safe, counts do not.
-                let deleted = u64::try_from(dv.cardinality).unwrap_or(0);
-                parsed.num_rows = parsed.num_rows.map(|n| n.saturating_sub(deleted));
-                for c in parsed.columns.values_mut() {
-                    c.null_count = None;
-                }
-            }
+            // Statistics count the deleted rows too: bounds stay safe, counts do not.
+            let parsed = parsed.less_deleted(deletion_vector.as_ref());
             out.push(Arc::new(FileEntry::new(
                 Add {
                     path,

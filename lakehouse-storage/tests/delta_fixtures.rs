@@ -284,38 +284,12 @@ async fn our_checkpoints_read_back_through_kernel() {
 // ---------------------------------------------------------------------------------
 // Deletion vectors
 
-/// The `RoaringBitmapArray` bytes of a deletion vector (magic, then 64-bit buckets).
-pub(crate) fn dv_bytes(deleted: &[u64]) -> Vec<u8> {
-    let mut out = 1_681_511_377u32.to_le_bytes().to_vec();
-    let mut buckets: std::collections::BTreeMap<u32, roaring::RoaringBitmap> = Default::default();
-    for d in deleted {
-        buckets
-            .entry((d >> 32) as u32)
-            .or_default()
-            .insert(*d as u32);
-    }
-    out.extend((buckets.len() as u64).to_le_bytes());
-    for (k, b) in buckets {
-        out.extend(k.to_le_bytes());
-        b.serialize_into(&mut out).unwrap();
-    }
-    out
-}
-
-/// CRC-32 (ISO HDLC), as the deletion vector file format checksums each vector.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for b in data {
-        crc ^= u32::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+/// The inline deletion vector descriptor (JSON) deleting `deleted`, by this crate's
+/// encoder.
+pub(crate) fn inline_dv(deleted: &[u64]) -> Value {
+    lakehouse_storage::deletion_vector::encode_inline(deleted)
+        .unwrap()
+        .to_json()
 }
 
 /// Rewrites the table's single file with a deletion vector `dv` in commit 2.
@@ -377,19 +351,7 @@ async fn inline_deletion_vectors_hide_their_rows() {
     let dir = tempfile::tempdir().unwrap();
     one_file_table(dir.path()).await;
     let deleted = [1u64, 3, 5, 49];
-    let bytes = dv_bytes(&deleted);
-    // z85 encodes 4-byte groups: pad to a multiple of 4.
-    let mut padded = bytes.clone();
-    padded.resize(bytes.len().div_ceil(4) * 4, 0);
-    with_dv(
-        dir.path(),
-        json!({
-            "storageType": "i",
-            "pathOrInlineDv": z85::encode(&padded),
-            "sizeInBytes": bytes.len(),
-            "cardinality": deleted.len(),
-        }),
-    );
+    with_dv(dir.path(), inline_dv(&deleted));
     check_deleted(dir.path(), &deleted).await;
 }
 
@@ -398,29 +360,10 @@ async fn deletion_vector_files_hide_their_rows() {
     let dir = tempfile::tempdir().unwrap();
     one_file_table(dir.path()).await;
     let deleted = [0u64, 7, 8, 9, 30];
-    let data = dv_bytes(&deleted);
     // The file: a version byte, then each vector as size, bytes and checksum.
-    let mut file = vec![1u8];
-    let offset = file.len();
-    file.extend((data.len() as u32).to_be_bytes());
-    file.extend(&data);
-    file.extend(crc32(&data).to_be_bytes());
-    let uuid = uuid::Uuid::new_v4();
-    std::fs::write(
-        dir.path().join(format!("deletion_vector_{uuid}.bin")),
-        &file,
-    )
-    .unwrap();
-    with_dv(
-        dir.path(),
-        json!({
-            "storageType": "u",
-            "pathOrInlineDv": z85::encode(uuid.as_bytes()),
-            "offset": offset,
-            "sizeInBytes": data.len(),
-            "cardinality": deleted.len(),
-        }),
-    );
+    let (descs, file) = lakehouse_storage::deletion_vector::encode_file(&[&deleted]).unwrap();
+    std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
+    with_dv(dir.path(), descs[0].to_json());
     check_deleted(dir.path(), &deleted).await;
 }
 

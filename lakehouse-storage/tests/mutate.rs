@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
 use arrow::datatypes::Float64Type;
+use futures::TryStreamExt;
 use lakehouse_core::{
     Assignment, ErrorKind, MemoryTable, Predicate, ScanRequest, TableMutator, TableSink,
     TableSource, col,
@@ -550,16 +551,8 @@ async fn table_with_dv(dir: &std::path::Path) -> Table {
         .find(|a| a["partitionValues"]["region"] == "eu")
         .unwrap()
         .clone();
-    let bytes = crate::delta_fixtures::dv_bytes(&[0, 1]);
-    let mut padded = bytes.clone();
-    padded.resize(bytes.len().div_ceil(4) * 4, 0);
     let mut new = eu.clone();
-    new["deletionVector"] = json!({
-        "storageType": "i",
-        "pathOrInlineDv": z85::encode(&padded),
-        "sizeInBytes": bytes.len(),
-        "cardinality": 2,
-    });
+    new["deletionVector"] = crate::delta_fixtures::inline_dv(&[0, 1]);
     write_entry(
         dir,
         2,
@@ -668,4 +661,337 @@ async fn racing_deletes_through_the_trait_both_land() {
     let ids = ints(&collect(&reopened, ScanRequest::new()).await, "order_id");
     let want: Vec<i64> = (0..200).filter(|i| !gone.contains(i)).collect();
     assert_eq!(ids, want);
+}
+
+// ---------------------------------------------------------------------------------
+// Deletion vectors written by this crate
+
+async fn dv_table(dir: &std::path::Path) -> Table {
+    Table::create(
+        Location::local(dir).unwrap(),
+        schema(),
+        TableOptions::new()
+            .partition_by([PartitionField::identity("region")])
+            .deletion_vectors(true),
+    )
+    .await
+    .unwrap()
+}
+
+/// The `add` actions of log entry `v`, by path.
+fn adds_of(dir: &std::path::Path, v: u64) -> Vec<serde_json::Value> {
+    log_entry(dir, v)
+        .into_iter()
+        .filter_map(|a| a.get("add").cloned())
+        .collect()
+}
+
+fn removes_of(dir: &std::path::Path, v: u64) -> Vec<serde_json::Value> {
+    log_entry(dir, v)
+        .into_iter()
+        .filter_map(|a| a.get("remove").cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn deletes_and_updates_write_deletion_vectors_that_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dv_table(dir.path()).await;
+    let create = log_entry(dir.path(), 0);
+    let protocol = create.iter().find_map(|a| a.get("protocol")).unwrap();
+    assert_eq!(protocol["minReaderVersion"], 3);
+    assert!(
+        protocol["readerFeatures"]
+            .as_array()
+            .unwrap()
+            .contains(&"deletionVectors".into())
+    );
+    let meta = create.iter().find_map(|a| a.get("metaData")).unwrap();
+    assert_eq!(meta["configuration"]["delta.enableDeletionVectors"], "true");
+    t.append(vec![batch(0, 400)]).await.unwrap();
+    let before = paths(&t).await;
+    let mut model = model_rows(0, 400);
+
+    // A delete in one file: that file gets a vector, no file is written.
+    let p = col("region").eq("eu").and(col("price").lt(10.0));
+    let staged = t.stage_delete(&p).await.unwrap();
+    assert_eq!(
+        (
+            staged.files_removed(),
+            staged.files_added(),
+            staged.deletion_vectors()
+        ),
+        (1, 0, 1)
+    );
+    let out = staged.commit().await.unwrap();
+    model.retain(|r| !(r.1 == "eu" && f64::from_bits(r.2) < 10.0));
+    assert_eq!(out.rows_affected, 400 - model.len() as u64);
+    assert_eq!(paths(&t).await, before);
+    let (add, remove) = (&adds_of(dir.path(), 2)[0], &removes_of(dir.path(), 2)[0]);
+    assert_eq!(add["path"], remove["path"]);
+    assert!(remove.get("deletionVector").is_none());
+    let dv1 = add["deletionVector"].clone();
+    assert_eq!(dv1["storageType"], "i");
+    assert_eq!(dv1["cardinality"], out.rows_affected);
+    let stats: serde_json::Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+    assert_eq!(stats["numRecords"], 100, "the physical count");
+    assert_eq!(stats["tightBounds"], false);
+    assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model);
+
+    // A second delete of the same file merges with its vector; the remove carries the
+    // old one.
+    let out = t
+        .delete_where(&col("region").eq("eu").and(col("order_id").lt(200i64)))
+        .await
+        .unwrap();
+    let n = model.len();
+    model.retain(|r| !(r.1 == "eu" && r.0 < 200));
+    assert_eq!(out.rows_affected, (n - model.len()) as u64);
+    let (add, remove) = (&adds_of(dir.path(), 3)[0], &removes_of(dir.path(), 3)[0]);
+    assert_eq!(remove["deletionVector"], dv1);
+    assert_eq!(
+        add["deletionVector"]["cardinality"],
+        100 - model.iter().filter(|r| r.1 == "eu").count()
+    );
+
+    // An update: a vector for the old rows of the us file, a new file for the new ones.
+    let staged = t
+        .stage_update(
+            &col("region").eq("us").and(col("order_id").lt(100i64)),
+            &[Assignment::scalar("price", 1.25)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            staged.files_removed(),
+            staged.files_added(),
+            staged.deletion_vectors()
+        ),
+        (1, 1, 1)
+    );
+    let out = staged.commit().await.unwrap();
+    assert_eq!(out.rows_affected, 25);
+    for r in model.iter_mut().filter(|r| r.1 == "us" && r.0 < 100) {
+        r.2 = 1.25f64.to_bits();
+    }
+    model.sort();
+    assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model);
+    assert_eq!(rows(&collect(&t, ScanRequest::new()).await), model.len());
+    let live: u64 = t
+        .statistics(None)
+        .await
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.num_rows)
+        .sum();
+    assert_eq!(live, model.len() as u64, "statistics count live rows");
+
+    // Reopened (kernel's replay) and with a predicate, the same rows; time travel to
+    // before the deletes shows them all.
+    let reopened = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        row_set(&collect(&reopened, ScanRequest::new()).await),
+        model
+    );
+    let cheap: Vec<Row> = model.iter().filter(|r| r.0 < 50).cloned().collect();
+    assert_eq!(
+        row_set(
+            &collect(
+                &reopened,
+                ScanRequest::new().with_predicate(col("order_id").lt(50i64))
+            )
+            .await
+        ),
+        cheap
+    );
+    assert_eq!(
+        row_set(&collect(&reopened, ScanRequest::new().at_version(1)).await),
+        model_rows(0, 400)
+    );
+    // A delete of every remaining row of a file removes it without a vector.
+    let out = t.delete_where(&col("region").eq("eu")).await.unwrap();
+    assert_eq!(
+        out.rows_affected,
+        model.iter().filter(|r| r.1 == "eu").count() as u64
+    );
+    assert!(adds_of(dir.path(), out.version.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn row_changes_report_the_rows_deletes_and_updates_removed() {
+    for dv in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = if dv {
+            dv_table(dir.path()).await
+        } else {
+            by_region(dir.path()).await
+        };
+        t.append(vec![batch(0, 200)]).await.unwrap();
+        let from = t.version().await.unwrap();
+        t.append(vec![batch(200, 8)]).await.unwrap();
+        t.delete_where(&col("order_id").lt(10i64)).await.unwrap();
+        t.update_where(
+            &col("order_id").eq(50i64),
+            &[Assignment::scalar("price", 0.0)],
+        )
+        .await
+        .unwrap();
+        // One appended row deleted again: neither added nor removed.
+        t.delete_where(&col("order_id").eq(201i64)).await.unwrap();
+        let c = t.row_changes_since(from).await.unwrap();
+        assert_eq!(c.to_version, t.version().await.unwrap());
+        let added: Vec<RecordBatch> = c.added.try_collect().await.unwrap();
+        let removed: Vec<RecordBatch> = c.removed.try_collect().await.unwrap();
+        // Net: the table's rows at `from`, minus removed, plus added, are its rows now.
+        let mut net = model_rows(0, 200);
+        for r in row_set(&removed) {
+            let i = net
+                .iter()
+                .position(|x| *x == r)
+                .expect("a removed row existed");
+            net.remove(i);
+        }
+        net.extend(row_set(&added));
+        net.sort();
+        assert_eq!(
+            net,
+            row_set(&collect(&t, ScanRequest::new()).await),
+            "dv {dv}"
+        );
+        if dv {
+            // Deletion vectors say exactly which rows went.
+            let mut gone: Vec<i64> = (0..10).collect();
+            gone.push(50);
+            assert_eq!(ints(&removed, "order_id"), gone);
+            let mut new: Vec<i64> = (200..208).filter(|i| *i != 201).collect();
+            new.insert(0, 50);
+            assert_eq!(ints(&added, "order_id"), new);
+        }
+        // The old contract still reports the removal.
+        let err = t.changes_since(from).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NonAppendChange);
+    }
+}
+
+#[tokio::test]
+async fn optimize_purges_deletion_vectors_and_vacuum_keeps_the_files_versions_use() {
+    use lakehouse_storage::{OptimizeOptions, VacuumOptions};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dv_table(dir.path()).await;
+    t.append(vec![batch(0, 2000)]).await.unwrap();
+    // 300 rows of eu: too many to keep inline, so a deletion vector file.
+    t.delete_where(&col("region").eq("eu").and(col("order_id").lt(1200i64)))
+        .await
+        .unwrap();
+    let dv = adds_of(dir.path(), 2)[0]["deletionVector"].clone();
+    assert_eq!(dv["storageType"], "u");
+    let dv_files = || -> Vec<String> {
+        crate::common::files_under(dir.path())
+            .into_iter()
+            .filter(|f| f.starts_with("deletion_vector_"))
+            .collect()
+    };
+    assert_eq!(dv_files().len(), 1);
+    let mut model = model_rows(0, 2000);
+    model.retain(|r| !(r.1 == "eu" && r.0 < 1200));
+    let short = VacuumOptions::new()
+        .retention(Duration::ZERO)
+        .allow_short_retention();
+    let vacuumed = t.vacuum(short.clone()).await.unwrap();
+    assert!(vacuumed.deleted.is_empty(), "{:?}", vacuumed.deleted);
+    assert_eq!(dv_files().len(), 1, "a live file uses the vector");
+    assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model);
+
+    // Purging rewrites only the file with a vector (min size 0 leaves the others).
+    let m = t
+        .optimize(
+            OptimizeOptions::new()
+                .min_file_size(0)
+                .purge_deletion_vectors(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((m.files_removed, m.files_added, m.rows), (1, 1, 200));
+    let v = m.version.unwrap();
+    assert!(
+        adds_of(dir.path(), v)
+            .iter()
+            .all(|a| a.get("deletionVector").is_none())
+    );
+    assert_eq!(removes_of(dir.path(), v)[0]["deletionVector"], dv);
+    assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model);
+    // Time travel before the purge still reads the vector.
+    assert_eq!(
+        row_set(&collect(&t, ScanRequest::new().at_version(v - 1)).await),
+        model
+    );
+    // A purge is not a data change.
+    let c = t.row_changes_since(v - 1).await.unwrap();
+    let removed: Vec<RecordBatch> = c.removed.try_collect().await.unwrap();
+    assert_eq!(rows(&removed), 0);
+    // Now nothing live uses the vector file: a vacuum past the retention deletes it.
+    let vacuumed = t.vacuum(short).await.unwrap();
+    assert!(
+        vacuumed
+            .deleted
+            .iter()
+            .any(|f| f.starts_with("deletion_vector_"))
+    );
+    assert!(dv_files().is_empty());
+    assert_eq!(row_set(&collect(&t, ScanRequest::new()).await), model);
+}
+
+#[tokio::test]
+async fn delta_rs_reads_the_deletion_vectors_this_crate_writes() {
+    let Some(python) = peers_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t = dv_table(dir.path()).await;
+    t.append(vec![batch(0, 2000)]).await.unwrap();
+    // Inline (a few rows), in a file (hundreds), merged, and an update.
+    t.delete_where(&col("order_id").lt(6i64)).await.unwrap();
+    t.delete_where(&col("region").eq("us").and(col("order_id").lt(1500i64)))
+        .await
+        .unwrap();
+    t.delete_where(&col("order_id").gt(1990i64)).await.unwrap();
+    t.update_where(
+        &col("region").eq("eu").and(col("order_id").lt(400i64)),
+        &[Assignment::scalar("price", 1.25)],
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<String> = (2..=4)
+        .flat_map(|v| adds_of(dir.path(), v))
+        .filter_map(|a| {
+            a["deletionVector"]["storageType"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k == "i") && kinds.iter().any(|k| k == "u"),
+        "{kinds:?}"
+    );
+    let ours = collect(&t, ScanRequest::new()).await;
+    let ids: Vec<f64> = ints(&ours, "order_id").iter().map(|i| *i as f64).collect();
+    for (column, want) in [
+        ("price", sum_f64(&ours, "price")),
+        ("order_id", ids.iter().sum::<f64>()),
+    ] {
+        let v = run_script(
+            &python,
+            "read_delta_sql.py",
+            &[dir.path().to_str().unwrap(), column],
+        );
+        assert_eq!(v["version"].as_u64(), Some(t.version().await.unwrap()));
+        assert_eq!(v["deltars_rows"].as_u64(), Some(rows(&ours) as u64), "{v}");
+        let sum = v["deltars_sum"].as_f64().unwrap();
+        assert!((sum - want).abs() < 1e-6, "{column}: {sum} vs {want}");
+    }
 }

@@ -473,16 +473,8 @@ async fn deletion_vectors_apply_to_nested_tables() {
         .find_map(|a| a.get("add").cloned())
         .unwrap();
     let deleted = [0u64, 3, 7, 19];
-    let bytes = crate::delta_fixtures::dv_bytes(&deleted);
-    let mut padded = bytes.clone();
-    padded.resize(bytes.len().div_ceil(4) * 4, 0);
     let mut new = add.clone();
-    new["deletionVector"] = json!({
-        "storageType": "i",
-        "pathOrInlineDv": z85::encode(&padded),
-        "sizeInBytes": bytes.len(),
-        "cardinality": deleted.len(),
-    });
+    new["deletionVector"] = crate::delta_fixtures::inline_dv(&deleted);
     let actions = [
         json!({"commitInfo": {"timestamp": 2, "operation": "DELETE"}}),
         json!({"protocol": {

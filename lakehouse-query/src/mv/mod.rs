@@ -1,20 +1,30 @@
 //! Materialized views: a query's result kept in memory, refreshed incrementally from the
-//! rows appended to its tables where the query's shape allows, fully otherwise.
+//! rows added to and removed from its tables where the query's shape allows, fully
+//! otherwise.
 //!
 //! Two shapes refresh incrementally when exactly one of the tables the view reads has
-//! changed, by appends only, and that table is read once:
+//! changed, and that table is read once. The changes come from
+//! [`TableSource::row_changes_since`](lakehouse_core::TableSource::row_changes_since):
+//! appended rows, and the rows deletes, updates and overwrites removed where the table
+//! lists them.
 //!
 //! * **Aggregate**: one `GROUP BY` (or global aggregate) with `SUM`, `COUNT`, `AVG`, `MIN`,
 //!   `MAX` (no `DISTINCT`, no `FILTER`) over projections, filters and inner joins of
 //!   tables, with any projection, `HAVING`, `ORDER BY` or `LIMIT` above it. The view keeps
-//!   a partial state per group (sums, counts, minima, maxima; `AVG` as a sum and a count);
-//!   a refresh aggregates the appended rows into a state of their own, merges the two and
-//!   computes the view's rows from the merged state.
+//!   a partial state per group (sums with their counts of values, counts, minima, maxima;
+//!   `AVG` as a sum and a count; the group's row count); a refresh aggregates the added
+//!   rows into a state of their own, and the removed rows into one it negates, merges
+//!   them with the view's and computes the view's rows from the merged state (a group
+//!   with no rows left is gone, a sum with no values left is null). Removed rows are
+//!   taken back only when every aggregate is `SUM`, `COUNT` or `AVG` (of signed or
+//!   floating-point values; float sums then carry the rounding of the subtraction):
+//!   `MIN` and `MAX` cannot be, and such a view is refreshed fully, the reason in the
+//!   [`RefreshOutcome`].
 //! * **Rows**: projections, filters and inner joins only. A refresh appends the rows the
-//!   query gives over the appended rows.
+//!   query gives over the appended rows; a change that removed rows is refreshed fully.
 //!
-//! Anything else (and a table whose change removed rows) is refreshed fully. Readers see
-//! an immutable [`ViewSnapshot`], swapped in when a refresh completes.
+//! Anything else is refreshed fully. Readers see an immutable [`ViewSnapshot`], swapped
+//! in when a refresh completes.
 
 mod outcome;
 mod shape;

@@ -12,7 +12,8 @@ use lakehouse_core::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RefreshMode {
-    /// From the rows appended since the last refresh (when one table changed by appends).
+    /// From the rows added (and, for `SUM`, `COUNT` and `AVG` aggregates, removed) since
+    /// the last refresh, when one table changed.
     Incremental,
     /// By running the whole query again.
     Full,
@@ -24,7 +25,7 @@ pub enum RefreshMode {
 pub enum RefreshKind {
     /// No table the view reads changed; nothing was done.
     UpToDate,
-    /// Only the appended rows were read.
+    /// Only the added and removed rows were read.
     Incremental,
     /// The whole query ran again.
     Full,
@@ -52,6 +53,7 @@ pub struct RefreshOutcome {
     pub(super) view: String,
     pub(super) kind: RefreshKind,
     pub(super) delta_rows: u64,
+    pub(super) removed_rows: u64,
     pub(super) rows: u64,
     pub(super) reason: Option<String>,
     pub(super) generation: u64,
@@ -68,9 +70,16 @@ impl RefreshOutcome {
         self.kind
     }
 
-    /// Appended rows read by an incremental refresh (0 otherwise).
+    /// Added rows (appended, or the new values of updated rows) read by an
+    /// incremental refresh (0 otherwise).
     pub fn delta_rows(&self) -> u64 {
         self.delta_rows
+    }
+
+    /// Removed rows (deleted, or the old values of updated rows) an incremental refresh
+    /// took back out of the view's state (0 otherwise).
+    pub fn removed_rows(&self) -> u64 {
+        self.removed_rows
     }
 
     /// Rows of the view after the refresh.

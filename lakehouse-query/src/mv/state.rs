@@ -1,5 +1,6 @@
 //! The partial aggregation state of an aggregate view: the plans that compute it from
-//! rows, merge two states group by group and give the view's rows from a state.
+//! rows, merge two states group by group (a removed rows' state negated first, where
+//! the aggregates allow it) and give the view's rows from a state.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, cast,
+    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, cast, lit, when,
 };
 use lakehouse_core::{Error, Result};
 
@@ -40,7 +41,37 @@ fn state_col(name: &str) -> Expr {
     Expr::Column(Column::new(Some(STATE_TABLE), name))
 }
 
-/// The partial-state aggregation of `plan`'s aggregate: groups `g0..`, states `s0..`.
+/// The state columns of `aggs`, each with how it merges, in order: one per `COUNT`,
+/// `MIN` and `MAX`, two per `SUM` and `AVG` (the sum and the count of values that are
+/// not null, so that a sum whose values were all retracted becomes null again), then
+/// the group's row count (a group whose rows were all retracted is gone).
+fn state_exprs(aggs: &[(AggKind, Expr)]) -> Result<Vec<(Expr, AggKind)>> {
+    let mut out = Vec::new();
+    for (kind, expr) in aggs {
+        match kind {
+            AggKind::Avg | AggKind::Sum => {
+                let Expr::AggregateFunction(f) = expr else {
+                    return Err(Error::internal("a SUM or AVG state lost its function"));
+                };
+                let arg = f.params.args[0].clone();
+                let total = if *kind == AggKind::Sum {
+                    expr.clone()
+                } else {
+                    sum(arg.clone())
+                };
+                out.push((total, AggKind::Sum));
+                out.push((count(arg), AggKind::Sum));
+            }
+            AggKind::Count => out.push((expr.clone(), AggKind::Sum)),
+            k => out.push((expr.clone(), *k)),
+        }
+    }
+    out.push((count(lit(1i64)), AggKind::Sum));
+    Ok(out)
+}
+
+/// The partial-state aggregation of `plan`'s aggregate: groups `g0..`, states `s0..`
+/// (see [`state_exprs`]).
 fn state_plan(plan: &LogicalPlan, aggs: &[(AggKind, Expr)]) -> Result<LogicalPlan> {
     let agg = find_aggregate(plan)?;
     let group = agg
@@ -49,24 +80,10 @@ fn state_plan(plan: &LogicalPlan, aggs: &[(AggKind, Expr)]) -> Result<LogicalPla
         .enumerate()
         .map(|(i, e)| e.clone().alias(format!("g{i}")))
         .collect();
-    let mut states = Vec::new();
-    for (kind, expr) in aggs {
-        match kind {
-            AggKind::Avg => {
-                let Expr::AggregateFunction(f) = expr else {
-                    return Err(Error::internal("an AVG state lost its function"));
-                };
-                let arg = f.params.args[0].clone();
-                states.push(sum(arg.clone()));
-                states.push(count(arg));
-            }
-            _ => states.push(expr.clone()),
-        }
-    }
-    let states = states
+    let states = state_exprs(aggs)?
         .into_iter()
         .enumerate()
-        .map(|(i, e)| e.alias(format!("s{i}")))
+        .map(|(i, (e, _))| e.alias(format!("s{i}")))
         .collect();
     Ok(LogicalPlan::Aggregate(
         Aggregate::try_new(agg.input.clone(), group, states).map_df()?,
@@ -78,7 +95,7 @@ fn merge_kinds(aggs: &[(AggKind, Expr)]) -> Vec<AggKind> {
     let mut out = Vec::new();
     for (kind, _) in aggs {
         match kind {
-            AggKind::Avg => {
+            AggKind::Avg | AggKind::Sum => {
                 out.push(AggKind::Sum);
                 out.push(AggKind::Sum);
             }
@@ -86,7 +103,67 @@ fn merge_kinds(aggs: &[(AggKind, Expr)]) -> Vec<AggKind> {
             k => out.push(*k),
         }
     }
+    out.push(AggKind::Sum);
     out
+}
+
+/// Whether removed rows can be taken out of a state of `schema`: every aggregate is
+/// `SUM`, `COUNT` or `AVG` and no state column is unsigned (it is negated). `Err` says
+/// why not.
+pub(super) fn retractable(
+    schema: &SchemaRef,
+    aggs: &[(AggKind, Expr)],
+) -> std::result::Result<(), String> {
+    if let Some((_, e)) = aggs
+        .iter()
+        .find(|(k, _)| matches!(k, AggKind::Min | AggKind::Max))
+    {
+        return Err(format!("MIN and MAX cannot take removed rows back ({e})"));
+    }
+    let kinds = merge_kinds(aggs);
+    let groups = schema.fields().len() - kinds.len();
+    if let Some(f) = schema
+        .fields()
+        .iter()
+        .skip(groups)
+        .find(|f| f.data_type().is_unsigned_integer())
+    {
+        return Err(format!(
+            "the state column {} is unsigned and cannot be negated",
+            f.name()
+        ));
+    }
+    Ok(())
+}
+
+/// `states` with every state column negated (removed rows' states, to be merged).
+pub(super) async fn negate_states(
+    engine: &QueryEngine,
+    schema: &SchemaRef,
+    aggs: &[(AggKind, Expr)],
+    states: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let groups = schema.fields().len() - merge_kinds(aggs).len();
+    let exprs: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let c = state_col(f.name());
+            let e = if i < groups {
+                c
+            } else {
+                cast(Expr::Negative(Box::new(c)), f.data_type().clone())
+            };
+            e.alias(f.name())
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::from(state_scan(schema, states)?)
+        .project(exprs)
+        .map_df()?
+        .build()
+        .map_df()?;
+    collect_aligned(engine, plan, schema).await
 }
 
 /// A scan of partial states.
@@ -186,13 +263,22 @@ pub(super) async fn rows_from_state(
         exprs.push(e.alias_qualified(q.clone(), f.name()));
     }
     let mut s = 0;
+    let some = |n: usize| state_col(&format!("s{n}")).gt(lit(0i64));
     for ((kind, _), (q, f)) in aggs.iter().zip(fields.iter().skip(groups)) {
         let e = match kind {
             AggKind::Avg => {
                 let total = cast(state_col(&format!("s{s}")), DataType::Float64);
                 let n = cast(state_col(&format!("s{}", s + 1)), DataType::Float64);
+                let e = when(some(s + 1), total / n).end().map_df()?;
                 s += 2;
-                total / n
+                e
+            }
+            AggKind::Sum => {
+                let e = when(some(s + 1), state_col(&format!("s{s}")))
+                    .end()
+                    .map_df()?;
+                s += 2;
+                e
             }
             _ => {
                 s += 1;
@@ -201,7 +287,15 @@ pub(super) async fn rows_from_state(
         };
         exprs.push(cast(e, f.data_type().clone()).alias_qualified(q.clone(), f.name()));
     }
-    let scan = state_scan(schema, states)?;
+    let mut scan = state_scan(schema, states)?;
+    if groups > 0 {
+        // Groups whose rows were all retracted are gone.
+        scan = LogicalPlanBuilder::from(scan)
+            .filter(some(s))
+            .map_df()?
+            .build()
+            .map_df()?;
+    }
     let projection = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(scan)).map_df()?);
     let mut replacement = Some(projection);
     let plan = view

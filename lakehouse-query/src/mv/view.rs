@@ -1,5 +1,6 @@
 //! A materialized view: its definition, its contents and its refresh, incremental
-//! where the query's shape allows.
+//! where the query's shape allows (over appends, and over removed rows where the
+//! aggregates can take them back).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,7 +20,7 @@ use crate::error::DfResultExt;
 use crate::mv::outcome::{RefreshKind, RefreshMode, RefreshOutcome, ViewInfo};
 use crate::mv::shape::{Shape, analyze_shape, node_name};
 use crate::mv::snapshot::ViewSnapshot;
-use crate::mv::state::{compute_state, merge_states, rows_from_state};
+use crate::mv::state::{compute_state, merge_states, negate_states, retractable, rows_from_state};
 use crate::mv::{align_all, collect_aligned, nullable};
 use crate::plan::{is_volatile, pin_versions, plan_sql};
 
@@ -229,16 +230,17 @@ impl MaterializedView {
                 view: self.name.to_string(),
                 kind: RefreshKind::UpToDate,
                 delta_rows: 0,
+                removed_rows: 0,
                 rows: snap.num_rows() as u64,
                 reason: None,
                 generation: snap.generation,
             });
         }
         let full_reason = self.incremental_blocker(&state, &current, unversioned, engine);
-        let (batches, kind, delta_rows, reason) = match full_reason {
+        let (batches, kind, delta_rows, removed_rows, reason) = match full_reason {
             Some(reason) => {
                 let batches = self.full(engine, &mut state, &current).await?;
-                (batches, RefreshKind::Full, 0, Some(reason))
+                (batches, RefreshKind::Full, 0, 0, Some(reason))
             }
             None => {
                 let table = current
@@ -250,10 +252,16 @@ impl MaterializedView {
                     .incremental(engine, &mut state, &current, &table)
                     .await?
                 {
-                    Ok((batches, delta)) => (batches, RefreshKind::Incremental, delta, None),
+                    Ok(d) => (
+                        d.batches,
+                        RefreshKind::Incremental,
+                        d.added_rows,
+                        d.removed_rows,
+                        None,
+                    ),
                     Err(reason) => {
                         let batches = self.full(engine, &mut state, &current).await?;
-                        (batches, RefreshKind::Full, 0, Some(reason))
+                        (batches, RefreshKind::Full, 0, 0, Some(reason))
                     }
                 }
             }
@@ -277,6 +285,7 @@ impl MaterializedView {
             view: self.name.to_string(),
             kind,
             delta_rows,
+            removed_rows,
             rows,
             reason,
             generation,
@@ -353,22 +362,22 @@ impl MaterializedView {
         Ok(batches)
     }
 
-    /// Applies the rows appended to `table`. The inner `Err` is a reason to fall back to
-    /// a full refresh.
+    /// Applies the rows added to and removed from `table`. The inner `Err` is a reason
+    /// to fall back to a full refresh.
     async fn incremental(
         &self,
         engine: &QueryEngine,
         state: &mut RefreshState,
         current: &BTreeMap<Arc<str>, Version>,
         table: &Arc<str>,
-    ) -> Result<std::result::Result<(Vec<RecordBatch>, u64), String>> {
+    ) -> Result<std::result::Result<Delta, String>> {
         let Some(source) = engine.source_of(table) else {
             return Ok(Err(format!(
                 "table {table} does not list its appended rows"
             )));
         };
         let from = state.versions.get(table).copied().unwrap_or(0);
-        let changes = match source.changes_since(from).await {
+        let changes = match source.row_changes_since(from).await {
             Ok(c) => c,
             Err(e)
                 if matches!(
@@ -385,33 +394,54 @@ impl MaterializedView {
         };
         let to = changes.to_version;
         let schema = source.schema();
-        let delta: Vec<RecordBatch> = changes
-            .batches
-            .try_collect()
-            .await
-            .map_err(|e| e.with_table(&**table))?;
-        let delta = align_all(delta, &schema)?;
-        let delta_rows: u64 = delta.iter().map(|b| b.num_rows() as u64).sum();
+        let added = drain(changes.added, table, &schema).await?;
+        let removed = drain(changes.removed, table, &schema).await?;
+        let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let (added_rows, removed_rows) = (count(&added), count(&removed));
         let mut pins: HashMap<&str, Version> = current.iter().map(|(t, v)| (&**t, *v)).collect();
         pins.remove(&**table);
-        let plan = substitute(&self.plan, table, &schema, delta)?;
-        let plan = pin_versions(plan, &pins)?;
+        let over = |rows: Vec<RecordBatch>| -> Result<LogicalPlan> {
+            pin_versions(substitute(&self.plan, table, &schema, rows)?, &pins)
+        };
         let batches = match &self.shape {
             Shape::Aggregate { aggs } => {
-                let (sschema, fresh) = compute_state(engine, &plan, aggs).await?;
-                let merged = if fresh.is_empty() {
-                    state.agg_state.clone()
+                let gone = if removed_rows > 0 {
+                    let (sschema, gone) = compute_state(engine, &over(removed)?, aggs).await?;
+                    if let Err(why) = retractable(&sschema, aggs) {
+                        return Ok(Err(format!(
+                            "table {table} changed by more than appends ({removed_rows} rows \
+                             removed), and {why}"
+                        )));
+                    }
+                    Some(gone)
                 } else {
-                    let mut all = state.agg_state.clone();
-                    all.extend(fresh);
+                    None
+                };
+                let (sschema, fresh) = compute_state(engine, &over(added)?, aggs).await?;
+                let mut all = state.agg_state.clone();
+                let mut changed = !fresh.is_empty();
+                all.extend(fresh);
+                if let Some(gone) = gone {
+                    all.extend(negate_states(engine, &sschema, aggs, gone).await?);
+                    changed = true;
+                }
+                let merged = if changed {
                     merge_states(engine, &sschema, aggs, all).await?
+                } else {
+                    state.agg_state.clone()
                 };
                 let out = rows_from_state(engine, self, aggs, &sschema, merged.clone()).await?;
                 state.agg_state = merged;
                 out
             }
             Shape::Rows => {
-                let fresh = collect_aligned(engine, plan, &self.schema).await?;
+                if removed_rows > 0 {
+                    return Ok(Err(format!(
+                        "table {table} changed by more than appends ({removed_rows} rows \
+                         removed), which a view without aggregation does not take back"
+                    )));
+                }
+                let fresh = collect_aligned(engine, over(added)?, &self.schema).await?;
                 state.rows.extend(fresh);
                 state.rows.clone()
             }
@@ -420,6 +450,27 @@ impl MaterializedView {
         let mut versions = current.clone();
         versions.insert(table.clone(), to.max(from));
         state.versions = versions;
-        Ok(Ok((batches, delta_rows)))
+        Ok(Ok(Delta {
+            batches,
+            added_rows,
+            removed_rows,
+        }))
     }
+}
+
+/// The non-empty batches of `rows` (of `table`), given exactly `schema`.
+async fn drain(
+    rows: lakehouse_core::BatchStream,
+    table: &str,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let batches: Vec<RecordBatch> = rows.try_collect().await.map_err(|e| e.with_table(table))?;
+    align_all(batches, schema)
+}
+
+/// What an incremental refresh computed.
+struct Delta {
+    batches: Vec<RecordBatch>,
+    added_rows: u64,
+    removed_rows: u64,
 }

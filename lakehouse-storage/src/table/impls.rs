@@ -7,7 +7,8 @@ use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use lakehouse_core::{
     AppendOutcome, BatchStream, Changes, Error, ErrorKind, FileScan, FileStats, FilterSupport,
-    Predicate, Result, ScanRequest, TableSink, TableSource, TableStatistics, TxnId, Version,
+    Predicate, Result, RowChanges, ScanRequest, TableSink, TableSource, TableStatistics, TxnId,
+    Version,
 };
 
 use super::{Table, live_files};
@@ -98,6 +99,13 @@ impl TableSource for Table {
             to_version: latest.version,
             batches: scan_files(ctx, added, None),
         })
+    }
+
+    /// Rows of added files, and the rows removed files and new deletion vectors took
+    /// away (see `changes.rs`): deletes and updates, copy-on-write or with deletion
+    /// vectors, and overwrites are reported; compaction is skipped.
+    async fn row_changes_since(&self, version: Version) -> Result<RowChanges> {
+        self.row_changes_inner(version).await
     }
 }
 

@@ -3,7 +3,8 @@
 //! One concept per module: `options` is what a table is created with, `open` creates
 //! and opens tables, `snapshot` refreshes the cached snapshot and travels in time,
 //! `append` writes new files and `commit` is the optimistic commit loop, `scan` plans
-//! reads, `mutate` deletes and updates rows, `schema` evolves the schema, `optimize` and `vacuum` are the maintenance
+//! reads, `mutate` deletes and updates rows (`deletion_vectors` where the table
+//! enables them), `schema` evolves the schema, `optimize` and `vacuum` are the maintenance
 //! operations and `impls` implements the `TableSource` and `TableSink` contracts.
 
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use crate::partition::{PartitionField, PartitionSpec};
 use crate::read::ScanContext;
 
 mod append;
+mod changes;
 mod commit;
+mod deletion_vectors;
 mod impls;
 mod mutate;
 mod open;

@@ -1,19 +1,22 @@
-//! Deletes and updates by predicate ([`TableMutator`]), copy-on-write.
+//! Deletes and updates by predicate ([`TableMutator`]): copy-on-write, or with
+//! deletion vectors where the table enables them.
 //!
 //! A mutation reads one snapshot, prunes its files by partition values and statistics,
-//! reads each candidate file, evaluates the predicate row by row and writes a
-//! replacement for every file with a matching row (its surviving or updated rows; a
-//! file whose rows all go is only removed). Files without a match are untouched. When
-//! the predicate reads partition columns only, a delete removes the files it matches
-//! whole, without reading them. Everything is one commit of `remove` (with
-//! `dataChange`) and `add` actions.
+//! reads each candidate file and evaluates the predicate row by row. Files without a
+//! match are untouched. When the predicate reads partition columns only, a delete
+//! removes the files it matches whole, without reading them. Everything is one commit
+//! of `remove` (with `dataChange`) and `add` actions.
+//!
+//! * **Copy-on-write** (the default): every file with a matching row is replaced by a
+//!   file of its surviving or updated rows (a file whose rows all go is only removed);
+//!   existing deletion vectors are applied while reading, and the new files have none.
+//! * **Deletion vectors** (tables created with
+//!   [`TableOptions::deletion_vectors`], or any table with the `deletionVectors`
+//!   feature and `delta.enableDeletionVectors = true`): see `deletion_vectors.rs`. A
+//!   file whose rows all go is removed without a vector.
 //!
 //! Refused: tables configured `delta.appendOnly`, and tables with the change data feed
 //! on (their `cdc` files are not written), as [`ErrorKind::Unsupported`].
-//!
-//! Deletion vectors are not written: a table with the `deletionVectors` feature is
-//! also rewritten copy-on-write (its existing deletion vectors are applied while
-//! reading, and the rewritten files have none).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,11 +28,13 @@ use lakehouse_core::{
     Assignment, Error, ErrorKind, MutationOutcome, Predicate, Result, TableMutator, Version,
     check_assignments, match_mask, mutate_batch, on_rayon,
 };
+use object_store::ObjectStoreExt;
 
 use super::commit::certainly_not_committed;
-use super::{Table, TableOptions, live_files, now_ms, user_schema_of};
+use super::deletion_vectors::{dv_edit, with_deletion_vector, writes_deletion_vectors};
+use super::{Table, TableOptions, io, live_files, now_ms, user_schema_of};
 use crate::log::{Action, Add, FileEntry};
-use crate::read::{file_view, scan_files};
+use crate::read::{deleted_rows, file_view, scan_files};
 use crate::write::encode;
 
 /// Times [`TableMutator::delete_where`] and [`TableMutator::update_where`] run a
@@ -59,6 +64,10 @@ pub struct StagedMutation {
     read: Vec<Arc<FileEntry>>,
     removed: Vec<Arc<FileEntry>>,
     added: Vec<Add>,
+    /// Files written for the mutation (data and deletion vector files), relative URIs.
+    written: Vec<String>,
+    /// Files re-added with a new deletion vector.
+    deletion_vectors: usize,
 }
 
 impl StagedMutation {
@@ -77,15 +86,20 @@ impl StagedMutation {
         self.removed.len()
     }
 
-    /// Files the commit adds.
+    /// New data files the commit adds (files re-added with a deletion vector are
+    /// counted by [`deletion_vectors`](Self::deletion_vectors)).
     pub fn files_added(&self) -> usize {
-        self.added.len()
+        self.added.len() - self.deletion_vectors
+    }
+
+    /// Files the commit keeps with a new deletion vector (0 for copy-on-write).
+    pub fn deletion_vectors(&self) -> usize {
+        self.deletion_vectors
     }
 
     /// Deletes the files written for this mutation; nothing is committed.
     pub async fn abort(self) {
-        let written: Vec<String> = self.added.iter().map(|a| a.path.clone()).collect();
-        self.table.delete_quietly(&written).await;
+        self.table.delete_quietly(&self.written).await;
     }
 
     /// Commits the mutation (see the type's docs for conflicts). A mutation that
@@ -105,8 +119,9 @@ impl StagedMutation {
             read,
             removed,
             added,
+            written,
+            deletion_vectors: _,
         } = self;
-        let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
         let ts = now_ms();
         let r = table
             .commit(
@@ -266,7 +281,13 @@ impl Table {
             read: Vec::new(),
             removed: Vec::new(),
             added: Vec::new(),
+            written: Vec::new(),
+            deletion_vectors: 0,
         };
+        let dv_mode = writes_deletion_vectors(&snap);
+        // Files to add again with a new deletion vector: the file, its deleted rows and
+        // its row count.
+        let mut pending: Vec<(Arc<FileEntry>, Vec<u64>, u64)> = Vec::new();
         let result: Result<()> = async {
             for f in live_files(&snap) {
                 if !prune.can_match(&file_view(f, &schema, &spec)?) {
@@ -277,6 +298,35 @@ impl Table {
                     if self.partition_matches(f, &schema, &spec, predicate)? {
                         staged.rows_affected += rows;
                         staged.removed.push(f.clone());
+                    }
+                    continue;
+                }
+                if dv_mode {
+                    let old = match &f.add.deletion_vector {
+                        Some(dv) => deleted_rows(&self.inner.kernel, dv)
+                            .await
+                            .map_err(|e| e.with_path(f.add.path.clone()))?,
+                        None => Vec::new(),
+                    };
+                    let batches = self.read_physical(&snap, &spec, &schema, f).await?;
+                    let Some(edit) = dv_edit(&batches, &old, predicate, assignments, &user)? else {
+                        continue;
+                    };
+                    staged.rows_affected += edit.matched;
+                    staged.removed.push(f.clone());
+                    if (edit.deleted.len() as u64) < edit.physical_rows {
+                        pending.push((f.clone(), edit.deleted, edit.physical_rows));
+                    }
+                    if !edit.updated.is_empty() {
+                        let kept = edit.updated;
+                        let (user2, schema2, spec2, cfg2) =
+                            (user.clone(), schema.clone(), spec.clone(), cfg.clone());
+                        let encoded =
+                            on_rayon(move || encode(&kept, &user2, &schema2, &spec2, &cfg2))
+                                .await?;
+                        let adds = self.upload(encoded, true).await?;
+                        staged.written.extend(adds.iter().map(|a| a.path.clone()));
+                        staged.added.extend(adds);
                     }
                     continue;
                 }
@@ -304,14 +354,35 @@ impl Table {
                     (user.clone(), schema.clone(), spec.clone(), cfg.clone());
                 let encoded =
                     on_rayon(move || encode(&kept, &user2, &schema2, &spec2, &cfg2)).await?;
-                staged.added.extend(self.upload(encoded, true).await?);
+                let adds = self.upload(encoded, true).await?;
+                staged.written.extend(adds.iter().map(|a| a.path.clone()));
+                staged.added.extend(adds);
+            }
+            if !pending.is_empty() {
+                let vectors: Vec<Vec<u64>> = pending.iter().map(|p| p.1.clone()).collect();
+                let (descriptors, file) = crate::deletion_vector::encode_commit(&vectors)?;
+                if let Some(file) = file {
+                    let path = self.inner.location.child(&file.path)?;
+                    self.inner
+                        .location
+                        .store
+                        .put(&path, file.bytes.into())
+                        .await
+                        .map_err(|e| io(e, &path))?;
+                    staged.written.push(file.path);
+                }
+                for ((f, _, rows), d) in pending.iter().zip(descriptors) {
+                    staged
+                        .added
+                        .push(with_deletion_vector(&f.add, d.into_log(), *rows));
+                    staged.deletion_vectors += 1;
+                }
             }
             Ok(())
         }
         .await;
         if let Err(e) = result {
-            let written: Vec<String> = staged.added.iter().map(|a| a.path.clone()).collect();
-            self.delete_quietly(&written).await;
+            self.delete_quietly(&staged.written).await;
             return Err(e.with_table(self.uri()));
         }
         Ok(staged)
@@ -398,7 +469,7 @@ fn live_rows(f: &FileEntry) -> Option<u64> {
 
 /// The columns of `user` from `batch` (the table's columns without derived partition
 /// columns, which the writer computes again).
-fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
     let columns = user
         .fields()
         .iter()
@@ -415,7 +486,7 @@ fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(user.clone(), columns)?)
 }
 
-/// Copy-on-write (see the module docs); a conflict is retried by reading the newer
+/// Copy-on-write or with deletion vectors (see the module docs); a conflict is retried by reading the newer
 /// version, up to [`MUTATION_ATTEMPTS`] runs in all, then reported as
 /// [`ErrorKind::Conflict`]. Use [`Table::stage_delete`] / [`Table::stage_update`] to
 /// handle conflicts yourself.

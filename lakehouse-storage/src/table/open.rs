@@ -56,7 +56,10 @@ impl Table {
             }
         }
         Compression::to_parquet(options.compression)?;
-        let protocol = Protocol::for_schema(&table_schema);
+        let mut protocol = Protocol::for_schema(&table_schema);
+        if options.deletion_vectors {
+            protocol = protocol.with_feature("deletionVectors");
+        }
         let metadata = MetaData {
             id: uuid::Uuid::new_v4().to_string(),
             name: options.name.clone(),

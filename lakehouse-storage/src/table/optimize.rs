@@ -23,6 +23,7 @@ pub struct OptimizeOptions {
     predicate: Option<Predicate>,
     tiered: Option<usize>,
     max_files: Option<usize>,
+    purge: bool,
 }
 
 impl OptimizeOptions {
@@ -71,6 +72,17 @@ impl OptimizeOptions {
     /// at each run.
     pub fn tiered(mut self, fanout: usize) -> Self {
         self.tiered = Some(fanout.max(2));
+        self
+    }
+
+    /// Also rewrite every file that has a deletion vector, whatever its size and even
+    /// alone in its partition, so that no live file keeps one (Delta's `REORG TABLE
+    /// ... APPLY (PURGE)`). The deleted rows are then gone from the latest version's
+    /// files; [`Table::vacuum`] deletes the old files and vectors after the retention.
+    /// With [`min_file_size`](Self::min_file_size)`(0)` only files with a deletion
+    /// vector are rewritten (those of one partition into one file).
+    pub fn purge_deletion_vectors(mut self) -> Self {
+        self.purge = true;
         self
     }
 
@@ -158,7 +170,9 @@ pub struct OptimizeMetrics {
 
 impl Table {
     /// Compacts small files: per partition, files below the minimum size are rewritten
-    /// into files of the target size (optionally clustered by a sort key). The rewrite
+    /// into files of the target size (optionally clustered by a sort key), and files
+    /// with deletion vectors too when asked
+    /// ([`OptimizeOptions::purge_deletion_vectors`]); rewritten files have none. The rewrite
     /// keeps every row, so incremental readers skip it. Errors with
     /// [`ErrorKind::Conflict`] if another writer removed one of the files meanwhile.
     pub async fn optimize(&self, options: OptimizeOptions) -> Result<OptimizeMetrics> {
@@ -168,6 +182,8 @@ impl Table {
         let target = options.target_file_bytes.unwrap_or(opts.target_file_bytes);
         let min = options.min_file_bytes.unwrap_or(target / 2);
         let mut groups: BTreeMap<PartitionKey, Vec<Arc<FileEntry>>> = BTreeMap::new();
+        // Files with deletion vectors to purge, rewritten whatever the tiers say.
+        let mut purge: BTreeMap<PartitionKey, Vec<Arc<FileEntry>>> = BTreeMap::new();
         let mut totals: BTreeMap<PartitionKey, usize> = BTreeMap::new();
         for f in live_files(&snap) {
             if let Some(p) = &options.predicate
@@ -175,15 +191,21 @@ impl Table {
             {
                 continue;
             }
-            let key: PartitionKey = f.add.partition_values.clone().into_iter().collect();
+            let key = partition_key(f);
             *totals.entry(key.clone()).or_default() += 1;
+            if options.purge && f.add.deletion_vector.is_some() {
+                purge.entry(key).or_default().push(f.clone());
+                continue;
+            }
             if (f.add.size as u64) >= min && options.sort_by.is_empty() {
                 continue;
             }
             groups.entry(key).or_default().push(f.clone());
         }
-        groups.retain(|_, files| files.len() > 1 || !options.sort_by.is_empty());
-        let groups: Vec<Vec<Arc<FileEntry>>> = match options.tiered {
+        groups.retain(|key, files| {
+            files.len() > 1 || !options.sort_by.is_empty() || purge.contains_key(key)
+        });
+        let mut groups: Vec<Vec<Arc<FileEntry>>> = match options.tiered {
             Some(fanout) => groups
                 .into_iter()
                 .flat_map(|(key, files)| {
@@ -199,6 +221,16 @@ impl Table {
                 .collect(),
             None => groups.into_values().collect(),
         };
+        // Each partition's files to purge join its first group (or make one).
+        for (key, files) in purge {
+            let home = groups
+                .iter_mut()
+                .find(|g| g.first().is_some_and(|f| partition_key(f) == key));
+            match home {
+                Some(g) => g.extend(files),
+                None => groups.push(files),
+            }
+        }
         if groups.is_empty() {
             return Ok(OptimizeMetrics::default());
         }
@@ -230,13 +262,24 @@ impl Table {
         let r = self
             .commit(
                 "OPTIMIZE",
-                serde_json::json!({"targetSize": target}),
+                serde_json::json!({"targetSize": target, "purge": options.purge}),
                 move |latest| {
-                    if let Some(gone) = removed.iter().find(|f| !latest.files.contains(&f.add.path))
-                    {
+                    // A file removed, or given another deletion vector, since.
+                    let live: std::collections::HashMap<&str, &Arc<FileEntry>> = latest
+                        .files
+                        .iter()
+                        .map(|f| (f.add.path.as_str(), f))
+                        .collect();
+                    if let Some(gone) = removed.iter().find(|f| {
+                        live.get(f.add.path.as_str())
+                            .is_none_or(|l| l.add.deletion_vector != f.add.deletion_vector)
+                    }) {
                         return Err(Error::new(
                             ErrorKind::Conflict,
-                            format!("file {} was removed by a concurrent commit", gone.add.path),
+                            format!(
+                                "file {} was removed or rewritten by a concurrent commit",
+                                gone.add.path
+                            ),
                         )
                         .with_path(gone.add.path.clone()));
                     }
@@ -268,6 +311,10 @@ impl Table {
 
 /// The partition values of a file, as a grouping key.
 type PartitionKey = Vec<(String, Option<String>)>;
+
+fn partition_key(f: &FileEntry) -> PartitionKey {
+    f.add.partition_values.clone().into_iter().collect()
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use crate::partition::{PartitionField, PartitionSpec};
 use crate::write::{Compression, WriteConfig};
 
+/// The table property that turns deletion vectors on for writers.
+pub(crate) const DELETION_VECTORS_KEY: &str = "delta.enableDeletionVectors";
+
 /// Options of a new table; stored in the table so that every writer uses them.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -17,6 +20,7 @@ pub struct TableOptions {
     pub(super) bloom_filter_columns: Vec<String>,
     pub(super) sort_by: Vec<String>,
     pub(super) checkpoint_interval: u64,
+    pub(super) deletion_vectors: bool,
 }
 
 impl Default for TableOptions {
@@ -30,6 +34,7 @@ impl Default for TableOptions {
             bloom_filter_columns: Vec::new(),
             sort_by: Vec::new(),
             checkpoint_interval: 10,
+            deletion_vectors: false,
         }
     }
 }
@@ -97,6 +102,23 @@ impl TableOptions {
         self
     }
 
+    /// Deletes and updates write deletion vectors instead of rewriting files
+    /// (copy-on-write, the default).
+    ///
+    /// The table is created with the Delta `deletionVectors` reader and writer feature
+    /// (protocol 3 / 7) and `delta.enableDeletionVectors = true`: readers must support
+    /// deletion vectors (delta-rs, Spark 3.4+ with Delta 2.4+, DuckDB's `delta`
+    /// extension, `delta_kernel` do). A delete then marks the deleted rows of each
+    /// file it touches in a deletion vector (merged with the file's existing one)
+    /// and an update does the same for the old rows and writes the updated rows to a
+    /// new file. [`Table::optimize`](crate::Table::optimize) with
+    /// [`OptimizeOptions::purge_deletion_vectors`](crate::OptimizeOptions::purge_deletion_vectors)
+    /// rewrites the files that have one.
+    pub fn deletion_vectors(mut self, enabled: bool) -> Self {
+        self.deletion_vectors = enabled;
+        self
+    }
+
     /// How a writer encodes files of a table with these options.
     pub(super) fn write_config(&self) -> WriteConfig {
         WriteConfig {
@@ -138,6 +160,9 @@ impl TableOptions {
             "delta.checkpointInterval".into(),
             self.checkpoint_interval.max(1).to_string(),
         );
+        if self.deletion_vectors {
+            c.insert(DELETION_VECTORS_KEY.into(), "true".into());
+        }
         c
     }
 
@@ -183,6 +208,9 @@ impl TableOptions {
                 .or_else(|| c.get("delta.checkpointInterval"))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d.checkpoint_interval),
+            deletion_vectors: c
+                .get(DELETION_VECTORS_KEY)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
     }
 }

@@ -85,7 +85,13 @@ impl Table {
             let mut removed = Vec::new();
             for a in actions {
                 match a {
-                    Action::Remove(r) => removed.push(r.path),
+                    Action::Remove(r) => {
+                        // Its deletion vector file: older versions read it too.
+                        if let Some(dv) = r.deletion_vector.as_ref().and_then(|d| d.file()) {
+                            removed.push(dv?);
+                        }
+                        removed.push(r.path);
+                    }
                     Action::CommitInfo(info) => {
                         time = info
                             .get("inCommitTimestamp")
@@ -143,7 +149,8 @@ impl Table {
     }
 
     /// Deletes files no version within the retention needs: files removed from the
-    /// table longer ago than the retention, and orphans (left by writers that failed
+    /// table longer ago than the retention (data files and the deletion vector files
+    /// of their `remove`s; a vector file a live file uses is kept), and orphans (left by writers that failed
     /// before committing) older than the retention.
     ///
     /// Errors with [`ErrorKind::InvalidInput`] for a retention under
@@ -162,10 +169,15 @@ impl Table {
         }
         let snap = self.refreshed().await?;
         let cutoff = now_ms() - i64::try_from(options.retention.as_millis()).unwrap_or(i64::MAX);
+        // Live data files and the deletion vector files they use.
         let live: HashSet<String> = snap
             .files
             .iter()
-            .map(|f| self.table_relative(&f.add.path))
+            .flat_map(|f| {
+                let dv = f.add.deletion_vector.as_ref().and_then(|d| d.file());
+                std::iter::once(Ok(f.add.path.clone())).chain(dv)
+            })
+            .map(|p| self.table_relative(&p?))
             .collect::<Result<_>>()?;
         let tomb = self.removed_since(&snap, cutoff).await?;
         let root = self.inner.location.root.clone();
