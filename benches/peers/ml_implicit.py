@@ -6,9 +6,10 @@ Usage: python ml_implicit.py TRAIN TEST --factors F --iterations N --regularizat
 TRAIN and TEST are tab-separated `user item weight` files written by the bench. Every
 pair gets confidence 1 + A * weight (the same as lakehouse-ml's ALS), passed to implicit
 with its own alpha at 1. Prints `PEER <name> <value>` lines: training seconds (best of
-three fits, seeds 0-2) and precision@10 (mean of the three fits) over the test users
-known in TRAIN, excluding their training items, computed the same way as lakehouse-ml's
-`evaluate`.
+three fits, seeds 0-2) and precision@10, recall@10 and NDCG@10 (means of the three fits)
+over the test users known in TRAIN, excluding their training items, computed the same
+way as lakehouse-ml's `evaluate` (binary relevance; recall over all the user's held-out
+items; NDCG against the ideal ranking of min(k, held-out) hits).
 """
 
 import argparse
@@ -60,7 +61,18 @@ def main():
     known = np.diff(user_items.indptr) > 0
     evaluated = [u for u in sorted(held) if known[u]]
 
-    best, precisions = None, []
+    def metrics(ids):
+        p, r, n = [], [], []
+        for u, rec in zip(evaluated, ids):
+            rel = held[u]
+            gains = [1.0 / np.log2(rank + 2) for rank, i in enumerate(rec.tolist()) if i in rel]
+            ideal = sum(1.0 / np.log2(rank + 2) for rank in range(min(a.k, len(rel))))
+            p.append(len(gains) / a.k)
+            r.append(len(gains) / len(rel))
+            n.append(sum(gains) / ideal if ideal > 0 else 0.0)
+        return np.mean(p), np.mean(r), np.mean(n)
+
+    best, precisions, recalls, ndcgs = None, [], [], []
     for seed in range(3):
         m = AlternatingLeastSquares(
             factors=a.factors,
@@ -78,9 +90,10 @@ def main():
         ids, _ = m.recommend(
             np.array(evaluated), user_items[evaluated], N=a.k, filter_already_liked_items=True
         )
-        precisions.append(
-            np.mean([len(held[u] & set(r.tolist())) / a.k for u, r in zip(evaluated, ids)])
-        )
+        p_, r_, n_ = metrics(ids)
+        precisions.append(p_)
+        recalls.append(r_)
+        ndcgs.append(n_)
     precision = float(np.mean(precisions))
 
     def precision_of(model):
@@ -103,6 +116,8 @@ def main():
     print(f"PEER implicit_cosine_precision_at_{a.k} {precision_of(cosine):.6f}")
     print(f"PEER implicit_train_s {best:.6f}")
     print(f"PEER implicit_precision_at_{a.k} {precision:.6f}")
+    print(f"PEER implicit_recall_at_{a.k} {float(np.mean(recalls)):.6f}")
+    print(f"PEER implicit_ndcg_at_{a.k} {float(np.mean(ndcgs)):.6f}")
     print(f"PEER implicit_users {len(evaluated)}")
 
 

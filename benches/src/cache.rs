@@ -1,11 +1,11 @@
-//! `lakehouse-bench cache`: get rate, hit ratio against LRU, trending rate and recall.
+//! `lakehouse-bench cache`: hit ratios against moka, quick_cache and LRU
+//! (`cache_hit_ratio.rs`), get rate, trending rate and recall.
 //!
-//! Workload: Zipf(0.99) over 1 M keys, cache capacity 100 K, 2 threads.
+//! Workload of the rates: Zipf(0.99) over 1 M keys, cache capacity 100 K, 2 threads.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::hint::black_box;
-use std::num::NonZeroUsize;
 use std::thread;
 use std::time::Instant;
 
@@ -51,39 +51,6 @@ fn get_rate<C: Send + Sync>(
     (trace.len() as f64 / secs, hits as f64 / trace.len() as f64)
 }
 
-/// Hit ratio of a cache that inserts on every miss.
-fn hit_ratio(trace: &[u64], mut access: impl FnMut(u64) -> bool) -> f64 {
-    let hits = trace.iter().filter(|&&k| access(k)).count();
-    hits as f64 / trace.len() as f64
-}
-
-fn ours_ratio(trace: &[u64]) -> Result<f64, lakehouse_cache::Error> {
-    let cache: Cache<u64, u64> = Cache::builder().max_entries(CAPACITY as u64).build()?;
-    let mut failed = None;
-    let r = hit_ratio(trace, |k| {
-        if cache.get(&k).is_some() {
-            return true;
-        }
-        if let Err(e) = cache.insert(k, k) {
-            failed = Some(e);
-        }
-        false
-    });
-    failed.map_or(Ok(r), Err)
-}
-
-fn lru_ratio(trace: &[u64]) -> f64 {
-    let mut lru = lru::LruCache::new(NonZeroUsize::new(CAPACITY).expect("capacity is positive"));
-    hit_ratio(trace, |k| {
-        if lru.get(&k).is_some() {
-            true
-        } else {
-            lru.put(k, k);
-            false
-        }
-    })
-}
-
 fn exact_top<K: Hash + Eq + Copy + Ord>(trace: &[K], k: usize) -> Vec<K> {
     let mut counts: HashMap<K, u64> = HashMap::new();
     for &x in trace {
@@ -99,32 +66,8 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
     let gets = report.scale(20_000_000, 4_000_000);
     let trace = zipf_trace(&zipf, gets, 1);
 
-    // Hit ratios: Zipf, and Zipf polluted by sequential scans of never-repeated keys.
-    let sim = &trace[..report.scale(4_000_000, 1_000_000)];
-    let (ours, lru) = (ours_ratio(sim)?, lru_ratio(sim));
-    report.metric("cache.hit_ratio", ours, "ratio");
-    report.metric("cache.lru_hit_ratio", lru, "ratio");
-    report.metric(
-        "cache.hit_ratio_gain_vs_lru_points",
-        (ours - lru) * 100.0,
-        "points",
-    );
-    let mut polluted = Vec::with_capacity(sim.len() * 5 / 4);
-    let mut scan_key = KEYS as u64;
-    for (i, &k) in sim.iter().enumerate() {
-        polluted.push(k);
-        if i % 4 == 0 {
-            polluted.push(scan_key);
-            scan_key += 1;
-        }
-    }
-    let (ours_s, lru_s) = (ours_ratio(&polluted)?, lru_ratio(&polluted));
-    report.metric("cache.scan_hit_ratio", ours_s, "ratio");
-    report.metric(
-        "cache.scan_hit_ratio_gain_vs_lru_points",
-        (ours_s - lru_s) * 100.0,
-        "points",
-    );
+    // Hit ratios against moka, quick_cache and LRU on five traces.
+    crate::cache_hit_ratio::run(report)?;
 
     // Get rate on the hot path: a warmed cache, gets only, 2 threads.
     let ours: Cache<u64, u64> = Cache::builder().max_entries(CAPACITY as u64).build()?;

@@ -6,8 +6,10 @@
 //!
 //! Subcommands: `core`, `flow`, `stream`, `storage`, `query`, `cache`, `ml`, `e2e`, `faults`, `soak`,
 //! `all` (every one but `soak`, which runs the main example for ten minutes);
-//! `ml-fold-in` runs the fold-in figures of `ml` alone, `storage-log` the log figures of
-//! `storage` (open, refresh, plan), `stream-nats` the NATS JetStream figures of `stream`.
+//! `cache-hit-ratio` runs the hit-ratio comparison of `cache` alone, `ml-fold-in` the
+//! fold-in figures of `ml`, `ml-quality` its quality figures (every model and implicit
+//! on the MovieLens split), `storage-log` the log figures of `storage` (open, refresh,
+//! plan), `stream-nats` the NATS JetStream figures of `stream`.
 //! Every figure is one line, `METRIC <name> <value> <unit>`; a comparison with a peer
 //! measured in the same run is `RATIO <name> <ours/peer>` (below 1 means we are better).
 //! Lines starting with `#` are commentary. `--quick` measures the same figures on
@@ -15,6 +17,7 @@
 //! otherwise made from the clock and printed.
 
 mod cache;
+mod cache_hit_ratio;
 mod core;
 mod e2e;
 mod faults;
@@ -23,6 +26,7 @@ mod flow;
 mod fuzz;
 mod ml;
 mod ml_fold_in;
+mod ml_models;
 mod query;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
@@ -37,7 +41,7 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|ml-fold-in|storage-log|stream-nats> [--quick] [--seed N]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|cache-hit-ratio|ml-fold-in|ml-quality|storage-log|stream-nats> [--quick] [--seed N]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -56,7 +60,9 @@ const SUBCOMMANDS: &[(&str, Subcommand)] = &[
 
 /// Parts of a subcommand that can run alone; `all` does not list them again.
 const PARTS: &[(&str, Subcommand)] = &[
+    ("cache-hit-ratio", cache_hit_ratio::run),
     ("ml-fold-in", ml_fold_in::run),
+    ("ml-quality", ml::quality_only),
     ("storage-log", storage_log::run_alone),
     ("stream-nats", stream_nats::run),
 ];

@@ -9,6 +9,7 @@ use crate::error;
 use crate::history::History;
 use crate::id::Id;
 use crate::recommender::{Query, Recommender, Scored, TopK, check_events};
+use crate::sparse::Csr;
 
 /// How [`ItemItem`] measures the similarity of two items from their users.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,17 @@ pub enum Similarity {
         k1: f32,
         /// Length normalisation (`b`, in `[0, 1]`).
         b: f32,
+    },
+    /// RP3beta (Paudel, Christoffel, Newell and Bernstein, 2017): the probability of a
+    /// three-step random walk item → user → item on the interaction graph, each
+    /// transition probability raised to `alpha`, divided by the target item's
+    /// popularity raised to `beta`, so that very popular items are not everyone's
+    /// neighbour. Transitions are weights over the user's or the item's total weight.
+    Rp3Beta {
+        /// Exponent of the transition probabilities (`> 0`; 1 is the plain walk).
+        alpha: f32,
+        /// Popularity penalty (`>= 0`; 0 is the plain walk, P3alpha).
+        beta: f32,
     },
 }
 
@@ -59,6 +71,13 @@ impl ItemItem {
         if neighbors == 0 {
             return Err(Error::invalid("neighbors must be at least 1"));
         }
+        if let Similarity::Rp3Beta { alpha, beta } = similarity
+            && !(alpha.is_finite() && alpha > 0.0 && beta.is_finite() && beta >= 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "RP3beta needs alpha > 0 and beta >= 0, both finite, got alpha={alpha}, beta={beta}"
+            )));
+        }
         if let Similarity::Bm25 { k1, b } = similarity
             && !(k1.is_finite() && k1 >= 0.0 && (0.0..=1.0).contains(&b))
         {
@@ -82,6 +101,15 @@ impl ItemItem {
     /// BM25-weighted co-occurrence with 50 neighbours.
     pub fn bm25() -> Self {
         ItemItem::new(Similarity::bm25(), 50).expect("default BM25 parameters are valid")
+    }
+
+    /// RP3beta with `alpha` and `beta` (see [`Similarity::Rp3Beta`]) and `neighbors`
+    /// neighbours per item.
+    ///
+    /// Errors with [`InvalidInput`](crate::ErrorKind::InvalidInput) as
+    /// [`new`](Self::new).
+    pub fn rp3beta(alpha: f32, beta: f32, neighbors: usize) -> Result<Self> {
+        ItemItem::new(Similarity::Rp3Beta { alpha, beta }, neighbors)
     }
 
     fn history(&self) -> Result<&History> {
@@ -119,13 +147,20 @@ impl ItemItem {
 
 impl Recommender for ItemItem {
     fn name(&self) -> &'static str {
-        "item-item"
+        match self.similarity {
+            Similarity::Rp3Beta { .. } => "rp3beta",
+            _ => "item-item",
+        }
     }
 
     fn fit(&mut self, data: &Dataset) -> Result<()> {
         let history = History::from_dataset(data)?;
         let m = data.matrix();
         let mut by_item = m.by_item().clone();
+        // The similarity of i to j is `scale[j] x Σ_u by_item[i][u] x by_user[u][j]`;
+        // `by_user` is `by_item` transposed except for RP3beta, whose two steps differ.
+        let mut by_user = None;
+        let mut scale = None;
         match self.similarity {
             Similarity::Cosine => {
                 let norms: Vec<f32> = (0..by_item.rows())
@@ -149,8 +184,26 @@ impl Recommender for ItemItem {
                     v * (k1 + 1.0) / (k1 * norm + v) * idf[u as usize]
                 });
             }
+            Similarity::Rp3Beta { alpha, beta } => {
+                let total = |c: &Csr, r: usize| c.row(r).1.iter().sum::<f32>();
+                let item_totals: Vec<f32> =
+                    (0..by_item.rows()).map(|i| total(&by_item, i)).collect();
+                let mut to_item = m.by_user().clone();
+                let user_totals: Vec<f32> =
+                    (0..to_item.rows()).map(|u| total(&to_item, u)).collect();
+                let step = |v: f32, t: f32| if t > 0.0 { (v / t).powf(alpha) } else { 0.0 };
+                by_item.map_values(|i, _, v| step(v, item_totals[i]));
+                to_item.map_values(|u, _, v| step(v, user_totals[u]));
+                by_user = Some(to_item);
+                scale = Some(
+                    item_totals
+                        .iter()
+                        .map(|&t| if t > 0.0 { t.powf(-beta) } else { 0.0 })
+                        .collect::<Vec<f32>>(),
+                );
+            }
         }
-        let by_user = by_item.transpose();
+        let by_user = by_user.unwrap_or_else(|| by_item.transpose());
         let n = by_item.rows();
         let k = self.neighbors;
         let order: Vec<Vec<(u32, f32)>> = (0..n)
@@ -176,7 +229,10 @@ impl Recommender for ItemItem {
                     let mut top = TopK::new(k);
                     let not_self = |j: u32| j as usize != i;
                     for &j in touched.iter() {
-                        let s = acc[j as usize];
+                        let s = match &scale {
+                            Some(scale) => acc[j as usize] * scale[j as usize],
+                            None => acc[j as usize],
+                        };
                         if s > 0.0 {
                             top.offer(s, j, &not_self);
                         }
@@ -266,7 +322,8 @@ mod tests {
 
     #[test]
     fn co_bought_items_are_similar_and_recommended() {
-        for mut m in [ItemItem::cosine(), ItemItem::bm25()] {
+        let rp3 = ItemItem::rp3beta(1.0, 0.5, 50).unwrap();
+        for mut m in [ItemItem::cosine(), ItemItem::bm25(), rp3] {
             m.fit(&baskets()).unwrap();
             let sim = m.similar_items(&Id::from("bread"), 5).unwrap();
             assert_eq!(sim[0].item, Id::from("butter"));
@@ -276,6 +333,42 @@ mod tests {
             assert!(rec.iter().all(|s| s.item != Id::from("bread")));
             let rec = m.recommend(&Id::from(101), &Query::top(1)).unwrap();
             assert_eq!(rec[0].item, Id::from("chips"));
+        }
+    }
+
+    #[test]
+    fn rp3beta_matches_the_hand_computed_walk() {
+        // u0 {a, b}, u1 {a, b, c}, u2 {b, c}. Item totals a 2, b 3, c 2; user totals
+        // u0 2, u1 3, u2 2. With alpha 1: W_ab = (1/2)(1/2) + (1/2)(1/3) = 5/12 and
+        // W_ac = (1/2)(1/3) = 1/6; beta 1 divides by the target's total: 5/36, 1/12.
+        let mut d = Dataset::new();
+        for (u, i) in [
+            (0, "a"),
+            (0, "b"),
+            (1, "a"),
+            (1, "b"),
+            (1, "c"),
+            (2, "b"),
+            (2, "c"),
+        ] {
+            d.push(u, i, 1.0, 0).unwrap();
+        }
+        let mut m = ItemItem::rp3beta(1.0, 1.0, 5).unwrap();
+        m.fit(&d).unwrap();
+        let sim = m.similar_items(&Id::from("a"), 5).unwrap();
+        assert_eq!(sim.len(), 2);
+        assert_eq!(sim[0].item, Id::from("b"));
+        assert!((sim[0].score - 5.0 / 36.0).abs() < 1e-6, "{sim:?}");
+        assert_eq!(sim[1].item, Id::from("c"));
+        assert!((sim[1].score - 1.0 / 12.0).abs() < 1e-6, "{sim:?}");
+        // alpha 2 squares each transition: W_ab = 1/16 + 1/36, before the penalty.
+        let mut sq = ItemItem::rp3beta(2.0, 0.0, 5).unwrap();
+        sq.fit(&d).unwrap();
+        let top = &sq.similar_items(&Id::from("a"), 1).unwrap()[0];
+        assert!((top.score - (1.0 / 16.0 + 1.0 / 36.0)).abs() < 1e-6);
+        assert_eq!(sq.name(), "rp3beta");
+        for (alpha, beta) in [(0.0, 0.5), (-1.0, 0.5), (1.0, -0.1), (f32::NAN, 0.0)] {
+            assert!(ItemItem::rp3beta(alpha, beta, 5).is_err());
         }
     }
 

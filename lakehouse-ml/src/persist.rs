@@ -173,6 +173,14 @@ impl Persist for crate::Als {
     }
 }
 
+impl Persist for crate::Ease {
+    const KIND: &'static str = "ease";
+
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
+}
+
 impl Persist for crate::ItemItem {
     const KIND: &'static str = "item-item";
 

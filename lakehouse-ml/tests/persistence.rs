@@ -1,7 +1,7 @@
 //! Saving and loading models: round trips, format versions, damaged files.
 
 use lakehouse_ml::{
-    Als, ErrorKind, FORMAT_VERSION, Id, ItemItem, Persist, Popularity, Query, Recommender,
+    Als, Ease, ErrorKind, FORMAT_VERSION, Id, ItemItem, Persist, Popularity, Query, Recommender,
     SegmentParams, Segments,
 };
 
@@ -49,6 +49,29 @@ fn models_round_trip_through_bytes_and_files() {
     );
     let popular2 = Popularity::load(saved(&popular).as_slice()).unwrap();
     same_recommendations(&popular, &popular2);
+    let mut ease = Ease::new(40.0).unwrap();
+    ease.fit(&data.dataset).unwrap();
+    let ease2 = Ease::load(saved(&ease).as_slice()).unwrap();
+    same_recommendations(&ease, &ease2);
+    assert_eq!(ease2.regularization(), 40.0);
+    assert_eq!(
+        ease.similar_items(&Id::from(3), 5).unwrap(),
+        ease2.similar_items(&Id::from(3), 5).unwrap()
+    );
+    assert_eq!(
+        ease.weight(&Id::from(3), &Id::from(4)),
+        ease2.weight(&Id::from(3), &Id::from(4))
+    );
+    let mut rp3 = ItemItem::rp3beta(0.8, 0.4, 30).unwrap();
+    rp3.fit(&data.dataset).unwrap();
+    let rp3_again = ItemItem::load(saved(&rp3).as_slice()).unwrap();
+    assert_eq!(rp3_again.name(), "rp3beta");
+    same_recommendations(&rp3, &rp3_again);
+    // Another model's file is refused by kind.
+    assert_eq!(
+        Ease::load(saved(&item_item).as_slice()).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 
     let params = SegmentParams {
         clusters: 5,
@@ -180,6 +203,22 @@ fn well_formed_but_inconsistent_bodies_are_rejected_at_load() {
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+
+    let mut ease = Ease::new(10.0).unwrap();
+    let (small, _) = data.dataset.split_random(0.5, 1).unwrap();
+    ease.fit(&small).unwrap();
+    let bytes = saved(&ease);
+    let cases: Vec<Edit> = vec![
+        Box::new(|v| {
+            v["weights"].as_array_mut().unwrap().pop();
+        }),
+        Box::new(|v| v["regularization"] = (-1.0).into()),
+        Box::new(|v| v["items"] = 1_000_000.into()),
+    ];
+    for (n, case) in cases.into_iter().enumerate() {
+        let e = Ease::load(edit_body(&bytes, case).as_slice()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "EASE case {n}: {e}");
+    }
 
     let mut popular = Popularity::new();
     popular.fit(&data.dataset).unwrap();

@@ -1,7 +1,9 @@
 //! Quality on synthetic data with planted taste groups: the models must recover the
 //! groups, and ALS must beat popularity.
 
-use lakehouse_ml::{Dataset, Id, ItemItem, Popularity, Query, Recommender, Similarity, evaluate};
+use lakehouse_ml::{
+    Dataset, Ease, Id, ItemItem, Popularity, Query, Recommender, Similarity, evaluate,
+};
 use rayon::ThreadPoolBuilder;
 
 use crate::common::{active_users, planted, small_als};
@@ -51,6 +53,47 @@ fn als_and_item_item_recover_planted_groups_and_popularity_does_not() {
     assert!(cos_share > 0.8, "cosine in-group share {cos_share}");
     assert!(bm25_share > 0.8, "BM25 in-group share {bm25_share}");
     assert!(pop_share < 0.4, "popularity in-group share {pop_share}");
+}
+
+#[test]
+fn ease_and_rp3beta_recover_planted_groups_and_beat_popularity() {
+    let data = planted();
+    let (train, test) = data.dataset.split_random(0.2, 11).unwrap();
+    let mut ease = Ease::new(50.0).unwrap();
+    ease.fit(&train).unwrap();
+    let mut rp3 = ItemItem::rp3beta(1.0, 0.3, 50).unwrap();
+    rp3.fit(&train).unwrap();
+    let mut popular = Popularity::new();
+    popular.fit(&train).unwrap();
+    let pop = evaluate(&popular, &test, 10).unwrap().precision;
+    for model in [&ease as &dyn Recommender, &rp3] {
+        let share = in_group_share(model, &data, &train);
+        assert!(share > 0.8, "{} in-group share {share}", model.name());
+        let m = evaluate(model, &test, 10).unwrap();
+        assert!(
+            m.precision > 1.5 * pop,
+            "{} precision {} against popularity's {pop}",
+            model.name(),
+            m.precision
+        );
+        assert_eq!(m.skipped_users, 0);
+    }
+    // Similar items come from the item's own group.
+    for model in [&ease as &dyn Recommender, &rp3] {
+        let (mut same, mut total) = (0usize, 0usize);
+        for i in 1..=50i64 {
+            let item = Id::from(i);
+            let group = data.group_of(&item).unwrap();
+            for s in model.similar_items(&item, 5).unwrap() {
+                assert_ne!(s.item, item);
+                total += 1;
+                same += usize::from(data.group_of(&s.item) == Some(group));
+            }
+        }
+        assert!(total > 0);
+        let share = same as f64 / total as f64;
+        assert!(share > 0.8, "{} similar-item share {share}", model.name());
+    }
 }
 
 #[test]
