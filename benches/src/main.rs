@@ -24,6 +24,7 @@ mod fuzz;
 mod ml;
 mod ml_fold_in;
 mod query;
+mod query_pgwire;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
 mod report;
