@@ -28,6 +28,7 @@ mod ml;
 mod ml_fold_in;
 mod ml_models;
 mod query;
+mod query_pgwire;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
 mod report;

@@ -1,5 +1,6 @@
 //! `lakehouse-bench query`: TPC-H against DuckDB and DataFusion alone, materialized view
-//! reads and refreshes, result-cache hits and point-query latency.
+//! reads and refreshes, result-cache hits and point-query latency (in-process, and over
+//! the Postgres wire protocol in `query_pgwire`).
 //!
 //! TPC-H runs twice on our side: over the tpchgen Parquet files (`register_parquet`)
 //! and over the same data written into Delta tables by `lakehouse-storage` (the
@@ -28,7 +29,7 @@ use lakehouse_query::{QueryEngine, QueryOptions, QueryResult, RefreshKind};
 
 use crate::report::{BenchResult, Latencies, Report, run_peer};
 
-const THREADS: usize = 2;
+pub(crate) const THREADS: usize = 2;
 const RUNS: usize = 3;
 
 pub(crate) fn run(report: &mut Report) -> BenchResult {
@@ -38,6 +39,7 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
         .build()?;
     rt.block_on(async {
         point_and_cache(report).await?;
+        crate::query_pgwire::point_query(report).await?;
         views(report).await?;
         tpch(report).await
     })
@@ -76,7 +78,7 @@ fn sales(start: u64, n: usize) -> Result<RecordBatch, arrow::error::ArrowError> 
     )
 }
 
-async fn table_of(
+pub(crate) async fn table_of(
     rows: usize,
 ) -> Result<Arc<MemoryTable>, Box<dyn std::error::Error + Send + Sync>> {
     let table = Arc::new(MemoryTable::new("sales", sales_schema()));
@@ -232,7 +234,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

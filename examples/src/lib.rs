@@ -11,10 +11,13 @@
 //! * [`hot`]: the cache tier the stream feeds (trending, top sellers, prices, sales);
 //! * [`zipf`]: the one Zipf sampler (also used by the cache benchmark's traces);
 //! * [`freshness`]: event-to-stage latency samples and their percentiles;
-//! * [`tpch`]: the 22 TPC-H queries and the checker of their answers against DuckDB's.
+//! * [`tpch`]: the 22 TPC-H queries and the checker of their answers against DuckDB's;
+//! * [`sql_server`]: the Postgres wire-protocol endpoint of the `sql_server` example
+//!   (in the library so that tests and the benchmark start it in-process).
 
 pub mod freshness;
 pub mod hot;
+pub mod sql_server;
 pub mod tpch;
 pub mod workload;
 pub mod zipf;

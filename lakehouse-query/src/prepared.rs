@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::LogicalPlan;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use lakehouse_core::{Error, ErrorKind, Result, Scalar};
 
 use crate::engine::QueryEngine;
@@ -41,6 +43,56 @@ impl PreparedQuery {
     /// The SQL text.
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// The schema of the rows the statement returns (empty for a statement that returns
+    /// none).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// The types of the parameters `$1`, `$2`, ... up to the highest one the statement
+    /// names, as the planner inferred them from their use (`WHERE id = $1`) or a cast
+    /// (`$1::BIGINT`); `None` where the statement does not fix a type, as in
+    /// `SELECT $1`, or does not use that number.
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let mut found = self.plan.get_parameter_types().map_err(df_error)?;
+        // A placeholder under a cast keeps no type of its own: take the cast's.
+        self.plan
+            .apply_with_subqueries(|plan| {
+                plan.apply_expressions(|expr| {
+                    expr.apply(|e| {
+                        if let Expr::Cast(Cast { expr, field })
+                        | Expr::TryCast(TryCast { expr, field }) = e
+                            && let Expr::Placeholder(p) = expr.as_ref()
+                        {
+                            let slot = found.entry(p.id.clone()).or_insert(None);
+                            if slot.is_none() {
+                                *slot = Some(field.data_type().clone());
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                })
+            })
+            .map_err(df_error)?;
+        let mut out: Vec<Option<DataType>> = Vec::new();
+        for (id, data_type) in found {
+            let Some(n) = id.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+                return Err(Error::new(
+                    ErrorKind::InvalidSql,
+                    format!("parameter {id} is not numbered ($1, $2, ...)"),
+                ));
+            };
+            if n == 0 {
+                return Err(Error::new(ErrorKind::InvalidSql, "parameters start at $1"));
+            }
+            if out.len() < n {
+                out.resize(n, None);
+            }
+            out[n - 1] = data_type;
+        }
+        Ok(out)
     }
 
     /// Runs the statement with `params` bound to `$1`, `$2`, ...
