@@ -12,7 +12,9 @@
 //! * [`TableSink`]: a table that takes appends as atomic commits, idempotent under a
 //!   caller-given [`TxnId`] so that a stream consumer delivers exactly once.
 //! * [`TableMutator`]: deletes and row-level updates by [`Predicate`], each one atomic
-//!   commit, with Delta-style conflict rules.
+//!   commit, with Delta-style conflict rules, and `MERGE INTO ... USING ...`
+//!   ([`MergeRequest`]: update, delete and insert by matching source rows, one
+//!   commit).
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
 //! * [`Predicate`] and [`Scalar`]: the filter language sources use to skip data.
 //! * [`Clock`]: injected time.
@@ -85,6 +87,7 @@ mod file_scan;
 pub mod fuzzing;
 mod log;
 mod memory;
+mod merge;
 mod mutate;
 mod predicate;
 mod scalar;
@@ -107,6 +110,10 @@ pub use crate::log::{
     SequenceNumber, ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,
 };
 pub use crate::memory::{MemoryLog, MemoryTable, conform_batch};
+pub use crate::merge::{
+    MatchedAction, MatchedClause, MergeAssignment, MergeFn, MergeKey, MergeOutcome, MergeRequest,
+    MergeRows, MergeRun, MergeValue, NotMatchedClause,
+};
 pub use crate::mutate::{
     Assignment, AssignmentValue, ColumnFn, MutationOutcome, TableMutator, apply_assignments,
     check_assignments, match_mask, mutate_batch,

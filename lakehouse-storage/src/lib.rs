@@ -213,6 +213,7 @@ pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
 pub use crate::table::{
     CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
-    OptimizeOptions, StagedMutation, Table, TableOptions, VacuumMetrics, VacuumOptions,
+    OptimizeOptions, StagedMerge, StagedMutation, Table, TableOptions, VacuumMetrics,
+    VacuumOptions,
 };
 pub use crate::write::Compression;

@@ -22,6 +22,7 @@ use crate::read::ScanContext;
 mod append;
 mod commit;
 mod impls;
+mod merge;
 mod mutate;
 mod open;
 mod optimize;
@@ -34,6 +35,7 @@ mod torn;
 mod vacuum;
 
 pub use self::append::CommitInfo;
+pub use self::merge::StagedMerge;
 pub use self::mutate::{MUTATION_ATTEMPTS, StagedMutation};
 pub use self::optimize::{OptimizeMetrics, OptimizeOptions};
 pub use self::options::TableOptions;

@@ -15,7 +15,7 @@
 //! also rewritten copy-on-write (its existing deletion vectors are applied while
 //! reading, and the rewritten files have none).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
@@ -32,7 +32,8 @@ use crate::log::{Action, Add, FileEntry};
 use crate::read::{file_view, scan_files};
 use crate::write::encode;
 
-/// Times [`TableMutator::delete_where`] and [`TableMutator::update_where`] run a
+/// Times [`TableMutator::delete_where`], [`TableMutator::update_where`] and
+/// [`TableMutator::merge`] run a
 /// mutation again (reading the newer version) after a conflict, before reporting it.
 pub const MUTATION_ATTEMPTS: u32 = 3;
 
@@ -59,9 +60,64 @@ pub struct StagedMutation {
     read: Vec<Arc<FileEntry>>,
     removed: Vec<Arc<FileEntry>>,
     added: Vec<Add>,
+    /// For a merge: files added since the read that it could have matched conflict.
+    appends: Option<AppendGuard>,
+}
+
+/// What a merge read, to tell whether a concurrent append could have held rows it
+/// matches: the paths live at the read, and a predicate that such rows satisfy.
+#[derive(Debug)]
+pub(super) struct AppendGuard {
+    pub(super) known: HashSet<String>,
+    pub(super) predicate: Predicate,
+    pub(super) spec: crate::partition::PartitionSpec,
 }
 
 impl StagedMutation {
+    /// A mutation of `snap` that has read, removed and added nothing yet.
+    pub(super) fn empty(
+        table: &Table,
+        snap: &crate::log::Snapshot,
+        operation: &'static str,
+        predicate: String,
+    ) -> Self {
+        StagedMutation {
+            table: table.clone(),
+            operation,
+            predicate,
+            read_version: snap.version,
+            rows_affected: 0,
+            schema: snap.schema.clone(),
+            table_id: snap.metadata.id.clone(),
+            read: Vec::new(),
+            removed: Vec::new(),
+            added: Vec::new(),
+            appends: None,
+        }
+    }
+
+    pub(super) fn guard_appends(&mut self, guard: AppendGuard) {
+        self.appends = Some(guard);
+    }
+
+    pub(super) fn push_read(&mut self, f: &Arc<FileEntry>) {
+        self.read.push(f.clone());
+    }
+
+    pub(super) fn push_removed(&mut self, f: &Arc<FileEntry>) {
+        self.removed.push(f.clone());
+    }
+
+    pub(super) fn push_added(&mut self, adds: Vec<Add>) {
+        self.added.extend(adds);
+    }
+
+    /// Deletes the files written so far (after an error while staging).
+    pub(super) async fn discard(&self) {
+        let written: Vec<String> = self.added.iter().map(|a| a.path.clone()).collect();
+        self.table.delete_quietly(&written).await;
+    }
+
     /// Rows deleted or updated.
     pub fn rows_affected(&self) -> u64 {
         self.rows_affected
@@ -91,20 +147,33 @@ impl StagedMutation {
     /// Commits the mutation (see the type's docs for conflicts). A mutation that
     /// matched no row commits nothing and returns a `None` version.
     pub async fn commit(self) -> Result<MutationOutcome> {
-        if self.removed.is_empty() {
-            return Ok(MutationOutcome::unchanged());
+        let rows_affected = self.rows_affected;
+        Ok(match self.commit_version().await? {
+            Some(version) => MutationOutcome {
+                rows_affected,
+                version: Some(version),
+            },
+            None => MutationOutcome::unchanged(),
+        })
+    }
+
+    /// Commits the removes and adds; `None` when there are none.
+    pub(super) async fn commit_version(self) -> Result<Option<Version>> {
+        if self.removed.is_empty() && self.added.is_empty() {
+            return Ok(None);
         }
         let StagedMutation {
             table,
             operation,
             predicate,
             read_version,
-            rows_affected,
+            rows_affected: _,
             schema,
             table_id,
             read,
             removed,
             added,
+            appends,
         } = self;
         let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
         let ts = now_ms();
@@ -114,6 +183,9 @@ impl StagedMutation {
                 serde_json::json!({ "predicate": predicate }),
                 move |latest| {
                     check_no_conflict(latest, read_version, &schema, &table_id, &read)?;
+                    if let Some(guard) = &appends {
+                        check_appends(latest, read_version, guard)?;
+                    }
                     let mut actions: Vec<Action> = removed
                         .iter()
                         .map(|f| Action::Remove(f.add.removal(ts, true)))
@@ -124,10 +196,7 @@ impl StagedMutation {
             )
             .await;
         match r {
-            Ok(Some((version, _))) => Ok(MutationOutcome {
-                rows_affected,
-                version: Some(version),
-            }),
+            Ok(Some((version, _))) => Ok(Some(version)),
             Ok(None) => Err(Error::new(
                 ErrorKind::Internal,
                 "a mutation commit was skipped",
@@ -180,6 +249,37 @@ fn check_no_conflict(
                 format!(
                     "file {} read by the mutation at version {read_version} was removed or \
                      rewritten by a concurrent commit",
+                    f.add.path
+                ),
+            )
+            .with_path(f.add.path.clone())
+            .with_version(read_version));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file added after `read_version` could hold rows matching the guard's
+/// predicate (then the merge would have read it: a conflict).
+fn check_appends(
+    latest: &crate::log::Snapshot,
+    read_version: Version,
+    guard: &AppendGuard,
+) -> Result<()> {
+    for f in latest
+        .files
+        .iter()
+        .filter(|f| !guard.known.contains(&f.add.path))
+    {
+        if guard
+            .predicate
+            .can_match(&file_view(f, &latest.schema, &guard.spec)?)
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "file {} appended by a concurrent commit after version {read_version} \
+                     may hold rows the merge matches",
                     f.add.path
                 ),
             )
@@ -251,22 +351,12 @@ impl Table {
         let user = user_schema_of(&snap);
         let opts = TableOptions::from_config(&snap.metadata.configuration);
         let cfg = opts.write_config();
-        let mut staged = StagedMutation {
-            table: self.clone(),
-            operation: if assignments.is_some() {
-                "UPDATE"
-            } else {
-                "DELETE"
-            },
-            predicate: predicate.to_string(),
-            read_version: snap.version,
-            rows_affected: 0,
-            schema: schema.clone(),
-            table_id: snap.metadata.id.clone(),
-            read: Vec::new(),
-            removed: Vec::new(),
-            added: Vec::new(),
+        let operation = if assignments.is_some() {
+            "UPDATE"
+        } else {
+            "DELETE"
         };
+        let mut staged = StagedMutation::empty(self, &snap, operation, predicate.to_string());
         let result: Result<()> = async {
             for f in live_files(&snap) {
                 if !prune.can_match(&file_view(f, &schema, &spec)?) {
@@ -310,8 +400,7 @@ impl Table {
         }
         .await;
         if let Err(e) = result {
-            let written: Vec<String> = staged.added.iter().map(|a| a.path.clone()).collect();
-            self.delete_quietly(&written).await;
+            staged.discard().await;
             return Err(e.with_table(self.uri()));
         }
         Ok(staged)
@@ -368,7 +457,9 @@ impl Table {
 /// Refuses mutations the table's configuration forbids or that need more than this
 /// crate writes: `delta.appendOnly` tables take no deletes or updates, and tables with
 /// the change data feed on (`delta.enableChangeDataFeed`) would need `cdc` files.
-fn refuse_by_configuration(config: &std::collections::BTreeMap<String, String>) -> Result<()> {
+pub(super) fn refuse_by_configuration(
+    config: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     let on = |key: &str| {
         config
             .get(key)
@@ -398,7 +489,7 @@ fn live_rows(f: &FileEntry) -> Option<u64> {
 
 /// The columns of `user` from `batch` (the table's columns without derived partition
 /// columns, which the writer computes again).
-fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
     let columns = user
         .fields()
         .iter()
@@ -417,8 +508,9 @@ fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBatch> {
 
 /// Copy-on-write (see the module docs); a conflict is retried by reading the newer
 /// version, up to [`MUTATION_ATTEMPTS`] runs in all, then reported as
-/// [`ErrorKind::Conflict`]. Use [`Table::stage_delete`] / [`Table::stage_update`] to
-/// handle conflicts yourself.
+/// [`ErrorKind::Conflict`]. Use [`Table::stage_delete`] / [`Table::stage_update`] /
+/// [`Table::stage_merge`] to handle conflicts yourself. Merges: see
+/// [`StagedMerge`](super::StagedMerge).
 #[lakehouse_core::async_trait]
 impl TableMutator for Table {
     async fn delete_where(&self, predicate: &Predicate) -> Result<MutationOutcome> {
@@ -431,5 +523,12 @@ impl TableMutator for Table {
         assignments: &[Assignment],
     ) -> Result<MutationOutcome> {
         self.mutate_retrying(predicate, Some(assignments)).await
+    }
+
+    async fn merge(
+        &self,
+        request: &lakehouse_core::MergeRequest,
+    ) -> Result<lakehouse_core::MergeOutcome> {
+        self.merge_retrying(request).await
     }
 }
