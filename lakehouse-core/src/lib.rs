@@ -15,6 +15,9 @@
 //!   commit, with Delta-style conflict rules, and `MERGE INTO ... USING ...`
 //!   ([`MergeRequest`]: update, delete and insert by matching source rows, one
 //!   commit).
+//! * [`WritableTable`] (source + sink + mutator, what a SQL engine runs DML on) and
+//!   [`TableCatalog`]: tables by name, created, opened and listed (`CREATE TABLE`);
+//!   [`MemoryCatalog`] holds [`MemoryTable`]s.
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
 //! * [`Predicate`] and [`Scalar`]: the filter language sources use to skip data.
 //! * [`Clock`]: injected time.
@@ -78,6 +81,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cancel;
+mod catalog;
 mod clock;
 mod cpu;
 mod error;
@@ -101,6 +105,9 @@ pub use arrow::array::RecordBatch;
 pub use async_trait::async_trait;
 
 pub use crate::cancel::{CancelToken, Cancelled};
+pub use crate::catalog::{
+    MemoryCatalog, TableCatalog, WritableTable, check_partition_columns, validate_table_name,
+};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cpu::on_rayon;
 pub use crate::error::{Context, Error, ErrorKind, Result};

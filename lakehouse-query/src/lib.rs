@@ -94,6 +94,7 @@
 mod background_refresh;
 mod builder;
 mod ddl;
+mod dml;
 mod engine;
 mod error;
 mod file_scan;
@@ -113,7 +114,10 @@ mod scan;
 mod slices;
 mod wlm;
 
-pub use lakehouse_core::{CancelToken, Context, Error, ErrorKind, Result, TableSource, Version};
+pub use lakehouse_core::{
+    CancelToken, Context, Error, ErrorKind, Result, TableCatalog, TableSource, Version,
+    WritableTable,
+};
 
 pub use crate::background_refresh::BackgroundRefresh;
 pub use crate::builder::EngineBuilder;

@@ -24,6 +24,9 @@
 //!   encoded in parallel on rayon, zstd by default, and roll at a target size.
 //! * **Reads**: streaming scans with projection, predicate and limit; time travel by
 //!   version and by timestamp; `changes_since` for incremental consumers.
+//! * **Catalog**: [`TableRoot`], a directory or object-store prefix of tables by name,
+//!   implements [`TableCatalog`](lakehouse_core::TableCatalog) (a query engine's
+//!   `CREATE TABLE` creates there).
 //! * **Maintenance**: [`Table::optimize`] (compaction, clustering),
 //!   [`Table::vacuum`] with a retention guard, checkpoints, and schema evolution
 //!   ([`Table::add_columns`]).
@@ -201,6 +204,7 @@ mod nested;
 mod partition;
 mod read;
 mod replay;
+mod root;
 mod table;
 mod widening;
 mod write;
@@ -211,6 +215,7 @@ pub use crate::location::Location;
 #[cfg(feature = "s3")]
 pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
+pub use crate::root::TableRoot;
 pub use crate::table::{
     CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
     OptimizeOptions, StagedMerge, StagedMutation, Table, TableOptions, VacuumMetrics,
