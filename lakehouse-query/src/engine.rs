@@ -93,6 +93,9 @@ impl QueryEngine {
         if let Some(cmd) = parse_command(sql)? {
             return self.run_view_command(cmd).await;
         }
+        if let Some(merge) = crate::merge::parse_merge(&self.state(), sql)? {
+            return self.run_merge(&merge, &options).await;
+        }
         let planned = self.plan_cached(sql).await?;
         self.run_planned(&planned, &options).await
     }
@@ -197,7 +200,7 @@ impl QueryEngine {
     }
 
     /// Runs `fut` in a workload slot, under the query's timeout and cancellation.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         fut: impl Future<Output = Result<T>>,
         options: &QueryOptions,

@@ -101,6 +101,7 @@ mod file_scan;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod merge;
 mod mv;
 mod options;
 mod plan;
