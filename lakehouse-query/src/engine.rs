@@ -83,7 +83,8 @@ impl QueryEngine {
     ///
     /// Besides DataFusion's SQL (queries, `EXPLAIN [ANALYZE]`, `CREATE VIEW`, ...), the
     /// engine understands `CREATE MATERIALIZED VIEW name AS <query>`,
-    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`.
+    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`, and `MERGE
+    /// INTO` a writable table (see the [crate documentation](crate)).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         self.query(sql, QueryOptions::default()).await
     }

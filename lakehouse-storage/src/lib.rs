@@ -6,7 +6,11 @@
 //! It implements [`TableSource`](lakehouse_core::TableSource) and
 //! [`TableSink`](lakehouse_core::TableSink) from `lakehouse-core`, and
 //! [`TableMutator`](lakehouse_core::TableMutator): deletes and updates by predicate,
-//! copy-on-write, one commit each ([`Table::stage_delete`], [`StagedMutation`]).
+//! copy-on-write, one commit each ([`Table::stage_delete`], [`StagedMutation`]), and
+//! `MERGE` ([`Table::stage_merge`], [`StagedMerge`]): only the files whose partition
+//! values and statistics admit the source's keys are read, files with updated or
+//! deleted rows rewritten, inserted rows added, all in one commit; a concurrent
+//! append conflicts only when it could hold a matching row.
 //!
 //! * **Storage**: a local directory ([`Location::local`]), memory
 //!   ([`Location::memory`]), any `object_store` ([`Location::from_store`]), or S3 and
