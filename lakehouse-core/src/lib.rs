@@ -12,7 +12,12 @@
 //! * [`TableSink`]: a table that takes appends as atomic commits, idempotent under a
 //!   caller-given [`TxnId`] so that a stream consumer delivers exactly once.
 //! * [`TableMutator`]: deletes and row-level updates by [`Predicate`], each one atomic
-//!   commit, with Delta-style conflict rules.
+//!   commit, with Delta-style conflict rules, and `MERGE INTO ... USING ...`
+//!   ([`MergeRequest`]: update, delete and insert by matching source rows, one
+//!   commit).
+//! * [`WritableTable`] (source + sink + mutator, what a SQL engine runs DML on) and
+//!   [`TableCatalog`]: tables by name, created, opened and listed (`CREATE TABLE`);
+//!   [`MemoryCatalog`] holds [`MemoryTable`]s.
 //! * [`EventLog`]: a sharded, ordered, replayable record log with checkpoints.
 //! * [`Predicate`] and [`Scalar`]: the filter language sources use to skip data.
 //! * [`Clock`]: injected time.
@@ -76,6 +81,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cancel;
+mod catalog;
 mod clock;
 mod cpu;
 mod error;
@@ -85,6 +91,7 @@ mod file_scan;
 pub mod fuzzing;
 mod log;
 mod memory;
+mod merge;
 mod mutate;
 mod predicate;
 mod scalar;
@@ -98,6 +105,9 @@ pub use arrow::array::RecordBatch;
 pub use async_trait::async_trait;
 
 pub use crate::cancel::{CancelToken, Cancelled};
+pub use crate::catalog::{
+    MemoryCatalog, TableCatalog, WritableTable, check_partition_columns, validate_table_name,
+};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::cpu::on_rayon;
 pub use crate::error::{Context, Error, ErrorKind, Result};
@@ -107,6 +117,10 @@ pub use crate::log::{
     SequenceNumber, ShardId, ShardInfo, even_hash_ranges, hash_key, read_window,
 };
 pub use crate::memory::{MemoryLog, MemoryTable, conform_batch};
+pub use crate::merge::{
+    MatchedAction, MatchedClause, MergeAssignment, MergeFn, MergeKey, MergeOutcome, MergeRequest,
+    MergeRows, MergeRun, MergeValue, NotMatchedClause,
+};
 pub use crate::mutate::{
     Assignment, AssignmentValue, ColumnFn, MutationOutcome, TableMutator, apply_assignments,
     check_assignments, match_mask, mutate_batch,

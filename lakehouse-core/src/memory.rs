@@ -18,6 +18,7 @@ use crate::log::{
     EventLog, Position, PutRecord, PutResult, ReadBatch, ReadLimit, Record, SequenceNumber,
     ShardId, ShardInfo, even_hash_ranges, read_window,
 };
+use crate::merge::{MergeOutcome, MergeRequest, MergeRun};
 use crate::mutate::{Assignment, MutationOutcome, TableMutator, check_assignments, mutate_batch};
 use crate::predicate::{ColumnStats, Predicate};
 use crate::table::{
@@ -254,6 +255,49 @@ impl MemoryTable {
         })
     }
 
+    /// A merge of the latest version, as one non-append commit (see [`Self::mutate`]).
+    fn merge_rows(&self, request: &MergeRequest) -> Result<MergeOutcome> {
+        let named = |e: Error| e.with_table(&*self.name);
+        let mut run = MergeRun::new(request, &self.schema, &self.schema).map_err(named)?;
+        let prune = run.target_predicate().map_err(named)?;
+        let mut state = self.state.write();
+        let version = state.commits.len() as Version + 1;
+        let mut live = Vec::with_capacity(state.live.len() + 1);
+        for (i, (batch, stats)) in state.live.iter().enumerate() {
+            if !prune.can_match(stats) {
+                live.push((batch.clone(), stats.clone()));
+                continue;
+            }
+            match run.merge_batch(batch).map_err(named)? {
+                None => live.push((batch.clone(), stats.clone())),
+                Some(out) if out.num_rows() == 0 => {}
+                Some(out) => {
+                    let out = conform_batch(&self.schema, &out).map_err(named)?;
+                    let stats = self.stats_of(&out, format!("v{version}/merge-{i}"))?;
+                    live.push((out, stats));
+                }
+            }
+        }
+        let (inserted, mut outcome) = run.finish().map_err(named)?;
+        if let Some(b) = inserted {
+            let b = conform_batch(&self.schema, &b).map_err(named)?;
+            let stats = self.stats_of(&b, format!("v{version}/merge-insert"))?;
+            live.push((b, stats));
+        }
+        if outcome.rows_affected() == 0 {
+            return Ok(outcome);
+        }
+        state.live = live.clone();
+        let (batches, stats) = live.into_iter().unzip();
+        state.commits.push(Commit {
+            batches,
+            stats,
+            append: false,
+        });
+        outcome.version = Some(version);
+        Ok(outcome)
+    }
+
     /// The live batches and their statistics at `version` (latest when `None`).
     fn snapshot(
         &self,
@@ -466,9 +510,9 @@ impl TableSink for MemoryTable {
     }
 }
 
-/// Deletes and updates are one non-append commit each (incremental readers spanning
-/// it get [`ErrorKind::NonAppendChange`]); they run under the table's lock, so they
-/// never conflict.
+/// Deletes, updates and merges are one non-append commit each (incremental readers
+/// spanning it get [`ErrorKind::NonAppendChange`]); they run under the table's lock,
+/// so they never conflict (merge functions run under it too).
 #[async_trait]
 impl TableMutator for MemoryTable {
     async fn delete_where(&self, predicate: &Predicate) -> Result<MutationOutcome> {
@@ -481,6 +525,10 @@ impl TableMutator for MemoryTable {
         assignments: &[Assignment],
     ) -> Result<MutationOutcome> {
         self.mutate(predicate, Some(assignments))
+    }
+
+    async fn merge(&self, request: &MergeRequest) -> Result<MergeOutcome> {
+        self.merge_rows(request)
     }
 }
 

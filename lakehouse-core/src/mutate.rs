@@ -9,6 +9,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::merge::{MergeOutcome, MergeRequest};
 use crate::predicate::Predicate;
 use crate::scalar::Scalar;
 use crate::table::Version;
@@ -140,6 +141,28 @@ pub trait TableMutator: Send + Sync + fmt::Debug {
         predicate: &Predicate,
         assignments: &[Assignment],
     ) -> Result<MutationOutcome>;
+
+    /// `MERGE INTO` this table `USING` the request's source, as one commit: the
+    /// matched rows updated or deleted and the unmatched source rows inserted, by the
+    /// rules of [`MergeRequest`]. When nothing changes, nothing is committed and the
+    /// outcome's `version` is `None`.
+    ///
+    /// Conflicts are those above, with one more: a concurrent append of rows that the
+    /// merge could have matched (a file whose statistics or partition values admit
+    /// the source's keys) is a conflict too, since the merge would have updated them
+    /// or not inserted their duplicates. [`MergeRun`](crate::MergeRun) does the row
+    /// matching for implementations; the request is refused, before anything is
+    /// written, for the reasons [`MergeRun::new`](crate::MergeRun::new) lists and
+    /// those above.
+    ///
+    /// The default refuses with [`ErrorKind::Unsupported`].
+    async fn merge(&self, request: &MergeRequest) -> Result<MergeOutcome> {
+        let _ = request;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{self:?} does not support MERGE"),
+        ))
+    }
 }
 
 #[async_trait]
@@ -154,6 +177,10 @@ impl<T: TableMutator + ?Sized> TableMutator for Arc<T> {
         assignments: &[Assignment],
     ) -> Result<MutationOutcome> {
         (**self).update_where(predicate, assignments).await
+    }
+
+    async fn merge(&self, request: &MergeRequest) -> Result<MergeOutcome> {
+        (**self).merge(request).await
     }
 }
 

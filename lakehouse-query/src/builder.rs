@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
-use lakehouse_core::{Clock, SystemClock};
+use lakehouse_core::{Clock, Result, SystemClock, TableCatalog};
 use parking_lot::RwLock;
 
 use crate::engine::{Inner, QueryEngine};
@@ -26,6 +26,8 @@ pub struct EngineBuilder {
     pub(crate) query_timeout: Option<Duration>,
     slices: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) catalog: Option<Arc<dyn TableCatalog>>,
+    pub(crate) write_attempts: u32,
 }
 
 impl Default for EngineBuilder {
@@ -41,6 +43,8 @@ impl Default for EngineBuilder {
             query_timeout: None,
             slices: None,
             clock: Arc::new(SystemClock),
+            catalog: None,
+            write_attempts: 3,
         }
     }
 }
@@ -104,8 +108,37 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the engine.
-    /// Builds the engine.
+    /// The table catalog (a [`TableRoot`] of `lakehouse-storage`, a
+    /// [`MemoryCatalog`](lakehouse_core::MemoryCatalog)) that `CREATE TABLE` creates
+    /// tables in; they are registered writable. [`open`](Self::open) also registers
+    /// every table the catalog holds. Without a catalog, `CREATE TABLE` is
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    ///
+    /// [`TableRoot`]: https://docs.rs/lakehouse-storage
+    pub fn catalog(mut self, catalog: Arc<dyn TableCatalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// Times a DML statement's commit is tried when the table reports
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) (default 3, at least 1); after
+    /// the last, the conflict is the statement's error. Each try reads the table anew.
+    pub fn write_attempts(mut self, attempts: u32) -> Self {
+        self.write_attempts = attempts.max(1);
+        self
+    }
+
+    /// Builds the engine and registers, writable, every table of the
+    /// [`catalog`](Self::catalog) (see
+    /// [`QueryEngine::register_catalog_tables`]).
+    pub async fn open(self) -> Result<QueryEngine> {
+        let engine = self.build();
+        engine.register_catalog_tables().await?;
+        Ok(engine)
+    }
+
+    /// Builds the engine. Tables of the [`catalog`](Self::catalog) are not registered
+    /// (see [`open`](Self::open)).
     pub fn build(self) -> QueryEngine {
         let config = SessionConfig::new()
             .with_target_partitions(self.target_partitions)

@@ -83,7 +83,8 @@ impl QueryEngine {
     ///
     /// Besides DataFusion's SQL (queries, `EXPLAIN [ANALYZE]`, `CREATE VIEW`, ...), the
     /// engine understands `CREATE MATERIALIZED VIEW name AS <query>`,
-    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`.
+    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`, and `MERGE
+    /// INTO` a writable table (see the [crate documentation](crate)).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         self.query(sql, QueryOptions::default()).await
     }
@@ -92,6 +93,9 @@ impl QueryEngine {
     pub async fn query(&self, sql: &str, options: QueryOptions) -> Result<QueryResult> {
         if let Some(cmd) = parse_command(sql)? {
             return self.run_view_command(cmd).await;
+        }
+        if let Some(merge) = crate::merge::parse_merge(&self.state(), sql)? {
+            return self.run_merge(&merge, &options).await;
         }
         let planned = self.plan_cached(sql).await?;
         self.run_planned(&planned, &options).await
@@ -197,7 +201,7 @@ impl QueryEngine {
     }
 
     /// Runs `fut` in a workload slot, under the query's timeout and cancellation.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         fut: impl Future<Output = Result<T>>,
         options: &QueryOptions,

@@ -29,6 +29,22 @@
 //!   also after deletes and updates for `SUM` / `COUNT` / `AVG` (the removed rows are
 //!   taken back), fully otherwise, on demand or in the background. Readers never wait
 //!   for a refresh.
+//! * **MERGE.** `MERGE INTO t [AS a] USING <table or (subquery)> [AS s] ON ...
+//!   WHEN MATCHED [AND cond] THEN UPDATE SET ... | DELETE
+//!   WHEN NOT MATCHED [AND cond] THEN INSERT [(columns)] VALUES (...)` on a table
+//!   registered with [`QueryEngine::register_writable`]: one commit of the table's
+//!   [`TableMutator::merge`](lakehouse_core::TableMutator::merge), clauses tried in
+//!   order, the result one row `count` (rows updated + deleted + inserted). The ON
+//!   clause needs at least one equality `target column = source expression` (the
+//!   merge's keys, which prune the files read); other conjuncts on target columns
+//!   prune too. A target row matched by two source rows is
+//!   [`ErrorKind::InvalidInput`] and commits nothing. Values are cast to the
+//!   column's type when the types are of one family (numbers, strings, temporal),
+//!   else [`ErrorKind::TypeMismatch`]; `INSERT` values and `WHEN NOT MATCHED`
+//!   conditions see the source row only. Refused ([`ErrorKind::Unsupported`]): an ON
+//!   clause without such an equality, `WHEN NOT MATCHED BY SOURCE`, `INSERT ROW`,
+//!   Oracle's `UPDATE ... WHERE` / `DELETE WHERE`, `OUTPUT`, tuple assignments and
+//!   read-only targets. The source is read in full before the merge.
 //! * **Streaming tail.** [`QueryEngine::register_with_tail`] unions a committed table with
 //!   rows not yet committed.
 //!
@@ -96,12 +112,14 @@
 mod background_refresh;
 mod builder;
 mod ddl;
+mod dml;
 mod engine;
 mod error;
 mod file_scan;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod merge;
 mod mv;
 mod options;
 mod plan;
@@ -115,7 +133,10 @@ mod scan;
 mod slices;
 mod wlm;
 
-pub use lakehouse_core::{CancelToken, Context, Error, ErrorKind, Result, TableSource, Version};
+pub use lakehouse_core::{
+    CancelToken, Context, Error, ErrorKind, Result, TableCatalog, TableSource, Version,
+    WritableTable,
+};
 
 pub use crate::background_refresh::BackgroundRefresh;
 pub use crate::builder::EngineBuilder;

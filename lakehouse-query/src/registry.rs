@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
-use lakehouse_core::{Error, ErrorKind, Result, TableSource, Version};
+use lakehouse_core::{Error, ErrorKind, Result, TableSource, Version, WritableTable};
 
 use crate::engine::QueryEngine;
 use crate::error::{DfResultExt, df_error};
@@ -31,6 +31,8 @@ pub(crate) enum Registered {
 pub(crate) struct Registration {
     pub(crate) id: u64,
     pub(crate) table: Registered,
+    /// The table's sink and mutator, for a table registered writable.
+    pub(crate) writer: Option<Arc<dyn WritableTable>>,
 }
 
 /// Registered tables by (lower-case) name.
@@ -58,6 +60,17 @@ impl QueryEngine {
         entry: Registered,
         provider: Arc<dyn TableProvider>,
     ) -> Result<()> {
+        self.register_with_writer(name, entry, provider, None)
+    }
+
+    /// Registers `provider` as table `name`, writable through `writer` when given.
+    pub(crate) fn register_with_writer(
+        &self,
+        name: &str,
+        entry: Registered,
+        provider: Arc<dyn TableProvider>,
+        writer: Option<Arc<dyn WritableTable>>,
+    ) -> Result<()> {
         let name = normalize_name(name)?;
         let mut tables = self.inner.tables.write();
         self.check_free(&tables, &name)?;
@@ -67,7 +80,14 @@ impl QueryEngine {
             .map_df()?;
         // The epoch changes under the lock: see `registrations`.
         let id = self.inner.plans.invalidate();
-        tables.insert(name, Registration { id, table: entry });
+        tables.insert(
+            name,
+            Registration {
+                id,
+                table: entry,
+                writer,
+            },
+        );
         Ok(())
     }
 
@@ -98,6 +118,7 @@ impl QueryEngine {
             Registration {
                 id,
                 table: Registered::External,
+                writer: None,
             },
         );
     }
@@ -109,6 +130,52 @@ impl QueryEngine {
     pub fn register_table(&self, name: &str, source: Arc<dyn TableSource>) -> Result<()> {
         let table = SourceTable::new(name, source);
         self.register(name, Registered::Source(table.clone()), Arc::new(table))
+    }
+
+    /// Registers `table` as table `name`, read as [`register_table`](Self::register_table)
+    /// does and written by SQL: `INSERT` appends through its
+    /// [`TableSink`](lakehouse_core::TableSink), `DELETE` and `UPDATE` go to its
+    /// [`TableMutator`](lakehouse_core::TableMutator), each statement one commit.
+    /// Tables registered otherwise are read-only: DML on them is
+    /// [`ErrorKind::Unsupported`].
+    pub fn register_writable(&self, name: &str, table: Arc<dyn WritableTable>) -> Result<()> {
+        let source: Arc<dyn TableSource> = table.clone();
+        let provider = SourceTable::new(name, source);
+        self.register_with_writer(
+            name,
+            Registered::Source(provider.clone()),
+            Arc::new(provider),
+            Some(table),
+        )
+    }
+
+    /// The sink and mutator of table `name` (normalized): [`ErrorKind::TableNotFound`]
+    /// when no table has the name, [`ErrorKind::Unsupported`] when it is registered
+    /// read-only.
+    pub(crate) fn writable(&self, name: &str) -> Result<Arc<dyn WritableTable>> {
+        let tables = self.inner.tables.read();
+        match tables.get(name) {
+            Some(Registration {
+                writer: Some(w), ..
+            }) => Ok(w.clone()),
+            Some(_) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "table {name:?} is read-only: register it with register_writable to \
+                     change it with SQL"
+                ),
+            )
+            .with_table(name)),
+            None if self.inner.ctx.table_exist(name).unwrap_or(false) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("table {name:?} is not a lakehouse table and cannot be changed"),
+            )
+            .with_table(name)),
+            None => Err(
+                Error::new(ErrorKind::TableNotFound, format!("no table named {name:?}"))
+                    .with_table(name),
+            ),
+        }
     }
 
     /// Registers `source` as a distributed table `name`: its rows are assigned to the

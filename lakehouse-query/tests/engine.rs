@@ -11,6 +11,8 @@ use crate::common::{
     Endless, Sloppy, column_i64, column_strings, sales_batch, sales_schema, sales_table,
 };
 
+mod merge;
+
 #[tokio::test]
 async fn sql_over_a_memory_table() {
     let engine = QueryEngine::new();

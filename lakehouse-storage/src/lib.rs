@@ -8,7 +8,10 @@
 //! [`TableMutator`](lakehouse_core::TableMutator): deletes and updates by predicate,
 //! one commit each ([`Table::stage_delete`], [`StagedMutation`]), copy-on-write or with
 //! deletion vectors ([`TableOptions::deletion_vectors`]); `row_changes_since` lists the
-//! rows they removed.
+//! rows they removed. `MERGE` ([`Table::stage_merge`], [`StagedMerge`]): only the files
+//! whose partition values and statistics admit the source's keys are read, files with
+//! updated or deleted rows rewritten, inserted rows added, all in one commit; a
+//! concurrent append conflicts only when it could hold a matching row.
 //!
 //! * **Storage**: a local directory ([`Location::local`]), memory
 //!   ([`Location::memory`]), any `object_store` ([`Location::from_store`]), or S3 and
@@ -26,6 +29,9 @@
 //!   encoded in parallel on rayon, zstd by default, and roll at a target size.
 //! * **Reads**: streaming scans with projection, predicate and limit; time travel by
 //!   version and by timestamp; `changes_since` for incremental consumers.
+//! * **Catalog**: [`TableRoot`], a directory or object-store prefix of tables by name,
+//!   implements [`TableCatalog`](lakehouse_core::TableCatalog) (a query engine's
+//!   `CREATE TABLE` creates there).
 //! * **Maintenance**: [`Table::optimize`] (compaction, clustering),
 //!   [`Table::vacuum`] with a retention guard, checkpoints, and schema evolution
 //!   ([`Table::add_columns`]).
@@ -205,6 +211,7 @@ mod nested;
 mod partition;
 mod read;
 mod replay;
+mod root;
 mod table;
 mod widening;
 mod write;
@@ -215,8 +222,10 @@ pub use crate::location::Location;
 #[cfg(feature = "s3")]
 pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
+pub use crate::root::TableRoot;
 pub use crate::table::{
     CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
-    OptimizeOptions, StagedMutation, Table, TableOptions, VacuumMetrics, VacuumOptions,
+    OptimizeOptions, StagedMerge, StagedMutation, Table, TableOptions, VacuumMetrics,
+    VacuumOptions,
 };
 pub use crate::write::Compression;

@@ -27,7 +27,7 @@ use crate::local::LocalStore;
 pub struct Location {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) root: Path,
-    uri: String,
+    pub(crate) uri: String,
     /// The table directory, for a table on the local file system.
     pub(crate) local_dir: Option<std::path::PathBuf>,
 }

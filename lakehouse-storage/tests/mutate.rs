@@ -16,6 +16,8 @@ use proptest::prelude::*;
 
 use crate::common::{batch, collect, ints, peers_python, rows, run_script, schema, sum_f64};
 
+mod merge;
+
 /// One row as (order_id, region, price bits), for comparing row sets.
 type Row = (i64, String, u64);
 

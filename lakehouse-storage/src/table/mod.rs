@@ -25,6 +25,7 @@ mod changes;
 mod commit;
 mod deletion_vectors;
 mod impls;
+mod merge;
 mod mutate;
 mod open;
 mod optimize;
@@ -37,6 +38,7 @@ mod torn;
 mod vacuum;
 
 pub use self::append::CommitInfo;
+pub use self::merge::StagedMerge;
 pub use self::mutate::{MUTATION_ATTEMPTS, StagedMutation};
 pub use self::optimize::{OptimizeMetrics, OptimizeOptions};
 pub use self::options::TableOptions;

@@ -18,7 +18,7 @@
 //! Refused: tables configured `delta.appendOnly`, and tables with the change data feed
 //! on (their `cdc` files are not written), as [`ErrorKind::Unsupported`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
@@ -37,7 +37,8 @@ use crate::log::{Action, Add, FileEntry};
 use crate::read::{deleted_rows, file_view, scan_files};
 use crate::write::encode;
 
-/// Times [`TableMutator::delete_where`] and [`TableMutator::update_where`] run a
+/// Times [`TableMutator::delete_where`], [`TableMutator::update_where`] and
+/// [`TableMutator::merge`] run a
 /// mutation again (reading the newer version) after a conflict, before reporting it.
 pub const MUTATION_ATTEMPTS: u32 = 3;
 
@@ -68,9 +69,67 @@ pub struct StagedMutation {
     written: Vec<String>,
     /// Files re-added with a new deletion vector.
     deletion_vectors: usize,
+    /// For a merge: files added since the read that it could have matched conflict.
+    appends: Option<AppendGuard>,
+}
+
+/// What a merge read, to tell whether a concurrent append could have held rows it
+/// matches: the paths live at the read, and a predicate that such rows satisfy.
+#[derive(Debug)]
+pub(super) struct AppendGuard {
+    pub(super) known: HashSet<String>,
+    pub(super) predicate: Predicate,
+    pub(super) spec: crate::partition::PartitionSpec,
 }
 
 impl StagedMutation {
+    /// A mutation of `snap` that has read, removed and added nothing yet.
+    pub(super) fn empty(
+        table: &Table,
+        snap: &crate::log::Snapshot,
+        operation: &'static str,
+        predicate: String,
+    ) -> Self {
+        StagedMutation {
+            table: table.clone(),
+            operation,
+            predicate,
+            read_version: snap.version,
+            rows_affected: 0,
+            schema: snap.schema.clone(),
+            table_id: snap.metadata.id.clone(),
+            read: Vec::new(),
+            removed: Vec::new(),
+            added: Vec::new(),
+            written: Vec::new(),
+            deletion_vectors: 0,
+            appends: None,
+        }
+    }
+
+    pub(super) fn guard_appends(&mut self, guard: AppendGuard) {
+        self.appends = Some(guard);
+    }
+
+    pub(super) fn push_read(&mut self, f: &Arc<FileEntry>) {
+        self.read.push(f.clone());
+    }
+
+    pub(super) fn push_removed(&mut self, f: &Arc<FileEntry>) {
+        self.removed.push(f.clone());
+    }
+
+    /// Adds new data files (written for this mutation).
+    pub(super) fn push_added(&mut self, adds: Vec<Add>) {
+        self.written.extend(adds.iter().map(|a| a.path.clone()));
+        self.added.extend(adds);
+    }
+
+    /// Deletes the files written so far (after an error while staging).
+    pub(super) async fn discard(&self) {
+        self.table.delete_quietly(&self.written).await;
+    }
+
     /// Rows deleted or updated.
     pub fn rows_affected(&self) -> u64 {
         self.rows_affected
@@ -105,15 +164,27 @@ impl StagedMutation {
     /// Commits the mutation (see the type's docs for conflicts). A mutation that
     /// matched no row commits nothing and returns a `None` version.
     pub async fn commit(self) -> Result<MutationOutcome> {
-        if self.removed.is_empty() {
-            return Ok(MutationOutcome::unchanged());
+        let rows_affected = self.rows_affected;
+        Ok(match self.commit_version().await? {
+            Some(version) => MutationOutcome {
+                rows_affected,
+                version: Some(version),
+            },
+            None => MutationOutcome::unchanged(),
+        })
+    }
+
+    /// Commits the removes and adds; `None` when there are none.
+    pub(super) async fn commit_version(self) -> Result<Option<Version>> {
+        if self.removed.is_empty() && self.added.is_empty() {
+            return Ok(None);
         }
         let StagedMutation {
             table,
             operation,
             predicate,
             read_version,
-            rows_affected,
+            rows_affected: _,
             schema,
             table_id,
             read,
@@ -121,6 +192,7 @@ impl StagedMutation {
             added,
             written,
             deletion_vectors: _,
+            appends,
         } = self;
         let ts = now_ms();
         let r = table
@@ -129,6 +201,9 @@ impl StagedMutation {
                 serde_json::json!({ "predicate": predicate }),
                 move |latest| {
                     check_no_conflict(latest, read_version, &schema, &table_id, &read)?;
+                    if let Some(guard) = &appends {
+                        check_appends(latest, read_version, guard)?;
+                    }
                     let mut actions: Vec<Action> = removed
                         .iter()
                         .map(|f| Action::Remove(f.add.removal(ts, true)))
@@ -139,10 +214,7 @@ impl StagedMutation {
             )
             .await;
         match r {
-            Ok(Some((version, _))) => Ok(MutationOutcome {
-                rows_affected,
-                version: Some(version),
-            }),
+            Ok(Some((version, _))) => Ok(Some(version)),
             Ok(None) => Err(Error::new(
                 ErrorKind::Internal,
                 "a mutation commit was skipped",
@@ -195,6 +267,37 @@ fn check_no_conflict(
                 format!(
                     "file {} read by the mutation at version {read_version} was removed or \
                      rewritten by a concurrent commit",
+                    f.add.path
+                ),
+            )
+            .with_path(f.add.path.clone())
+            .with_version(read_version));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file added after `read_version` could hold rows matching the guard's
+/// predicate (then the merge would have read it: a conflict).
+fn check_appends(
+    latest: &crate::log::Snapshot,
+    read_version: Version,
+    guard: &AppendGuard,
+) -> Result<()> {
+    for f in latest
+        .files
+        .iter()
+        .filter(|f| !guard.known.contains(&f.add.path))
+    {
+        if guard
+            .predicate
+            .can_match(&file_view(f, &latest.schema, &guard.spec)?)
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "file {} appended by a concurrent commit after version {read_version} \
+                     may hold rows the merge matches",
                     f.add.path
                 ),
             )
@@ -266,24 +369,12 @@ impl Table {
         let user = user_schema_of(&snap);
         let opts = TableOptions::from_config(&snap.metadata.configuration);
         let cfg = opts.write_config();
-        let mut staged = StagedMutation {
-            table: self.clone(),
-            operation: if assignments.is_some() {
-                "UPDATE"
-            } else {
-                "DELETE"
-            },
-            predicate: predicate.to_string(),
-            read_version: snap.version,
-            rows_affected: 0,
-            schema: schema.clone(),
-            table_id: snap.metadata.id.clone(),
-            read: Vec::new(),
-            removed: Vec::new(),
-            added: Vec::new(),
-            written: Vec::new(),
-            deletion_vectors: 0,
+        let operation = if assignments.is_some() {
+            "UPDATE"
+        } else {
+            "DELETE"
         };
+        let mut staged = StagedMutation::empty(self, &snap, operation, predicate.to_string());
         let dv_mode = writes_deletion_vectors(&snap);
         // Files to add again with a new deletion vector: the file, its deleted rows and
         // its row count.
@@ -382,7 +473,7 @@ impl Table {
         }
         .await;
         if let Err(e) = result {
-            self.delete_quietly(&staged.written).await;
+            staged.discard().await;
             return Err(e.with_table(self.uri()));
         }
         Ok(staged)
@@ -439,7 +530,9 @@ impl Table {
 /// Refuses mutations the table's configuration forbids or that need more than this
 /// crate writes: `delta.appendOnly` tables take no deletes or updates, and tables with
 /// the change data feed on (`delta.enableChangeDataFeed`) would need `cdc` files.
-fn refuse_by_configuration(config: &std::collections::BTreeMap<String, String>) -> Result<()> {
+pub(super) fn refuse_by_configuration(
+    config: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     let on = |key: &str| {
         config
             .get(key)
@@ -488,8 +581,9 @@ pub(super) fn project(batch: &RecordBatch, user: &SchemaRef) -> Result<RecordBat
 
 /// Copy-on-write or with deletion vectors (see the module docs); a conflict is retried by reading the newer
 /// version, up to [`MUTATION_ATTEMPTS`] runs in all, then reported as
-/// [`ErrorKind::Conflict`]. Use [`Table::stage_delete`] / [`Table::stage_update`] to
-/// handle conflicts yourself.
+/// [`ErrorKind::Conflict`]. Use [`Table::stage_delete`] / [`Table::stage_update`] /
+/// [`Table::stage_merge`] to handle conflicts yourself. Merges: see
+/// [`StagedMerge`](super::StagedMerge).
 #[lakehouse_core::async_trait]
 impl TableMutator for Table {
     async fn delete_where(&self, predicate: &Predicate) -> Result<MutationOutcome> {
@@ -502,5 +596,12 @@ impl TableMutator for Table {
         assignments: &[Assignment],
     ) -> Result<MutationOutcome> {
         self.mutate_retrying(predicate, Some(assignments)).await
+    }
+
+    async fn merge(
+        &self,
+        request: &lakehouse_core::MergeRequest,
+    ) -> Result<lakehouse_core::MergeOutcome> {
+        self.merge_retrying(request).await
     }
 }
