@@ -398,4 +398,147 @@ async fn sql_merge_into_a_partitioned_table_is_one_commit() {
         .await
         .unwrap();
     assert_eq!(all.iter().map(|b| b.num_rows()).sum::<usize>(), 60);
+
+/// Column `c` of a result as i64 values.
+fn ints(result: &lakehouse_query::QueryResult, c: usize) -> Vec<i64> {
+    result
+        .batches()
+        .iter()
+        .flat_map(|b| {
+            let col = arrow::compute::cast(b.column(c), &DataType::Int64).unwrap();
+            col.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_writes_to_delta_tables_under_a_root() {
+    use lakehouse_core::{ErrorKind, TableCatalog};
+    use lakehouse_storage::TableRoot;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = TableRoot::local(dir.path()).unwrap();
+    let engine = QueryEngine::builder()
+        .target_partitions(2)
+        .catalog(Arc::new(root.clone()))
+        .build();
+    let run = |sql: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let r = engine
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            ints(&r, 0)[0]
+        }
+    };
+    assert_eq!(
+        run(
+            "CREATE TABLE orders (id BIGINT NOT NULL, region VARCHAR NOT NULL, price DOUBLE) \
+             PARTITIONED BY (region)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        run(
+            "INSERT INTO orders SELECT value, CASE value % 3 WHEN 0 THEN 'eu' WHEN 1 THEN 'us' \
+             ELSE 'apac' END, value * 0.5 FROM generate_series(0, 299)"
+        )
+        .await,
+        300
+    );
+    assert_eq!(
+        run("INSERT INTO orders VALUES (1000, 'eu', NULL), (1001, 'latam', 1.5)").await,
+        2
+    );
+    let table = root.open("orders").await.unwrap();
+    assert_eq!(table.version().await.unwrap(), 2);
+    assert_eq!(
+        table
+            .partitioning()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>(),
+        ["region"]
+    );
+    // A partition directory per region.
+    assert!(dir.path().join("orders").join("region=latam").is_dir());
+
+    // A delete by partition value removes files whole.
+    assert_eq!(run("DELETE FROM orders WHERE region = 'eu'").await, 101);
+    assert_eq!(run("SELECT COUNT(*) FROM orders").await, 201);
+    assert_eq!(
+        run("UPDATE orders SET price = price * 2 WHERE region = 'us' AND id < 30").await,
+        10
+    );
+    assert_eq!(
+        run("SELECT CAST(SUM(price) AS BIGINT) FROM orders WHERE region = 'us' AND id < 30").await,
+        // 2 * 0.5 * (1 + 4 + ... + 28)
+        (0..30).filter(|i| i % 3 == 1).sum::<i64>()
+    );
+    // Moving rows to another partition.
+    assert_eq!(
+        run("UPDATE orders SET region = 'latam' WHERE id = 1").await,
+        1
+    );
+    assert_eq!(
+        run("SELECT COUNT(*) FROM orders WHERE region = 'latam'").await,
+        2
+    );
+    assert_eq!(
+        run("CREATE TABLE us_orders AS SELECT id, price FROM orders WHERE region = 'us'").await,
+        99
+    );
+
+    // Bad statements change nothing.
+    let version = table.version().await.unwrap();
+    for (sql, kind) in [
+        (
+            "DELETE FROM orders WHERE nope = 1",
+            ErrorKind::ColumnNotFound,
+        ),
+        (
+            "INSERT INTO orders VALUES ('x', 'eu', 1.0)",
+            ErrorKind::TypeMismatch,
+        ),
+        (
+            "INSERT INTO orders VALUES (1, NULL, 1.0)",
+            ErrorKind::SchemaMismatch,
+        ),
+        (
+            "UPDATE orders SET price = 1 WHERE price + 1 > 2",
+            ErrorKind::Unsupported,
+        ),
+        ("DELETE FROM missing", ErrorKind::TableNotFound),
+    ] {
+        let e = engine.sql(sql).await.expect_err(sql);
+        assert_eq!(e.kind(), kind, "{sql}: {e}");
+    }
+    let table = root.open("orders").await.unwrap();
+    assert_eq!(table.version().await.unwrap(), version);
+
+    // Names that would leave the root are refused by the catalog itself.
+    let e = root
+        .create_table("../escape", orders_schema(), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    // Another engine over the root sees both tables and their rows.
+    let again = QueryEngine::builder()
+        .catalog(Arc::new(root.clone()))
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(again.tables(), ["orders", "us_orders"]);
+    let r = again
+        .sql("SELECT COUNT(*), SUM(id) FROM us_orders")
+        .await
+        .unwrap();
+    assert_eq!(ints(&r, 0), [99]);
+    assert_eq!(
+        ints(&r, 1),
+        [(0..300).filter(|i| i % 3 == 1 && *i != 1).sum::<i64>()]
+    );
 }

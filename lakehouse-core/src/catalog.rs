@@ -211,10 +211,7 @@ impl TableCatalog for MemoryCatalog {
             return Err(already_exists(name));
         }
         let table = MemoryTable::new(name, schema);
-        tables.insert(
-            name.to_owned(),
-            (table.clone(), partition_columns.to_vec()),
-        );
+        tables.insert(name.to_owned(), (table.clone(), partition_columns.to_vec()));
         Ok(Arc::new(table))
     }
 
@@ -257,10 +254,7 @@ mod tests {
             let opened = c.open_table("sales").await.unwrap();
             assert_eq!(opened.schema(), schema);
             let kind = |r: Result<Arc<dyn WritableTable>>| r.unwrap_err().kind();
-            assert_eq!(
-                kind(c.open_table("nope").await),
-                ErrorKind::TableNotFound
-            );
+            assert_eq!(kind(c.open_table("nope").await), ErrorKind::TableNotFound);
             assert_eq!(
                 kind(c.create_table("../x", schema.clone(), &[]).await),
                 ErrorKind::InvalidInput

@@ -10,7 +10,7 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::SessionState;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use lakehouse_core::{Clock, Error, ErrorKind, Result, Version};
 use parking_lot::RwLock;
@@ -83,8 +83,10 @@ impl QueryEngine {
     ///
     /// Besides DataFusion's SQL (queries, `EXPLAIN [ANALYZE]`, `CREATE VIEW`, ...), the
     /// engine understands `CREATE MATERIALIZED VIEW name AS <query>`,
-    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`, and `MERGE
-    /// INTO` a writable table (see the [crate documentation](crate)).
+    /// `REFRESH MATERIALIZED VIEW name` and `DROP MATERIALIZED VIEW name`, and writes
+    /// to writable tables: `INSERT`, `DELETE`, `UPDATE`, `MERGE INTO`, `TRUNCATE` and
+    /// `CREATE TABLE` (see the [crate documentation](crate#writing-with-sql)), each
+    /// returning one row with the rows affected in a `count` column.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         self.query(sql, QueryOptions::default()).await
     }
@@ -146,7 +148,17 @@ impl QueryEngine {
         options: &QueryOptions,
     ) -> Result<QueryResult> {
         if planned.command {
-            return self.run_command(planned.plan.clone(), options).await;
+            return match &planned.plan {
+                LogicalPlan::Dml(dml) => self.run_dml(dml, options).await,
+                LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+                    let result = self
+                        .create_table(create, &planned.partition_by, options)
+                        .await;
+                    self.inner.plans.invalidate();
+                    result
+                }
+                _ => self.run_command(planned.plan.clone(), options).await,
+            };
         }
         let versions = self.versions(&planned.tables).await?;
         // Read after the versions: when the catalog is still in the epoch the plan was

@@ -47,6 +47,10 @@
 //!   read-only targets. The source is read in full before the merge.
 //! * **Streaming tail.** [`QueryEngine::register_with_tail`] unions a committed table with
 //!   rows not yet committed.
+//! * **Writes.** `INSERT`, `DELETE`, `UPDATE`, `TRUNCATE` on tables registered with
+//!   [`QueryEngine::register_writable`], and `CREATE TABLE [AS SELECT]` in a
+//!   [`TableCatalog`] ([`EngineBuilder::catalog`]); see [Writing with
+//!   SQL](#writing-with-sql).
 //!
 //! # Quick start
 //!
@@ -91,6 +95,66 @@
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Writing with SQL
+//!
+//! A table registered with [`QueryEngine::register_writable`] (any
+//! [`WritableTable`]: a `lakehouse-storage` Delta table, a
+//! [`MemoryTable`](lakehouse_core::MemoryTable)) takes these statements through
+//! [`QueryEngine::sql`] and [`QueryEngine::query`]. Each is one atomic commit of the
+//! table (none when no row is affected) and returns one row, a `count` column of type
+//! `UInt64` with the rows inserted, deleted or updated, as DataFusion's DML does.
+//!
+//! | statement | how |
+//! |---|---|
+//! | `INSERT INTO t [(columns)] VALUES ...` / `SELECT ...` | the rows, cast to the column types by DataFusion's rules, appended by the table's [`TableSink`](lakehouse_core::TableSink); missing nullable columns are null |
+//! | `DELETE FROM t [WHERE ...]`, `TRUNCATE t` | [`TableMutator::delete_where`](lakehouse_core::TableMutator::delete_where) with the `WHERE` as a core [`Predicate`](lakehouse_core::Predicate) |
+//! | `UPDATE t SET c = expr, ... [WHERE ...]` | [`TableMutator::update_where`](lakehouse_core::TableMutator::update_where): every `SET` value is a DataFusion expression evaluated on the matched rows as they were (`SET price = price * 1.1`, `SET a = b, b = a` swaps) |
+//! | `CREATE TABLE t (columns) [PARTITIONED BY (columns)]` | an empty table in the engine's [`TableCatalog`], registered writable; Hive's `PARTITIONED BY (c TYPE)` adds the column |
+//! | `CREATE TABLE t [PARTITIONED BY (columns)] AS SELECT ...` | the query runs first; then the table is created and its rows appended: two commits (version 0 empty, version 1 the rows) |
+//! | `CREATE TABLE IF NOT EXISTS ...` | nothing when the table exists (`count` 0) |
+//!
+//! The `WHERE` of `DELETE` and `UPDATE` goes to the table whole as a core predicate,
+//! so that a Delta table prunes files by partition values and statistics (a delete by
+//! partition values removes files without reading them): comparisons of a column with
+//! a literal, `BETWEEN`, `IN` lists, `IS [NOT] NULL`, combined with `AND`, `OR` and
+//! `NOT`, with SQL's three-valued logic (constants are folded first, so `qty > 2 + 3`
+//! is `qty > 5`). A condition the predicate cannot express (arithmetic on columns,
+//! `LIKE`, functions, subqueries) is refused with [`ErrorKind::Unsupported`] naming
+//! it, before anything is written: never approximated.
+//!
+//! Why not DataFusion's own `TableProvider::delete_from` / `update` hooks (DataFusion
+//! 55 has them): they receive the conjuncts of the `WHERE` that DataFusion extracts
+//! from the optimized plan, keeping those it finds on the target table, so a
+//! condition it cannot place there (a subquery decorrelated into a join) would be
+//! dropped and the statement would change more rows than the SQL says. The engine
+//! lets DataFusion plan the statement (names, column checks, the casts of values to
+//! the column types) and runs the planned
+//! [`DmlStatement`](datafusion::logical_expr::DmlStatement) itself, from the
+//! unoptimized plan, where the condition is whole.
+//!
+//! Errors, each before anything is committed: an unknown table
+//! ([`ErrorKind::TableNotFound`]) or column ([`ErrorKind::ColumnNotFound`]); a value
+//! that does not convert to its column ([`ErrorKind::TypeMismatch`]); a null for a
+//! non-nullable column ([`ErrorKind::SchemaMismatch`]); a column count that does not
+//! match the table ([`ErrorKind::InvalidSql`]); DML on a table registered read-only
+//! ([`register_table`](QueryEngine::register_table), files, views) and `CREATE TABLE`
+//! without a catalog ([`ErrorKind::Unsupported`]). A commit that meets a concurrent
+//! writer's ([`ErrorKind::Conflict`]) is tried again, reading the table anew, up to
+//! [`EngineBuilder::write_attempts`] times in all (3 by default; a Delta table also
+//! retries its own mutations, `lakehouse_storage::MUTATION_ATTEMPTS`), then reported
+//! as the conflict.
+//!
+//! Refused with [`ErrorKind::Unsupported`]: `MERGE`, `INSERT OVERWRITE` / `REPLACE`,
+//! `DELETE ... LIMIT`, `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`,
+//! `CREATE OR REPLACE`, temporary tables, table constraints (`PRIMARY KEY`,
+//! `UNIQUE`) and column defaults; `RETURNING` is not supported by DataFusion's
+//! planner. `DROP TABLE` does not remove a catalog table.
+//!
+//! Cached results never outlive a write: the result cache keys results by the
+//! version of every table read, and each write commits a new version. Materialized
+//! views over a table that had a delete or update refresh fully on their next refresh
+//! (the change is not an append).
 //!
 //! # Crate features
 //!

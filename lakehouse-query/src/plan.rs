@@ -15,6 +15,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use lakehouse_core::{Error, ErrorKind, Result, Version};
 
+use crate::dml::partitioned_by;
 use crate::engine::QueryEngine;
 use crate::error::DfResultExt;
 use crate::scan::SourceTable;
@@ -22,15 +23,32 @@ use crate::scan::SourceTable;
 /// Plans one SQL statement. A table the statement reads that is not registered fails
 /// with [`ErrorKind::TableNotFound`] naming it.
 pub(crate) async fn plan_sql(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
-    let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect).map_df()?;
-    check_tables(state, &statement)?;
-    state.statement_to_plan(statement).await.map_df()
+    let (plan, partition_by) = plan_statement(state, sql).await?;
+    if !partition_by.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "CREATE TABLE ... PARTITIONED BY runs through QueryEngine::sql or query only",
+        ));
+    }
+    Ok(plan)
 }
 
-/// Checks that the tables `statement` reads exist. Only what a statement reads counts:
-/// the view `CREATE VIEW v AS ...` defines, or the table an `INSERT` writes, need not
-/// exist yet.
+/// Plans one SQL statement as [`plan_sql`] does, and returns the partition columns of
+/// a `CREATE TABLE ... PARTITIONED BY (...)`, which the engine handles itself.
+pub(crate) async fn plan_statement(
+    state: &SessionState,
+    sql: &str,
+) -> Result<(LogicalPlan, Vec<String>)> {
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect).map_df()?;
+    check_tables(state, &statement)?;
+    let partition_by = partitioned_by(&mut statement)?;
+    let plan = state.statement_to_plan(statement).await.map_df()?;
+    Ok((plan, partition_by))
+}
+
+/// Checks that the tables `statement` reads or writes exist. The view `CREATE VIEW v
+/// AS ...` or the table `CREATE TABLE t AS ...` defines need not exist yet.
 fn check_tables(state: &SessionState, statement: &DfStatement) -> Result<()> {
     let inner = |query: &Query| {
         let read = Statement::Query(Box::new(query.clone()));
@@ -44,7 +62,10 @@ fn check_tables(state: &SessionState, statement: &DfStatement) -> Result<()> {
             }
             Statement::CreateView(view) => inner(&view.query),
             Statement::CreateTable(table) => table.query.as_deref().map_or(Ok(()), inner),
-            Statement::Insert(insert) => insert.source.as_deref().map_or(Ok(()), inner),
+            Statement::Insert(_)
+            | Statement::Delete(_)
+            | Statement::Update(_)
+            | Statement::Truncate(_) => check_references(state, statement),
             _ => Ok(()),
         },
         _ => Ok(()),
@@ -91,6 +112,8 @@ pub(crate) struct Planned {
     pub(crate) volatile: bool,
     /// DDL, DML or another statement that is run rather than queried.
     pub(crate) command: bool,
+    /// The partition columns of a `CREATE TABLE ... PARTITIONED BY`.
+    pub(crate) partition_by: Vec<String>,
     /// The catalog epoch planning started in: results are cached only while no table
     /// was registered or removed since, so that the plan scans the tables the cache
     /// key names.
@@ -122,6 +145,7 @@ impl QueryEngine {
                 cacheable: false,
                 volatile: false,
                 command: true,
+                partition_by: Vec::new(),
                 epoch,
             });
         }
@@ -150,6 +174,7 @@ impl QueryEngine {
             cacheable: !explain && !volatile && versioned,
             volatile,
             command: false,
+            partition_by: Vec::new(),
             epoch,
         })
     }

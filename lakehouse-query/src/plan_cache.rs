@@ -8,7 +8,7 @@ use lakehouse_core::Result;
 use parking_lot::Mutex;
 
 use crate::engine::QueryEngine;
-use crate::plan::{Planned, plan_sql};
+use crate::plan::{Planned, plan_statement};
 
 /// Planned SQL by text. Registering or removing a table, or running DDL, starts a new
 /// epoch; plans of an older epoch are planned again.
@@ -70,8 +70,10 @@ impl QueryEngine {
             return Ok(planned);
         }
         let state = self.state();
-        let plan = plan_sql(&state, sql).await?;
-        let planned = Arc::new(self.analyze(&state, plan, epoch)?);
+        let (plan, partition_by) = plan_statement(&state, sql).await?;
+        let mut planned = self.analyze(&state, plan, epoch)?;
+        planned.partition_by = partition_by;
+        let planned = Arc::new(planned);
         cache.insert(sql, epoch, &planned);
         Ok(planned)
     }

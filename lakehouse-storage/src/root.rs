@@ -191,7 +191,9 @@ impl TableCatalog for TableRoot {
         schema: SchemaRef,
         partition_columns: &[String],
     ) -> Result<Arc<dyn WritableTable>> {
-        Ok(Arc::new(self.create(name, schema, partition_columns).await?))
+        Ok(Arc::new(
+            self.create(name, schema, partition_columns).await?,
+        ))
     }
 
     async fn open_table(&self, name: &str) -> Result<Arc<dyn WritableTable>> {

@@ -1,0 +1,416 @@
+//! SQL that writes: INSERT, DELETE, UPDATE, TRUNCATE and CREATE TABLE on writable
+//! memory tables and in a memory catalog; typed errors that change nothing; conflict
+//! retries; the result cache and materialized views after a write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{SchemaRef, UInt64Type};
+use async_trait::async_trait;
+use lakehouse_core::{
+    AppendOutcome, Assignment, BatchStream, Changes, Error, ErrorKind, FilterSupport,
+    MemoryCatalog, MemoryTable, MutationOutcome, Predicate, ScanRequest, TableCatalog,
+    TableMutator, TableSink, TableSource, TableStatistics, TxnId, Version, WritableTable,
+};
+use lakehouse_query::{QueryEngine, QueryResult};
+
+use crate::common::{column_i64, column_strings, sales_table};
+
+fn count(r: &QueryResult) -> u64 {
+    assert_eq!(r.schema().field(0).name(), "count");
+    assert_eq!(r.num_rows(), 1);
+    r.batches()[0]
+        .column(0)
+        .as_primitive::<UInt64Type>()
+        .value(0)
+}
+
+async fn writable_sales(rows: i64) -> (QueryEngine, Arc<MemoryTable>) {
+    let engine = QueryEngine::new();
+    let table = sales_table(rows).await;
+    engine
+        .register_writable("sales", table.clone())
+        .expect("register");
+    (engine, table)
+}
+
+async fn total(engine: &QueryEngine, sql: &str) -> i64 {
+    let r = engine.sql(sql).await.expect(sql);
+    column_i64(&r, 0)[0]
+}
+
+#[tokio::test]
+async fn insert_delete_update_on_a_memory_table() {
+    let (engine, table) = writable_sales(30).await;
+    let r = engine
+        .sql("INSERT INTO sales VALUES ('eu', 100, 1, 2.5), ('us', 101, 2, NULL)")
+        .await
+        .expect("insert values");
+    assert_eq!(count(&r), 2);
+    assert_eq!(table.version().await.unwrap(), 2);
+    // Columns by name, in another order; the missing nullable price is null; Int32
+    // literals cast to the Int64 columns.
+    let r = engine
+        .sql("INSERT INTO sales (qty, item, region) SELECT qty, item + 1000, region FROM sales WHERE item = 3")
+        .await
+        .expect("insert select");
+    assert_eq!(count(&r), 3);
+    assert_eq!(
+        total(
+            &engine,
+            "SELECT COUNT(*) FROM sales WHERE item > 1000 AND price IS NULL"
+        )
+        .await,
+        3
+    );
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 35);
+
+    let r = engine
+        .sql("DELETE FROM sales WHERE region = 'eu' AND item < 5")
+        .await
+        .expect("delete");
+    // Rows 0..30 with i % 3 == 0 and i % 10 < 5: 0, 3, 12, 21, 24.
+    assert_eq!(count(&r), 5);
+    assert_eq!(
+        total(
+            &engine,
+            "SELECT COUNT(*) FROM sales WHERE region = 'eu' AND item < 5"
+        )
+        .await,
+        0
+    );
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 30);
+
+    let before = engine
+        .sql("SELECT price FROM sales WHERE region = 'us' AND price IS NOT NULL ORDER BY price")
+        .await
+        .expect("prices");
+    let r = engine
+        .sql("UPDATE sales SET price = price * 2, qty = qty + 100 WHERE region = 'us'")
+        .await
+        .expect("update");
+    // 10 rows of the 30 are us, plus the inserted ('us', 101) and the copy of row 13.
+    assert_eq!(count(&r), 12);
+    let after = engine
+        .sql("SELECT price FROM sales WHERE region = 'us' AND price IS NOT NULL ORDER BY price")
+        .await
+        .expect("prices");
+    let floats = |r: &QueryResult| -> Vec<f64> {
+        column_strings(r, 0)
+            .iter()
+            .map(|p| p.parse::<f64>().expect("a price"))
+            .collect()
+    };
+    let doubled: Vec<f64> = floats(&before).iter().map(|p| p * 2.0).collect();
+    assert_eq!(floats(&after), doubled);
+    assert_eq!(
+        total(&engine, "SELECT MIN(qty) FROM sales WHERE region = 'us'").await,
+        101
+    );
+    // The other rows are untouched.
+    assert_eq!(
+        total(&engine, "SELECT MAX(qty) FROM sales WHERE region <> 'us'").await,
+        7
+    );
+    // SET a = b, b = a reads the old values.
+    engine
+        .sql("UPDATE sales SET item = qty, qty = item WHERE item = 101")
+        .await
+        .expect("swap");
+    let r = engine
+        .sql("SELECT item, qty FROM sales WHERE item = 102")
+        .await
+        .expect("swapped");
+    assert_eq!(column_i64(&r, 1), [101]);
+
+    let r = engine
+        .sql("DELETE FROM sales WHERE item = -1")
+        .await
+        .expect("none");
+    assert_eq!(count(&r), 0);
+    let version = table.version().await.unwrap();
+    let r = engine.sql("TRUNCATE sales").await.expect("truncate");
+    assert_eq!(count(&r), 30);
+    assert_eq!(table.version().await.unwrap(), version + 1);
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 0);
+}
+
+#[tokio::test]
+async fn bad_statements_are_typed_errors_that_change_nothing() {
+    let (engine, table) = writable_sales(30).await;
+    let read_only = sales_table(3).await;
+    engine
+        .register_table("archive", read_only.clone())
+        .expect("register read-only");
+    let version = table.version().await.unwrap();
+    let cases = [
+        ("INSERT INTO nope VALUES (1)", ErrorKind::TableNotFound),
+        ("DELETE FROM nope WHERE a = 1", ErrorKind::TableNotFound),
+        ("UPDATE nope SET a = 1", ErrorKind::TableNotFound),
+        (
+            "DELETE FROM sales WHERE colour = 'red'",
+            ErrorKind::ColumnNotFound,
+        ),
+        ("UPDATE sales SET colour = 'red'", ErrorKind::ColumnNotFound),
+        (
+            "INSERT INTO sales VALUES ('eu', 'not a number', 1, 1.0)",
+            ErrorKind::TypeMismatch,
+        ),
+        (
+            "UPDATE sales SET qty = 'many' WHERE item = 1",
+            ErrorKind::TypeMismatch,
+        ),
+        (
+            "INSERT INTO sales VALUES (NULL, 1, 1, 1.0)",
+            ErrorKind::SchemaMismatch,
+        ),
+        ("UPDATE sales SET qty = NULL", ErrorKind::SchemaMismatch),
+        ("INSERT INTO sales VALUES ('eu', 1)", ErrorKind::InvalidSql),
+        // Conditions the core predicate cannot express are refused, never approximated.
+        (
+            "DELETE FROM sales WHERE qty * 2 > 3",
+            ErrorKind::Unsupported,
+        ),
+        (
+            "DELETE FROM sales WHERE region LIKE 'e%'",
+            ErrorKind::Unsupported,
+        ),
+        (
+            "DELETE FROM sales WHERE item IN (SELECT item FROM archive)",
+            ErrorKind::Unsupported,
+        ),
+        (
+            "INSERT INTO archive VALUES ('eu', 1, 1, 1.0)",
+            ErrorKind::Unsupported,
+        ),
+        ("DELETE FROM archive", ErrorKind::Unsupported),
+        ("UPDATE archive SET qty = 1", ErrorKind::Unsupported),
+        ("CREATE TABLE t (a BIGINT)", ErrorKind::Unsupported),
+    ];
+    for (sql, kind) in cases {
+        let e = engine.sql(sql).await.expect_err(sql);
+        assert_eq!(e.kind(), kind, "{sql}: {e}");
+    }
+    let e = engine
+        .sql("DELETE FROM sales WHERE region LIKE 'e%'")
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("LIKE"), "the condition is named: {e}");
+    assert_eq!(e.context().table.as_deref(), Some("sales"));
+    assert_eq!(table.version().await.unwrap(), version);
+    assert_eq!(read_only.version().await.unwrap(), 1);
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 30);
+}
+
+#[tokio::test]
+async fn create_table_in_a_catalog_and_open_it_again() {
+    let catalog = MemoryCatalog::new();
+    let engine = QueryEngine::builder()
+        .catalog(Arc::new(catalog.clone()))
+        .build();
+    let r = engine
+        .sql("CREATE TABLE orders (id BIGINT NOT NULL, region VARCHAR, amount DOUBLE) PARTITIONED BY (region)")
+        .await
+        .expect("create");
+    assert_eq!(count(&r), 0);
+    assert_eq!(
+        catalog.partition_columns("orders"),
+        Some(vec!["region".into()])
+    );
+    let schema = catalog.get("orders").expect("in the catalog").schema();
+    assert!(!schema.field(0).is_nullable());
+    assert_eq!(
+        schema.field(1).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    engine
+        .sql("INSERT INTO orders VALUES (1, 'eu', 10.0), (2, 'us', 20.0), (3, 'eu', 5.0)")
+        .await
+        .expect("insert");
+    let r = engine
+        .sql("CREATE TABLE eu_orders AS SELECT id, amount FROM orders WHERE region = 'eu'")
+        .await
+        .expect("ctas");
+    assert_eq!(count(&r), 2);
+    assert_eq!(total(&engine, "SELECT SUM(id) FROM eu_orders").await, 4);
+    let e = engine
+        .sql("CREATE TABLE orders (id BIGINT)")
+        .await
+        .expect_err("exists");
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    let r = engine
+        .sql("CREATE TABLE IF NOT EXISTS orders (id BIGINT)")
+        .await
+        .expect("if not exists");
+    assert_eq!(count(&r), 0);
+    let e = engine
+        .sql("CREATE TABLE t2 (id BIGINT) PARTITIONED BY (nope)")
+        .await
+        .expect_err("unknown partition column");
+    assert_eq!(e.kind(), ErrorKind::ColumnNotFound);
+    let e = engine
+        .sql("CREATE TABLE t3 AS SELECT * FROM missing")
+        .await
+        .expect_err("query over a missing table");
+    assert_eq!(e.kind(), ErrorKind::TableNotFound);
+    assert_eq!(
+        catalog.list_tables().await.unwrap(),
+        ["eu_orders", "orders"]
+    );
+
+    // A new engine over the same catalog finds both tables, writable.
+    let again = QueryEngine::builder()
+        .catalog(Arc::new(catalog.clone()))
+        .open()
+        .await
+        .expect("open");
+    assert_eq!(again.tables(), ["eu_orders", "orders"]);
+    let r = again
+        .sql("DELETE FROM orders WHERE region = 'eu'")
+        .await
+        .expect("delete");
+    assert_eq!(count(&r), 2);
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM orders").await, 1);
+}
+
+#[tokio::test]
+async fn results_and_views_follow_writes() {
+    let (engine, _table) = writable_sales(30).await;
+    let sql = "SELECT SUM(qty) FROM sales WHERE region = 'eu'";
+    let first = total(&engine, sql).await;
+    let cached = engine.sql(sql).await.expect("again");
+    assert!(cached.from_cache());
+    engine
+        .sql("CREATE MATERIALIZED VIEW totals AS SELECT region, SUM(qty) AS q FROM sales GROUP BY region")
+        .await
+        .expect("view");
+    engine
+        .sql("UPDATE sales SET qty = qty + 1 WHERE region = 'eu'")
+        .await
+        .expect("update");
+    let r = engine.sql(sql).await.expect("after the update");
+    assert!(!r.from_cache());
+    assert_eq!(column_i64(&r, 0)[0], first + 10);
+    engine
+        .sql("DELETE FROM sales WHERE region = 'us'")
+        .await
+        .expect("delete");
+    engine
+        .refresh_materialized_view("totals")
+        .await
+        .expect("refresh");
+    let r = engine
+        .sql("SELECT region, q FROM totals ORDER BY region")
+        .await
+        .expect("view");
+    assert_eq!(column_strings(&r, 0), ["apac", "eu"]);
+    assert_eq!(column_i64(&r, 1)[1], first + 10);
+}
+
+/// A memory table whose writes fail with a conflict the first `conflicts` times.
+#[derive(Debug)]
+struct Contended {
+    inner: MemoryTable,
+    conflicts: AtomicU32,
+}
+
+impl Contended {
+    fn conflict(&self) -> lakehouse_core::Result<()> {
+        let left = self.conflicts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.conflicts.store(left - 1, Ordering::SeqCst);
+            return Err(Error::new(ErrorKind::Conflict, "a concurrent commit"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TableSource for Contended {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+    async fn version(&self) -> lakehouse_core::Result<Version> {
+        self.inner.version().await
+    }
+    fn filter_support(&self, p: &Predicate) -> FilterSupport {
+        self.inner.filter_support(p)
+    }
+    async fn scan(&self, request: ScanRequest) -> lakehouse_core::Result<BatchStream> {
+        self.inner.scan(request).await
+    }
+    async fn statistics(&self, v: Option<Version>) -> lakehouse_core::Result<TableStatistics> {
+        self.inner.statistics(v).await
+    }
+    async fn changes_since(&self, v: Version) -> lakehouse_core::Result<Changes> {
+        self.inner.changes_since(v).await
+    }
+}
+
+#[async_trait]
+impl TableSink for Contended {
+    fn sink_schema(&self) -> SchemaRef {
+        self.inner.sink_schema()
+    }
+    async fn append(
+        &self,
+        batches: Vec<RecordBatch>,
+        txn: Option<TxnId>,
+    ) -> lakehouse_core::Result<AppendOutcome> {
+        self.conflict()?;
+        self.inner.append(batches, txn).await
+    }
+    async fn last_sequence(&self, app_id: &str) -> lakehouse_core::Result<Option<u64>> {
+        self.inner.last_sequence(app_id).await
+    }
+}
+
+#[async_trait]
+impl TableMutator for Contended {
+    async fn delete_where(&self, p: &Predicate) -> lakehouse_core::Result<MutationOutcome> {
+        self.conflict()?;
+        self.inner.delete_where(p).await
+    }
+    async fn update_where(
+        &self,
+        p: &Predicate,
+        a: &[Assignment],
+    ) -> lakehouse_core::Result<MutationOutcome> {
+        self.conflict()?;
+        self.inner.update_where(p, a).await
+    }
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_then_reported() {
+    let inner = (*sales_table(30).await).clone();
+    let table = Arc::new(Contended {
+        inner: inner.clone(),
+        conflicts: AtomicU32::new(0),
+    });
+    let engine = QueryEngine::builder().write_attempts(3).build();
+    let writable: Arc<dyn WritableTable> = table.clone();
+    engine
+        .register_writable("sales", writable)
+        .expect("register");
+    for (sql, rows) in [
+        ("INSERT INTO sales VALUES ('eu', 1, 1, 1.0)", 1),
+        ("DELETE FROM sales WHERE item = 1", 4),
+        ("UPDATE sales SET qty = 0 WHERE item = 2", 3),
+    ] {
+        table.conflicts.store(2, Ordering::SeqCst);
+        let r = engine.sql(sql).await.expect(sql);
+        assert_eq!(count(&r), rows, "{sql}");
+        assert_eq!(table.conflicts.load(Ordering::SeqCst), 0);
+    }
+    let version = inner.version().await.unwrap();
+    table.conflicts.store(3, Ordering::SeqCst);
+    let e = engine
+        .sql("DELETE FROM sales WHERE item = 3")
+        .await
+        .expect_err("three conflicts");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.context().table.as_deref(), Some("sales"));
+    assert_eq!(inner.version().await.unwrap(), version);
+}
