@@ -15,6 +15,7 @@ mod nested;
 mod partitions;
 mod peer_features;
 mod power_loss;
+mod processes;
 #[cfg(feature = "s3")]
 mod s3;
 mod table;
