@@ -31,6 +31,7 @@ use lakehouse_core::{
     WritableTable,
 };
 
+use crate::dml::physical_expr;
 use crate::engine::QueryEngine;
 use crate::error::DfResultExt;
 use crate::options::QueryOptions;
@@ -138,7 +139,7 @@ impl Scope<'_> {
 
     fn physical(&self, expr: Expr, pairs: bool) -> Result<MergeFn> {
         let schema = if pairs { &self.pairs } else { &self.source };
-        let physical = self.state.create_physical_expr(expr, schema).map_df()?;
+        let physical = physical_expr(self.state, expr, schema).map_df()?;
         Ok(merge_fn(
             physical,
             Arc::new(schema.as_arrow().clone()),

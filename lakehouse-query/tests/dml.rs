@@ -414,3 +414,27 @@ async fn conflicts_are_retried_then_reported() {
     assert_eq!(e.context().table.as_deref(), Some("sales"));
     assert_eq!(inner.version().await.unwrap(), version);
 }
+
+/// Regression: `SET` values are simplified before they run, as DataFusion's optimizer
+/// would. DataFusion only evaluates `coalesce` rewritten into a `CASE`, so
+/// `SET price = coalesce(price, 100.0) + 1` failed with an internal error
+/// ("coalesce should have been simplified to case"); found by comparing DML with
+/// DuckDB (`examples/tests/dml_duckdb.rs`).
+#[tokio::test]
+async fn set_values_with_coalesce_run() {
+    let (engine, _table) = writable_sales(6).await;
+    engine
+        .sql("UPDATE sales SET price = NULL WHERE item = 1")
+        .await
+        .expect("null a price");
+    let r = engine
+        .sql("UPDATE sales SET price = coalesce(price, 100.0) + 1 WHERE item < 3")
+        .await
+        .expect("coalesce in SET");
+    assert_eq!(count(&r), 3);
+    let r = engine
+        .sql("SELECT price FROM sales WHERE item < 3 ORDER BY item")
+        .await
+        .expect("prices");
+    assert_eq!(column_i64(&r, 0), [1, 101, 3]);
+}

@@ -30,6 +30,7 @@ use crate::options::QueryOptions;
 use crate::result::QueryResult;
 
 pub(crate) use create::partitioned_by;
+pub(crate) use mutate::physical_expr;
 
 /// The result of a write: one row, `count` (UInt64), the rows affected, as DataFusion's
 /// DML returns.

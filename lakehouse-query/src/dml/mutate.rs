@@ -62,6 +62,24 @@ fn df_schema(schema: &SchemaRef) -> Result<DFSchema> {
     DFSchema::try_from(schema.as_ref().clone()).map_df()
 }
 
+/// `expr` planned as a physical expression over `schema`, simplified first as
+/// DataFusion's optimizer would: some functions only run in their simplified form
+/// (DataFusion's `coalesce` becomes a `CASE` and fails if evaluated itself).
+pub(crate) fn physical_expr(
+    state: &SessionState,
+    expr: Expr,
+    schema: &DFSchema,
+) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+    let dfs = Arc::new(schema.clone());
+    let context = SimplifyContext::builder()
+        .with_schema(dfs.clone())
+        .with_config_options(state.config_options().clone())
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    let simplified = simplifier.simplify(simplifier.coerce(expr, &dfs)?)?;
+    state.create_physical_expr(simplified, &dfs)
+}
+
 /// The `WHERE` as an exact core predicate (so the table prunes files by partition
 /// values and statistics), or a typed error naming the condition it cannot express.
 pub(crate) fn where_predicate(
@@ -202,8 +220,7 @@ impl QueryEngine {
                     format!("subqueries in SET are not supported: {column} = {expr}"),
                 ));
             }
-            let physical = state
-                .create_physical_expr(expr, &dfs)
+            let physical = physical_expr(&state, expr, &dfs)
                 .map_err(|e| df_error(e).with_column(&column).with_table(table))?;
             assignments.push(computed(&column, physical, schema.clone()));
         }

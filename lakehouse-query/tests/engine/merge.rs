@@ -197,3 +197,24 @@ async fn bad_merges_commit_nothing() {
     let (ids, _, qty) = rows(&engine).await;
     assert_eq!((ids, qty), (vec![1, 2, 3, 4], vec![10, 20, 30, 40]));
 }
+
+/// Regression: `MERGE` values and conditions are simplified before they run (DataFusion
+/// only evaluates `coalesce` rewritten into a `CASE`; it failed with an internal error).
+#[tokio::test]
+async fn merge_values_with_coalesce_run() {
+    let (engine, _stock) = engine(&[(1, 5, "u"), (7, 70, "i")]).await;
+    let r = engine
+        .sql(
+            "MERGE INTO stock t USING changes s ON t.id = s.id \
+             WHEN MATCHED AND coalesce(s.op, 'x') = 'u' \
+               THEN UPDATE SET item = coalesce(NULL, s.op), qty = coalesce(s.qty, t.qty) + 1 \
+             WHEN NOT MATCHED THEN INSERT VALUES (s.id, coalesce(s.op, 'x'), s.qty)",
+        )
+        .await
+        .expect("coalesce in MERGE");
+    assert_eq!(column_i64(&r, 0), [2]);
+    let (ids, items, qty) = rows(&engine).await;
+    assert_eq!(ids, [1, 2, 3, 4, 7]);
+    assert_eq!(items, ["u", "b", "c", "d", "i"]);
+    assert_eq!(qty, [6, 20, 30, 40, 70]);
+}
