@@ -997,3 +997,32 @@ async fn delta_rs_reads_the_deletion_vectors_this_crate_writes() {
         assert!((sum - want).abs() < 1e-6, "{column}: {sum} vs {want}");
     }
 }
+
+/// Regression: a delete without a condition (`Predicate::Literal(true)`, SQL's
+/// `DELETE FROM t` and `TRUNCATE`) on a table without partition columns failed with
+/// "must either specify a row count or at least one column": the predicate reads no
+/// column, so it was evaluated on the partition values as a batch of no columns.
+/// Found by comparing DML with DuckDB (`examples/tests/dml_duckdb.rs`).
+#[tokio::test]
+async fn a_delete_of_every_row_works_with_and_without_partitions() {
+    for (partitioned, deletion_vectors) in [(false, false), (false, true), (true, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = TableOptions::new().deletion_vectors(deletion_vectors);
+        if partitioned {
+            options = options.partition_by([PartitionField::identity("region")]);
+        }
+        let t = Table::create(Location::local(dir.path()).unwrap(), schema(), options)
+            .await
+            .unwrap();
+        t.append(vec![batch(0, 5)]).await.unwrap();
+        t.append(vec![batch(5, 5)]).await.unwrap();
+        let out = t.delete_where(&Predicate::Literal(true)).await.unwrap();
+        assert_eq!(out.rows_affected, 10, "partitioned {partitioned}");
+        assert_eq!(out.version, Some(3));
+        assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 0);
+        // Nothing left: a second delete commits nothing.
+        let out = t.delete_where(&Predicate::Literal(true)).await.unwrap();
+        assert_eq!(out.rows_affected, 0);
+        assert_eq!(out.version, None);
+    }
+}

@@ -184,6 +184,10 @@ async fn one_appends_while_the_other_deletes(options: TableOptions) {
         "{appended} appends for {ROUNDS} rounds"
     );
 
+    eprintln!(
+        "{appended} appends, {conflicts} delete conflicts, {} compaction conflicts",
+        progress.conflicts.load(Ordering::SeqCst)
+    );
     // Every appended row not deleted is there once; no deleted row is.
     let want: Vec<i64> = (0..appended * ROWS).filter(|i| i % 7 != 0).collect();
     let reopened = Table::open(Location::local(dir.path()).unwrap())
