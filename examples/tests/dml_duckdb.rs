@@ -48,11 +48,12 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{Value, json};
 
 /// Cases per run: one Python process checks them all.
-const CASES: usize = 28;
+const CASES: usize = 32;
 /// Python runs the shrinking of a failing case may take.
 const SHRINK_STEPS: usize = 80;
 
-const CREATE: &str = "CREATE TABLE t (id BIGINT NOT NULL, region VARCHAR, qty BIGINT, price DOUBLE)";
+const CREATE: &str =
+    "CREATE TABLE t (id BIGINT NOT NULL, region VARCHAR, qty BIGINT, price DOUBLE)";
 
 /// One row: id, region, qty, price.
 type Row = (i64, Option<String>, Option<i64>, Option<f64>);
@@ -130,10 +131,7 @@ fn seed_rest() -> impl Strategy<Value = (Option<&'static str>, Option<i64>, Opti
 }
 
 /// Rows with distinct ids from `ids`, `n` of them.
-fn seeds(
-    ids: std::ops::Range<i64>,
-    n: std::ops::Range<usize>,
-) -> impl Strategy<Value = Vec<Seed>> {
+fn seeds(ids: std::ops::Range<i64>, n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Seed>> {
     prop::collection::btree_set(ids, n).prop_flat_map(|ids: BTreeSet<i64>| {
         let n = ids.len();
         prop::collection::vec(seed_rest(), n).prop_map(move |rest| {
@@ -255,9 +253,8 @@ fn insert_values() -> impl Strategy<Value = String> {
 }
 
 fn insert_select() -> impl Strategy<Value = String> {
-    predicate("", false).prop_map(|p| {
-        format!("INSERT INTO t SELECT id + 100, region, qty, price FROM t WHERE {p}")
-    })
+    predicate("", false)
+        .prop_map(|p| format!("INSERT INTO t SELECT id + 100, region, qty, price FROM t WHERE {p}"))
 }
 
 fn delete() -> impl Strategy<Value = String> {
@@ -324,7 +321,10 @@ fn update() -> impl Strategy<Value = String> {
 
 fn merge_matched() -> impl Strategy<Value = (bool, String)> {
     prop_oneof![
-        Just((true, "WHEN MATCHED AND s.qty IS NULL THEN DELETE".to_owned())),
+        Just((
+            true,
+            "WHEN MATCHED AND s.qty IS NULL THEN DELETE".to_owned()
+        )),
         predicate("t.", false).prop_map(|p| (true, format!("WHEN MATCHED AND {p} THEN DELETE"))),
         Just((false, "WHEN MATCHED THEN DELETE".to_owned())),
         Just((
@@ -408,7 +408,7 @@ fn case() -> BoxedStrategy<Case> {
         any::<bool>(),
         any::<bool>(),
         seeds(0..30, 0..10),
-        prop::collection::vec(statement(), 1..=6),
+        prop::collection::vec(statement(), 1..=8),
     )
         .prop_map(|(partitioned, deletion_vectors, rows, statements)| Case {
             partitioned,
@@ -599,6 +599,13 @@ fn check(rt: &tokio::runtime::Runtime, python: &str, cases: &[Case]) -> Vec<(usi
     let peers: Value = serde_json::from_slice(&run.stdout).expect("the script's JSON");
     let peers = peers["cases"].as_array().expect("one result per case");
     assert_eq!(peers.len(), cases.len());
+    eprintln!(
+        "{} cases: {} statements, {} changed rows, {} end rows",
+        cases.len(),
+        ours.iter().map(|o| o.counts.len()).sum::<usize>(),
+        ours.iter().flat_map(|o| &o.counts).sum::<u64>(),
+        ours.iter().map(|o| o.rows.len()).sum::<usize>(),
+    );
     let mut problems = Vec::new();
     for (i, (ours, peer)) in ours.iter().zip(peers).enumerate() {
         let mut why = Vec::new();

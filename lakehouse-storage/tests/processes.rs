@@ -202,7 +202,10 @@ async fn one_appends_while_the_other_deletes(options: TableOptions) {
     );
     assert_eq!(got, want);
     // The handle that deleted sees the same.
-    assert_eq!(ints(&collect(&t, ScanRequest::new()).await, "order_id"), want);
+    assert_eq!(
+        ints(&collect(&t, ScanRequest::new()).await, "order_id"),
+        want
+    );
 }
 
 #[tokio::test]
