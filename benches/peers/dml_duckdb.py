@@ -1,59 +1,93 @@
-"""Runs sequences of SQL writes in DuckDB, and reads Delta tables with delta-rs: the
-peer side of `examples/tests/dml_duckdb.rs`.
+#!/usr/bin/env python3
+"""DuckDB's DELETE and MERGE on the table `lakehouse-bench query` mutates (query_dml.rs).
 
-Usage: dml_duckdb.py <cases.json>
+Usage: dml_duckdb.py --rows N --threads T --dir DIR
 
-The file holds {"cases": [{"setup": [sql, ...], "statements": [sql, ...], "delta":
-dir or null}, ...]}. Each case runs in a fresh in-memory DuckDB database: `setup`, then
-the statements in order (each one's affected-row count is recorded), then the table `t` is
-read back. When `delta` names a Delta table, delta-rs reads it too, through its
-DataFusion engine (`QueryBuilder`), which applies deletion vectors.
+Builds the same rows as the bench (id i, customer (i * 7919) % 100000, region
+['eu','us','apac','latam'][i % 4], price (i % 1000) + 0.5) in a DuckDB database file
+under DIR, then times, each once on a fresh copy of the table:
 
-Prints one JSON object: {"cases": [{"counts": [...], "rows": [[id, region, qty,
-price], ...], "delta_rows": [...] or null, "error": null or text}, ...]}, the rows in
-no particular order.
+* `DELETE FROM t WHERE customer < 1000` (1 % of the rows, spread over the whole table);
+* a MERGE of 100,000 source rows: 50,000 existing ids spread over the table get a new
+  price, 50,000 new ids are inserted.
+
+Prints `PEER duckdb_delete_s <seconds>`, `PEER duckdb_merge_s <seconds>` and the row
+counts it saw (`PEER duckdb_deleted`, `PEER duckdb_merged`, `PEER duckdb_rows_after`).
 """
-import json
-import os
-import sys
+
+import argparse
+import pathlib
+import time
 
 import duckdb
-import pyarrow as pa
-from deltalake import DeltaTable, QueryBuilder
-
-COLUMNS = "id, region, qty, price"
 
 
-def run_case(case):
-    out = {"counts": [], "rows": [], "delta_rows": None, "error": None}
-    con = duckdb.connect()
-    try:
-        for sql in case["setup"]:
-            con.execute(sql)
-        for sql in case["statements"]:
-            result = con.execute(sql).fetchall()
-            out["counts"].append(result[0][0] if result else None)
-        out["rows"] = [list(r) for r in con.execute(f"SELECT {COLUMNS} FROM t").fetchall()]
-    except duckdb.Error as e:
-        out["error"] = f"duckdb: {e}"
-        return out
-    finally:
-        con.close()
-    if case.get("delta"):
-        try:
-            dt = DeltaTable(case["delta"])
-            table = pa.table(
-                QueryBuilder().register("t", dt).execute(f"SELECT {COLUMNS} FROM t").read_all()
-            )
-            out["delta_rows"] = [[r[c] for c in ("id", "region", "qty", "price")] for r in table.to_pylist()]
-        except Exception as e:  # noqa: BLE001 - reported to the test, which fails
-            out["error"] = f"delta-rs: {e}"
-    return out
+def build(con: duckdb.DuckDBPyConnection, rows: int) -> None:
+    con.execute("DROP TABLE IF EXISTS t")
+    con.execute(
+        f"""CREATE TABLE t AS SELECT
+              i::BIGINT AS id,
+              ((i * 7919) % 100000)::BIGINT AS customer,
+              (['eu', 'us', 'apac', 'latam'])[(i % 4) + 1]::VARCHAR AS region,
+              ((i % 1000) + 0.5)::DOUBLE AS price
+            FROM range({rows}) r(i)"""
+    )
+    con.execute("CHECKPOINT")
 
 
-with open(sys.argv[1]) as f:
-    cases = json.load(f)["cases"]
-print(json.dumps({"cases": [run_case(c) for c in cases]}))
-sys.stdout.flush()
-# deltalake's runtime may abort at interpreter exit: the output is complete here.
-os._exit(0)
+def source(con: duckdb.DuckDBPyConnection, rows: int) -> None:
+    step = rows // 50000
+    con.execute("DROP TABLE IF EXISTS src")
+    con.execute(
+        f"""CREATE TABLE src AS
+            SELECT (j * {step})::BIGINT AS id, ((j * {step} * 7919) % 100000)::BIGINT AS customer,
+                   (['eu', 'us', 'apac', 'latam'])[((j * {step}) % 4) + 1]::VARCHAR AS region,
+                   1.25::DOUBLE AS price
+            FROM range(50000) r(j)
+            UNION ALL
+            SELECT ({rows} + j)::BIGINT, ((({rows} + j) * 7919) % 100000)::BIGINT,
+                   (['eu', 'us', 'apac', 'latam'])[(({rows} + j) % 4) + 1]::VARCHAR, 2.5::DOUBLE
+            FROM range(50000) r(j)"""
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dir", required=True)
+    a = ap.parse_args()
+    path = pathlib.Path(a.dir) / "dml.duckdb"
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute(f"SET threads = {a.threads}")
+
+    build(con, a.rows)
+    start = time.perf_counter()
+    deleted = con.execute("DELETE FROM t WHERE customer < 1000").fetchone()[0]
+    delete_s = time.perf_counter() - start
+
+    build(con, a.rows)
+    source(con, a.rows)
+    con.execute("CHECKPOINT")
+    start = time.perf_counter()
+    merged = con.execute(
+        """MERGE INTO t USING src s ON t.id = s.id
+           WHEN MATCHED THEN UPDATE SET price = s.price
+           WHEN NOT MATCHED THEN INSERT (id, customer, region, price)
+                VALUES (s.id, s.customer, s.region, s.price)"""
+    ).fetchone()[0]
+    merge_s = time.perf_counter() - start
+    after = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    con.close()
+    path.unlink(missing_ok=True)
+    print(f"PEER duckdb_delete_s {delete_s}")
+    print(f"PEER duckdb_merge_s {merge_s}")
+    print(f"PEER duckdb_deleted {deleted}")
+    print(f"PEER duckdb_merged {merged}")
+    print(f"PEER duckdb_rows_after {after}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,7 @@
 //! must be equal, and delta-rs must read our table as DuckDB's end state.
 //!
 //! The cases are generated up front and checked in one batch: one Python process
-//! (`benches/peers/dml_duckdb.py`) runs DuckDB and delta-rs for all of them. A failing
+//! (`benches/peers/dml_sequences.py`) runs DuckDB and delta-rs for all of them. A failing
 //! case is then shrunk by proptest's value tree, one Python run per step, and reported
 //! with the seed (`PROPTEST_RNG_SEED=<seed>` runs the same cases again).
 //!
@@ -583,7 +583,7 @@ fn check(rt: &tokio::runtime::Runtime, python: &str, cases: &[Case]) -> Vec<(usi
     let file = tempfile::NamedTempFile::new().expect("a temporary file");
     std::fs::write(file.path(), input.to_string()).expect("the cases written");
     let script = format!(
-        "{}/../benches/peers/dml_duckdb.py",
+        "{}/../benches/peers/dml_sequences.py",
         env!("CARGO_MANIFEST_DIR")
     );
     let run = Command::new(python)
