@@ -145,8 +145,8 @@
 //! retries its own mutations, `lakehouse_storage::MUTATION_ATTEMPTS`), then reported
 //! as the conflict.
 //!
-//! Refused with [`ErrorKind::Unsupported`]: `MERGE`, `INSERT OVERWRITE` / `REPLACE`,
-//! `DELETE ... LIMIT`, `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`,
+//! `MERGE INTO` is described in its bullet above. Refused with
+//! [`ErrorKind::Unsupported`]: `INSERT OVERWRITE` / `REPLACE`, `DELETE ... LIMIT`, `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`,
 //! `CREATE OR REPLACE`, temporary tables, table constraints (`PRIMARY KEY`,
 //! `UNIQUE`) and column defaults; `RETURNING` is not supported by DataFusion's
 //! planner. `DROP TABLE` does not remove a catalog table.
