@@ -163,6 +163,8 @@ fn leaf(q: &'static str, core: bool) -> BoxedStrategy<String> {
     let any = prop_oneof![
         (cmp(), 0..30i64).prop_map(move |(op, v)| format!("{q}id {op} {v}")),
         (cmp(), -5..20i64).prop_map(move |(op, v)| format!("{q}qty {op} {v}")),
+        // Constants to fold: the WHERE of DELETE and UPDATE is then simplified.
+        (cmp(), 0..15i64, 0..10i64).prop_map(move |(op, a, b)| format!("{q}id {op} {a} + {b}")),
         (cmp(), 0..40i64).prop_map(move |(op, h)| format!("{q}price {op} {}", half(h))),
         // A double column against an integer literal.
         (cmp(), 0..20i64).prop_map(move |(op, v)| format!("{q}price {op} {v}")),

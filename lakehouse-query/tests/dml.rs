@@ -438,3 +438,41 @@ async fn set_values_with_coalesce_run() {
         .expect("prices");
     assert_eq!(column_i64(&r, 0), [1, 101, 3]);
 }
+
+/// Regression: a `WHERE` that needs constant folding (`item > 2 + 3`) was simplified
+/// whole by DataFusion's simplifier, which turns `price NOT IN (1) OR price NOT IN (2)`
+/// into `true` also where `price` is null (apache/datafusion#24258): the delete took
+/// rows SQL keeps. Only the comparisons are simplified now, each on its own.
+#[tokio::test]
+async fn folding_a_where_keeps_the_null_semantics_of_the_rest() {
+    let (engine, _table) = writable_sales(10).await;
+    engine
+        .sql("UPDATE sales SET price = NULL WHERE item < 4")
+        .await
+        .expect("null some prices");
+    let r = engine
+        .sql("DELETE FROM sales WHERE price NOT IN (1.0) OR price NOT IN (2.0) OR item > 2 + 5")
+        .await
+        .expect("delete");
+    // Items 4..=9 have a price (4.0 ..= 9.0): both NOT IN hold. Items 0..=3 have none:
+    // every disjunct is null or false (item > 7 is false), so they stay.
+    assert_eq!(count(&r), 6);
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 4);
+}
+
+/// Regression: a `MERGE` condition that is null does not hold, also when DataFusion's
+/// simplifier would fold it to `true` (`x NOT IN (1) OR x NOT IN (2)` with `x` null).
+#[tokio::test]
+async fn a_null_merge_condition_does_not_hold() {
+    let (engine, _table) = writable_sales(3).await;
+    let r = engine
+        .sql(
+            "MERGE INTO sales t USING (SELECT 1 AS item, CAST(NULL AS DOUBLE) AS p) s \
+             ON t.item = s.item \
+             WHEN MATCHED AND (s.p NOT IN (1.0) OR s.p NOT IN (2.0)) THEN DELETE",
+        )
+        .await
+        .expect("merge");
+    assert_eq!(count(&r), 0);
+    assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 3);
+}

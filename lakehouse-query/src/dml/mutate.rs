@@ -8,8 +8,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use lakehouse_core::{Assignment, ColumnFn, Error, Predicate, Result, WritableTable};
@@ -62,22 +63,72 @@ fn df_schema(schema: &SchemaRef) -> Result<DFSchema> {
     DFSchema::try_from(schema.as_ref().clone()).map_df()
 }
 
-/// `expr` planned as a physical expression over `schema`, simplified first as
-/// DataFusion's optimizer would: some functions only run in their simplified form
-/// (DataFusion's `coalesce` becomes a `CASE` and fails if evaluated itself).
+/// `expr` planned as a physical expression over `schema`, its function calls
+/// simplified first as DataFusion's optimizer would: some functions only run in their
+/// simplified form (DataFusion's `coalesce` becomes a `CASE` and fails if evaluated
+/// itself).
+///
+/// Only function calls: DataFusion 55's general simplifier is not null-safe for every
+/// rewrite (`x NOT IN (1) OR x NOT IN (2)` becomes `true`, also where `x` is null:
+/// apache/datafusion#24258), and a `MERGE` condition that is null must not hold.
 pub(crate) fn physical_expr(
     state: &SessionState,
     expr: Expr,
     schema: &DFSchema,
 ) -> datafusion::common::Result<Arc<dyn PhysicalExpr>> {
     let dfs = Arc::new(schema.clone());
-    let context = SimplifyContext::builder()
-        .with_schema(dfs.clone())
-        .with_config_options(state.config_options().clone())
-        .build();
-    let simplifier = ExprSimplifier::new(context);
-    let simplified = simplifier.simplify(simplifier.coerce(expr, &dfs)?)?;
-    state.create_physical_expr(simplified, &dfs)
+    let context = || {
+        SimplifyContext::builder()
+            .with_schema(dfs.clone())
+            .with_config_options(state.config_options().clone())
+            .build()
+    };
+    let mut expr = ExprSimplifier::new(context()).coerce(expr, &dfs)?;
+    let info = context();
+    // A simplified call may hold calls to simplify in turn; a few rounds reach them.
+    for _ in 0..4 {
+        let rewritten = expr.transform_up(|e| match e {
+            Expr::ScalarFunction(ScalarFunction { func, args }) => {
+                Ok(match func.simplify(args, &info)? {
+                    ExprSimplifyResult::Simplified(e) => Transformed::yes(e),
+                    ExprSimplifyResult::Original(args) => {
+                        Transformed::no(Expr::ScalarFunction(ScalarFunction { func, args }))
+                    }
+                })
+            }
+            other => Ok(Transformed::no(other)),
+        })?;
+        expr = rewritten.data;
+        if !rewritten.transformed {
+            break;
+        }
+    }
+    state.create_physical_expr(expr, &dfs)
+}
+
+/// `expr` with each operand of its `AND`, `OR` and `NOT` simplified on its own.
+///
+/// Not the whole condition: DataFusion 55's simplifier combines operands in rewrites
+/// that are not null-safe (`x NOT IN (1) OR x NOT IN (2)` becomes `true`, also where
+/// `x` is null: apache/datafusion#24258), and a delete would then take rows SQL keeps.
+fn simplify_comparisons(
+    simplifier: &ExprSimplifier,
+    schema: &DFSchema,
+    expr: Expr,
+) -> datafusion::common::Result<Expr> {
+    Ok(match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: op @ (Operator::And | Operator::Or),
+            right,
+        }) => Expr::BinaryExpr(BinaryExpr::new(
+            Box::new(simplify_comparisons(simplifier, schema, *left)?),
+            op,
+            Box::new(simplify_comparisons(simplifier, schema, *right)?),
+        )),
+        Expr::Not(inner) => Expr::Not(Box::new(simplify_comparisons(simplifier, schema, *inner)?)),
+        leaf => simplifier.simplify(simplifier.coerce(leaf, schema)?)?,
+    })
 }
 
 /// The `WHERE` as an exact core predicate (so the table prunes files by partition
@@ -109,10 +160,7 @@ pub(crate) fn where_predicate(
         .with_config_options(state.config_options().clone())
         .build();
     let simplifier = ExprSimplifier::new(context);
-    let simplified = simplifier
-        .coerce(expr.clone(), &dfs)
-        .and_then(|e| simplifier.simplify(e))
-        .map_df()?;
+    let simplified = simplify_comparisons(&simplifier, &dfs, expr.clone()).map_df()?;
     if let Some(p) = to_predicate(&simplified, schema) {
         return Ok(p);
     }
