@@ -25,7 +25,9 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 
 use super::errors::{error_info, pg_error, pg_refusal};
-use super::sql_text::{bind_literals, leading_words, parameter_count, split_statements};
+use super::sql_text::{
+    bind_literals, leading_words, parameter_count, split_statements, top_level_words,
+};
 use super::types;
 
 /// What a statement is, for the server: rows to send, or a command and its tag.
@@ -112,6 +114,12 @@ fn classify(sql: &str) -> Kind {
     }
 }
 
+/// Whether the parameters of a command are typed by planning it at Parse: the DML
+/// DataFusion plans (`MERGE` and `CREATE TABLE` the engine plans itself, at run).
+fn typed_by_plan(kind: &Kind) -> bool {
+    matches!(kind, Kind::Command(verb) if matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE"))
+}
+
 /// The rows a command changed: the `count` the engine answers DML with.
 fn affected_rows(result: &QueryResult) -> usize {
     let schema = result.schema();
@@ -140,9 +148,10 @@ fn command_tag(verb: &str, sql: &str, result: &QueryResult) -> Tag {
         "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(rows),
         "UPDATE" | "DELETE" | "MERGE" => Tag::new(verb).with_rows(rows),
         // `CREATE TABLE ... AS SELECT` reports the rows it wrote, as Postgres does.
-        "CREATE TABLE" if leading_words(sql, 64).iter().any(|w| w == "AS") => {
+        "CREATE TABLE" if top_level_words(sql).iter().any(|w| w == "AS") => {
             Tag::new("SELECT").with_rows(rows)
         }
+        "TRUNCATE" => Tag::new("TRUNCATE TABLE"),
         other => Tag::new(other),
     }
 }
@@ -326,6 +335,12 @@ impl QueryParser for Parser {
             statement.parameter_types = prepared.parameter_types().map_err(|e| pg_error(&e))?;
             statement.schema = Some(prepared.schema());
             statement.prepared = Some(prepared);
+        } else if typed_by_plan(&kind) {
+            // Planned only for their parameters' types (the column a value goes to or
+            // is compared with) and to report errors at Parse; they still run as text,
+            // with their parameters written in as literals.
+            let planned = self.engine.prepare(sql).await.map_err(|e| pg_error(&e))?;
+            statement.parameter_types = planned.parameter_types().map_err(|e| pg_error(&e))?;
         }
         Ok(Some(statement))
     }
