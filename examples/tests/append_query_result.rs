@@ -297,6 +297,7 @@ async fn views_over_a_table_take_back_deleted_and_updated_rows() {
         check("delete all").await;
         assert_eq!(text_rows(&engine, "SELECT * FROM total").await, ["|0"]);
     }
+}
 
 /// `MERGE INTO` a partitioned Delta table through SQL: one commit, the partitions of
 /// the source's keys rewritten, the others untouched; a bad statement commits nothing.
@@ -398,6 +399,7 @@ async fn sql_merge_into_a_partitioned_table_is_one_commit() {
         .await
         .unwrap();
     assert_eq!(all.iter().map(|b| b.num_rows()).sum::<usize>(), 60);
+}
 
 /// Column `c` of a result as i64 values.
 fn ints(result: &lakehouse_query::QueryResult, c: usize) -> Vec<i64> {
