@@ -445,9 +445,7 @@ fn row(fields: &[&str]) -> Vec<Option<String>> {
 async fn clients_create_and_change_tables_in_the_data_directory() {
     let dir = data_dir().await;
     let server = start(&dir).await;
-    let client = client(server.local_addr(), PASSWORD)
-        .await
-        .expect("log in");
+    let client = client(server.local_addr(), PASSWORD).await.expect("log in");
 
     // CREATE TABLE makes a Delta table under the directory, at version 0.
     let n = client
@@ -562,10 +560,10 @@ async fn clients_create_and_change_tables_in_the_data_directory() {
 
     // A new server over the directory serves the tables created over the wire.
     let server = start_serving(&dir, &["orders", "price_changes", "prices"]).await;
-    let client = client(server.local_addr(), PASSWORD)
+    let again = self::client(server.local_addr(), PASSWORD)
         .await
         .expect("log in again");
-    assert_eq!(simple_rows(&client, select).await, expected);
+    assert_eq!(simple_rows(&again, select).await, expected);
     server.shutdown().await;
 }
 

@@ -248,6 +248,34 @@ async fn a_delete_matching_nothing_makes_no_commit() {
 }
 
 #[tokio::test]
+async fn a_delete_of_every_row_removes_every_file_partitioned_or_not() {
+    for partitioned in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = if partitioned {
+            by_region(dir.path()).await
+        } else {
+            Table::create(
+                Location::local(dir.path()).unwrap(),
+                schema(),
+                TableOptions::new(),
+            )
+            .await
+            .unwrap()
+        };
+        t.append(vec![batch(0, 100)]).await.unwrap();
+        t.append(vec![batch(100, 50)]).await.unwrap();
+        // `DELETE FROM t` and `TRUNCATE t`: a predicate on no column.
+        let out = t.delete_where(&Predicate::Literal(true)).await.unwrap();
+        assert_eq!(out.rows_affected, 150, "partitioned: {partitioned}");
+        assert_eq!(out.version, Some(3));
+        assert!(paths(&t).await.is_empty());
+        assert_eq!(rows(&collect(&t, ScanRequest::new()).await), 0);
+        let out = t.delete_where(&Predicate::Literal(false)).await.unwrap();
+        assert_eq!((out.rows_affected, out.version), (0, None));
+    }
+}
+
+#[tokio::test]
 async fn a_concurrent_append_survives_a_delete_and_nothing_is_resurrected() {
     let dir = tempfile::tempdir().unwrap();
     let t1 = by_region(dir.path()).await;

@@ -24,7 +24,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 
-use super::errors::{error_info, pg_error, pg_refusal};
+use super::errors::{error_info, pg_error, pg_refusal, sqlstate};
 use super::sql_text::{
     bind_literals, leading_words, parameter_count, split_statements, top_level_words,
 };
@@ -118,6 +118,12 @@ fn classify(sql: &str) -> Kind {
 /// DataFusion plans (`MERGE` and `CREATE TABLE` the engine plans itself, at run).
 fn typed_by_plan(kind: &Kind) -> bool {
     matches!(kind, Kind::Command(verb) if matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE"))
+}
+
+/// Whether the engine reads a command itself rather than planning it with DataFusion:
+/// `MERGE` and the materialized view commands.
+fn read_by_engine(verb: &str) -> bool {
+    verb == "MERGE" || verb.starts_with("REFRESH") || verb.ends_with("MATERIALIZED VIEW")
 }
 
 /// The rows a command changed: the `count` the engine answers DML with.
@@ -335,12 +341,25 @@ impl QueryParser for Parser {
             statement.parameter_types = prepared.parameter_types().map_err(|e| pg_error(&e))?;
             statement.schema = Some(prepared.schema());
             statement.prepared = Some(prepared);
-        } else if typed_by_plan(&kind) {
-            // Planned only for their parameters' types (the column a value goes to or
-            // is compared with) and to report errors at Parse; they still run as text,
-            // with their parameters written in as literals.
-            let planned = self.engine.prepare(sql).await.map_err(|e| pg_error(&e))?;
-            statement.parameter_types = planned.parameter_types().map_err(|e| pg_error(&e))?;
+        } else if let Kind::Command(verb) = &kind {
+            // Commands still run as text at Execute, with their parameters written in
+            // as literals; they are planned here for their parameters' types (DML: the
+            // column a value goes to or is compared with) and to report errors at
+            // Parse, as Postgres does: every error of DML, syntax errors of the rest.
+            // Statements the engine reads itself are left to Execute.
+            if !read_by_engine(verb) {
+                match self.engine.prepare(sql).await {
+                    Ok(planned) if typed_by_plan(&kind) => {
+                        statement.parameter_types =
+                            planned.parameter_types().map_err(|e| pg_error(&e))?;
+                    }
+                    Ok(_) => {}
+                    Err(e) if typed_by_plan(&kind) || sqlstate(&e) == "42601" => {
+                        return Err(pg_error(&e));
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         Ok(Some(statement))
     }
@@ -390,7 +409,15 @@ fn bound_parameters(portal: &Portal<Statement>) -> Result<Vec<Scalar>, Error> {
         .enumerate()
         .map(|(i, value)| {
             let target = statement.parameter_types.get(i).cloned().flatten();
-            let ty = declared.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN);
+            // A client that declared no type encodes the value as the type the server
+            // described for it (the plan's).
+            let ty = declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| target.as_ref().and_then(types::pg_type).map(|(t, _)| t))
+                .unwrap_or(Type::UNKNOWN);
             let binary = matches!(
                 result_format(&portal.parameter_format, i),
                 FieldFormat::Binary

@@ -299,7 +299,16 @@ mod tests {
     fn top_level_words_skip_parentheses_strings_and_quoted_names() {
         assert_eq!(
             top_level_words("create table t partitioned by (day) as select 1"),
-            vec!["CREATE", "TABLE", "T", "PARTITIONED", "BY", "AS", "SELECT", "1"]
+            vec![
+                "CREATE",
+                "TABLE",
+                "T",
+                "PARTITIONED",
+                "BY",
+                "AS",
+                "SELECT",
+                "1"
+            ]
         );
         let words = top_level_words("CREATE TABLE t (a INT, \"as\" INT, b VARCHAR DEFAULT 'as')");
         assert_eq!(words, vec!["CREATE", "TABLE", "T"]);

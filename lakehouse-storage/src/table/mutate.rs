@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use lakehouse_core::{
@@ -505,7 +505,12 @@ impl Table {
             columns.push(value.to_array_of(field.data_type())?);
             fields.push(Field::new(&p.name, field.data_type().clone(), true));
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        // One row, also without partition columns (a predicate on none, `TRUE`).
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )?;
         Ok(match_mask(predicate, &batch)?.value(0))
     }
 
