@@ -145,7 +145,8 @@
 //! retries its own mutations, `lakehouse_storage::MUTATION_ATTEMPTS`), then reported
 //! as the conflict.
 //!
-//! Refused with [`ErrorKind::Unsupported`]: `MERGE`, `INSERT OVERWRITE` / `REPLACE`,
+//! `MERGE INTO` is one commit too (see **MERGE** above). Refused with
+//! [`ErrorKind::Unsupported`]: `INSERT OVERWRITE` / `REPLACE`,
 //! `DELETE ... LIMIT`, `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`,
 //! `CREATE OR REPLACE`, temporary tables, table constraints (`PRIMARY KEY`,
 //! `UNIQUE`) and column defaults; `RETURNING` is not supported by DataFusion's
