@@ -28,6 +28,7 @@ mod ml;
 mod ml_fold_in;
 mod ml_models;
 mod query;
+mod query_dml;
 mod query_pgwire;
 // Shared measurement helpers; not every subcommand uses every one.
 #[allow(dead_code)]
@@ -42,7 +43,7 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|cache-hit-ratio|ml-fold-in|ml-quality|storage-log|stream-nats> [--quick] [--seed N]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|cache-hit-ratio|ml-fold-in|ml-quality|storage-log|stream-nats|query-dml> [--quick] [--seed N]";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -66,6 +67,7 @@ const PARTS: &[(&str, Subcommand)] = &[
     ("ml-quality", ml::quality_only),
     ("storage-log", storage_log::run_alone),
     ("stream-nats", stream_nats::run),
+    ("query-dml", query_dml::run),
 ];
 
 /// `stream`: the in-process and durable stream, then the same on NATS JetStream.

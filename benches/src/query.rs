@@ -1,6 +1,7 @@
 //! `lakehouse-bench query`: TPC-H against DuckDB and DataFusion alone, materialized view
 //! reads and refreshes, result-cache hits and point-query latency (in-process, and over
-//! the Postgres wire protocol in `query_pgwire`).
+//! the Postgres wire protocol in `query_pgwire`), and SQL writes against DuckDB in
+//! `query_dml`.
 //!
 //! TPC-H runs twice on our side: over the tpchgen Parquet files (`register_parquet`)
 //! and over the same data written into Delta tables by `lakehouse-storage` (the
@@ -41,6 +42,7 @@ pub(crate) fn run(report: &mut Report) -> BenchResult {
         point_and_cache(report).await?;
         crate::query_pgwire::point_query(report).await?;
         views(report).await?;
+        crate::query_dml::dml(report).await?;
         tpch(report).await
     })
 }

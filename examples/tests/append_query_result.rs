@@ -375,7 +375,7 @@ async fn sql_merge_into_a_partitioned_table_is_one_commit() {
         )
         .await
         .unwrap();
-    let b = arrow::compute::concat_batches(&r.schema(), r.batches()).unwrap();
+    let b = arrow::compute::concat_batches(r.schema(), r.batches()).unwrap();
     let ids: Vec<i64> = b.column(0).as_primitive::<Int64Type>().values().to_vec();
     let prices: Vec<f64> = b.column(1).as_primitive::<Float64Type>().values().to_vec();
     assert_eq!(ids, [0, 3, 9, 1000]);

@@ -149,8 +149,11 @@ pub fn check_partition_columns(schema: &SchemaRef, partition_columns: &[String])
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryCatalog {
-    tables: Arc<RwLock<BTreeMap<String, (MemoryTable, Vec<String>)>>>,
+    tables: Arc<RwLock<BTreeMap<String, CatalogEntry>>>,
 }
+
+/// A table of a [`MemoryCatalog`] and the partition columns it was created with.
+type CatalogEntry = (MemoryTable, Vec<String>);
 
 impl fmt::Debug for MemoryCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

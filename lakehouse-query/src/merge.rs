@@ -342,13 +342,13 @@ impl QueryEngine {
                     continue;
                 }
             }
-            if on_target && !on_source {
-                if let Some(p) =
+            if on_target
+                && !on_source
+                && let Some(p) =
                     strip_qualifiers(conjunct.clone()).and_then(|e| to_predicate(&e, target))
-                {
-                    target_filter.push(p);
-                    continue;
-                }
+            {
+                target_filter.push(p);
+                continue;
             }
             residual.push(conjunct);
         }

@@ -162,7 +162,7 @@ pub struct MergeKey {
 /// * each source row matching no target row takes the first `WHEN NOT MATCHED` clause
 ///   whose condition is true and inserts a row;
 /// * when there is a `WHEN MATCHED` clause, a target row matched by more than one
-///   source row is an error ([`ErrorKind::InvalidInput`]) and nothing is committed
+///   source row is an error ([`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)) and nothing is committed
 ///   (the SQL standard's cardinality rule, as Delta Lake).
 ///
 /// The keys let a table read only the files whose statistics or partition values may

@@ -108,9 +108,12 @@ pub(crate) fn where_predicate(
     ))
 }
 
+/// The `SET` values of an `UPDATE` (column and value) and its `WHERE`.
+type UpdateParts = (Vec<(String, Expr)>, Option<Expr>);
+
 /// The `SET` values of an `UPDATE` input plan (a projection of every column, assigned
 /// ones computed, over an optional `Filter` over the scan) and its `WHERE`.
-fn update_parts(table: &str, plan: &LogicalPlan) -> Result<(Vec<(String, Expr)>, Option<Expr>)> {
+fn update_parts(table: &str, plan: &LogicalPlan) -> Result<UpdateParts> {
     let LogicalPlan::Projection(projection) = plan else {
         return Err(unsupported(table, "this form of UPDATE is not supported"));
     };

@@ -33,8 +33,10 @@ use crate::write::encode;
 /// [`Table::stage_merge`].
 ///
 /// [`commit`](Self::commit) makes it one commit on top of the latest version, or fails
-/// with [`ErrorKind::Conflict`] by the rules of the [module docs](self). Dropping it
-/// without committing leaves its new files behind until [`Table::vacuum`] (call
+/// with [`ErrorKind::Conflict`] when a commit since its read removed or rewrote a file
+/// it read, changed the table's metadata, or appended a file whose partition values and
+/// statistics admit the source's keys (appends that cannot hold a matching row do not
+/// conflict). Dropping it without committing leaves its new files behind until [`Table::vacuum`] (call
 /// [`abort`](Self::abort) to delete them at once).
 #[derive(Debug)]
 #[must_use = "a staged merge does nothing until it is committed"]
