@@ -547,6 +547,7 @@ async fn clients_create_and_change_tables_in_the_data_directory() {
             "42804",
         ),
         ("CREATE TABLE prices (a BIGINT)", "42P07"),
+        ("DROP TABLE prices", "0A000"),
     ];
     for (sql, expected_code) in failing {
         let e = client.execute(sql, &[]).await.expect_err(sql);
@@ -556,10 +557,42 @@ async fn clients_create_and_change_tables_in_the_data_directory() {
     }
     assert_eq!(version_on_disk(&dir, "prices").await, 5);
     assert_eq!(simple_rows(&client, select).await, expected);
+
+    // A table another writer creates under the directory while the server runs is
+    // served from the first statement that names it, writable.
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let other = Table::create(
+        Location::local(dir.path().join("late")).expect("location"),
+        schema.clone(),
+        TableOptions::new().name("late"),
+    )
+    .await
+    .expect("create a table on disk");
+    other
+        .append(vec![
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 6]))])
+                .expect("batch"),
+        ])
+        .await
+        .expect("append");
+    let n = client
+        .execute("INSERT INTO late VALUES (7)", &[])
+        .await
+        .expect("insert into a table created on disk");
+    assert_eq!(n, 1);
+    assert_eq!(
+        simple_rows(&client, "SELECT sum(n) FROM late").await,
+        vec![row(&["18"])]
+    );
+    let e = client
+        .simple_query("CREATE TABLE late (n BIGINT)")
+        .await
+        .expect_err("exists");
+    assert_eq!(code(&e), "42P07");
     server.shutdown().await;
 
     // A new server over the directory serves the tables created over the wire.
-    let server = start_serving(&dir, &["orders", "price_changes", "prices"]).await;
+    let server = start_serving(&dir, &["late", "orders", "price_changes", "prices"]).await;
     let again = self::client(server.local_addr(), PASSWORD)
         .await
         .expect("log in again");

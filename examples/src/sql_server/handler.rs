@@ -46,6 +46,9 @@ enum Kind {
     BeginTransaction,
     /// `SET` of an engine option: refused, it would change every session.
     EngineSetting,
+    /// `DROP TABLE`: refused, the engine would forget the table but its files would
+    /// stay in the table catalog.
+    DropTable,
 }
 
 /// Session variables that clients set on connecting; the server accepts and ignores
@@ -108,7 +111,11 @@ fn classify(sql: &str) -> Kind {
                 [first, ..] => *first,
                 [] => "",
             };
-            Kind::Command(format!("{} {object}", word(0)).trim_end().to_owned())
+            let verb = format!("{} {object}", word(0)).trim_end().to_owned();
+            if verb == "DROP TABLE" {
+                return Kind::DropTable;
+            }
+            Kind::Command(verb)
         }
         other => Kind::Command(other.to_owned()),
     }
@@ -223,20 +230,55 @@ impl Statements {
     async fn run_simple(&self, sql: &str) -> Result<Response, Error> {
         match classify(sql) {
             Kind::Query => {
-                let result = self.engine.sql(sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, sql).await?;
                 Ok(Response::Query(query_response(&result, |_| {
                     FieldFormat::Text
                 })?))
             }
             Kind::Command(verb) => {
-                let result = self.engine.sql(sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, sql).await?;
                 Ok(Response::Execution(command_tag(&verb, sql, &result)))
             }
             Kind::Setting => Ok(Response::Execution(Tag::new("SET"))),
             Kind::EndTransaction(tag) => Ok(Response::Execution(Tag::new(&tag))),
             Kind::BeginTransaction => Err(no_transactions()),
             Kind::EngineSetting => Err(no_engine_settings()),
+            Kind::DropTable => Err(no_drop_table()),
         }
+    }
+}
+
+/// Whether `e` may be about a table that appeared in the engine's catalog after the
+/// server started (another process created it: a statement finds no table, or a
+/// `CREATE TABLE` finds one) and new tables are registered from the catalog.
+async fn found_new_tables(engine: &QueryEngine, e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::TableNotFound | ErrorKind::AlreadyExists
+    ) && engine.catalog().is_some()
+        && engine
+            .register_catalog_tables()
+            .await
+            .is_ok_and(|new| !new.is_empty())
+}
+
+/// Runs `sql`; when it failed for a table new in the catalog, runs it once more, with
+/// the table registered. A statement that failed so wrote nothing.
+async fn sql_seeing_new_tables(engine: &QueryEngine, sql: &str) -> Result<QueryResult, Error> {
+    match engine.sql(sql).await {
+        Err(e) if found_new_tables(engine, &e).await => engine.sql(sql).await,
+        other => other,
+    }
+}
+
+/// Plans `sql` as [`sql_seeing_new_tables`] runs it.
+async fn prepare_seeing_new_tables(
+    engine: &QueryEngine,
+    sql: &str,
+) -> Result<PreparedQuery, Error> {
+    match engine.prepare(sql).await {
+        Err(e) if found_new_tables(engine, &e).await => engine.prepare(sql).await,
+        other => other,
     }
 }
 
@@ -244,6 +286,14 @@ fn no_transactions() -> Error {
     Error::new(
         ErrorKind::Unsupported,
         "transactions are not supported: each statement commits on its own",
+    )
+}
+
+fn no_drop_table() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "DROP TABLE is not supported: a table's files stay where the table catalog keeps \
+         them (remove its directory with the server stopped)",
     )
 }
 
@@ -337,7 +387,9 @@ impl QueryParser for Parser {
         if kind == Kind::Query {
             // Errors (syntax, a missing table or column) are reported at Parse, as
             // Postgres does.
-            let prepared = self.engine.prepare(sql).await.map_err(|e| pg_error(&e))?;
+            let prepared = prepare_seeing_new_tables(&self.engine, sql)
+                .await
+                .map_err(|e| pg_error(&e))?;
             statement.parameter_types = prepared.parameter_types().map_err(|e| pg_error(&e))?;
             statement.schema = Some(prepared.schema());
             statement.prepared = Some(prepared);
@@ -348,7 +400,7 @@ impl QueryParser for Parser {
             // Parse, as Postgres does: every error of DML, syntax errors of the rest.
             // Statements the engine reads itself are left to Execute.
             if !read_by_engine(verb) {
-                match self.engine.prepare(sql).await {
+                match prepare_seeing_new_tables(&self.engine, sql).await {
                     Ok(planned) if typed_by_plan(&kind) => {
                         statement.parameter_types =
                             planned.parameter_types().map_err(|e| pg_error(&e))?;
@@ -517,10 +569,11 @@ impl Statements {
             (Kind::EndTransaction(tag), _) => Ok(Response::Execution(Tag::new(tag))),
             (Kind::BeginTransaction, _) => Err(no_transactions()),
             (Kind::EngineSetting, _) => Err(no_engine_settings()),
+            (Kind::DropTable, _) => Err(no_drop_table()),
             (kind, _) => {
                 // Commands are not planned ahead: their parameters become literals.
                 let sql = bind_literals(&statement.sql, &params)?;
-                let result = self.engine.sql(&sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, &sql).await?;
                 let verb = match kind {
                     Kind::Command(verb) => verb.as_str(),
                     _ => "SELECT",
@@ -557,5 +610,12 @@ mod tests {
             Kind::EngineSetting
         );
         assert_eq!(classify("begin"), Kind::BeginTransaction);
+        assert_eq!(classify("DROP TABLE IF EXISTS t"), Kind::DropTable);
+        assert_eq!(classify("drop view v"), Kind::Command("DROP VIEW".into()));
+        assert_eq!(
+            classify("merge into t using s on t.a = s.a when matched then delete"),
+            Kind::Command("MERGE".into())
+        );
+        assert_eq!(classify("truncate t"), Kind::Command("TRUNCATE".into()));
     }
 }

@@ -53,7 +53,9 @@
 //!   `MERGE INTO t USING s ON ... WHEN [NOT] MATCHED ...` run on the engine's writable
 //!   tables and in its table catalog, as the `lakehouse-query` crate documents them
 //!   ("Writing with SQL"). Over [`open_data_dir`], every table under the directory is
-//!   writable and a created table is a new Delta table in the directory. Each
+//!   writable and a created table is a new Delta table in the directory; a table
+//!   another process creates there while the server runs is served from the first
+//!   statement that names it. Each
 //!   statement is one atomic commit (autocommit), made before its command tag is
 //!   sent; a statement that fails commits nothing. In the extended protocol the
 //!   parameters of `INSERT`, `UPDATE` and `DELETE` are typed by the plan (the column
@@ -78,6 +80,8 @@
 //!
 //! # What is refused or ignored
 //!
+//! * `DROP TABLE` fails with `0A000`: the engine would forget the table while its
+//!   files stay in the directory.
 //! * Transactions: `BEGIN` fails with `0A000` (each statement commits on its own);
 //!   `COMMIT` and `ROLLBACK` answer their tag and do nothing.
 //! * `SET` of the session variables clients send on connecting (`client_encoding`,
