@@ -1,15 +1,21 @@
 //! A Postgres wire-protocol endpoint over a directory of Delta tables: `psql`, JDBC and
-//! other Postgres clients connect and run SQL on every table under the directory.
+//! other Postgres clients connect and run SQL on every table under the directory,
+//! reading and changing them (`INSERT`, `UPDATE`, `DELETE`, `MERGE INTO`) and creating
+//! new ones there (`CREATE TABLE [AS SELECT]`).
 //!
 //! ```text
 //! LAKEHOUSE_SQL_PASSWORD=secret cargo run --release -p lakehouse-examples \
 //!     --example sql_server -- --data-dir DIR --listen 127.0.0.1:5433 [--user NAME]
 //! PGPASSWORD=secret psql -h 127.0.0.1 -p 5433 -U lakehouse -d lakehouse \
+//!     -c 'CREATE TABLE prices (item BIGINT, price DOUBLE)' \
+//!     -c 'INSERT INTO prices VALUES (1, 9.5), (2, 3.25)' \
 //!     -c 'SELECT count(*) FROM events'
 //! ```
 //!
 //! Each directory directly under `--data-dir` that holds a Delta table (a `_delta_log`)
-//! is served under the directory's name. Clients authenticate with SCRAM-SHA-256 as
+//! is served, writable, under the directory's name; `CREATE TABLE t` makes the Delta
+//! table `DIR/t`, which other engines (delta-rs, Spark, DuckDB) read as well. Each
+//! statement is one Delta commit. Clients authenticate with SCRAM-SHA-256 as
 //! `--user` (default `lakehouse`) with the password in the environment variable
 //! `LAKEHOUSE_SQL_PASSWORD`; without one the server refuses to start, unless
 //! `--no-auth`, which is accepted only on a loopback `--listen` address. `--listen`
@@ -22,7 +28,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use lakehouse_examples::sql_server::{Auth, SqlServer, register_tables};
+use lakehouse_examples::sql_server::{Auth, SqlServer, open_data_dir};
 use lakehouse_query::QueryEngine;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -86,14 +92,14 @@ async fn main() -> BoxResult<()> {
         })?;
         Auth::password(args.user.clone(), password)?
     };
-    let engine = QueryEngine::new();
-    let tables = register_tables(&engine, &args.data_dir).await?;
+    let (engine, tables) = open_data_dir(QueryEngine::builder(), &args.data_dir).await?;
     let server = SqlServer::new(engine, auth.clone())
         .bind(args.listen)
         .await?;
     println!("sql_server listening on {}", server.local_addr());
     println!(
-        "tables ({}): {}",
+        "tables under {} ({}): {}",
+        args.data_dir.display(),
         tables.len(),
         if tables.is_empty() {
             "none".to_owned()

@@ -1,8 +1,9 @@
 //! The Postgres wire-protocol server against real clients: `psql` (the simple query
-//! protocol, errors, authentication) and `tokio-postgres` (the extended protocol:
-//! prepared statements, typed parameters, binary results, cancel requests). The server
-//! runs in-process on a free loopback port over a temporary directory with one Delta
-//! table. The `psql` tests say they were skipped when `psql` is not installed.
+//! protocol, command tags, errors, authentication) and `tokio-postgres` (the extended
+//! protocol: prepared statements, typed parameters, binary results, cancel requests,
+//! DML with parameters). The server runs in-process on a free loopback port over a
+//! temporary directory with one Delta table; tables created over the wire land there.
+//! The `psql` tests say they were skipped when `psql` is not installed.
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -13,8 +14,8 @@ use arrow::array::{
     StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use lakehouse_core::ErrorKind;
-use lakehouse_examples::sql_server::{Auth, RunningServer, SqlServer, register_tables};
+use lakehouse_core::{ErrorKind, TableSource};
+use lakehouse_examples::sql_server::{Auth, RunningServer, SqlServer, open_data_dir};
 use lakehouse_query::QueryEngine;
 use lakehouse_storage::{Location, Table, TableOptions};
 use tokio_postgres::types::{FromSql, Type};
@@ -78,11 +79,15 @@ async fn data_dir() -> tempfile::TempDir {
 }
 
 async fn start(dir: &tempfile::TempDir) -> RunningServer {
-    let engine = QueryEngine::new();
-    let tables = register_tables(&engine, dir.path())
+    start_serving(dir, &["orders"]).await
+}
+
+/// A server over `dir`, which holds the tables `expected`.
+async fn start_serving(dir: &tempfile::TempDir, expected: &[&str]) -> RunningServer {
+    let (engine, tables) = open_data_dir(QueryEngine::builder(), dir.path())
         .await
-        .expect("register tables");
-    assert_eq!(tables, vec!["orders".to_owned()]);
+        .expect("open the data directory");
+    assert_eq!(tables, expected);
     let auth = Auth::password(USER, PASSWORD).expect("auth");
     SqlServer::new(engine, auth)
         .bind("127.0.0.1:0".parse().expect("address"))
@@ -400,5 +405,256 @@ async fn no_auth_is_refused_off_loopback() {
         .await
         .expect("query");
     assert_eq!(rows[0].get::<_, i64>(0), 42);
+    server.shutdown().await;
+}
+
+/// The version of the Delta table `dir/name`, read from disk.
+async fn version_on_disk(dir: &tempfile::TempDir, name: &str) -> u64 {
+    let path = dir.path().join(name);
+    assert!(path.join("_delta_log").is_dir(), "no Delta log in {path:?}");
+    let table = Table::open(Location::local(&path).expect("location"))
+        .await
+        .expect("open table");
+    table.version().await.expect("version")
+}
+
+/// The rows of a simple query, each as its text fields (`None` for null).
+async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client.simple_query(sql).await.expect(sql);
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn row(fields: &[&str]) -> Vec<Option<String>> {
+    fields
+        .iter()
+        .map(|f| (*f != "NULL").then(|| (*f).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_create_and_change_tables_in_the_data_directory() {
+    let dir = data_dir().await;
+    let server = start(&dir).await;
+    let client = client(server.local_addr(), PASSWORD).await.expect("log in");
+
+    // CREATE TABLE makes a Delta table under the directory, at version 0.
+    let n = client
+        .execute(
+            "CREATE TABLE prices (item BIGINT NOT NULL, name VARCHAR, price DOUBLE)",
+            &[],
+        )
+        .await
+        .expect("create table");
+    assert_eq!(n, 0);
+    assert_eq!(version_on_disk(&dir, "prices").await, 0);
+
+    // INSERT: `INSERT 0 n`; with parameters typed by the columns they go to.
+    let n = client
+        .execute(
+            "INSERT INTO prices VALUES (1, 'tea', 2.5), (2, 'coffee', 4.0), (3, 'milk', 1.25)",
+            &[],
+        )
+        .await
+        .expect("insert values");
+    assert_eq!(n, 3);
+    let insert = client
+        .prepare("INSERT INTO prices (item, name, price) VALUES ($1, $2, $3)")
+        .await
+        .expect("prepare insert");
+    assert_eq!(insert.params(), &[Type::INT8, Type::TEXT, Type::FLOAT8]);
+    let n = client
+        .execute(&insert, &[&4i64, &"juice", &3.0f64])
+        .await
+        .expect("insert with parameters");
+    assert_eq!(n, 1);
+
+    // UPDATE and DELETE with parameters: `UPDATE n`, `DELETE n`.
+    let n = client
+        .execute(
+            "UPDATE prices SET price = price * 2 WHERE item = $1",
+            &[&1i64],
+        )
+        .await
+        .expect("update");
+    assert_eq!(n, 1);
+    let n = client
+        .execute("DELETE FROM prices WHERE price < $1", &[&2.0f64])
+        .await
+        .expect("delete");
+    assert_eq!(n, 1);
+
+    // CREATE TABLE AS SELECT (`SELECT n`), then MERGE from it: one update, one insert.
+    let n = client
+        .execute(
+            "CREATE TABLE price_changes AS SELECT * FROM \
+             (VALUES (2, 'coffee', 5.0), (9, 'cake', 6.5)) AS v(item, name, price)",
+            &[],
+        )
+        .await
+        .expect("create table as select");
+    assert_eq!(n, 2);
+    assert_eq!(version_on_disk(&dir, "price_changes").await, 1);
+    let n = client
+        .execute(
+            "MERGE INTO prices p USING price_changes c ON p.item = c.item \
+             WHEN MATCHED THEN UPDATE SET price = c.price \
+             WHEN NOT MATCHED THEN INSERT (item, name, price) VALUES (c.item, c.name, c.price)",
+            &[],
+        )
+        .await
+        .expect("merge");
+    assert_eq!(n, 2);
+
+    let expected = vec![
+        row(&["1", "tea", "5"]),
+        row(&["2", "coffee", "5"]),
+        row(&["4", "juice", "3"]),
+        row(&["9", "cake", "6.5"]),
+    ];
+    let select = "SELECT item, name, price FROM prices ORDER BY item";
+    assert_eq!(simple_rows(&client, select).await, expected);
+    // Create, two inserts, update, delete, merge: one commit each.
+    assert_eq!(version_on_disk(&dir, "prices").await, 5);
+
+    // The table that was there before the server started is writable too.
+    let n = client
+        .execute("DELETE FROM orders WHERE name IS NULL", &[])
+        .await
+        .expect("delete from orders");
+    assert_eq!(n, 1);
+    assert_eq!(version_on_disk(&dir, "orders").await, 2);
+
+    // Failing statements get their SQLSTATE, commit nothing, and the session goes on.
+    let failing = [
+        // A text that is no number, for a BIGINT column.
+        ("INSERT INTO prices VALUES ('x', 'bad', 1.0)", "42804"),
+        ("UPDATE prices SET nope = 1", "42703"),
+        ("DELETE FROM prices WHERE nope = 1", "42703"),
+        ("INSERT INTO nowhere VALUES (1)", "42P01"),
+        (
+            "MERGE INTO prices p USING price_changes c ON p.item = c.item \
+             WHEN MATCHED THEN UPDATE SET price = c.name",
+            "42804",
+        ),
+        ("CREATE TABLE prices (a BIGINT)", "42P07"),
+        ("DROP TABLE prices", "0A000"),
+    ];
+    for (sql, expected_code) in failing {
+        let e = client.execute(sql, &[]).await.expect_err(sql);
+        assert_eq!(code(&e), expected_code, "{sql}: {e}");
+        let e = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), expected_code, "{sql} (simple query): {e}");
+    }
+    assert_eq!(version_on_disk(&dir, "prices").await, 5);
+    assert_eq!(simple_rows(&client, select).await, expected);
+
+    // A table another writer creates under the directory while the server runs is
+    // served from the first statement that names it, writable.
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let other = Table::create(
+        Location::local(dir.path().join("late")).expect("location"),
+        schema.clone(),
+        TableOptions::new().name("late"),
+    )
+    .await
+    .expect("create a table on disk");
+    other
+        .append(vec![
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 6]))])
+                .expect("batch"),
+        ])
+        .await
+        .expect("append");
+    let n = client
+        .execute("INSERT INTO late VALUES (7)", &[])
+        .await
+        .expect("insert into a table created on disk");
+    assert_eq!(n, 1);
+    assert_eq!(
+        simple_rows(&client, "SELECT sum(n) FROM late").await,
+        vec![row(&["18"])]
+    );
+    let e = client
+        .simple_query("CREATE TABLE late (n BIGINT)")
+        .await
+        .expect_err("exists");
+    assert_eq!(code(&e), "42P07");
+    server.shutdown().await;
+
+    // A new server over the directory serves the tables created over the wire.
+    let server = start_serving(&dir, &["late", "orders", "price_changes", "prices"]).await;
+    let again = self::client(server.local_addr(), PASSWORD)
+        .await
+        .expect("log in again");
+    assert_eq!(simple_rows(&again, select).await, expected);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_writes_with_postgres_command_tags() {
+    if !have_psql() {
+        return;
+    }
+    let dir = data_dir().await;
+    let server = start(&dir).await;
+    let addr = server.local_addr();
+    let out = psql(
+        addr,
+        PASSWORD,
+        &[
+            "-F",
+            "|",
+            "-c",
+            "CREATE TABLE stock (item BIGINT, region VARCHAR, qty INT)",
+            "-c",
+            "INSERT INTO stock VALUES (1, 'eu', 10), (2, 'us', 5), (3, 'eu', 0), (4, 'us', 7)",
+            "-c",
+            "UPDATE stock SET qty = qty + 1 WHERE region = 'eu'",
+            "-c",
+            "DELETE FROM stock WHERE qty = 1",
+            "-c",
+            "MERGE INTO stock s USING (SELECT id, name FROM orders) o ON s.item = o.id \
+             WHEN MATCHED AND s.region = 'eu' THEN DELETE \
+             WHEN MATCHED THEN UPDATE SET qty = s.qty * 10 \
+             WHEN NOT MATCHED THEN INSERT VALUES (o.id, o.name, 0)",
+            "-c",
+            "CREATE TABLE by_region PARTITIONED BY (region) AS \
+             SELECT qty, region FROM stock WHERE region IS NOT NULL",
+            "-c",
+            "SELECT item, region, qty FROM stock ORDER BY item",
+            "-c",
+            "SELECT region, sum(qty) FROM by_region GROUP BY region",
+            "-c",
+            "TRUNCATE stock",
+            "-c",
+            "SELECT count(*) FROM stock",
+        ],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "psql failed: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    // The update adds 1 to items 1 and 3, the delete takes item 3 (qty 1); the merge
+    // deletes item 1 (eu), multiplies item 2's qty, inserts order 3 (no item 3 left).
+    assert_eq!(
+        text(&out.stdout),
+        "CREATE TABLE\nINSERT 0 4\nUPDATE 2\nDELETE 1\nMERGE 3\nSELECT 2\n\
+         2|us|50\n3||0\n4|us|7\n\
+         us|57\n\
+         TRUNCATE TABLE\n0\n"
+    );
+    // The partitioned table: version 0 created, version 1 its rows, in region=us/.
+    assert_eq!(version_on_disk(&dir, "by_region").await, 1);
+    assert!(dir.path().join("by_region").join("region=us").is_dir());
     server.shutdown().await;
 }

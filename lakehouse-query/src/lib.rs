@@ -145,12 +145,12 @@
 //! retries its own mutations, `lakehouse_storage::MUTATION_ATTEMPTS`), then reported
 //! as the conflict.
 //!
-//! `MERGE INTO` is described in its bullet above. Refused with
-//! [`ErrorKind::Unsupported`]: `INSERT OVERWRITE` / `REPLACE`, `DELETE ... LIMIT`,
-//! `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`, `CREATE OR
-//! REPLACE`, temporary tables, table constraints (`PRIMARY KEY`, `UNIQUE`) and
-//! column defaults; `RETURNING` is not supported by DataFusion's planner. `DROP
-//! TABLE` does not remove a catalog table.
+//! `MERGE INTO` is one commit too (see **MERGE** above). Refused with
+//! [`ErrorKind::Unsupported`]: `INSERT OVERWRITE` / `REPLACE`,
+//! `DELETE ... LIMIT`, `UPDATE ... FROM` and joins, subqueries in `WHERE` or `SET`,
+//! `CREATE OR REPLACE`, temporary tables, table constraints (`PRIMARY KEY`,
+//! `UNIQUE`) and column defaults; `RETURNING` is not supported by DataFusion's
+//! planner. `DROP TABLE` does not remove a catalog table.
 //!
 //! Cached results never outlive a write: the result cache keys results by the
 //! version of every table read, and each write commits a new version. Materialized

@@ -127,6 +127,23 @@ async fn checkpoints_make_old_commits_unnecessary() {
         rows(&collect(&again, ScanRequest::new().at_version(22)).await),
         220
     );
+
+    // A damaged checkpoint (torn, its bytes scrambled, a bare magic) is a typed
+    // `Corrupt` error from the Parquet reader, never a panic or an `Internal` error.
+    let checkpoint = log.join("00000000000000000020.checkpoint.parquet");
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    for damaged in [
+        bytes[..bytes.len() / 2].to_vec(),
+        bytes.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>(),
+        b"PAR1 not a footer".to_vec(),
+    ] {
+        std::fs::write(&checkpoint, &damaged).unwrap();
+        let e = Table::open(Location::local(dir.path()).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("Parquet"), "{e}");
+    }
 }
 
 #[tokio::test]

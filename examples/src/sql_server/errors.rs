@@ -78,19 +78,37 @@ fn division_by_zero(e: &Error) -> bool {
     })
 }
 
-/// `e` as the client sees it: severity `ERROR`, its SQLSTATE, its message, and the
-/// table or column it names.
+/// `e` as the client sees it: severity `ERROR`, its SQLSTATE, its message, and as the
+/// detail the table or column it names and its cause (its source).
 pub(crate) fn error_info(e: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new(
         "ERROR".to_owned(),
         sqlstate(e).to_owned(),
-        e.message().to_owned(),
+        wire_text(e.message()),
     );
+    let mut detail = Vec::new();
     let context = e.context();
     if !context.is_empty() {
-        info.detail = Some(context.to_string());
+        detail.push(context.to_string());
+    }
+    // The cause, unless the message already tells it.
+    if let Some(source) = e.source().map(ToString::to_string)
+        && !source.is_empty()
+        && !e.message().contains(&source)
+    {
+        detail.push(format!("caused by: {source}"));
+    }
+    if !detail.is_empty() {
+        info.detail = Some(wire_text(&detail.join("; ")));
     }
     info
+}
+
+/// `text` as a field of an `ErrorResponse`, a C string: a NUL (from a value quoted in
+/// the message, such as a binary parameter) is written `\0`, else it would end the
+/// field and the client could not read the message.
+fn wire_text(text: &str) -> String {
+    text.replace('\0', "\\0")
 }
 
 /// `e` as pgwire's error, for the handlers' results.
@@ -105,4 +123,18 @@ pub(crate) fn pg_refusal(code: &str, message: impl Into<String>) -> PgWireError 
         code.to_owned(),
         message.into(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_do_not_end_an_error_field() {
+        let e = Error::new(ErrorKind::InvalidInput, "cannot convert '\0\0)'").with_table("t\0");
+        let info = error_info(&e);
+        assert_eq!(info.message, "cannot convert '\\0\\0)'");
+        assert!(!info.detail.expect("detail").contains('\0'));
+        assert_eq!(info.code, "22000");
+    }
 }

@@ -24,8 +24,10 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 
-use super::errors::{error_info, pg_error, pg_refusal};
-use super::sql_text::{bind_literals, leading_words, parameter_count, split_statements};
+use super::errors::{error_info, pg_error, pg_refusal, sqlstate};
+use super::sql_text::{
+    bind_literals, leading_words, parameter_count, split_statements, top_level_words,
+};
 use super::types;
 
 /// What a statement is, for the server: rows to send, or a command and its tag.
@@ -44,6 +46,9 @@ enum Kind {
     BeginTransaction,
     /// `SET` of an engine option: refused, it would change every session.
     EngineSetting,
+    /// `DROP TABLE`: refused, the engine would forget the table but its files would
+    /// stay in the table catalog.
+    DropTable,
 }
 
 /// Session variables that clients set on connecting; the server accepts and ignores
@@ -106,10 +111,26 @@ fn classify(sql: &str) -> Kind {
                 [first, ..] => *first,
                 [] => "",
             };
-            Kind::Command(format!("{} {object}", word(0)).trim_end().to_owned())
+            let verb = format!("{} {object}", word(0)).trim_end().to_owned();
+            if verb == "DROP TABLE" {
+                return Kind::DropTable;
+            }
+            Kind::Command(verb)
         }
         other => Kind::Command(other.to_owned()),
     }
+}
+
+/// Whether the parameters of a command are typed by planning it at Parse: the DML
+/// DataFusion plans (`MERGE` and `CREATE TABLE` the engine plans itself, at run).
+fn typed_by_plan(kind: &Kind) -> bool {
+    matches!(kind, Kind::Command(verb) if matches!(verb.as_str(), "INSERT" | "UPDATE" | "DELETE"))
+}
+
+/// Whether the engine reads a command itself rather than planning it with DataFusion:
+/// `MERGE` and the materialized view commands.
+fn read_by_engine(verb: &str) -> bool {
+    verb == "MERGE" || verb.starts_with("REFRESH") || verb.ends_with("MATERIALIZED VIEW")
 }
 
 /// The rows a command changed: the `count` the engine answers DML with.
@@ -140,9 +161,10 @@ fn command_tag(verb: &str, sql: &str, result: &QueryResult) -> Tag {
         "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(rows),
         "UPDATE" | "DELETE" | "MERGE" => Tag::new(verb).with_rows(rows),
         // `CREATE TABLE ... AS SELECT` reports the rows it wrote, as Postgres does.
-        "CREATE TABLE" if leading_words(sql, 64).iter().any(|w| w == "AS") => {
+        "CREATE TABLE" if top_level_words(sql).iter().any(|w| w == "AS") => {
             Tag::new("SELECT").with_rows(rows)
         }
+        "TRUNCATE" => Tag::new("TRUNCATE TABLE"),
         other => Tag::new(other),
     }
 }
@@ -208,20 +230,55 @@ impl Statements {
     async fn run_simple(&self, sql: &str) -> Result<Response, Error> {
         match classify(sql) {
             Kind::Query => {
-                let result = self.engine.sql(sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, sql).await?;
                 Ok(Response::Query(query_response(&result, |_| {
                     FieldFormat::Text
                 })?))
             }
             Kind::Command(verb) => {
-                let result = self.engine.sql(sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, sql).await?;
                 Ok(Response::Execution(command_tag(&verb, sql, &result)))
             }
             Kind::Setting => Ok(Response::Execution(Tag::new("SET"))),
             Kind::EndTransaction(tag) => Ok(Response::Execution(Tag::new(&tag))),
             Kind::BeginTransaction => Err(no_transactions()),
             Kind::EngineSetting => Err(no_engine_settings()),
+            Kind::DropTable => Err(no_drop_table()),
         }
+    }
+}
+
+/// Whether `e` may be about a table that appeared in the engine's catalog after the
+/// server started (another process created it: a statement finds no table, or a
+/// `CREATE TABLE` finds one) and new tables are registered from the catalog.
+async fn found_new_tables(engine: &QueryEngine, e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::TableNotFound | ErrorKind::AlreadyExists
+    ) && engine.catalog().is_some()
+        && engine
+            .register_catalog_tables()
+            .await
+            .is_ok_and(|new| !new.is_empty())
+}
+
+/// Runs `sql`; when it failed for a table new in the catalog, runs it once more, with
+/// the table registered. A statement that failed so wrote nothing.
+async fn sql_seeing_new_tables(engine: &QueryEngine, sql: &str) -> Result<QueryResult, Error> {
+    match engine.sql(sql).await {
+        Err(e) if found_new_tables(engine, &e).await => engine.sql(sql).await,
+        other => other,
+    }
+}
+
+/// Plans `sql` as [`sql_seeing_new_tables`] runs it.
+async fn prepare_seeing_new_tables(
+    engine: &QueryEngine,
+    sql: &str,
+) -> Result<PreparedQuery, Error> {
+    match engine.prepare(sql).await {
+        Err(e) if found_new_tables(engine, &e).await => engine.prepare(sql).await,
+        other => other,
     }
 }
 
@@ -229,6 +286,14 @@ fn no_transactions() -> Error {
     Error::new(
         ErrorKind::Unsupported,
         "transactions are not supported: each statement commits on its own",
+    )
+}
+
+fn no_drop_table() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "DROP TABLE is not supported: a table's files stay where the table catalog keeps \
+         them (remove its directory with the server stopped)",
     )
 }
 
@@ -322,10 +387,31 @@ impl QueryParser for Parser {
         if kind == Kind::Query {
             // Errors (syntax, a missing table or column) are reported at Parse, as
             // Postgres does.
-            let prepared = self.engine.prepare(sql).await.map_err(|e| pg_error(&e))?;
+            let prepared = prepare_seeing_new_tables(&self.engine, sql)
+                .await
+                .map_err(|e| pg_error(&e))?;
             statement.parameter_types = prepared.parameter_types().map_err(|e| pg_error(&e))?;
             statement.schema = Some(prepared.schema());
             statement.prepared = Some(prepared);
+        } else if let Kind::Command(verb) = &kind {
+            // Commands still run as text at Execute, with their parameters written in
+            // as literals; they are planned here for their parameters' types (DML: the
+            // column a value goes to or is compared with) and to report errors at
+            // Parse, as Postgres does: every error of DML, syntax errors of the rest.
+            // Statements the engine reads itself are left to Execute.
+            if !read_by_engine(verb) {
+                match prepare_seeing_new_tables(&self.engine, sql).await {
+                    Ok(planned) if typed_by_plan(&kind) => {
+                        statement.parameter_types =
+                            planned.parameter_types().map_err(|e| pg_error(&e))?;
+                    }
+                    Ok(_) => {}
+                    Err(e) if typed_by_plan(&kind) || sqlstate(&e) == "42601" => {
+                        return Err(pg_error(&e));
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         Ok(Some(statement))
     }
@@ -375,7 +461,15 @@ fn bound_parameters(portal: &Portal<Statement>) -> Result<Vec<Scalar>, Error> {
         .enumerate()
         .map(|(i, value)| {
             let target = statement.parameter_types.get(i).cloned().flatten();
-            let ty = declared.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN);
+            // A client that declared no type encodes the value as the type the server
+            // described for it (the plan's).
+            let ty = declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| target.as_ref().and_then(types::pg_type).map(|(t, _)| t))
+                .unwrap_or(Type::UNKNOWN);
             let binary = matches!(
                 result_format(&portal.parameter_format, i),
                 FieldFormat::Binary
@@ -475,10 +569,11 @@ impl Statements {
             (Kind::EndTransaction(tag), _) => Ok(Response::Execution(Tag::new(tag))),
             (Kind::BeginTransaction, _) => Err(no_transactions()),
             (Kind::EngineSetting, _) => Err(no_engine_settings()),
+            (Kind::DropTable, _) => Err(no_drop_table()),
             (kind, _) => {
                 // Commands are not planned ahead: their parameters become literals.
                 let sql = bind_literals(&statement.sql, &params)?;
-                let result = self.engine.sql(&sql).await?;
+                let result = sql_seeing_new_tables(&self.engine, &sql).await?;
                 let verb = match kind {
                     Kind::Command(verb) => verb.as_str(),
                     _ => "SELECT",
@@ -515,5 +610,12 @@ mod tests {
             Kind::EngineSetting
         );
         assert_eq!(classify("begin"), Kind::BeginTransaction);
+        assert_eq!(classify("DROP TABLE IF EXISTS t"), Kind::DropTable);
+        assert_eq!(classify("drop view v"), Kind::Command("DROP VIEW".into()));
+        assert_eq!(
+            classify("merge into t using s on t.a = s.a when matched then delete"),
+            Kind::Command("MERGE".into())
+        );
+        assert_eq!(classify("truncate t"), Kind::Command("TRUNCATE".into()));
     }
 }

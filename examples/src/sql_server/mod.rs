@@ -1,16 +1,18 @@
 //! A Postgres wire-protocol endpoint for a [`QueryEngine`]: `psql`, JDBC and other
-//! Postgres clients connect over TCP and run SQL on the engine's tables.
+//! Postgres clients connect over TCP and run SQL on the engine's tables, reading and
+//! changing them.
 //!
-//! The `sql_server` example serves every Delta table under a directory with it;
-//! tests start it in-process on port 0.
+//! The `sql_server` example serves a directory of Delta tables with it
+//! ([`open_data_dir`]): every table there is writable, and `CREATE TABLE` makes new
+//! ones there. Tests start it in-process on port 0.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use lakehouse_examples::sql_server::{Auth, SqlServer, register_tables};
+//! use lakehouse_examples::sql_server::{Auth, SqlServer, open_data_dir};
 //! use lakehouse_query::QueryEngine;
 //!
-//! let engine = QueryEngine::new();
-//! let tables = register_tables(&engine, std::path::Path::new("/data/lakehouse")).await?;
+//! let dir = std::path::Path::new("/data/lakehouse");
+//! let (engine, tables) = open_data_dir(QueryEngine::builder(), dir).await?;
 //! println!("serving {tables:?}");
 //! let auth = Auth::password("analyst", std::env::var("LAKEHOUSE_SQL_PASSWORD")?)?;
 //! let server = SqlServer::new(engine, auth).bind("127.0.0.1:5433".parse()?).await?;
@@ -35,6 +37,8 @@
 //!
 //! * **Simple query protocol**: a query string of one or more statements; they run in
 //!   order and the first error ends the string (as in Postgres); the session goes on.
+//!   Unlike Postgres, where such a string is one implicit transaction, the statements
+//!   before the one that failed stay committed.
 //! * **Extended query protocol**: parse, bind, describe, execute, close, sync; named
 //!   and unnamed prepared statements and portals; parameters `$1`, `$2`, ... in the
 //!   text or the binary format, typed by the plan where it fixes a type and by the
@@ -43,10 +47,25 @@
 //!   `WITH`, `VALUES`, `EXPLAIN`, `SHOW`) are planned once at parse, so a syntax error
 //!   or a missing table is reported there; other statements run as text at execute,
 //!   with their parameters written in as literals.
+//! * **Writes**: `CREATE TABLE t (columns) [PARTITIONED BY (columns)]`, `CREATE TABLE
+//!   t [PARTITIONED BY (columns)] AS SELECT ...`, `INSERT INTO t ... VALUES / SELECT`,
+//!   `UPDATE t SET ... [WHERE ...]`, `DELETE FROM t [WHERE ...]`, `TRUNCATE t` and
+//!   `MERGE INTO t USING s ON ... WHEN [NOT] MATCHED ...` run on the engine's writable
+//!   tables and in its table catalog, as the `lakehouse-query` crate documents them
+//!   ("Writing with SQL"). Over [`open_data_dir`], every table under the directory is
+//!   writable and a created table is a new Delta table in the directory; a table
+//!   another process creates there while the server runs is served from the first
+//!   statement that names it. Each
+//!   statement is one atomic commit (autocommit), made before its command tag is
+//!   sent; a statement that fails commits nothing. In the extended protocol the
+//!   parameters of `INSERT`, `UPDATE` and `DELETE` are typed by the plan (the column
+//!   a value goes to or is compared with), and their planning errors are reported at
+//!   parse.
 //! * **Command tags**: `SELECT n`, `INSERT 0 n`, `UPDATE n`, `DELETE n`, `MERGE n`
-//!   (`n` is the `count` the engine answers with), `CREATE TABLE` (`SELECT n` for
-//!   `CREATE TABLE ... AS`), `CREATE VIEW`, `DROP ...`, and the leading keyword of
-//!   any other statement.
+//!   (`n` is the `count` the engine answers with: rows inserted, updated, deleted,
+//!   or all three for `MERGE`), `CREATE TABLE` (`SELECT n` for `CREATE TABLE ... AS`,
+//!   as Postgres answers), `TRUNCATE TABLE`, `CREATE VIEW`, `DROP ...`, and the
+//!   leading keyword of any other statement.
 //! * **Types**: see the table in [`types`]. Refused with `0A000`:
 //!   intervals, durations, lists, structs, maps, unions (cast them to text).
 //! * **Errors** carry a SQLSTATE chosen by the error's kind: [`sqlstate`] has the
@@ -61,6 +80,8 @@
 //!
 //! # What is refused or ignored
 //!
+//! * `DROP TABLE` fails with `0A000`: the engine would forget the table while its
+//!   files stay in the directory.
 //! * Transactions: `BEGIN` fails with `0A000` (each statement commits on its own);
 //!   `COMMIT` and `ROLLBACK` answer their tag and do nothing.
 //! * `SET` of the session variables clients send on connecting (`client_encoding`,
@@ -91,8 +112,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lakehouse_core::{Error, ErrorKind, Result};
-use lakehouse_query::QueryEngine;
-use lakehouse_storage::{Location, Table};
+use lakehouse_query::{EngineBuilder, QueryEngine};
+use lakehouse_storage::TableRoot;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -235,33 +256,42 @@ impl RunningServer {
     }
 }
 
-/// Registers every Delta table under `dir` in `engine`: each directory directly
-/// under `dir` that holds a `_delta_log`, named by the directory's name (and `dir`
-/// itself, if it is a table). Returns the names, sorted.
-pub async fn register_tables(engine: &QueryEngine, dir: &Path) -> Result<Vec<String>> {
-    let mut candidates = vec![dir.to_path_buf()];
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::from(e).with_path(dir.display().to_string()))?;
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            candidates.push(entry.path());
-        }
+/// The engine that serves the Delta tables under `dir`, configured by `builder`, and
+/// the names of the tables it serves, sorted.
+///
+/// `dir` becomes the engine's table catalog (a [`TableRoot`]): every directory
+/// directly under it that holds a `_delta_log` is registered writable under the
+/// directory's name (lower-cased; a name that is not a SQL identifier, letters, digits
+/// and `_` not starting with a digit, is left out), and `CREATE TABLE t ...` creates
+/// the Delta table `dir/t`. Fails with [`ErrorKind::InvalidInput`] when `dir` is not a
+/// directory, or is itself a Delta table (serve its parent directory instead).
+pub async fn open_data_dir(
+    builder: EngineBuilder,
+    dir: &Path,
+) -> Result<(QueryEngine, Vec<String>)> {
+    let shown = || dir.display().to_string();
+    if !dir.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is not a directory", dir.display()),
+        )
+        .with_path(shown()));
     }
-    let mut names = Vec::new();
-    for path in candidates {
-        if !path.join("_delta_log").is_dir() {
-            continue;
-        }
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        let table = Table::open(Location::local(&path)?)
-            .await
-            .map_err(|e| e.with_path(path.display().to_string()))?;
-        engine.register_table(&name, Arc::new(table))?;
-        names.push(name);
+    if dir.join("_delta_log").is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is a Delta table: serve the directory that holds it",
+                dir.display()
+            ),
+        )
+        .with_path(shown()));
     }
-    names.sort();
-    Ok(names)
+    let root = TableRoot::local(dir).map_err(|e| e.with_path(shown()))?;
+    let engine = builder.catalog(Arc::new(root)).build();
+    let names = engine
+        .register_catalog_tables()
+        .await
+        .map_err(|e| e.with_path(shown()))?;
+    Ok((engine, names))
 }

@@ -114,6 +114,35 @@ pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
     words
 }
 
+/// The words of `sql` outside parentheses, strings, quoted identifiers and comments,
+/// upper-cased: `CREATE TABLE t PARTITIONED BY (day) AS SELECT ...` has `AS`, `CREATE
+/// TABLE t (a INT, "as" INT)` has not.
+pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    for_each_code_char(sql, |_, c| {
+        if c.is_alphanumeric() || c == '_' {
+            if depth == 0 {
+                current.extend(c.to_uppercase());
+            }
+            return;
+        }
+        if !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    });
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
 /// `(byte range, number)` of each `$n` parameter of `sql`.
 fn parameters(sql: &str) -> Vec<(std::ops::Range<usize>, usize)> {
     let bytes = sql.as_bytes();
@@ -264,6 +293,26 @@ mod tests {
             vec!["CREATE", "MATERIALIZED", "VIEW"]
         );
         assert_eq!(leading_words("insert", 3), vec!["INSERT"]);
+    }
+
+    #[test]
+    fn top_level_words_skip_parentheses_strings_and_quoted_names() {
+        assert_eq!(
+            top_level_words("create table t partitioned by (day) as select 1"),
+            vec![
+                "CREATE",
+                "TABLE",
+                "T",
+                "PARTITIONED",
+                "BY",
+                "AS",
+                "SELECT",
+                "1"
+            ]
+        );
+        let words = top_level_words("CREATE TABLE t (a INT, \"as\" INT, b VARCHAR DEFAULT 'as')");
+        assert_eq!(words, vec!["CREATE", "TABLE", "T"]);
+        assert!(!words.iter().any(|w| w == "AS"));
     }
 
     #[test]

@@ -505,8 +505,7 @@ impl Table {
             columns.push(value.to_array_of(field.data_type())?);
             fields.push(Field::new(&p.name, field.data_type().clone(), true));
         }
-        // One row, also without partition columns (a predicate without columns, such
-        // as `true`, reads none of them).
+        // One row, also without partition columns (a predicate on none, `TRUE`).
         let batch = RecordBatch::try_new_with_options(
             Arc::new(Schema::new(fields)),
             columns,
