@@ -96,7 +96,7 @@ impl QueryEngine {
         if let Some(cmd) = parse_command(sql)? {
             return self.run_view_command(cmd).await;
         }
-        if let Some(merge) = crate::merge::parse_merge(&self.state(), sql)? {
+        if let Some(merge) = crate::merge::parse_merge(self, sql)? {
             return self.run_merge(&merge, &options).await;
         }
         let planned = self.plan_cached(sql).await?;

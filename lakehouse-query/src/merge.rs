@@ -212,7 +212,7 @@ fn alias_of(factor: &TableFactor) -> Result<Option<String>> {
 }
 
 /// The `MERGE` statement `sql` is, or `None` for any other statement.
-pub(crate) fn parse_merge(state: &SessionState, sql: &str) -> Result<Option<sql::Merge>> {
+pub(crate) fn parse_merge(engine: &QueryEngine, sql: &str) -> Result<Option<sql::Merge>> {
     let first = sql
         .trim_start()
         .split(|c: char| !c.is_ascii_alphabetic())
@@ -220,6 +220,9 @@ pub(crate) fn parse_merge(state: &SessionState, sql: &str) -> Result<Option<sql:
     if !first.is_some_and(|w| w.eq_ignore_ascii_case("merge")) {
         return Ok(None);
     }
+    // The session state is a copy of the engine's function registries and settings:
+    // taken only for a statement that is a MERGE, never on the path of a query.
+    let state = engine.state();
     let dialect = state.config().options().sql_parser.dialect;
     match state.sql_to_statement(sql, &dialect).map_df()? {
         DfStatement::Statement(s) => match *s {
