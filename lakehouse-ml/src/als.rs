@@ -37,9 +37,11 @@ pub use update::AlsUpdate;
 ///   (a short write lock).
 /// * Bounded history: each user keeps at most
 ///   [`history_per_user`](AlsParams::history_per_user) items (the most recently
-///   touched); fold-in solves over them and seen-item exclusion consults them, so the
-///   cost of a solve and the memory per user stay bounded however long the model
-///   serves.
+///   touched); fold-in solves over them, so the cost of a solve and the memory per
+///   user stay bounded however long the model serves. Seen-item exclusion consults
+///   them and every item the user was fitted on (kept as bare item indices, a set
+///   fixed by the fit that updates do not grow), so the model never recommends back
+///   what it was trained on.
 /// * Serving: [`recommend`](Recommender::recommend) scans all item vectors (contiguous
 ///   f32, unrolled dot products, bounded top-k selection), or, after
 ///   [`build_index`](Self::build_index), searches an HNSW graph;
@@ -318,7 +320,7 @@ impl Als {
         let x = self.user_row(u);
         let admit = history.admit(Some(u), query);
         let extra = if query.exclude_seen {
-            history.row(u).len()
+            history.seen_len(u)
         } else {
             0
         };

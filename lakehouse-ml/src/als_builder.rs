@@ -21,13 +21,15 @@ pub struct AlsParams {
     pub cg_steps: usize,
     /// Seed of the initial factors; training is deterministic for a seed.
     pub seed: u64,
-    /// Most items kept per user in the history that fold-in solves over and that
-    /// seen-item exclusion consults: the most recently touched (by timestamp when
-    /// fitted, by arrival in updates). Bounds the cost of a fold-in solve
-    /// (`O(history_per_user x factors²)` exact, `O(history_per_user x factors)` a
-    /// conjugate-gradient step, see [`fold_in_cg_steps`](Self::fold_in_cg_steps)) and
-    /// the history's memory (12 bytes an item).
-    /// Training uses all of its dataset regardless.
+    /// Most items kept per user in the history that fold-in solves over: the most
+    /// recently touched (by timestamp when fitted, by arrival in updates). Bounds the
+    /// cost of a fold-in solve (`O(history_per_user x factors²)` exact,
+    /// `O(history_per_user x factors)` a conjugate-gradient step, see
+    /// [`fold_in_cg_steps`](Self::fold_in_cg_steps)) and the memory that updates add
+    /// (12 bytes an item).
+    /// Training uses all of its dataset regardless, and seen-item exclusion consults
+    /// the kept history and every item the user was fitted on (4 bytes an item, fixed
+    /// by the fit), so the bound never lets a fitted item be recommended back.
     #[serde(default = "default_history_per_user")]
     pub history_per_user: usize,
     /// Conjugate-gradient steps of an online fold-in solve for a user who already has a

@@ -1,6 +1,7 @@
 //! [`History`]: the per-user interactions every model keeps to exclude already-seen
 //! items (and that [`Als`](crate::Als) folds new interactions into), optionally bounded
-//! to the most recently touched items of each user.
+//! to the most recently touched items of each user (every fitted item is still
+//! excluded then).
 
 use lakehouse_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,14 @@ pub(crate) struct History {
     /// The logical clock: the stamp of the latest recorded interaction.
     #[serde(default)]
     clock: u32,
+    /// Per user, every item of the fitted dataset, sorted, when rows are bounded
+    /// (empty without a bound: the rows then keep them all). Seen-item exclusion
+    /// consults them as well as `rows`, so a fitted model never recommends an item it
+    /// was fitted on, however many the user had and whatever updates have evicted from
+    /// the row since. Set by the fit only (updates neither add to nor read them), so
+    /// they never grow; 4 bytes an item.
+    #[serde(default)]
+    fitted: Vec<Vec<u32>>,
 }
 
 /// One user's history: entries sorted by item, with their stamps.
@@ -56,6 +65,8 @@ impl History {
     /// The history of `data` with at most `limit` items per user: the most recent ones
     /// by their latest timestamp, ties going to the larger weight, then the lower item
     /// index. Entries are stamped in that order, so later evictions follow it too.
+    /// With a bound (`limit < UNBOUNDED`), every user's fitted items are also kept,
+    /// without weight or stamp, for seen-item exclusion.
     pub(crate) fn bounded_from_dataset(data: &Dataset, limit: usize) -> Result<History> {
         if data.is_empty() {
             return Err(Error::new(
@@ -83,6 +94,10 @@ impl History {
         let mut clock = 0u32;
         let mut rows = Vec::with_capacity(m.users());
         let mut touched = Vec::with_capacity(m.users());
+        let mut fitted: Vec<Vec<u32>> = Vec::new();
+        if limit < UNBOUNDED {
+            fitted.reserve_exact(m.users());
+        }
         let mut order: Vec<usize> = Vec::new();
         for u in 0..m.users() {
             let (items, weights) = by_user.row(u);
@@ -111,6 +126,9 @@ impl History {
             }
             rows.push(row);
             touched.push(row_stamps);
+            if limit < UNBOUNDED {
+                fitted.push(items.to_vec());
+            }
         }
         Ok(History {
             users: data.users().clone(),
@@ -118,6 +136,7 @@ impl History {
             rows,
             touched,
             clock,
+            fitted,
         })
     }
 
@@ -131,12 +150,23 @@ impl History {
     }
 
     /// Checks a deserialised history: rows for mapped users only, item indices in
-    /// range and sorted, weights finite and `>= 0`, a stamp per entry (or none).
+    /// range and sorted, weights finite and `>= 0`, a stamp per entry (or none); fitted
+    /// items of mapped users only, in range and sorted.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.rows.len() > self.users.len() || self.touched.len() > self.rows.len() {
+        if self.rows.len() > self.users.len()
+            || self.touched.len() > self.rows.len()
+            || self.fitted.len() > self.users.len()
+        {
             return Err(error::corrupt("history has rows for unmapped users"));
         }
         let n = self.items.len();
+        for row in &self.fitted {
+            if !row.iter().all(|&i| (i as usize) < n) || !row.windows(2).all(|p| p[0] < p[1]) {
+                return Err(error::corrupt(
+                    "history has an unmapped or unsorted fitted item",
+                ));
+            }
+        }
         for (u, row) in self.rows.iter().enumerate() {
             let in_range = row
                 .iter()
@@ -282,8 +312,21 @@ impl History {
         self.clock = clock;
     }
 
+    /// Every item `user` was fitted on, sorted, when rows are bounded; empty otherwise.
+    fn fitted(&self, user: u32) -> &[u32] {
+        self.fitted.get(user as usize).map_or(&[], |r| r.as_slice())
+    }
+
+    /// Whether `user` interacted with `item`: in their kept row, or in the fitted data.
     pub(crate) fn seen(&self, user: u32, item: u32) -> bool {
         self.row(user).binary_search_by_key(&item, |x| x.0).is_ok()
+            || self.fitted(user).binary_search(&item).is_ok()
+    }
+
+    /// An upper bound on the number of items [`seen`](Self::seen) holds for `user` (an
+    /// item both kept and fitted counts twice).
+    pub(crate) fn seen_len(&self, user: u32) -> usize {
+        self.row(user).len() + self.fitted(user).len()
     }
 
     /// Converts a top-k of indices to scored ids.
@@ -391,6 +434,16 @@ mod tests {
         };
         assert_eq!(names(&h, h.row(0)), ["b", "c"]);
         h.check().unwrap();
+        // The fitted item the bound left out still counts as seen.
+        let a = h.items.get(&Id::from("a")).unwrap();
+        assert!(h.seen(0, a));
+        assert_eq!(h.seen_len(0), 5);
+        let mut bad = h.clone();
+        bad.fitted[0].reverse();
+        assert!(bad.check().is_err(), "unsorted fitted items");
+        let mut bad = h.clone();
+        bad.fitted[0].push(99);
+        assert!(bad.check().is_err(), "unmapped fitted item");
         // A batch touching a (older than everything kept) and b again: b and a stay.
         let a = h.items.get(&Id::from("a")).unwrap();
         let b = h.items.get(&Id::from("b")).unwrap();
@@ -413,6 +466,7 @@ mod tests {
         d.push(1, 10, 1.0, 0).unwrap();
         d.push(1, 11, 1.0, 0).unwrap();
         let mut h = History::from_dataset(&d).unwrap();
+        assert!(h.fitted.is_empty(), "unbounded rows keep every fitted item");
         h.touched.clear();
         h.check().unwrap();
         h.add(&Event::new(1, 12)).unwrap();

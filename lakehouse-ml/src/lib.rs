@@ -85,12 +85,14 @@
 //! What each model keeps for as long as it lives:
 //!
 //! * [`Als`]: a vector per user and per item (`factors` f32 each), a norm per item, two
-//!   `factors²` Gram matrices, the id maps, and a history of at most
+//!   `factors²` Gram matrices, the id maps, a history of at most
 //!   [`AlsParams::history_per_user`] items per user (default
 //!   [`DEFAULT_HISTORY_PER_USER`], 12 bytes an item; the most recently touched are
-//!   kept, older ones dropped), so per user the model holds at most `4 x factors + 12 x
-//!   history_per_user` bytes plus the id; with an index, the HNSW graph (a few dozen
-//!   links per item). Users and items grow with the distinct ids fitted and folded in:
+//!   kept, older ones dropped), and the items each user was fitted on, for seen-item
+//!   exclusion (4 bytes an item, fixed by the fit), so per user the model holds at
+//!   most `4 x factors + 12 x history_per_user + 4 x fitted items` bytes plus the id,
+//!   however many updates it takes; with an index, the HNSW graph (a few dozen links
+//!   per item). Users and items grow with the distinct ids fitted and folded in:
 //!   the model does not forget ids (retrain on a recent window to drop users and items
 //!   no longer seen). An [`AlsUpdate`] holds a vector and a history row per user of its
 //!   batch, and a vector per new item.
