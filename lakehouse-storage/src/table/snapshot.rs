@@ -35,6 +35,13 @@ impl Table {
 
     pub(super) async fn refreshed(&self) -> Result<Arc<Snapshot>> {
         let cur = self.cached();
+        // Versions are contiguous: when the commit after the cached version does not
+        // exist, nothing newer does, and one existence check replaces kernel's listing
+        // of the log directory (thousands of entries on a long-lived table). Every
+        // query's version check and every append's refresh take this path.
+        if !self.may_have_commit(cur.version + 1).await {
+            return Ok(cur);
+        }
         let kernel = self.inner.kernel.clone();
         let base = cur.clone();
         let next = blocking(move || {
@@ -56,6 +63,16 @@ impl Table {
             None => Ok(cur),
             Some(next) => Ok(self.publish(Arc::new(next))),
         }
+    }
+
+    /// Whether the log may hold commit `version`: `false` only when the store says it
+    /// does not exist (any other answer leaves the decision to kernel's listing).
+    async fn may_have_commit(&self, version: Version) -> bool {
+        let path = self.inner.log_dir.clone().join(commit_name(version));
+        !matches!(
+            self.inner.location.store.head(&path).await,
+            Err(object_store::Error::NotFound { .. })
+        )
     }
 
     /// The snapshot at `version` (the latest when `None`).
