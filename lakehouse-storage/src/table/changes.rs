@@ -42,15 +42,7 @@ impl Table {
     pub(super) async fn row_changes_inner(&self, version: Version) -> Result<RowChanges> {
         let latest = self.refreshed().await?;
         if version > latest.version {
-            return Err(Error::new(
-                ErrorKind::VersionNotFound,
-                format!(
-                    "version {version} does not exist; the latest is {}",
-                    latest.version
-                ),
-            )
-            .with_version(version)
-            .with_table(self.uri()));
+            return Err(self.beyond_latest(version, latest.version));
         }
         // Files added since, in commit order (`None` once removed again).
         let mut added: Vec<Option<Add>> = Vec::new();

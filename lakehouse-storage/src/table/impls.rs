@@ -57,15 +57,7 @@ impl TableSource for Table {
     async fn changes_since(&self, version: Version) -> Result<Changes> {
         let latest = self.refreshed().await?;
         if version > latest.version {
-            return Err(Error::new(
-                ErrorKind::VersionNotFound,
-                format!(
-                    "version {version} does not exist; the latest is {}",
-                    latest.version
-                ),
-            )
-            .with_version(version)
-            .with_table(self.uri()));
+            return Err(self.beyond_latest(version, latest.version));
         }
         let mut added: Vec<Arc<FileEntry>> = Vec::new();
         for v in version + 1..=latest.version {

@@ -65,6 +65,16 @@ impl Table {
         }
     }
 
+    /// The error for a version after the latest one.
+    pub(super) fn beyond_latest(&self, version: Version, latest: Version) -> Error {
+        Error::new(
+            ErrorKind::VersionNotFound,
+            format!("version {version} does not exist; the latest is {latest}"),
+        )
+        .with_version(version)
+        .with_table(self.uri())
+    }
+
     /// Whether the log may hold commit `version`: `false` only when the store says it
     /// does not exist (any other answer leaves the decision to kernel's listing).
     async fn may_have_commit(&self, version: Version) -> bool {
@@ -81,15 +91,7 @@ impl Table {
         match version {
             None => Ok(latest),
             Some(v) if v == latest.version => Ok(latest),
-            Some(v) if v > latest.version => Err(Error::new(
-                ErrorKind::VersionNotFound,
-                format!(
-                    "version {v} does not exist; the latest is {}",
-                    latest.version
-                ),
-            )
-            .with_version(v)
-            .with_table(self.uri())),
+            Some(v) if v > latest.version => Err(self.beyond_latest(v, latest.version)),
             Some(v) => Ok(Arc::new(
                 load_snapshot(&self.inner.location, &self.inner.kernel, Some(v)).await?,
             )),
