@@ -64,6 +64,12 @@ pub struct FileScan {
     /// the engine registers the store under this URL and resolves every
     /// [`ScanFile::path`] against it.
     pub store_url: String,
+    /// Where another process opens [`store`](Self::store) from, for distributed
+    /// execution: `file:///abs/dir` for a directory of the local file system (the
+    /// store's root, which [`ScanFile::path`]s are relative to), `s3://bucket` for an
+    /// S3 bucket. `None` (the default) for a store only this process holds, such as an
+    /// in-memory one: such scans are not sent to other processes.
+    pub store_location: Option<String>,
     /// The logical schema of the scanned version: every column of the table, partition
     /// columns included, in table order, under their logical names.
     pub table_schema: SchemaRef,
@@ -87,6 +93,7 @@ impl fmt::Debug for FileScan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileScan")
             .field("store_url", &self.store_url)
+            .field("store_location", &self.store_location)
             .field("version", &self.version)
             .field("partition_columns", &self.partition_columns)
             .field("column_mapping", &self.column_mapping)
@@ -113,6 +120,7 @@ impl FileScan {
         Ok(FileScan {
             store,
             store_url,
+            store_location: None,
             table_schema,
             partition_columns: Vec::new(),
             column_mapping: BTreeMap::new(),

@@ -14,9 +14,9 @@ impl Predicate {
     pub fn can_match(&self, stats: &dyn StatsProvider) -> bool {
         // Pruning runs once per file: skip the rewrite when there is no `Not` to remove.
         if self.has_not() {
-            self.without_not().can_match_nnf(stats)
+            self.without_not().can_match_nnf(stats, &[])
         } else {
-            self.can_match_nnf(stats)
+            self.can_match_nnf(stats, &[])
         }
     }
 
@@ -28,11 +28,17 @@ impl Predicate {
         }
     }
 
-    fn can_match_nnf(&self, stats: &dyn StatsProvider) -> bool {
+    /// `no_nan`: columns whose NaN values cannot satisfy the enclosing conjunction, so
+    /// that only their numbers, which the bounds cover, matter.
+    fn can_match_nnf(&self, stats: &dyn StatsProvider, no_nan: &[&str]) -> bool {
         match self {
             Predicate::Literal(b) => *b,
-            Predicate::And(parts) => parts.iter().all(|p| p.can_match_nnf(stats)),
-            Predicate::Or(parts) => parts.iter().any(|p| p.can_match_nnf(stats)),
+            Predicate::And(parts) => {
+                let mut inner: Vec<&str> = no_nan.to_vec();
+                inner.extend(nan_excluded(parts));
+                parts.iter().all(|p| p.can_match_nnf(stats, &inner))
+            }
+            Predicate::Or(parts) => parts.iter().any(|p| p.can_match_nnf(stats, no_nan)),
             // `without_not` removed every `Not`; stay conservative if one slipped through.
             Predicate::Not(_) => true,
             Predicate::IsNull { column, negated } => {
@@ -54,14 +60,19 @@ impl Predicate {
                 let Some(v) = range.convert(value) else {
                     return true;
                 };
+                // A NaN (not in the bounds) satisfies every comparison with a number
+                // but equality.
+                let nan = range.bounds_leave_out_nan() && !no_nan.contains(&column.as_str());
                 match op {
                     CmpOp::Eq => range.may_contain(&v),
                     // Every value equals `v` only when min = max = v.
-                    CmpOp::NotEq => !(range.min_is(CmpOp::Eq, &v) && range.max_is(CmpOp::Eq, &v)),
-                    CmpOp::Lt => range.min_is(CmpOp::Lt, &v),
-                    CmpOp::LtEq => range.min_is(CmpOp::LtEq, &v),
-                    CmpOp::Gt => range.max_is(CmpOp::Gt, &v),
-                    CmpOp::GtEq => range.max_is(CmpOp::GtEq, &v),
+                    CmpOp::NotEq => {
+                        nan || !(range.min_is(CmpOp::Eq, &v) && range.max_is(CmpOp::Eq, &v))
+                    }
+                    CmpOp::Lt => nan || range.min_is(CmpOp::Lt, &v),
+                    CmpOp::LtEq => nan || range.min_is(CmpOp::LtEq, &v),
+                    CmpOp::Gt => nan || range.max_is(CmpOp::Gt, &v),
+                    CmpOp::GtEq => nan || range.max_is(CmpOp::GtEq, &v),
                 }
             }
             Predicate::Between {
@@ -82,7 +93,9 @@ impl Predicate {
                     return true;
                 };
                 if *negated {
-                    range.min_is(CmpOp::Lt, &lo) || range.max_is(CmpOp::Gt, &hi)
+                    (range.bounds_leave_out_nan() && !no_nan.contains(&column.as_str()))
+                        || range.min_is(CmpOp::Lt, &lo)
+                        || range.max_is(CmpOp::Gt, &hi)
                 } else {
                     range.max_is(CmpOp::GtEq, &lo) && range.min_is(CmpOp::LtEq, &hi)
                 }
@@ -109,7 +122,10 @@ impl Predicate {
                     .filter(|v| !v.is_null())
                     .map(|v| range.convert(v))
                     .collect();
-                if *negated {
+                if *negated && range.bounds_leave_out_nan() && !no_nan.contains(&column.as_str()) {
+                    // A NaN is in no list of numbers.
+                    true
+                } else if *negated {
                     // Skippable only when every value is one single listed constant.
                     let constant = range
                         .min
@@ -132,6 +148,44 @@ impl Predicate {
             }
         }
     }
+}
+
+/// The columns a NaN of which fails one of the conjuncts `parts`: one bounded from
+/// below and from above by numbers (a NaN is above every number, or below), or
+/// compared for equality with one.
+fn nan_excluded(parts: &[Predicate]) -> Vec<&str> {
+    let number = |v: &Scalar| match v {
+        Scalar::Float32(f) => !f.is_nan(),
+        Scalar::Float64(f) => !f.is_nan(),
+        v => !v.is_null(),
+    };
+    let mut lower: Vec<&str> = Vec::new();
+    let mut upper: Vec<&str> = Vec::new();
+    let mut out: Vec<&str> = Vec::new();
+    for p in parts {
+        match p {
+            Predicate::Compare { column, op, value } if number(value) => match op {
+                CmpOp::Eq => out.push(column.as_str()),
+                CmpOp::Gt | CmpOp::GtEq => lower.push(column.as_str()),
+                CmpOp::Lt | CmpOp::LtEq => upper.push(column.as_str()),
+                CmpOp::NotEq => {}
+            },
+            Predicate::Between {
+                column,
+                low,
+                high,
+                negated: false,
+            } if number(low) && number(high) => out.push(column.as_str()),
+            Predicate::InList {
+                column,
+                values,
+                negated: false,
+            } if values.iter().all(number) => out.push(column.as_str()),
+            _ => {}
+        }
+    }
+    out.extend(lower.into_iter().filter(|c| upper.contains(c)));
+    out
 }
 
 /// `true` when the statistics prove that every value of `column` is null.
@@ -160,6 +214,18 @@ impl Range {
             max: s.max,
             data_type,
         })
+    }
+
+    /// Whether the column may hold NaN values the bounds do not cover: float bounds
+    /// leave NaN out (Parquet's statistics do by the format's rules, and Delta writers
+    /// take theirs from them), while Arrow's comparisons order NaN above every number
+    /// (below, with the sign bit set), so `x > 1` holds for a NaN. Only equality,
+    /// `BETWEEN` and `IN` with numbers can prune such a column.
+    fn bounds_leave_out_nan(&self) -> bool {
+        matches!(
+            self.data_type,
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        )
     }
 
     fn convert(&self, value: &Scalar) -> Option<Scalar> {
@@ -224,6 +290,59 @@ mod tests {
                 },
             )]),
         )
+    }
+
+    /// Float bounds leave NaN out, and Arrow's comparisons (which the rows are filtered
+    /// with) order NaN above every number, or below with the sign bit set: only
+    /// predicates a NaN cannot satisfy prune by them.
+    #[test]
+    fn float_bounds_never_prune_what_a_nan_satisfies() {
+        let f = Stats(
+            10,
+            HashMap::from([(
+                "x",
+                ColumnStats {
+                    min: Some(Scalar::Float64(0.5)),
+                    max: Some(Scalar::Float64(1.0)),
+                    null_count: Some(0),
+                },
+            )]),
+        );
+        let nans = arrow::array::Float64Array::from(vec![f64::NAN, -f64::NAN]);
+        let batch = arrow::array::RecordBatch::try_from_iter([(
+            "x",
+            std::sync::Arc::new(nans) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let satisfied_by_nan = |p: &Predicate| p.evaluate(&batch).unwrap().true_count() > 0;
+        for p in [
+            col("x").gt(1.0),
+            col("x").gt_eq(2.0),
+            col("x").lt(0.5),
+            col("x").lt_eq(0.0),
+            col("x").not_eq(1.0),
+            col("x").between(0.0, 2.0).not(),
+            col("x").in_list([0.75f64]).not(),
+            col("x").gt(1.0).or(col("x").lt(0.5)),
+        ] {
+            assert!(satisfied_by_nan(&p), "{p:?}");
+            assert!(p.can_match(&f), "{p:?} pruned a file that may hold NaN");
+        }
+        // A NaN satisfies none of these: the bounds still prune.
+        for p in [
+            col("x").eq(2.0),
+            col("x").between(1.5, 3.0),
+            col("x").in_list([2.0f64, 3.0]),
+            col("x").gt(1.0).and(col("x").lt(5.0)),
+            col("x")
+                .gt_eq(2.0)
+                .and(col("x").lt_eq(3.0))
+                .and(col("x").not_eq(2.5)),
+            col("x").eq(2.0).and(col("x").not_eq(1.0)),
+        ] {
+            assert!(!satisfied_by_nan(&p), "{p:?}");
+            assert!(!p.can_match(&f), "{p:?}");
+        }
     }
 
     #[test]
