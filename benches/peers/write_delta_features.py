@@ -40,6 +40,10 @@ def canonical(column, data_type):
                 for v in values]
     if pa.types.is_decimal(data_type):
         return [None if v is None else str(int(v.scaleb(data_type.scale))) for v in values]
+    if pa.types.is_map(data_type):
+        # Maps as lists of [key, value] pairs (JSON has no tuples); nested values of
+        # integers and strings print as themselves.
+        return [None if v is None else [list(kv) for kv in v] for v in values]
     if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) \
             or pa.types.is_binary_view(data_type):
         return [None if v is None else v.hex() for v in values]
@@ -129,6 +133,26 @@ write_deltalake(p, batch(0, 20), partition_by=["label"],
 write_deltalake(p, batch(20, 10), mode="append", partition_by=["label"])
 DeltaTable(p).delete("id % 6 = 1")
 out["column_mapping"] = describe(p)
+
+# Column mapping with nested columns: the struct fields inside structs, lists and
+# maps get physical names of their own, which the data files use.
+def nested_batch(first, n):
+    ids = list(range(first, first + n))
+    return pa.table({
+        "id": pa.array(ids, pa.int64()),
+        "s": pa.array([None if i % 5 == 0 else {"a": i, "b": None if i % 3 == 0 else f"b{i}"}
+                       for i in ids], pa.struct([("a", pa.int64()), ("b", pa.string())])),
+        "l": pa.array([[{"x": i + k} for k in range(i % 3)] for i in ids],
+                      pa.list_(pa.struct([("x", pa.int64())]))),
+        "m": pa.array([None if i % 4 == 0 else [(f"k{i}", {"y": i * 10})] for i in ids],
+                      pa.map_(pa.string(), pa.struct([("y", pa.int64())]))),
+    })
+
+
+p = os.path.join(root, "column_mapping_nested")
+write_deltalake(p, nested_batch(0, 12), configuration={"delta.columnMapping.mode": "name"})
+write_deltalake(p, nested_batch(12, 6), mode="append")
+out["column_mapping_nested"] = describe(p)
 
 # Change data feed: deletes and updates write `_change_data` files.
 p = os.path.join(root, "change_data_feed")

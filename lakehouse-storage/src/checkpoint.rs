@@ -23,7 +23,7 @@ use crate::kernel::{Kernel, blocking};
 use crate::location::Location;
 
 /// Default of `delta.logRetentionDuration`.
-const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Writes a checkpoint of kernel snapshot `ks`; `false` when one existed already.
 pub(crate) async fn write(kernel: &Kernel, ks: SnapshotRef) -> Result<bool> {

@@ -8,6 +8,7 @@ use lakehouse_core::{Error, ErrorKind, Result};
 use serde_json::Value;
 
 use crate::log::{MetaData, Protocol};
+use crate::nested_mapping::NestedMapping;
 
 impl Protocol {
     /// The lowest protocol that can describe `schema`: (1, 2), or (3, 7) with the
@@ -110,6 +111,7 @@ impl Protocol {
             ));
         }
         column_mapping(metadata)?;
+        nested_column_mapping(metadata)?;
         // Every recorded type change must be one this crate reads exactly.
         crate::widening::type_changes(&metadata.schema_string)?;
         for f in self.reader_features.iter().flatten() {
@@ -209,15 +211,8 @@ pub(crate) fn column_mapping(metadata: &MetaData) -> Result<HashMap<String, Stri
             ));
         }
     }
-    let v: Value = serde_json::from_str(&metadata.schema_string)
-        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
     let mut out = HashMap::new();
-    for f in v
-        .get("fields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for f in &top_level_fields(metadata)? {
         let (Some(name), Some(physical)) = (
             f.get("name").and_then(Value::as_str),
             f.pointer("/metadata/delta.columnMapping.physicalName")
@@ -228,17 +223,25 @@ pub(crate) fn column_mapping(metadata: &MetaData) -> Result<HashMap<String, Stri
                 "a column of a column-mapped table has no physical name",
             ));
         };
-        if !f.get("type").is_some_and(Value::is_string) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "column {name}: nested columns of a column-mapped table (the Delta \
-                     feature columnMapping) are not read"
-                ),
-            )
-            .with_column(name));
-        }
         out.insert(name.to_owned(), physical.to_owned());
+    }
+    Ok(out)
+}
+
+/// The physical names inside the nested columns of a column-mapped table, by logical
+/// column name: only columns with struct fields at some depth; empty without column
+/// mapping.
+pub(crate) fn nested_column_mapping(metadata: &MetaData) -> Result<HashMap<String, NestedMapping>> {
+    if column_mapping(metadata)?.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut out = HashMap::new();
+    for f in &top_level_fields(metadata)? {
+        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mapping = NestedMapping::from_delta_type(f.get("type").unwrap_or(&Value::Null), name)?;
+        if mapping.renames() {
+            out.insert(name.to_owned(), mapping);
+        }
     }
     Ok(out)
 }
@@ -255,15 +258,8 @@ pub(crate) fn column_mapping_ids(metadata: &MetaData) -> Result<HashMap<i32, Str
     {
         return Ok(HashMap::new());
     }
-    let v: Value = serde_json::from_str(&metadata.schema_string)
-        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
     let mut out = HashMap::new();
-    for f in v
-        .get("fields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for f in &top_level_fields(metadata)? {
         let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
         let id = f
             .pointer("/metadata/delta.columnMapping.id")
@@ -279,4 +275,14 @@ pub(crate) fn column_mapping_ids(metadata: &MetaData) -> Result<HashMap<i32, Str
         out.insert(id, name.to_owned());
     }
     Ok(out)
+}
+
+/// The top-level fields of the table schema, as the log's JSON has them.
+fn top_level_fields(metadata: &MetaData) -> Result<Vec<Value>> {
+    let mut v: Value = serde_json::from_str(&metadata.schema_string)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("table schema: {e}")))?;
+    Ok(match v.get_mut("fields").map(Value::take) {
+        Some(Value::Array(fields)) => fields,
+        _ => Vec::new(),
+    })
 }

@@ -22,7 +22,10 @@
 //!   directory; the log keeps the exact values.
 //! * **Data skipping**: per-file min / max / null counts in the log, partition pruning
 //!   (also from predicates on a time or bucket source column), row-group statistics,
-//!   the page index, optional bloom filters and an optional sort key within files.
+//!   pages skipped by the page index (each predicate column's page bounds, as a row
+//!   selection), optional bloom filters and an optional sort key within files. A
+//!   table handle keeps the footers of the data files it read (32 MiB of decoded
+//!   metadata), so a repeated lookup reads only a bloom filter and the pages it needs.
 //! * **Writes**: each append is one atomic commit (put-if-absent of the next log
 //!   entry); concurrent writers in any number of processes retry with backoff and lose
 //!   nothing; appends with a [`TxnId`](lakehouse_core::TxnId) are idempotent. Files are
@@ -47,7 +50,7 @@
 //! | checkpoints: classic single-file and multi-part, v2 (JSON or Parquet, with sidecars), tables without `_last_checkpoint` | read |
 //! | incremental refresh, time travel by version and by time (`inCommitTimestamp` where enabled), `txn` app ids | read |
 //! | `deletionVectors`, inline and in files | applied as Parquet row selections |
-//! | `columnMapping` (`name` / `id`) on flat schemas: renamed, dropped, added columns | read by physical names (`name`), by Parquet field ids (`id`; a file without them is refused) |
+//! | `columnMapping` (`name` / `id`): renamed, dropped, added columns, and struct fields at every depth (in structs, lists and maps) | read by physical names (`name`), by Parquet field ids (`id`; a file without them is refused; nested fields by id where the file has them, else by physical name); a table with mapped nested fields is described to engines as a batch stream, not as files ([`TableSource::scan_files`](lakehouse_core::TableSource::scan_files) returns `None`) |
 //! | `timestampNtz`, schema-evolved columns (NULL in older files) | read |
 //! | nested types: `struct`, `array`, `map`, nested in each other, with nulls at every level; struct fields added by schema evolution (NULL in older files) | read (any list / map field names in the files) |
 //! | nested statistics (per struct leaf, as Spark and delta-rs write them) | ignored: nested columns are not pruned by statistics, flat ones still are |
@@ -56,7 +59,7 @@
 //! | `typeWidening` (and `-preview`): older files in narrower types | converted exactly to the table type (integers, float, integers to double, decimals, date to `timestamp_ntz`); a recorded change the protocol does not allow, or a file type that does not widen to the table's, is refused with `Unsupported` naming the column |
 //! | partition values as Spark, delta-rs and kernel write them | every type: floats (`NaN`, `inf` / `Infinity`, `-0`), binary (text or `\uXXXX` escapes), timestamps (`2026-01-01 00:00:00[.ffffff]`, ISO with `Z` or an offset, a date alone), decimals (plain or exponent), booleans, escaped characters; empty is null but for strings and binary |
 //! | tables Python `deltalake` writes: column mapping, change data feed, `timestamp_ntz`, checkpoints, copy-on-write deletes and updates, schema merges | read as `deltalake` reads them (`tests/peer_features.rs`) |
-//! | `columnMapping` on a schema with nested columns, `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
+//! | `variantType`, any unknown reader feature | refused with `Unsupported` naming it |
 //!
 //! | Delta writer feature | here |
 //! |---|---|
@@ -208,6 +211,7 @@ mod local;
 mod location;
 mod log;
 mod nested;
+mod nested_mapping;
 mod partition;
 mod read;
 mod replay;
@@ -224,8 +228,8 @@ pub use crate::location::S3Config;
 pub use crate::partition::{PartitionField, Transform};
 pub use crate::root::TableRoot;
 pub use crate::table::{
-    CommitInfo, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS, OptimizeMetrics,
-    OptimizeOptions, StagedMerge, StagedMutation, Table, TableOptions, VacuumMetrics,
-    VacuumOptions,
+    CommitInfo, DEFAULT_PAGE_ROWS, HistoryEntry, MIN_VACUUM_RETENTION, MUTATION_ATTEMPTS,
+    OptimizeMetrics, OptimizeOptions, StagedMerge, StagedMutation, Table, TableOptions,
+    VacuumMetrics, VacuumOptions,
 };
 pub use crate::write::Compression;

@@ -30,6 +30,9 @@ pub struct Location {
     pub(crate) uri: String,
     /// The table directory, for a table on the local file system.
     pub(crate) local_dir: Option<std::path::PathBuf>,
+    /// Where another process opens `store` from (`file:///dir`, `s3://bucket`); `None`
+    /// for a store of this process only.
+    pub(crate) shared: Option<String>,
 }
 
 impl fmt::Debug for Location {
@@ -72,6 +75,7 @@ impl Location {
             store: Arc::new(store),
             root: Path::default(),
             uri: format!("file://{}", abs.display()),
+            shared: Some(format!("file://{}", abs.display())),
             local_dir: Some(abs),
         })
     }
@@ -110,6 +114,7 @@ impl Location {
             root,
             uri: uri.into(),
             local_dir: None,
+            shared: None,
         })
     }
 
@@ -136,7 +141,9 @@ impl Location {
             .build()
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("S3 configuration: {e}")))?;
         let uri = format!("s3://{}/{}", config.bucket, config.prefix.trim_matches('/'));
-        Self::from_store(Arc::new(store), &config.prefix, uri)
+        let mut location = Self::from_store(Arc::new(store), &config.prefix, uri)?;
+        location.shared = Some(format!("s3://{}", config.bucket));
+        Ok(location)
     }
 
     /// The table's URI, as shown in errors.

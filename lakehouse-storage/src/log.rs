@@ -177,6 +177,15 @@ pub(crate) fn encode_commit(actions: &[Action]) -> Result<Vec<u8>> {
 /// Parses a commit file. Unknown action kinds (from newer writers) are skipped; a line
 /// that is not JSON is a [`ErrorKind::Corrupt`] error naming the file and line.
 pub(crate) fn decode_commit(bytes: &[u8], file: &str) -> Result<Vec<Action>> {
+    decode_commit_with_skipped(bytes, file).map(|(actions, _)| actions)
+}
+
+/// [`decode_commit`], also naming the kinds of the actions it skipped (each once).
+pub(crate) fn decode_commit_with_skipped(
+    bytes: &[u8],
+    file: &str,
+) -> Result<(Vec<Action>, Vec<String>)> {
+    let mut skipped: Vec<String> = Vec::new();
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Error::new(ErrorKind::Corrupt, format!("commit is not UTF-8: {e}")).with_path(file)
     })?;
@@ -203,6 +212,9 @@ pub(crate) fn decode_commit(bytes: &[u8], file: &str) -> Result<Vec<Action>> {
             kind.as_str(),
             "commitInfo" | "protocol" | "metaData" | "add" | "remove" | "txn"
         ) {
+            if !skipped.contains(&kind) {
+                skipped.push(kind);
+            }
             continue;
         }
         let action: Action = serde_json::from_value(value).map_err(|e| {
@@ -220,7 +232,7 @@ pub(crate) fn decode_commit(bytes: &[u8], file: &str) -> Result<Vec<Action>> {
     if out.is_empty() {
         return Err(Error::new(ErrorKind::Corrupt, "the commit holds no action").with_path(file));
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 // ---------------------------------------------------------------------------------
@@ -791,10 +803,13 @@ pub(crate) struct Snapshot {
     pub(crate) schema: SchemaRef,
     /// Live files by path, iterated in commit order of their `add`.
     pub(crate) files: FileSet,
-    /// The last sequence of the writers (app ids) this handle committed for since
-    /// `kernel`'s version; every other app id is as `kernel` has it.
+    /// The last sequence of the writers (app ids) of the commits after `kernel`'s
+    /// version that this handle made or read itself; every other app id is as
+    /// `kernel` has it.
     pub(crate) txns: Arc<HashMap<String, i64>>,
-    /// Kernel's snapshot this one was replayed from (at `version` or older).
+    /// Kernel's snapshot this one was replayed from (at `version` or older: this
+    /// handle's own commits, and the commits of others that a refresh read without
+    /// kernel, advance the snapshot alone).
     pub(crate) kernel: delta_kernel::snapshot::SnapshotRef,
 }
 

@@ -1,5 +1,5 @@
-//! Scanning data files: file and row-group pruning, bloom filters, late
-//! materialisation, partition columns and schema evolution.
+//! Scanning data files: file, row-group and page pruning, bloom filters, late
+//! materialisation, cached footers, partition columns and schema evolution.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -48,6 +48,11 @@ pub(crate) struct ScanContext {
     /// Parquet field id to logical column name (column mapping mode `id` only): files
     /// are read by field ids there, whatever their columns are named.
     pub(crate) field_ids: HashMap<i32, String>,
+    /// The physical names inside nested columns (column-mapped tables only), by
+    /// logical column name.
+    pub(crate) nested: HashMap<String, crate::nested_mapping::NestedMapping>,
+    /// The handle's Parquet footers.
+    pub(crate) footers: FooterCache,
 }
 
 /// `batch` with the columns the file names physically renamed to their logical names.
@@ -90,12 +95,48 @@ pub(crate) fn object_path(root: &Path, uri: &str) -> Result<Path> {
     })
 }
 
+/// The Parquet footers (metadata with the page index) of the data files a table
+/// handle has read, by path and size. A committed data file never changes (a new
+/// version writes new files), so a footer read once serves every later scan of the
+/// file: a point lookup then reads only a bloom filter and the pages it needs.
+/// Bounded by the footers' decoded size ([`FOOTER_CACHE_BYTES`] per handle); the
+/// least valuable are evicted.
+#[derive(Clone)]
+pub(crate) struct FooterCache(moka::sync::Cache<(Path, u64), Arc<ParquetMetaData>>);
+
+/// Decoded bytes of Parquet footers one table handle (and its clones) keeps.
+pub(crate) const FOOTER_CACHE_BYTES: u64 = 32 << 20;
+
+impl FooterCache {
+    /// An empty cache of at most `max_bytes` of decoded footers.
+    pub(crate) fn new(max_bytes: u64) -> FooterCache {
+        FooterCache(
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &(Path, u64), v: &Arc<ParquetMetaData>| {
+                    u32::try_from(v.memory_size() + k.0.as_ref().len()).unwrap_or(u32::MAX)
+                })
+                .build(),
+        )
+    }
+}
+
+impl std::fmt::Debug for FooterCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FooterCache")
+            .field("entries", &self.0.entry_count())
+            .field("bytes", &self.0.weighted_size())
+            .finish()
+    }
+}
+
 /// Reads one data file of known size from the object store.
 #[derive(Debug, Clone)]
 struct FileReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    footers: FooterCache,
 }
 
 fn store_err(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -134,12 +175,20 @@ impl AsyncFileReader for FileReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
+            let key = (self.path.clone(), self.size);
+            if let Some(metadata) = self.footers.0.get(&key) {
+                return Ok(metadata);
+            }
             let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_page_index_policy(PageIndexPolicy::Optional)
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
+            let footers = self.footers.clone();
+            let metadata = Arc::new(
+                ParquetMetaDataReader::new()
+                    .with_page_index_policy(PageIndexPolicy::Optional)
+                    .load_and_finish(self, size)
+                    .await?,
+            );
+            footers.0.insert(key, metadata.clone());
+            Ok(metadata)
         }
         .boxed()
     }
@@ -310,6 +359,7 @@ async fn open_file(
         store: ctx.store.clone(),
         path: path.clone(),
         size,
+        footers: ctx.footers.clone(),
     };
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
@@ -374,6 +424,8 @@ async fn open_file(
         .with_batch_size(ctx.batch_size);
 
     let mut kept: Option<Vec<usize>> = None;
+    // Rows of the kept row groups that the page index leaves (`None`: all of them).
+    let mut pages: Option<RowSelection> = None;
     if let Some(pred) = &ctx.predicate {
         // Row groups: statistics, then bloom filters for equality conjuncts.
         let rgs = metadata.row_groups();
@@ -412,17 +464,7 @@ async fn open_file(
                 .map(|(k, v)| (k.clone(), ColumnStats::constant(v.clone(), rows)))
                 .collect();
             for (c, (mins, maxes, nulls)) in &per_column {
-                let min = (mins.is_valid(i))
-                    .then(|| Scalar::try_from_array(mins.as_ref(), i).ok())
-                    .flatten();
-                let max = (maxes.is_valid(i))
-                    .then(|| Scalar::try_from_array(maxes.as_ref(), i).ok())
-                    .flatten();
-                let (min, max) = if min.is_some() && max.is_some() {
-                    (min, max)
-                } else {
-                    (None, None)
-                };
+                let (min, max) = bounds_at(mins, maxes, i);
                 columns.insert(
                     (*c).to_owned(),
                     ColumnStats {
@@ -471,6 +513,15 @@ async fn open_file(
         if keep.is_empty() {
             return Ok(Box::pin(stream::empty()));
         }
+        pages = page_selection(
+            pred,
+            &stat_columns,
+            &metadata,
+            &keep,
+            (&file_schema, &parquet_schema),
+            &partitions,
+            &widened,
+        );
         kept = Some(keep.clone());
         builder = builder.with_row_groups(keep);
 
@@ -512,7 +563,14 @@ async fn open_file(
             .map_err(|e| e.with_path(uri.clone()))?;
         let groups = metadata.row_groups();
         let chosen = kept.unwrap_or_else(|| (0..groups.len()).collect());
-        builder = builder.with_row_selection(live_rows(&deleted, groups, &chosen));
+        let live = live_rows(&deleted, groups, &chosen);
+        pages = Some(match pages {
+            Some(p) => p.intersection(&live),
+            None => live,
+        });
+    }
+    if let Some(selection) = pages {
+        builder = builder.with_row_selection(selection);
     }
 
     let stream = builder.build().map_err(corrupt(path.as_ref()))?;
@@ -523,6 +581,104 @@ async fn open_file(
         let b = b.map_err(corrupt(&path_text))?;
         assemble(&ctx2, &to_logical(b, &logical), &partitions, &wanted)
     })))
+}
+
+/// Entry `i` of statistics arrays `mins` and `maxes` as scalars: both bounds, or
+/// neither when one is missing.
+fn bounds_at(mins: &ArrayRef, maxes: &ArrayRef, i: usize) -> (Option<Scalar>, Option<Scalar>) {
+    let bound = |a: &ArrayRef| {
+        a.is_valid(i)
+            .then(|| Scalar::try_from_array(a.as_ref(), i).ok())
+            .flatten()
+    };
+    match (bound(mins), bound(maxes)) {
+        (Some(min), Some(max)) => (Some(min), Some(max)),
+        _ => (None, None),
+    }
+}
+
+/// The rows of row groups `keep` (in that order) whose pages may hold a match of
+/// `pred`, by the page index's bounds of each predicate column in `columns`; `None`
+/// when the file has no page index or no page can be skipped. A page is judged by its
+/// own column's bounds (pages of different columns end at different rows); the
+/// selections of several columns intersect. Columns stored in another type than the
+/// table's (type widening) are left to the row filter.
+fn page_selection(
+    pred: &Predicate,
+    columns: &[&str],
+    metadata: &ParquetMetaData,
+    keep: &[usize],
+    (file_schema, parquet_schema): (&Schema, &parquet::schema::types::SchemaDescriptor),
+    partitions: &BTreeMap<String, Scalar>,
+    widened: &HashMap<String, DataType>,
+) -> Option<RowSelection> {
+    let (Some(column_index), Some(offset_index)) =
+        (metadata.column_index(), metadata.offset_index())
+    else {
+        return None;
+    };
+    let mut out: Option<RowSelection> = None;
+    for c in columns {
+        if widened.contains_key(*c) {
+            continue;
+        }
+        let Ok(conv) = StatisticsConverter::try_new(c, file_schema, parquet_schema) else {
+            continue;
+        };
+        let Ok(Some(counts)) = conv.data_page_row_counts(offset_index, metadata.row_groups(), keep)
+        else {
+            continue;
+        };
+        let (Ok(mins), Ok(maxes), Ok(nulls)) = (
+            conv.data_page_mins(column_index, offset_index, keep),
+            conv.data_page_maxes(column_index, offset_index, keep),
+            conv.data_page_null_counts(column_index, offset_index, keep),
+        ) else {
+            continue;
+        };
+        let pages = counts.len();
+        if mins.len() != pages || maxes.len() != pages || nulls.len() != pages {
+            continue;
+        }
+        let mut selectors = Vec::with_capacity(pages);
+        let mut skipped = false;
+        for p in 0..pages {
+            let rows = counts.value(p);
+            let (min, max) = bounds_at(&mins, &maxes, p);
+            let mut stats: HashMap<String, ColumnStats> = partitions
+                .iter()
+                .map(|(k, v)| (k.clone(), ColumnStats::constant(v.clone(), rows)))
+                .collect();
+            stats.insert(
+                (*c).to_owned(),
+                ColumnStats {
+                    min,
+                    max,
+                    null_count: nulls.is_valid(p).then(|| nulls.value(p)),
+                },
+            );
+            let view = RowGroupStats {
+                rows: Some(rows),
+                columns: stats,
+            };
+            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+            if pred.can_match(&view) {
+                selectors.push(RowSelector::select(rows));
+            } else {
+                skipped = true;
+                selectors.push(RowSelector::skip(rows));
+            }
+        }
+        if !skipped {
+            continue;
+        }
+        let selection = RowSelection::from(selectors);
+        out = Some(match out {
+            Some(o) => o.intersection(&selection),
+            None => selection,
+        });
+    }
+    out
 }
 
 /// The file's column names to logical names by Parquet field id (column mapping mode
@@ -694,6 +850,16 @@ fn assemble(
         let column: ArrayRef = if let Some(v) = partitions.get(name) {
             constant_array(v, field.data_type(), rows)?
         } else if let Some(c) = batch.column_by_name(name) {
+            let renamed;
+            let c = match ctx.nested.get(name) {
+                Some(mapping) => {
+                    renamed = mapping
+                        .to_logical(c, !ctx.field_ids.is_empty())
+                        .map_err(|e| e.with_column(name))?;
+                    &renamed
+                }
+                None => c,
+            };
             if crate::nested::reads_reshaped(field.data_type())
                 && c.data_type() != field.data_type()
             {
@@ -796,5 +962,142 @@ fn probe(sbbf: &parquet::bloom_filter::Sbbf, v: &Scalar) -> bool {
         Scalar::Int8(x) => sbbf.check(&i32::from(*x)),
         Scalar::Date32(x) => sbbf.check(x),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array};
+    use lakehouse_core::col;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+    use super::*;
+
+    /// A file of `id` 0..10,000 and `x` = id / 10: two row groups of five pages of
+    /// 1,000 rows each.
+    fn file() -> (SchemaRef, ParquetMetaData) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(1000)
+            .set_write_batch_size(1000)
+            .set_max_row_group_row_count(Some(5000))
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props)).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..10_000)),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..10_000).map(|i| i as f64 / 10.0),
+                )),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let md = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&Bytes::from(buf))
+            .unwrap();
+        (schema, md)
+    }
+
+    fn select(pred: &Predicate, columns: &[&str], keep: &[usize]) -> Option<Vec<RowSelector>> {
+        let (schema, md) = file();
+        let pq = md.file_metadata().schema_descr_ptr();
+        page_selection(
+            pred,
+            columns,
+            &md,
+            keep,
+            (&schema, &pq),
+            &BTreeMap::new(),
+            &HashMap::new(),
+        )
+        .map(Vec::from)
+    }
+
+    #[test]
+    fn pages_whose_bounds_cannot_match_are_skipped() {
+        // Row group 1 holds ids 5,000..10,000: only its third page can hold 7,500.
+        assert_eq!(
+            select(&col("id").eq(7_500i64), &["id"], &[1]),
+            Some(vec![
+                RowSelector::skip(2000),
+                RowSelector::select(1000),
+                RowSelector::skip(2000)
+            ])
+        );
+        // Both row groups kept, in order: rows are counted across them.
+        assert_eq!(
+            select(&col("id").lt(1_500i64), &["id"], &[0, 1]),
+            Some(vec![RowSelector::select(2000), RowSelector::skip(8000)])
+        );
+        // Two columns: their selections intersect.
+        // (`x` is bounded on both sides, so a NaN cannot match.)
+        let both = col("id")
+            .gt_eq(2_000i64)
+            .and(col("x").gt_eq(0.0f64))
+            .and(col("x").lt(350.0f64));
+        assert_eq!(
+            select(&both, &["id", "x"], &[0]),
+            Some(vec![
+                RowSelector::skip(2000),
+                RowSelector::select(2000),
+                RowSelector::skip(1000)
+            ])
+        );
+        // Nothing to skip: no selection.
+        assert_eq!(select(&col("id").gt_eq(0i64), &["id"], &[0, 1]), None);
+        // A column without a page index entry (not in the file) skips nothing.
+        assert_eq!(select(&col("zz").eq(1i64), &["zz"], &[0]), None);
+    }
+
+    #[test]
+    fn pages_with_nan_are_kept() {
+        // Page bounds leave NaN out, and NaN > 10 holds: a page whose numbers are all
+        // below 10 may still match when it holds a NaN.
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(2)
+            .set_write_batch_size(2)
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props)).unwrap();
+        let xs = Float64Array::from(vec![1.0, 2.0, 3.0, f64::NAN, 20.0, 30.0]);
+        w.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(xs)]).unwrap())
+            .unwrap();
+        w.close().unwrap();
+        let md = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&Bytes::from(buf))
+            .unwrap();
+        let pq = md.file_metadata().schema_descr_ptr();
+        let sel = |pred: Predicate| {
+            page_selection(
+                &pred,
+                &["x"],
+                &md,
+                &[0],
+                (&schema, &pq),
+                &BTreeMap::new(),
+                &HashMap::new(),
+            )
+            .map(Vec::from)
+        };
+        // Every page may hold a NaN: none is skipped.
+        assert_eq!(sel(col("x").gt(10.0f64)), None);
+        // Bounded above, NaN cannot match: the pages below 10 are skipped.
+        assert_eq!(
+            sel(col("x").gt(10.0f64).and(col("x").lt(100.0f64))),
+            Some(vec![RowSelector::skip(4), RowSelector::select(2)])
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, StringArray, StructArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int32Type, Int64Type};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::engine_data::FilteredEngineData;
 use delta_kernel::scan::StatsOptions;
@@ -17,7 +17,7 @@ use lakehouse_core::{Error, ErrorKind, Result};
 use crate::fileset::FileSet;
 use crate::kernel::{Kernel, kernel_error};
 use crate::log::{
-    Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, column_mapping,
+    Action, Add, DeletionVector, FileEntry, Format, MetaData, Protocol, Snapshot, column_mapping,
     parse_stats_mapped, schema_from_string,
 };
 use crate::widening::{inexact_stats, type_changes};
@@ -66,8 +66,7 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
     protocol.check_readable(&metadata)?;
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
-    let physical = column_mapping(&metadata)?;
-    let inexact = inexact_stats(&type_changes(&metadata.schema_string)?);
+    let context = EntryContext::new(&metadata, schema.clone())?;
     let scan = ks
         .clone()
         .scan_builder()
@@ -87,7 +86,7 @@ pub(crate) fn full(kernel: &Kernel, ks: SnapshotRef) -> Result<Snapshot> {
         let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
         let batch = data.record_batch();
         let cols = FileColumns::of_scan_rows(batch)?;
-        batches.push(cols.entries(&selection, &schema, &physical, &inexact)?);
+        batches.push(cols.entries(&selection, &context)?);
     }
     // Kernel yields the newest commits first; files are kept in the order they were
     // added.
@@ -119,8 +118,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     let listing = stream.into_listing().map_err(|e| kernel.error(e, None))?;
     let schema = schema_from_string(&metadata.schema_string)
         .map_err(|e| e.with_table(kernel.uri().to_owned()))?;
-    let physical = column_mapping(&metadata)?;
-    let inexact = inexact_stats(&type_changes(&metadata.schema_string)?);
+    let context = EntryContext::new(&metadata, schema.clone())?;
     let mut files = cur.files.clone();
     for key in &listing.summary.removes {
         files.remove(key.path());
@@ -128,7 +126,7 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     // Batches come newest commit first.
     let mut added: Vec<Vec<Arc<FileEntry>>> = Vec::new();
     for f in listing.add_files {
-        added.push(add_rows(f, &schema, &physical, &inexact)?);
+        added.push(add_rows(f, &context)?);
     }
     for entry in added.into_iter().rev().flatten() {
         files.insert(entry);
@@ -145,12 +143,70 @@ pub(crate) fn incremental(kernel: &Kernel, cur: &Snapshot, ks: SnapshotRef) -> R
     })
 }
 
-fn add_rows(
-    f: FilteredEngineData,
-    schema: &arrow::datatypes::Schema,
-    physical: &HashMap<String, String>,
-    inexact: &[String],
-) -> Result<Vec<Arc<FileEntry>>> {
+/// Action kinds a commit may hold beside the ones this crate decodes that do not
+/// change which files are live: change data files and domain metadata.
+const INERT_ACTIONS: [&str; 2] = ["cdc", "domainMetadata"];
+
+/// Whether [`apply_commits`] can apply a commit of `actions` (decoded, with the kinds
+/// the decoder skipped): only file and `txn` actions, no protocol or metadata change
+/// and no action kind it does not know.
+pub(crate) fn appliable(actions: &[Action], skipped: &[String]) -> bool {
+    skipped.iter().all(|k| INERT_ACTIONS.contains(&k.as_str()))
+        && actions
+            .iter()
+            .all(|a| !matches!(a, Action::Protocol(_) | Action::MetaData(_)))
+}
+
+/// `cur` advanced by the commits after it, read by this crate instead of kernel:
+/// `commits[i]` holds the actions of version `cur.version + 1 + i`, each of them
+/// [`appliable`]. The protocol and metadata stay those of `cur`; kernel's snapshot
+/// stays where it was (see [`Snapshot::kernel`]).
+///
+/// Within a commit the order of actions carries no meaning: its removes apply before
+/// its adds, so that a file re-added with a new deletion vector stays live.
+pub(crate) fn apply_commits(cur: &Snapshot, commits: Vec<Vec<Action>>) -> Result<Snapshot> {
+    let context = EntryContext::new(&cur.metadata, cur.schema.clone())?;
+    let mut files = cur.files.clone();
+    let mut txns: Option<HashMap<String, i64>> = None;
+    let mut version = cur.version;
+    for actions in commits {
+        version += 1;
+        for a in &actions {
+            if let Action::Remove(r) = a {
+                files.remove(&r.path);
+            }
+        }
+        for a in actions {
+            match a {
+                Action::Add(add) => files.insert(context.entry(add)),
+                Action::Txn(t) => {
+                    txns.get_or_insert_with(|| (*cur.txns).clone())
+                        .insert(t.app_id, t.version);
+                }
+                Action::Protocol(_) | Action::MetaData(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!(
+                            "version {version}: a protocol or metadata change applied as files"
+                        ),
+                    ));
+                }
+                Action::Remove(_) | Action::CommitInfo(_) => {}
+            }
+        }
+    }
+    Ok(Snapshot {
+        version,
+        protocol: cur.protocol.clone(),
+        metadata: cur.metadata.clone(),
+        schema: cur.schema.clone(),
+        files,
+        txns: txns.map(Arc::new).unwrap_or_else(|| cur.txns.clone()),
+        kernel: cur.kernel.clone(),
+    })
+}
+
+fn add_rows(f: FilteredEngineData, context: &EntryContext) -> Result<Vec<Arc<FileEntry>>> {
     let (data, selection) = f.into_parts();
     let data = ArrowEngineData::try_from_engine_data(data).map_err(kernel_error)?;
     let batch = data.record_batch();
@@ -158,7 +214,7 @@ fn add_rows(
         .column_by_name("add")
         .and_then(|c| c.as_struct_opt())
         .ok_or_else(|| corrupt("commit rows without an add column"))?;
-    FileColumns::of_add_struct(add)?.entries(&selection, schema, physical, inexact)
+    FileColumns::of_add_struct(add)?.entries(&selection, context)
 }
 
 fn corrupt(m: &str) -> Error {
@@ -229,18 +285,7 @@ impl FileColumns {
         })
     }
 
-    fn entries(
-        &self,
-        selection: &[bool],
-        schema: &arrow::datatypes::Schema,
-        physical: &HashMap<String, String>,
-        inexact: &[String],
-    ) -> Result<Vec<Arc<FileEntry>>> {
-        // Partition values are keyed by physical names in column-mapped tables.
-        let logical: HashMap<&str, &str> = physical
-            .iter()
-            .map(|(l, p)| (p.as_str(), l.as_str()))
-            .collect();
+    fn entries(&self, selection: &[bool], files: &EntryContext) -> Result<Vec<Arc<FileEntry>>> {
         let mut out = Vec::new();
         for i in 0..self.path.len() {
             if !selection.get(i).copied().unwrap_or(true) || self.path.is_null(i) {
@@ -262,9 +307,8 @@ impl FileColumns {
                 let keys = utf8(entry.column(0))?;
                 let values = utf8(entry.column(1))?;
                 for j in 0..keys.len() {
-                    let key = keys.value(j);
                     partition_values.insert(
-                        logical.get(key).copied().unwrap_or(key).to_owned(),
+                        keys.value(j).to_owned(),
                         values.is_valid(j).then(|| values.value(j).to_owned()),
                     );
                 }
@@ -273,30 +317,66 @@ impl FileColumns {
                 Some(dv) if dv.is_valid(i) => Some(dv_at(dv, i)?),
                 _ => None,
             };
-            let mut parsed = parse_stats_mapped(stats.as_deref(), schema, physical);
-            // Bounds an older file wrote in a narrower type that do not read exactly.
-            for c in inexact {
-                if let Some(s) = parsed.columns.get_mut(c) {
-                    s.min = None;
-                    s.max = None;
-                }
-            }
-            // Statistics count the deleted rows too: bounds stay safe, counts do not.
-            let parsed = parsed.less_deleted(deletion_vector.as_ref());
-            out.push(Arc::new(FileEntry::new(
-                Add {
-                    path,
-                    partition_values,
-                    size,
-                    modification_time,
-                    data_change: true,
-                    stats,
-                    deletion_vector,
-                },
-                parsed,
-            )));
+            out.push(files.entry(Add {
+                path,
+                partition_values,
+                size,
+                modification_time,
+                data_change: true,
+                stats,
+                deletion_vector,
+            }));
         }
         Ok(out)
+    }
+}
+
+/// What turns the `add` actions of one table metadata into file entries: statistics
+/// and partition values are keyed by physical names in column-mapped tables, and
+/// bounds that older files wrote in a narrower type do not read exactly.
+pub(crate) struct EntryContext {
+    schema: SchemaRef,
+    physical: HashMap<String, String>,
+    logical: HashMap<String, String>,
+    inexact: Vec<String>,
+}
+
+impl EntryContext {
+    /// The context of `metadata`, whose schema is `schema`.
+    pub(crate) fn new(metadata: &MetaData, schema: SchemaRef) -> Result<EntryContext> {
+        let physical = column_mapping(metadata)?;
+        let logical = physical
+            .iter()
+            .map(|(l, p)| (p.clone(), l.clone()))
+            .collect();
+        let inexact = inexact_stats(&type_changes(&metadata.schema_string)?);
+        Ok(EntryContext {
+            schema,
+            physical,
+            logical,
+            inexact,
+        })
+    }
+
+    /// The file entry of `add` as the log has it (partition values by physical names).
+    pub(crate) fn entry(&self, mut add: Add) -> Arc<FileEntry> {
+        if !self.logical.is_empty() {
+            add.partition_values = std::mem::take(&mut add.partition_values)
+                .into_iter()
+                .map(|(k, v)| (self.logical.get(&k).cloned().unwrap_or(k), v))
+                .collect();
+        }
+        let mut parsed = parse_stats_mapped(add.stats.as_deref(), &self.schema, &self.physical);
+        // Bounds an older file wrote in a narrower type that do not read exactly.
+        for c in &self.inexact {
+            if let Some(s) = parsed.columns.get_mut(c) {
+                s.min = None;
+                s.max = None;
+            }
+        }
+        // Statistics count the deleted rows too: bounds stay safe, counts do not.
+        let parsed = parsed.less_deleted(add.deletion_vector.as_ref());
+        Arc::new(FileEntry::new(add, parsed))
     }
 }
 

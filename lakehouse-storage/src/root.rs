@@ -86,6 +86,7 @@ impl TableRoot {
             root: Path::default(),
             uri: "memory://".into(),
             local_dir: None,
+            shared: None,
         })
     }
 
@@ -119,6 +120,8 @@ impl TableRoot {
                 let uri = format!("{}/{name}", self.base.uri().trim_end_matches('/'));
                 let mut loc = Location::from_store(self.base.store.clone(), "", uri)?;
                 loc.root = self.base.child(name)?;
+                // The same store as the root's: other processes open it alike.
+                loc.shared = self.base.shared.clone();
                 Ok(loc)
             }
         }

@@ -69,6 +69,8 @@ pub(crate) struct WriteConfig {
     pub(crate) compression: Compression,
     pub(crate) target_file_bytes: u64,
     pub(crate) row_group_rows: usize,
+    /// Rows per data page, at most.
+    pub(crate) page_rows: usize,
     pub(crate) bloom_filter_columns: Vec<String>,
     pub(crate) sort_by: Vec<String>,
 }
@@ -282,6 +284,7 @@ pub(crate) fn writer_properties(
     let mut b = WriterProperties::builder()
         .set_compression(cfg.compression.to_parquet()?)
         .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
+        .set_data_page_row_count_limit(cfg.page_rows.max(1))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_dictionary_enabled(true)
         .set_created_by("lakehouse-storage".into());
@@ -404,6 +407,7 @@ mod tests {
             compression: Compression::Zstd(3),
             target_file_bytes: 1 << 30,
             row_group_rows: 1 << 20,
+            page_rows: crate::table::DEFAULT_PAGE_ROWS,
             bloom_filter_columns: Vec::new(),
             sort_by: Vec::new(),
         };

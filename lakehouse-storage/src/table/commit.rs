@@ -46,6 +46,10 @@ impl Table {
         let _turn = self.inner.commit_lock.lock().await;
         let mut retries = 0u32;
         let mut snap = self.cached();
+        if !self.probe_is_safe(&snap, std::time::Instant::now()) {
+            // The next version is put if absent: it must not be one log cleanup deleted.
+            snap = self.refreshed().await?;
+        }
         loop {
             snap.protocol
                 .check_writable(&snap.metadata)

@@ -41,7 +41,7 @@ pub use self::append::CommitInfo;
 pub use self::merge::StagedMerge;
 pub use self::mutate::{MUTATION_ATTEMPTS, StagedMutation};
 pub use self::optimize::{OptimizeMetrics, OptimizeOptions};
-pub use self::options::TableOptions;
+pub use self::options::{DEFAULT_PAGE_ROWS, TableOptions};
 pub use self::snapshot::HistoryEntry;
 pub use self::vacuum::{MIN_VACUUM_RETENTION, VacuumMetrics, VacuumOptions};
 
@@ -52,10 +52,15 @@ struct Inner {
     /// The last checkpoint that failed, kept until one succeeds.
     checkpoint_error: parking_lot::Mutex<Option<Error>>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// When the cached snapshot (or an older one) was last known to be the latest
+    /// version: the log was listed, or the next commit found missing, after this time.
+    latest_at: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Commits of one handle (and its clones) go one at a time; other handles and
     /// processes race through put-if-absent.
     commit_lock: tokio::sync::Mutex<()>,
     max_retries: u32,
+    /// Footers of the data files scans read (see `FooterCache`).
+    footers: crate::read::FooterCache,
 }
 
 /// A partitioned columnar table in the Delta Lake format: Parquet files plus a
@@ -110,6 +115,7 @@ impl Table {
         log_dir: Path,
         kernel: Kernel,
         snapshot: Snapshot,
+        latest_at: std::time::Instant,
     ) -> Table {
         Table {
             inner: Arc::new(Inner {
@@ -118,8 +124,10 @@ impl Table {
                 kernel,
                 checkpoint_error: parking_lot::Mutex::new(None),
                 snapshot: RwLock::new(Arc::new(snapshot)),
+                latest_at: parking_lot::Mutex::new(Some(latest_at)),
                 commit_lock: tokio::sync::Mutex::new(()),
                 max_retries: 10_000,
+                footers: crate::read::FooterCache::new(crate::read::FOOTER_CACHE_BYTES),
             }),
         }
     }
@@ -169,6 +177,8 @@ impl Table {
             kernel: self.inner.kernel.clone(),
             physical: crate::log::column_mapping(&snap.metadata).unwrap_or_default(),
             field_ids: crate::features::column_mapping_ids(&snap.metadata).unwrap_or_default(),
+            nested: crate::features::nested_column_mapping(&snap.metadata).unwrap_or_default(),
+            footers: self.inner.footers.clone(),
         })
     }
 

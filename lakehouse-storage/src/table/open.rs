@@ -1,6 +1,7 @@
 //! Creating a table and opening one: kernel replays its log from the newest checkpoint.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
@@ -79,6 +80,8 @@ impl Table {
             Action::MetaData(metadata),
         ];
         let log_dir = location.child(LOG_DIR)?;
+        // Version 0 did not exist before the put: it is the latest from here.
+        let started = Instant::now();
         if !put_if_absent(&location, &log_dir, 0, &actions).await? {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -88,7 +91,9 @@ impl Table {
         }
         let kernel = Kernel::new(&location)?;
         let snapshot = load_snapshot(&location, &kernel, Some(0)).await?;
-        Ok(Table::from_snapshot(location, log_dir, kernel, snapshot))
+        Ok(Table::from_snapshot(
+            location, log_dir, kernel, snapshot, started,
+        ))
     }
 
     /// Opens the table at `location`, replaying its log from the latest checkpoint.
@@ -103,8 +108,11 @@ impl Table {
     pub async fn open(location: Location) -> Result<Table> {
         let log_dir = location.child(LOG_DIR)?;
         let kernel = Kernel::new(&location)?;
+        let started = Instant::now();
         let snapshot = load_snapshot(&location, &kernel, None).await?;
-        Ok(Table::from_snapshot(location, log_dir, kernel, snapshot))
+        Ok(Table::from_snapshot(
+            location, log_dir, kernel, snapshot, started,
+        ))
     }
 
     /// Opens the table, or creates it when there is none.

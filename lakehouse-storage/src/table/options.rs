@@ -8,6 +8,9 @@ use crate::write::{Compression, WriteConfig};
 /// The table property that turns deletion vectors on for writers.
 pub(crate) const DELETION_VECTORS_KEY: &str = "delta.enableDeletionVectors";
 
+/// Rows per data page by default (see [`TableOptions::page_rows`]).
+pub const DEFAULT_PAGE_ROWS: usize = 8_192;
+
 /// Options of a new table; stored in the table so that every writer uses them.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -17,6 +20,7 @@ pub struct TableOptions {
     pub(super) compression: Compression,
     pub(super) target_file_bytes: u64,
     pub(super) row_group_rows: usize,
+    pub(super) page_rows: usize,
     pub(super) bloom_filter_columns: Vec<String>,
     pub(super) sort_by: Vec<String>,
     pub(super) checkpoint_interval: u64,
@@ -31,6 +35,7 @@ impl Default for TableOptions {
             compression: Compression::default(),
             target_file_bytes: 128 << 20,
             row_group_rows: 128 * 1024,
+            page_rows: DEFAULT_PAGE_ROWS,
             bloom_filter_columns: Vec::new(),
             sort_by: Vec::new(),
             checkpoint_interval: 10,
@@ -41,7 +46,7 @@ impl Default for TableOptions {
 
 impl TableOptions {
     /// Defaults: unpartitioned, zstd level 3, 128 MiB files, 128 Ki-row row groups,
-    /// a checkpoint every 10 commits.
+    /// pages of at most 8,192 rows, a checkpoint every 10 commits.
     pub fn new() -> Self {
         Self::default()
     }
@@ -73,6 +78,16 @@ impl TableOptions {
     /// Rows per Parquet row group (smaller groups make point lookups cheaper).
     pub fn row_group_rows(mut self, rows: usize) -> Self {
         self.row_group_rows = rows.max(1);
+        self
+    }
+
+    /// Rows per Parquet data page, at most ([`DEFAULT_PAGE_ROWS`] by default). A scan
+    /// that selects a few rows decompresses and decodes the pages that hold them, one
+    /// per column read: smaller pages make point lookups cheaper, at some cost in
+    /// compression and in per-page work for full scans. The page index records every
+    /// page's bounds, so scans skip the pages that cannot match.
+    pub fn page_rows(mut self, rows: usize) -> Self {
+        self.page_rows = rows.max(1);
         self
     }
 
@@ -125,6 +140,7 @@ impl TableOptions {
             compression: self.compression,
             target_file_bytes: self.target_file_bytes,
             row_group_rows: self.row_group_rows,
+            page_rows: self.page_rows,
             bloom_filter_columns: self.bloom_filter_columns.clone(),
             sort_by: self.sort_by.clone(),
         }
@@ -147,6 +163,7 @@ impl TableOptions {
             "lakehouse.rowGroupRows".into(),
             self.row_group_rows.to_string(),
         );
+        c.insert("lakehouse.pageRows".into(), self.page_rows.to_string());
         c.insert(
             "lakehouse.bloomFilterColumns".into(),
             self.bloom_filter_columns.join(","),
@@ -201,6 +218,11 @@ impl TableOptions {
                 .get("lakehouse.rowGroupRows")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d.row_group_rows),
+            page_rows: c
+                .get("lakehouse.pageRows")
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(d.page_rows),
             bloom_filter_columns: list("lakehouse.bloomFilterColumns"),
             sort_by: list("lakehouse.sortBy"),
             checkpoint_interval: c

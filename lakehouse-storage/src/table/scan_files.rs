@@ -68,6 +68,12 @@ impl Table {
         {
             return Ok(None);
         }
+        // Struct fields nested under physical names are renamed by this crate's reader
+        // (crate::nested_mapping), which a Parquet engine reading the files by the table
+        // schema would not do: such tables are read by the batch stream.
+        if !crate::features::nested_column_mapping(&snap.metadata)?.is_empty() {
+            return Ok(None);
+        }
 
         let location = &self.inner.location;
         let mut scan = FileScan::new(
@@ -76,6 +82,7 @@ impl Table {
             schema.clone(),
             snap.version,
         )?;
+        scan.store_location = location.shared.clone();
         scan.partition_columns = snap.metadata.partition_columns.clone();
         scan.column_mapping = crate::log::column_mapping(&snap.metadata)?
             .into_iter()

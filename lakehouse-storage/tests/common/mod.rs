@@ -136,3 +136,19 @@ pub(crate) fn run_script(python: &str, script: &str, args: &[&str]) -> serde_jso
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The `id` column of `batches`, sorted.
+pub(crate) fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    let mut out: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
