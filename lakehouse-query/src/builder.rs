@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakehouse_core::{Clock, Result, SystemClock, TableCatalog};
 use parking_lot::RwLock;
@@ -28,6 +29,8 @@ pub struct EngineBuilder {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) catalog: Option<Arc<dyn TableCatalog>>,
     pub(crate) write_attempts: u32,
+    #[cfg(feature = "distributed")]
+    cluster: Option<crate::distributed::Cluster>,
 }
 
 impl Default for EngineBuilder {
@@ -45,6 +48,8 @@ impl Default for EngineBuilder {
             clock: Arc::new(SystemClock),
             catalog: None,
             write_attempts: 3,
+            #[cfg(feature = "distributed")]
+            cluster: None,
         }
     }
 }
@@ -128,6 +133,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Runs queries distributed over `cluster`'s workers (feature `distributed`; see
+    /// [`distributed`](crate::distributed) for what runs where). Materialized views,
+    /// the result cache and workload management work as on one process: they sit above
+    /// the plan.
+    #[cfg(feature = "distributed")]
+    pub fn distributed(mut self, cluster: crate::distributed::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Builds the engine and registers, writable, every table of the
     /// [`catalog`](Self::catalog) (see
     /// [`QueryEngine::register_catalog_tables`]).
@@ -144,7 +159,28 @@ impl EngineBuilder {
             .with_target_partitions(self.target_partitions)
             .with_batch_size(self.batch_size)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        #[cfg(feature = "distributed")]
+        let (state, coordinator) = match &self.cluster {
+            Some(cluster) => {
+                let (state, coordinator) = crate::distributed::coordinator_session(config, cluster);
+                (state, Some(coordinator))
+            }
+            None => (
+                SessionStateBuilder::new()
+                    .with_config(config)
+                    .with_default_features(),
+                None,
+            ),
+        };
+        #[cfg(not(feature = "distributed"))]
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        let state = state
+            .with_optimizer_rules(crate::null_safe::optimizer_rules())
+            .with_physical_optimizer_rule(Arc::new(crate::nan_pruning::NanSafePruning))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let mut queues = self.queues.clone();
         if !queues.iter().any(|q| q.name() == WorkloadQueue::DEFAULT) {
             queues.push(WorkloadQueue::new(
@@ -160,6 +196,8 @@ impl EngineBuilder {
                 plans: PlanCache::new(self.plan_cache_entries),
                 results: ResultCache::new(self.result_cache_bytes),
                 wlm: Wlm::new(queues),
+                #[cfg(feature = "distributed")]
+                coordinator,
                 config: self,
             }),
         }

@@ -35,6 +35,9 @@ pub(crate) struct Inner {
     pub(crate) plans: PlanCache,
     pub(crate) results: ResultCache,
     pub(crate) wlm: Wlm,
+    /// The coordinator's side of distributed execution.
+    #[cfg(feature = "distributed")]
+    pub(crate) coordinator: Option<Arc<crate::distributed::Coordinator>>,
 }
 
 /// A SQL query engine over any [`TableSource`](lakehouse_core::TableSource), on Apache
@@ -105,7 +108,14 @@ impl QueryEngine {
 
     /// The text of `EXPLAIN [ANALYZE] <sql>`: the logical and physical plans, with run
     /// time metrics when `analyze`.
+    ///
+    /// In distributed mode, `EXPLAIN` without `analyze` shows the distributed plan: its
+    /// stages, their tasks and the network boundaries between them.
     pub async fn explain(&self, sql: &str, analyze: bool) -> Result<String> {
+        #[cfg(feature = "distributed")]
+        if !analyze && self.inner.coordinator.is_some() {
+            return self.explain_distributed(sql).await;
+        }
         let verb = if analyze {
             "EXPLAIN ANALYZE"
         } else {
@@ -126,6 +136,29 @@ impl QueryEngine {
             }
         }
         Ok(out)
+    }
+
+    /// The logical plan of `sql` and the distributed physical plan, stage by stage.
+    #[cfg(feature = "distributed")]
+    async fn explain_distributed(&self, sql: &str) -> Result<String> {
+        let planned = self.plan_cached(sql).await?;
+        if planned.command {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "EXPLAIN of a statement that is not a query",
+            ));
+        }
+        let state = self.state();
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&planned.plan, &state)
+            .await
+            .map_df()?;
+        Ok(format!(
+            "logical_plan:\n{}\nphysical_plan:\n{}\n",
+            planned.plan.display_indent(),
+            datafusion_distributed::display_plan_ascii(physical.as_ref(), false)
+        ))
     }
 
     /// Occupancy of the workload queues, sorted by name.
@@ -202,7 +235,7 @@ impl QueryEngine {
             let df = ctx.execute_logical_plan(plan).await.map_df()?;
             df.collect().await.map_df()
         };
-        let batches = self.guarded(run, options).await?;
+        let batches = self.distributed_run(run, options).await?;
         // DDL may have changed the catalog.
         self.inner.plans.invalidate();
         Ok(QueryResult {
@@ -279,7 +312,26 @@ impl QueryEngine {
                 .await
                 .map_df()
         };
-        self.guarded(run, options).await
+        self.distributed_run(run, options).await
+    }
+
+    /// Runs `fut` [`guarded`](Self::guarded); in distributed mode, with the
+    /// coordinator serving and the workers that fail left out of the next queries.
+    async fn distributed_run<T>(
+        &self,
+        fut: impl Future<Output = Result<T>>,
+        options: &QueryOptions,
+    ) -> Result<T> {
+        #[cfg(feature = "distributed")]
+        if let Some(coordinator) = &self.inner.coordinator {
+            coordinator.before_query().await?;
+            return match self.guarded(fut, options).await {
+                Ok(v) => Ok(v),
+                Err(e) if matches!(e.kind(), ErrorKind::Cancelled | ErrorKind::Timeout) => Err(e),
+                Err(e) => Err(coordinator.after_failure(e).await),
+            };
+        }
+        self.guarded(fut, options).await
     }
 
     /// Optimizes and runs an unoptimized logical plan (used by materialized views).

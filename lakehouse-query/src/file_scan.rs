@@ -111,15 +111,50 @@ pub(crate) async fn plan_file_scan(
         return Ok(Some(Arc::new(EmptyExec::new(out_schema))));
     }
 
+    #[cfg(not(feature = "distributed"))]
     let url = ObjectStoreUrl::parse(&scan.store_url)?;
+    // Distributed, a store other processes can open is named by its location, which
+    // the workers' store registry reads back.
+    #[cfg(feature = "distributed")]
+    let url = {
+        let stores = state
+            .config()
+            .get_extension::<crate::distributed::StoreLocations>();
+        let url = match (&stores, &scan.store_location) {
+            (Some(_), Some(location)) => {
+                ObjectStoreUrl::parse(crate::distributed::location_url(location))?
+            }
+            _ => ObjectStoreUrl::parse(&scan.store_url)?,
+        };
+        if let Some(stores) = stores {
+            stores.record(url.as_str(), scan.store_location.clone());
+        }
+        url
+    };
     state
         .runtime_env()
         .register_object_store(url.as_ref(), scan.store.clone());
 
+    let mapping = (!scan.column_mapping.is_empty()).then(|| {
+        Arc::new(
+            scan.column_mapping
+                .iter()
+                .map(|(l, p)| (l.clone(), p.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
+    });
     let files: Vec<PartitionedFile> = scan
         .files
         .iter()
-        .map(|f| layout.partitioned_file(f))
+        .map(|f| {
+            let file = layout.partitioned_file(f)?;
+            // The mapping travels with the files too, for the distributed codec (the
+            // adapter factory below cannot be inspected).
+            Ok(match &mapping {
+                Some(m) => file.with_extension(FileColumnMapping(m.clone())),
+                None => file,
+            })
+        })
         .collect::<DfResult<_>>()?;
     let groups = spread(files, state.config().target_partitions());
     let table_schema = layout.table_schema.table_schema().clone();
@@ -141,6 +176,9 @@ pub(crate) async fn plan_file_scan(
     let mut options = state.table_options().parquet.clone();
     options.global.pushdown_filters = true;
     options.global.reorder_filters = true;
+    // Row-group and page pruning stay on here; the `nan_pruning` rule turns them off
+    // in scans whose final filter reads a float column (Parquet's float bounds leave
+    // NaN out). Files were pruned by the source already, NaN-aware.
     options.global.enable_page_index = true;
     // The table's types, not views: no cast after decoding.
     options.global.schema_force_view_types = false;
@@ -153,17 +191,9 @@ pub(crate) async fn plan_file_scan(
             value: Arc::new(FilesRead::new(scan.files.len(), scan.total_files)),
         });
 
-    let adapter: Arc<dyn PhysicalExprAdapterFactory> = if scan.column_mapping.is_empty() {
-        Arc::new(DefaultPhysicalExprAdapterFactory)
-    } else {
-        Arc::new(MappedAdapterFactory {
-            physical: Arc::new(
-                scan.column_mapping
-                    .iter()
-                    .map(|(l, p)| (l.clone(), p.clone()))
-                    .collect(),
-            ),
-        })
+    let adapter: Arc<dyn PhysicalExprAdapterFactory> = match mapping {
+        None => Arc::new(DefaultPhysicalExprAdapterFactory),
+        Some(physical) => Arc::new(MappedAdapterFactory { physical }),
     };
     let config = FileScanConfigBuilder::new(url, Arc::new(parquet))
         .with_file_groups(groups)
@@ -325,7 +355,11 @@ impl Layout {
                         .and_then(|v| v.cast_to(field.data_type()).ok())
                         .filter(|v| !v.is_null())
                 };
-                if let (Some(min), Some(max)) = (typed(&c.min), typed(&c.max)) {
+                // Float bounds may leave NaN out (see `crate::nan_pruning`): given to
+                // DataFusion they would prune files and answer `max(x)` without NaN.
+                if let (Some(min), Some(max)) = (typed(&c.min), typed(&c.max))
+                    && !field.data_type().is_floating()
+                {
                     out.min_value = precision(min);
                     out.max_value = precision(max);
                 }
@@ -436,12 +470,17 @@ impl CustomMetricValue for FilesRead {
     }
 }
 
+/// A file's column mapping (logical to physical names), attached to each
+/// `PartitionedFile` of a table with column mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct FileColumnMapping(pub(crate) Arc<HashMap<String, String>>);
+
 /// Resolves logical column names to the files' physical names, then adapts as
 /// DataFusion does by default (nulls for missing columns, casts).
 #[derive(Debug)]
-struct MappedAdapterFactory {
+pub(crate) struct MappedAdapterFactory {
     /// Logical name to physical name.
-    physical: Arc<HashMap<String, String>>,
+    pub(crate) physical: Arc<HashMap<String, String>>,
 }
 
 impl PhysicalExprAdapterFactory for MappedAdapterFactory {

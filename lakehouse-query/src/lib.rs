@@ -159,9 +159,49 @@
 //!
 //! # Crate features
 //!
-//! None yet: the engine always includes DataFusion's SQL front end, Parquet and CSV
-//! readers and its scalar function libraries (string, math, date/time, regex, crypto,
-//! nested types).
+//! The engine always includes DataFusion's SQL front end, Parquet and CSV readers and
+//! its scalar function libraries (string, math, date/time, regex, crypto, nested
+//! types).
+//!
+//! * `distributed` (off by default): queries on worker processes, see below. Adds
+//!   `datafusion-distributed`, DataFusion's plan codec and a gRPC stack (tonic).
+//!
+//! # Distributed execution
+//!
+//! With feature `distributed`, [`EngineBuilder::distributed`] takes a
+//! [`distributed::Cluster`] of worker addresses and the same SQL over the same tables
+//! runs on several processes; a worker is [`distributed::serve`] (the `lakehouse_worker`
+//! binary of the examples crate). The engine plans as on one process, then the
+//! `datafusion-distributed` planner cuts the physical plan into stages at its
+//! repartitions (hash shuffles, broadcast join sides, the final merge) and splits each
+//! file scan into one task per worker, by files and byte ranges.
+//!
+//! Supported: every query over tables whose scans are files (Delta tables of
+//! `lakehouse-storage` on a local directory the processes share, or on S3 when the
+//! workers can open the bucket), with their deletion vectors and column mapping, which
+//! this crate's codec ships with the scan; materialized views, the result cache, WLM
+//! queues, timeouts and cancellation, which sit above the plan. Kept on the
+//! coordinator (their stage gets one task, which runs in the coordinator's own worker,
+//! served to the other workers on [`distributed::Cluster::coordinator_listen`]): sources
+//! that are not files (batch streams, [`Distribution`] slices, streaming tails),
+//! in-memory tables (materialized views' contents) and file scans of a store only this
+//! process holds. Such a node is never sent: the codec refuses to encode it (an
+//! error naming it, never a plan shipped without its parts). A worker that stops answering fails the running query
+//! with [`ErrorKind::Unavailable`]; later queries are planned on the workers that
+//! answer, and it is taken back when it answers again. Not carried over: the slices'
+//! `KEY` co-location (`KEY` tables stay on the coordinator, where their joins stay
+//! slice-local) and the per-query memory limit, which holds on the coordinator only.
+//!
+//! Why `datafusion-distributed` rather than Ballista: it is a library on the DataFusion
+//! version the engine uses, so the coordinator keeps this engine's session, planner,
+//! table providers and caches and only the physical plan changes; it splits
+//! DataFusion's own Parquet scan (`DataSourceExec`) across workers out of the box, with
+//! hooks for nodes of our own (codecs, task-count handlers); workers are a gRPC service
+//! embedded in any process, started with one call; and shuffles stream between
+//! workers instead of going through files. Ballista is a separate scheduler and
+//! executor deployment with its own session and client, which would put the
+//! engine's catalog, pinned table versions and result cache on the other side of a
+//! client API.
 //!
 //! # Runtime
 //!
@@ -177,6 +217,8 @@
 mod background_refresh;
 mod builder;
 mod ddl;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod dml;
 mod engine;
 mod error;
@@ -186,6 +228,8 @@ mod file_scan;
 pub mod fuzzing;
 mod merge;
 mod mv;
+mod nan_pruning;
+mod null_safe;
 mod options;
 mod plan;
 mod plan_cache;

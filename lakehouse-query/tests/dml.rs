@@ -476,3 +476,49 @@ async fn a_null_merge_condition_does_not_hold() {
     assert_eq!(count(&r), 0);
     assert_eq!(total(&engine, "SELECT COUNT(*) FROM sales").await, 3);
 }
+
+/// Regression: DataFusion 55's simplifier intersects `IN` lists without SQL's null
+/// semantics (`x NOT IN (1) OR x NOT IN (2)` became `true` also where `x` is null, a
+/// `NULL` item was dropped, list items that are columns were compared by their text).
+/// The engine combines the lists itself before DataFusion simplifies.
+#[tokio::test]
+async fn select_combines_in_lists_null_safely() {
+    let (engine, _table) = writable_sales(10).await;
+    engine
+        .sql("UPDATE sales SET price = NULL WHERE item < 4")
+        .await
+        .expect("null some prices");
+    // Items 4..=9 have prices 4.0..=9.0, items 0..=3 none.
+    let cases = [
+        // Both NOT IN hold for every price; for a null price both are null.
+        ("price NOT IN (1.0) OR price NOT IN (2.0)", 6),
+        ("(price NOT IN (1.0) OR price NOT IN (2.0)) IS NULL", 4),
+        ("(price NOT IN (1.0) OR price NOT IN (2.0)) IS TRUE", 6),
+        // The inner conjunction is false for a price, null for none.
+        (
+            "NOT ((price = 4.0 OR price = 5.0) AND (price = 6.0 OR price = 7.0))",
+            6,
+        ),
+        ("NOT (price IN (4.0, 5.0) AND price NOT IN (4.0, 5.0))", 6),
+        // Non-empty intersection: true unless the price is 3.0 (none is) or null.
+        ("price NOT IN (1.0, 2.0, 3.0) OR price NOT IN (3.0, 4.0)", 6),
+        ("price IN (4.0, 5.0, 6.0) AND price IN (5.0, 6.0, 7.0)", 2),
+        // With a NULL in the list: 4.0 -> false OR true; 5.0 -> null OR false; others
+        // null OR true.
+        ("price NOT IN (4.0, NULL) OR price NOT IN (5.0)", 5),
+        ("(price IN (4.0, NULL) AND price IN (4.0, 5.0)) IS NULL", 5),
+        // Items that are not constants.
+        ("price IN (CAST(item AS DOUBLE)) AND price IN (price)", 6),
+        (
+            "NOT (price IN (CAST(item AS DOUBLE)) AND price IN (price))",
+            0,
+        ),
+    ];
+    for (condition, expected) in cases {
+        let sql = format!("SELECT COUNT(*) FROM sales WHERE {condition}");
+        assert_eq!(total(&engine, &sql).await, expected, "{sql}");
+        // The same condition computed as a value, not a filter.
+        let sql = format!("SELECT SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) FROM sales");
+        assert_eq!(total(&engine, &sql).await, expected, "{sql}");
+    }
+}
