@@ -63,7 +63,9 @@ struct Inner<K, V> {
 ///
 /// Entries live in independently locked shards; within a shard, eviction follows
 /// S3-FIFO (a small probationary queue, a main queue and a ghost list of recently
-/// evicted keys), which keeps one-hit wonders and scans from flushing popular entries.
+/// evicted keys), which keeps one-hit wonders and scans from flushing popular entries;
+/// the small queue's share adapts by the keys that come back after eviction from either
+/// queue, so that new favourites get in when popularity shifts.
 /// A read takes a shard's read lock, so readers of different keys do not block each
 /// other. Cheap to clone: clones share the cache. Values are cloned out on reads: wrap
 /// large values in an `Arc`.

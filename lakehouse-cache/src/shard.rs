@@ -1,6 +1,15 @@
 //! One shard of a [`Cache`](crate::Cache): a hash table of slots and S3-FIFO eviction
 //! (a small probationary queue, a main queue and a ghost list of recently evicted
 //! keys), which keeps one-hit wonders and scans from flushing popular entries.
+//!
+//! The small queue's share adapts to the workload the way ARC's split does: a second
+//! ghost list remembers keys evicted from the main queue. A key that comes back after
+//! leaving the small queue says that the small queue was too short to see its second
+//! read, and grows the small queue's target; one that comes back after leaving the main
+//! queue says the main queue was too short, and shrinks it. When the popular keys
+//! change, new favourites then get more time on probation and the old ones leave the
+//! shrunken main queue sooner; on a stable skewed workload the main queue keeps most of
+//! the room. Both kinds of returning keys go straight to the main queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,9 +80,38 @@ pub(crate) struct Shard<K, V> {
     main: VecDeque<(u32, u32)>,
     ghost: VecDeque<u64>,
     ghost_set: hashbrown::HashSet<u64>,
+    /// Hashes of keys recently evicted from the main queue.
+    main_ghost: VecDeque<u64>,
+    main_ghost_set: hashbrown::HashSet<u64>,
+    /// The weight the small queue may hold before it is evicted from: between
+    /// [`SMALL_MIN`] and [`SMALL_MAX`] of the capacity, adapted by ghost hits.
+    small_target: f64,
     small_weight: u64,
     weight: u64,
     capacity: u64,
+}
+
+/// The small queue's initial share of a shard's capacity (S3-FIFO's 10 %).
+const SMALL_START: f64 = 0.10;
+/// The least share the small queue adapts down to.
+const SMALL_MIN: f64 = 0.01;
+/// The largest share the small queue adapts up to.
+const SMALL_MAX: f64 = 0.50;
+/// How far one ghost hit moves the small queue's target, in weights of the entry
+/// inserted (times the ratio of the two ghost lists, when that is above 1, as in ARC).
+const ADAPT_STEP: f64 = 2.0;
+
+/// Pushes `hash` to a ghost list that remembers about as many keys as the shard holds.
+fn remember(ghost: &mut VecDeque<u64>, set: &mut hashbrown::HashSet<u64>, hash: u64, held: usize) {
+    if set.insert(hash) {
+        ghost.push_back(hash);
+    }
+    let limit = held.max(16);
+    while ghost.len() > limit {
+        if let Some(old) = ghost.pop_front() {
+            set.remove(&old);
+        }
+    }
 }
 
 impl<K, V> Shard<K, V> {
@@ -87,6 +125,9 @@ impl<K, V> Shard<K, V> {
             main: VecDeque::new(),
             ghost: VecDeque::new(),
             ghost_set: hashbrown::HashSet::new(),
+            main_ghost: VecDeque::new(),
+            main_ghost_set: hashbrown::HashSet::new(),
+            small_target: capacity as f64 * SMALL_START,
             small_weight: 0,
             weight: 0,
             capacity,
@@ -107,7 +148,11 @@ impl<K, V> Shard<K, V> {
     /// keeps besides its entries.
     #[cfg(test)]
     pub(crate) fn bookkeeping(&self) -> usize {
-        self.small.len() + self.main.len() + self.ghost.len() + self.slots.len()
+        self.small.len()
+            + self.main.len()
+            + self.ghost.len()
+            + self.main_ghost.len()
+            + self.slots.len()
     }
 
     /// The slot index of `key`, if held.
@@ -174,16 +219,22 @@ impl<K, V> Shard<K, V> {
         self.main.shrink_to(self.main.len() * 2);
     }
 
-    fn remember_ghost(&mut self, hash: u64) {
-        if self.ghost_set.insert(hash) {
-            self.ghost.push_back(hash);
+    /// Moves the small queue's target after a returning key of `weight`: up when it had
+    /// left the small queue, down when it had left the main queue.
+    fn adapt(&mut self, small_ghost_hit: bool, main_ghost_hit: bool, weight: u64) {
+        let (small, main) = (
+            self.ghost.len().max(1) as f64,
+            self.main_ghost.len().max(1) as f64,
+        );
+        let capacity = self.capacity as f64;
+        let step = ADAPT_STEP * weight as f64;
+        if small_ghost_hit {
+            self.small_target =
+                (self.small_target + step * (main / small).max(1.0)).min(SMALL_MAX * capacity);
         }
-        // The ghost list remembers about as many keys as the shard holds.
-        let limit = (self.table.len().max(16)) * 2;
-        while self.ghost.len() > limit {
-            if let Some(old) = self.ghost.pop_front() {
-                self.ghost_set.remove(&old);
-            }
+        if main_ghost_hit {
+            self.small_target =
+                (self.small_target - step * (small / main).max(1.0)).max(SMALL_MIN * capacity);
         }
     }
 
@@ -191,7 +242,7 @@ impl<K, V> Shard<K, V> {
     fn evict_one(&mut self) -> Option<Slot<K, V>> {
         loop {
             let from_small = !self.small.is_empty()
-                && (self.small_weight > self.capacity / 10 || self.main.is_empty());
+                && (self.small_weight as f64 > self.small_target.max(1.0) || self.main.is_empty());
             let queue = if from_small {
                 &mut self.small
             } else {
@@ -213,7 +264,12 @@ impl<K, V> Shard<K, V> {
                     continue;
                 }
                 let slot = self.take(idx);
-                self.remember_ghost(slot.hash);
+                remember(
+                    &mut self.ghost,
+                    &mut self.ghost_set,
+                    slot.hash,
+                    self.table.len(),
+                );
                 return Some(slot);
             }
             if freq > 0 {
@@ -221,7 +277,14 @@ impl<K, V> Shard<K, V> {
                 self.main.push_back((idx, generation));
                 continue;
             }
-            return Some(self.take(idx));
+            let slot = self.take(idx);
+            remember(
+                &mut self.main_ghost,
+                &mut self.main_ghost_set,
+                slot.hash,
+                self.table.len(),
+            );
+            return Some(slot);
         }
     }
 
@@ -266,7 +329,10 @@ impl<K, V> Shard<K, V> {
                 None => break,
             }
         }
-        let in_main = self.ghost_set.remove(&hash) || replaced_in_main;
+        let small_ghost_hit = self.ghost_set.remove(&hash);
+        let main_ghost_hit = self.main_ghost_set.remove(&hash);
+        self.adapt(small_ghost_hit, main_ghost_hit, weight);
+        let in_main = small_ghost_hit || main_ghost_hit || replaced_in_main;
         slot.in_main = in_main;
         let idx = match self.free.pop() {
             Some(i) => i,
