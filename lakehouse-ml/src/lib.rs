@@ -103,6 +103,21 @@
 //!   without a bound: they are meant to be refitted, not updated for ever.
 //! * [`Segments`]: centroids, one assignment per user fitted, `top_items` per segment.
 //!
+//! # Vector search
+//!
+//! [`Als::build_index`] builds the crate's own HNSW graph over the item vectors. Inner
+//! product is turned into Euclidean distance by one extra coordinate per item (the
+//! standard reduction of maximum-inner-product search to nearest neighbours); the
+//! bottom layer has twice the links of the others, links are chosen by the
+//! neighbour-diversity heuristic, and the largest norm follows items inserted after
+//! the build, so a fold-in with a larger norm than any built item is still reached.
+//! The crate keeps its own index rather than wrapping `hnsw_rs` or `usearch`: with the
+//! denser default graph ([`HnswParams`]) it found 95.6 % of the exact top-10 of 1 M
+//! clustered 64-factor items at a p99 of 0.92 ms per query on one core (BENCHMARKS.md),
+//! it needs no C++ toolchain or new dependency, and it searches the model's own vectors
+//! instead of a copy of them. Those crates were not measured beside it.
+//! The index is not saved with the model ([`Persist`]); build it again after a load.
+//!
 //! # Crate features
 //!
 //! None. The crate always builds with its pure-Rust dependencies (ndarray and linfa
