@@ -13,11 +13,17 @@
 //! * [`freshness`]: event-to-stage latency samples and their percentiles;
 //! * [`tpch`]: the 22 TPC-H queries and the checker of their answers against DuckDB's;
 //! * [`sql_server`]: the Postgres wire-protocol endpoint of the `sql_server` example
-//!   (in the library so that tests and the benchmark start it in-process).
+//!   (in the library so that tests and the benchmark start it in-process);
+//! * [`peers`]: the Python peers the tests write tables with;
+//! * [`worker`] (feature `distributed`): the command line and store openers of the
+//!   `lakehouse_worker` query worker.
 
 pub mod freshness;
 pub mod hot;
+pub mod peers;
 pub mod sql_server;
 pub mod tpch;
+#[cfg(feature = "distributed")]
+pub mod worker;
 pub mod workload;
 pub mod zipf;

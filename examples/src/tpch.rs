@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 
 /// The eight TPC-H tables, each stored as `<name>.parquet` by `benches/peers/tpch.py`.
 pub const TABLES: [&str; 8] = [
@@ -34,6 +34,29 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, arrow::error::A
                 .map(|c| arrow::util::display::array_value_to_string(c, r))
                 .collect::<Result<Vec<_>, _>>()?;
             out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Every row of `batches` as one line: values as Arrow prints them, joined by `|`,
+/// nulls as `NULL` (how the tests compare results as text).
+pub fn row_lines(batches: &[RecordBatch]) -> Result<Vec<String>, arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    if c.is_null(r) {
+                        Ok("NULL".to_owned())
+                    } else {
+                        arrow::util::display::array_value_to_string(c, r)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(cells.join("|"));
         }
     }
     Ok(out)
@@ -69,6 +92,36 @@ pub fn compare_with_file(
     let text = std::fs::read_to_string(answer)
         .map_err(|e| format!("reading {}: {e}", answer.display()))?;
     Ok(compare(&rows(batches)?, &text))
+}
+
+/// Runs the 22 queries on `engine` (result cache bypassed) and compares each answer with
+/// DuckDB's in `dir/answers`: one line per query that failed or answered differently.
+pub async fn answer_problems(engine: &lakehouse_query::QueryEngine, dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for n in 1..=22 {
+        let sql = match query(n) {
+            Ok(sql) => sql,
+            Err(e) => {
+                problems.push(format!("q{n:02}: reading the query: {e}"));
+                continue;
+            }
+        };
+        let options = lakehouse_query::QueryOptions::new().bypass_cache();
+        let result = match engine.query(&sql, options).await {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("q{n:02}: {e}"));
+                continue;
+            }
+        };
+        let answer = dir.join("answers").join(format!("q{n:02}.csv"));
+        match compare_with_file(result.batches(), &answer) {
+            Ok(None) => {}
+            Ok(Some(problem)) => problems.push(format!("q{n:02}: {problem}")),
+            Err(e) => problems.push(format!("q{n:02}: {e}")),
+        }
+    }
+    problems
 }
 
 /// Whether two printed values agree: equal text, NULL printed either way, or numbers

@@ -24,12 +24,9 @@
 //!   compared with a fractional literal (`qty > 2.5`: the literal does not convert to
 //!   the column's type without loss, see `pushdown.rs`), and `NULL` in an `IN` list
 //!   (the core predicate has no null literal). Those would only test the refusal; they
-//!   are generated in `MERGE` conditions, which DataFusion evaluates (and the first in
-//!   `INSERT ... SELECT`).
-//! * `IN` lists in the `WHERE` of `INSERT ... SELECT`: DataFusion 55's optimizer folds
-//!   `x NOT IN (1) OR x NOT IN (2)` to true also where `x` is null
-//!   (fixed upstream by apache/datafusion#24258), a bug of every query, not of
-//!   the DML. (Our DML no longer simplifies conditions whole, so it is not exposed.)
+//!   are generated in `MERGE` conditions and in the `WHERE` of `INSERT ... SELECT`,
+//!   which DataFusion evaluates (there `IN` lists, with and without `NULL`, check the
+//!   engine's null-safe combination of lists, see `lakehouse-query`'s `null_safe`).
 //! * Duplicate keys in a `MERGE` source (both refuse a target row matched twice) and
 //!   an unconditional `WHEN MATCHED` before another one (DuckDB refuses the statement
 //!   as unreachable; ours tries the clauses in order).
@@ -236,10 +233,10 @@ fn leaf(q: &'static str, place: Place) -> BoxedStrategy<String> {
                 .boxed(),
         ),
     ];
-    // IN lists. Not in a SELECT's WHERE: DataFusion 55's simplifier folds
-    // `x NOT IN (1) OR x NOT IN (2)` to true also where x is null
-    // (apache/datafusion#24258), a bug of the query path, not of the DML.
-    if place != Place::Select {
+    // IN lists, also in a SELECT's WHERE: the engine combines them null-safely where
+    // DataFusion 55's simplifier would fold `x NOT IN (1) OR x NOT IN (2)` to true also
+    // where x is null.
+    {
         let ints = |column: &'static str, values: std::ops::Range<i64>| {
             (not(), prop::collection::vec(values, 1..4))
                 .prop_map(move |(n, v)| {
@@ -269,7 +266,7 @@ fn leaf(q: &'static str, place: Place) -> BoxedStrategy<String> {
                 .boxed(),
         ));
     }
-    if place == Place::Merge {
+    if place != Place::Dml {
         // With a NULL in the list, NOT IN is never true and IN never false.
         arms.push((
             1,

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::util::display::array_value_to_string;
 use lakehouse_core::{
     BatchStream, Changes, FilterSupport, Predicate, Result, ScanRequest, TableSource,
     TableStatistics, Version,
@@ -225,24 +224,7 @@ fn fixture() -> &'static Fixture {
 
 /// The rows of `batches` as text, one string per row.
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        "NULL".to_owned()
-                    } else {
-                        array_value_to_string(c, r).unwrap()
-                    }
-                })
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
+    lakehouse_examples::tpch::row_lines(batches).unwrap()
 }
 
 fn run(f: &Fixture, sql: &str) -> Vec<String> {
@@ -409,10 +391,7 @@ fn the_file_path_is_planned_as_datafusion_parquet_scan() {
 /// A hand-made column-mapped table (as other engines write them): `id` and `label` are
 /// stored as `col-a1` and `col-b2`, `added` is absent from the file, and the file holds
 /// a dropped column physically named `id`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn column_mapped_tables_read_as_files_by_physical_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
+async fn column_mapped_table(dir: &Path) -> Table {
     std::fs::create_dir_all(log_dir(dir)).unwrap();
     let field = |name: &str, ty: &str, id: u32, physical: &str| {
         json!({"name": name, "type": ty, "nullable": true, "metadata": {
@@ -471,7 +450,15 @@ async fn column_mapped_tables_read_as_files_by_physical_names() {
                 .to_string(),
         }})],
     );
-    let table = Table::open(Location::local(dir).unwrap()).await.unwrap();
+    Table::open(Location::local(dir).unwrap()).await.unwrap()
+}
+
+/// The column-mapped table's test, read as files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_mapped_tables_read_as_files_by_physical_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let table = column_mapped_table(dir).await;
     let scan = table
         .scan_files(&ScanRequest::new())
         .await
@@ -517,4 +504,69 @@ async fn column_mapped_tables_read_as_files_by_physical_names() {
         .await
         .unwrap();
     assert!(plan.contains("DataSourceExec"), "{plan}");
+}
+
+/// Deletion vectors, partition values, a column added later and column mapping cross
+/// the wire: the tables read as files on two workers (in-process, over gRPC; scans
+/// split to the byte) answer as their batch streams do on the coordinator.
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_vectors_and_column_mapping_on_workers() {
+    use lakehouse_query::distributed::{Cluster, WorkerOptions, serve};
+
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let a = serve(any, WorkerOptions::new()).await.unwrap();
+    let b = serve(any, WorkerOptions::new()).await.unwrap();
+    let cluster = Cluster::new([a.local_addr().to_string(), b.local_addr().to_string()])
+        .unwrap()
+        .file_scan_bytes_per_partition(1);
+    let engine = QueryEngine::builder()
+        .target_partitions(2)
+        .distributed(cluster)
+        .build();
+    let dv_dir = tempfile::tempdir().unwrap();
+    let sales = sales_table(dv_dir.path()).await;
+    engine
+        .register_table("stream", Arc::new(StreamOnly(sales.clone())))
+        .unwrap();
+    engine.register_table("files", Arc::new(sales)).unwrap();
+    let cm_dir = tempfile::tempdir().unwrap();
+    let mapped = column_mapped_table(cm_dir.path()).await;
+    engine
+        .register_table("mapped_stream", Arc::new(StreamOnly(mapped.clone())))
+        .unwrap();
+    engine.register_table("mapped", Arc::new(mapped)).unwrap();
+
+    let plan = engine
+        .explain("SELECT region, COUNT(*) FROM files GROUP BY region", false)
+        .await
+        .unwrap();
+    assert!(plan.contains("DistributedExec"), "{plan}");
+    for sql in [
+        "SELECT region, COUNT(*), SUM(qty), SUM(extra) FROM {t} GROUP BY region ORDER BY region",
+        "SELECT id, qty FROM {t} WHERE qty > 3 AND region <> 'eu' ORDER BY id",
+        "SELECT COUNT(*) FROM {t} a JOIN {t} b ON a.id = b.id",
+    ] {
+        let mut answers = Vec::new();
+        for t in ["files", "stream"] {
+            let q = sql.replace("{t}", t);
+            let r = engine
+                .query(&q, QueryOptions::new().bypass_cache())
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            answers.push(rows(r.batches()));
+        }
+        assert!(!answers[0].is_empty(), "{sql}");
+        assert_eq!(answers[0], answers[1], "{sql}");
+    }
+    for t in ["mapped", "mapped_stream"] {
+        let q = format!("SELECT id, label, added FROM {t} WHERE id > 1 ORDER BY id");
+        let r = engine
+            .query(&q, QueryOptions::new().bypass_cache())
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert_eq!(rows(r.batches()), ["2|b|NULL", "3|c|NULL"], "{q}");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lakehouse_examples::tpch;
-use lakehouse_query::{QueryEngine, QueryOptions};
+use lakehouse_query::QueryEngine;
 
 fn tpch_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("LAKEHOUSE_TPCH_DIR").map(PathBuf::from);
@@ -26,23 +26,7 @@ fn tpch_dir() -> Option<PathBuf> {
 
 /// Runs the 22 queries and compares each answer with DuckDB's.
 async fn check_answers(engine: &QueryEngine, dir: &Path) {
-    let mut problems = Vec::new();
-    for n in 1..=22 {
-        let sql = tpch::query(n).expect("the query text exists");
-        let result = match engine.query(&sql, QueryOptions::new().bypass_cache()).await {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(format!("q{n:02}: {e}"));
-                continue;
-            }
-        };
-        let answer = dir.join("answers").join(format!("q{n:02}.csv"));
-        match tpch::compare_with_file(result.batches(), &answer) {
-            Ok(None) => {}
-            Ok(Some(problem)) => problems.push(format!("q{n:02}: {problem}")),
-            Err(e) => problems.push(format!("q{n:02}: {e}")),
-        }
-    }
+    let problems = tpch::answer_problems(engine, dir).await;
     assert!(
         problems.is_empty(),
         "{} mismatches:\n{}",
