@@ -40,6 +40,7 @@
 //! an error when a consistency check fails.
 
 mod args;
+mod heap;
 mod maintenance;
 mod model;
 mod stages;
@@ -71,6 +72,10 @@ use crate::model::Models;
 use crate::stages::{Behind, STALLED, catch_up, peak_rss_mb, rss_mb, wait_flag};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Counts live heap bytes for the progress line and the report (see [`heap`]).
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Every `SAMPLE`-th event is timed through the pipeline.
 const SAMPLE: u64 = 16;
@@ -129,8 +134,10 @@ struct Progress {
     version: AtomicU64,
     refreshes: AtomicU64,
     incremental: AtomicU64,
-    /// Records the fold-in trigger has been handed (carts and purchases are folded in).
+    /// Records the folding thread has handled (their carts and purchases folded in).
     fold_seen: AtomicU64,
+    /// The largest live heap the progress line saw, in megabytes.
+    heap_peak_mb: AtomicU64,
     producing_done: AtomicBool,
 }
 
@@ -145,8 +152,16 @@ impl Progress {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
+    // Before the runtime's threads exist, so that none of them has an arena of its own.
+    let arenas_capped = heap::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(example(arenas_capped))
+}
+
+async fn example(arenas_capped: bool) -> Result<(), BoxError> {
     let args = Args::parse()?;
     let (location, stream_dir, temp_dir) = location(&args)?;
     let uri = location.uri().to_owned();
@@ -160,6 +175,9 @@ async fn main() -> Result<(), BoxError> {
         args.flush.as_millis()
     );
     println!("table at {uri}");
+    if arenas_capped {
+        println!("malloc arenas capped at {} (heap.rs)", heap::ARENA_MAX);
+    }
 
     let result = run(&args, location, stream_dir).await;
     delete_nats_log().await;
@@ -218,14 +236,14 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     // 100 bytes each here); the table is the durable copy. A consumer behind retention
     // loses its position and the run fails naming it.
     let builder = Stream::builder("retail-events").shards(args.shards);
-    let stream: Arc<dyn EventLog> = match args.stream {
-        StreamMode::Memory => Arc::new(
+    let own_stream: Option<Stream> = match args.stream {
+        StreamMode::Memory => Some(
             builder
                 .retention(Some(Duration::from_secs(120)))
                 .max_shard_bytes(1 << 30)
                 .build()?,
         ),
-        StreamMode::Durable | StreamMode::DurableNoSync => Arc::new(
+        StreamMode::Durable | StreamMode::DurableNoSync => Some(
             builder
                 .retention(Some(Duration::from_secs(300)))
                 .durable(&stream_dir)
@@ -238,7 +256,11 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
                 .max_shard_bytes(2 << 30)
                 .build()?,
         ),
-        StreamMode::Nats => nats_log(args).await?,
+        StreamMode::Nats => None,
+    };
+    let stream: Arc<dyn EventLog> = match &own_stream {
+        Some(s) => Arc::new(s.clone()),
+        None => nats_log(args).await?,
     };
     let table = Table::create(
         location,
@@ -269,13 +291,36 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     let view_fresh = Arc::new(Freshness::default());
     let rec_fresh = Arc::new(Freshness::default());
 
-    // The cache trigger: trending, top sellers and prices, straight from the stream.
-    let cache_trigger = hot.start_feeding(stream.clone(), "cache-feeder")?;
+    // The cache trigger: trending, top sellers and prices, straight from the stream. It
+    // runs on a runtime of its own, one thread, so that its polls do not queue behind
+    // query and commit work on the shared workers (freshness to the cache p99 was
+    // 39-150 ms at 200 K events/s; one run since gave 63 ms on a loaded machine, not
+    // conclusive: see BENCHMARKS.md, soak).
+    let cache_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let cache_trigger = {
+        let _on = cache_runtime.enter();
+        hot.start_feeding(stream.clone(), "cache-feeder")?
+    };
+    let (cache_done, cache_until) = tokio::sync::oneshot::channel::<()>();
+    let cache_thread = std::thread::Builder::new()
+        .name("cache-feeder".into())
+        .spawn(move || {
+            let _ = cache_runtime.block_on(cache_until);
+        })?;
 
-    // The fold-in trigger: carts and purchases update the serving model at once.
-    let (m, rf, pg) = (models.clone(), rec_fresh.clone(), progress.clone());
+    // The fold-in trigger: carts and purchases go to the folding thread, which folds
+    // what gathered while it folded the previous group into the serving model.
+    let folder = {
+        let (models, fresh, progress) = (models.clone(), rec_fresh.clone(), progress.clone());
+        std::thread::Builder::new()
+            .name("fold-in".into())
+            .spawn(move || models.fold_forever(&fresh, &progress.fold_seen))?
+    };
+    let m = models.clone();
     let fold_trigger = Trigger::builder(stream.clone(), move |batch: TriggerBatch| {
-        let (models, fresh, progress) = (m.clone(), rf.clone(), pg.clone());
+        let models = m.clone();
         async move {
             let handed = batch.records.len() as u64;
             let mut events = Vec::new();
@@ -294,23 +339,16 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
                     sampled.push(e.time_micros);
                 }
             }
-            if events.is_empty() {
-                progress.fold_seen.fetch_add(handed, Ordering::SeqCst);
-                return Ok(());
-            }
-            let applied = tokio::task::spawn_blocking(move || models.fold_in(&events))
+            // Waits only when the folding thread is far behind (a bounded queue).
+            tokio::task::spawn_blocking(move || models.hand_in(events, sampled, handed))
                 .await
                 .map_err(|e| {
                     BatchError::new(lakehouse_core::Error::new(
                         lakehouse_core::ErrorKind::Internal,
-                        format!("fold-in panicked: {e}"),
+                        format!("fold-in hand-in panicked: {e}"),
                     ))
                 })?
-                .map_err(|e| BatchError::new(e.prefixed("fold-in")))?;
-            if applied {
-                fresh.record(now_micros(), &sampled);
-            }
-            progress.fold_seen.fetch_add(handed, Ordering::SeqCst);
+                .map_err(BatchError::new)?;
             Ok(())
         }
     })
@@ -493,19 +531,32 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         let (progress, hot, models) = (progress.clone(), hot.clone(), models.clone());
         let (table_fresh, rec_fresh) = (table_fresh.clone(), rec_fresh.clone());
         let maintenance = maintenance.clone();
+        let own_stream = own_stream.clone();
         tokio::spawn(async move {
             let tty = std::io::stderr().is_terminal();
             let mut tick =
                 tokio::time::interval(Duration::from_millis(if tty { 250 } else { 2000 }));
             let (mut last_n, mut last_t) = (0u64, Instant::now());
+            let mut trimmed = Instant::now();
             loop {
                 tick.tick().await;
+                if trimmed.elapsed() >= heap::TRIM_EVERY {
+                    trimmed = Instant::now();
+                    tokio::task::spawn_blocking(heap::trim);
+                }
                 let acked = progress.acked.load(Ordering::Relaxed);
                 let now = Instant::now();
                 let rate = (acked - last_n) as f64 / now.duration_since(last_t).as_secs_f64();
                 (last_n, last_t) = (acked, now);
+                let heap = heap::live_mb();
+                progress
+                    .heap_peak_mb
+                    .fetch_max(heap as u64, Ordering::Relaxed);
+                let stream_mb = own_stream.as_ref().map_or(0.0, |s| {
+                    s.memory_bytes().iter().sum::<usize>() as f64 / (1024.0 * 1024.0)
+                });
                 let line = format!(
-                    "[{:5.1}s] {acked} events ({:.0}/s) | behind: {} | table v{}, files/partition {} | {} view refreshes | to table {} | to cache {} | model v{} folded {} (to recs {}) | rss {}",
+                    "[{:5.1}s] {acked} events ({:.0}/s) | behind: {} | table v{}, files/partition {} | {} view refreshes | to table {} | to cache {} | model v{} folded {} (to recs {}) | rss {}, heap {heap:.0} MB, stream {stream_mb:.0} MB",
                     started.elapsed().as_secs_f64(),
                     rate,
                     progress.behind(&hot).text(),
@@ -532,6 +583,8 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         .join()
         .map_err(|_| "the producer thread panicked")?;
     let produce_secs = started.elapsed().as_secs_f64();
+    // The final retrain reads the last events generated, however long catching up took.
+    models.end_window_at(now_micros());
     progress.producing_done.store(true, Ordering::SeqCst);
     let acked = progress.acked.load(Ordering::SeqCst);
     let behind_at_end = progress.behind(&hot);
@@ -547,12 +600,18 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
     })
     .await?;
     let cache_metrics = cache_trigger.stop().await?;
-    catch_up("the fold-in trigger", || {
-        acked.saturating_sub(fold_trigger.metrics().records_processed)
+    let _ = cache_done.send(());
+    cache_thread
+        .join()
+        .map_err(|_| "the cache trigger's thread panicked")?;
+    catch_up("the fold-in", || {
+        acked.saturating_sub(progress.fold_seen.load(Ordering::SeqCst))
     })
     .await?;
     let caught_up_secs = started.elapsed().as_secs_f64() - produce_secs;
     let fold_metrics = fold_trigger.stop().await?;
+    models.stop_folding();
+    folder.join().map_err(|_| "the folding thread panicked")?;
     live.abort();
     eprintln!();
     let first = first_run.await?;
@@ -575,7 +634,8 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         behind_at_end.text()
     );
     let count = scalar_i64(&engine, "SELECT COUNT(event_id) FROM events").await?;
-    let distinct = scalar_i64(&engine, "SELECT COUNT(DISTINCT event_id) FROM events").await?;
+    let generated = acked + progress.rejected.load(Ordering::Relaxed);
+    let distinct = distinct_event_ids(&engine, generated).await? as i64;
     let committed = progress.committed.load(Ordering::SeqCst);
     println!("rows in table {count}");
     println!("rows committed by the sink {committed}");
@@ -606,6 +666,11 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         Some(mb) => println!("peak resident memory {mb:.0} MB"),
         None => println!("peak resident memory unknown (no /proc/self/status)"),
     }
+    println!(
+        "live heap at most {} MB (sampled with the progress line), {:.0} MB at the end",
+        progress.heap_peak_mb.load(Ordering::Relaxed),
+        heap::live_mb()
+    );
     println!(
         "view refreshes {} ({} incremental)",
         progress.refreshes.load(Ordering::Relaxed),
@@ -759,6 +824,9 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
             hot.applied.load(Ordering::SeqCst)
         ));
     }
+    if let Some(e) = models.fold_error() {
+        failures.push(format!("{e}"));
+    }
     for f in &maintenance_failures {
         failures.push(format!("table maintenance failed: {f}"));
     }
@@ -774,6 +842,39 @@ async fn run(args: &Args, location: Location, stream_dir: PathBuf) -> Result<(),
         }
         Err(format!("{} consistency checks failed", failures.len()).into())
     }
+}
+
+/// The number of distinct event ids in the table, in memory of one bit per event
+/// generated (the generator numbers events from 0, so every id is below `generated`;
+/// one that is not is left out, which the duplicate check then reports).
+/// `COUNT(DISTINCT event_id)` held a hash set of every id, which grows with the table:
+/// 16 bytes an event or more.
+async fn distinct_event_ids(engine: &QueryEngine, generated: u64) -> Result<u64, BoxError> {
+    use futures::StreamExt;
+    let mut seen = vec![0u64; usize::try_from(generated.div_ceil(64))?];
+    let mut distinct = 0u64;
+    let mut batches = engine
+        .session()
+        .sql("SELECT event_id FROM events")
+        .await?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        for id in ids.iter().flatten() {
+            let Ok(id) = u64::try_from(id) else { continue };
+            if id >= generated {
+                continue;
+            }
+            let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                distinct += 1;
+            }
+        }
+    }
+    Ok(distinct)
 }
 
 /// The first column of the first row of a query, as an integer.

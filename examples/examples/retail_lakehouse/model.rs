@@ -1,8 +1,8 @@
 //! The recommender: ALS trained from the table by a workflow (retrain, evaluate,
 //! publish, warm the cache), and kept current between retrains by online fold-in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use lakehouse_cache::Cache;
@@ -38,8 +38,10 @@ pub(crate) const PIPELINE: &str = r#"{
 
 /// Retraining reads the events of this last stretch of time only, so that its cost
 /// (the scan, the group-by, the fit) is bounded by the event rate, not by how long the
-/// pipeline has run.
-const TRAINING_WINDOW_SECS: i64 = 60;
+/// pipeline has run: at 200 K events/s, 4 M events. It was 60 s (12 M events); the
+/// largest peak of resident memory came after generation, where the final retrain and
+/// the report's queries run.
+const TRAINING_WINDOW_SECS: i64 = 20;
 
 /// Interaction weights by event type, over the events since `since_micros`, with each
 /// pair's latest time (the fitted history keeps each user's most recent items).
@@ -69,16 +71,23 @@ struct Candidate {
     eval: Dataset,
 }
 
-/// The outcome of one caller's fold-in, set by whoever folded its events.
-type FoldSlot = Arc<OnceLock<Result<bool, lakehouse_ml::Error>>>;
+/// Interactions waiting for the folding thread, at most [`MAX_PENDING`] (a handed-in
+/// batch may pass it by its own size).
+const MAX_PENDING: usize = 200_000;
 
-/// Fold-in batches handed in while another is being folded (see [`Models::fold_in`]).
+/// What the triggers handed in and the folding thread has not taken yet.
 #[derive(Default)]
-struct FoldQueue {
-    /// Each waiting caller's events and where its outcome goes.
-    waiting: Vec<(Vec<MlEvent>, FoldSlot)>,
-    /// Whether a caller is folding a group right now.
-    leading: bool,
+struct Pending {
+    events: Vec<MlEvent>,
+    /// Creation times (µs) of the sampled events among them.
+    sampled: Vec<i64>,
+    /// Stream records they came from (carts and purchases, and the other events of
+    /// their batches, which count as handled once the batch is folded).
+    records: u64,
+    /// The first fold-in error; every later hand-in fails with it.
+    failed: Option<lakehouse_ml::Error>,
+    /// Set by [`Models::stop_folding`]: the thread folds what is left and ends.
+    stop: bool,
 }
 
 /// The published model and what the workflow and fold-in share.
@@ -89,7 +98,7 @@ pub(crate) struct Models {
     pub(crate) version: AtomicU64,
     /// Interactions folded in online.
     pub(crate) folded: AtomicU64,
-    /// Groups of fold-in batches folded (see [`Models::fold_in`]).
+    /// Groups of interactions folded (see [`Models::fold_forever`]).
     pub(crate) fold_groups: AtomicU64,
     /// Fold-in updates prepared again because a publication came in between.
     pub(crate) fold_retries: AtomicU64,
@@ -100,32 +109,18 @@ pub(crate) struct Models {
     /// global pool stays free for the table's Parquet encoding.
     pool: rayon::ThreadPool,
     /// Two rayon threads for fold-in, apart from `pool` so that a retrain in progress
-    /// does not hold fold-in up.
+    /// does not hold fold-in up: each group's users are solved in parallel on them.
     fold_pool: rayon::ThreadPool,
-    /// Batches waiting to be folded in together, and the signal that a group is done.
-    fold_queue: Mutex<FoldQueue>,
-    fold_done: Condvar,
-}
-
-/// Held by the caller folding a group: whatever happens to it (an error, a panic), every
-/// caller of the group gets an outcome and another caller may lead.
-struct Leading<'a> {
-    models: &'a Models,
-    slots: Vec<FoldSlot>,
-}
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        for slot in &self.slots {
-            // Set already unless the fold panicked.
-            let _ = slot.set(Err(lakehouse_ml::Error::new(
-                lakehouse_ml::ErrorKind::Internal,
-                "the fold-in of this batch's group panicked",
-            )));
-        }
-        self.models.lock_fold_queue().leading = false;
-        self.models.fold_done.notify_all();
-    }
+    /// Interactions handed in and not yet taken by the folding thread; `fold_wake`
+    /// wakes the thread, `fold_room` the triggers waiting for room or for a drain.
+    pending: Mutex<Pending>,
+    fold_wake: Condvar,
+    fold_room: Condvar,
+    /// Where retraining's window ends (microseconds since the epoch): 0 while events
+    /// are generated (the window ends now), the end of generation after it, so that a
+    /// retrain that starts after the consumers caught up still reads the last
+    /// [`TRAINING_WINDOW_SECS`] of events.
+    window_end: AtomicI64,
 }
 
 impl std::fmt::Debug for Models {
@@ -156,64 +151,126 @@ impl Models {
                 .thread_name(|i| format!("fold-in-{i}"))
                 .build()
                 .map_err(|e| e.to_string())?,
-            fold_queue: Mutex::new(FoldQueue::default()),
-            fold_done: Condvar::new(),
+            pending: Mutex::new(Pending::default()),
+            fold_wake: Condvar::new(),
+            fold_room: Condvar::new(),
+            window_end: AtomicI64::new(0),
         }))
     }
 
-    /// Folds new interactions into the serving model (no-op before the first
-    /// publication); returns whether a model took them. Blocks until they are in.
-    ///
-    /// Every shard of the stream hands its batches in on its own, so several calls
-    /// overlap. They are folded one group at a time: the first caller folds its own
-    /// events and everything handed in meanwhile waits; when it is done, one of the
-    /// waiters folds all of those together, and so on. So no two fold-ins are prepared
-    /// against the same model (one of them would be refused and prepared again,
-    /// wasting the work), and when fold-in falls behind its groups grow: a user with
-    /// several new interactions is solved once for all of them, and the fixed cost of a
-    /// batch is paid less often, so it catches up. An error fails every batch of its
-    /// group (their triggers retry them).
-    pub(crate) fn fold_in(&self, events: &[MlEvent]) -> Result<bool, lakehouse_ml::Error> {
-        let slot: FoldSlot = Arc::new(OnceLock::new());
-        let mut queue = self.lock_fold_queue();
-        queue.waiting.push((events.to_vec(), slot.clone()));
-        loop {
-            if let Some(outcome) = slot.get() {
-                return outcome.clone();
-            }
-            if queue.leading {
-                queue = self
-                    .fold_done
-                    .wait(queue)
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            queue.leading = true;
-            let group = std::mem::take(&mut queue.waiting);
-            drop(queue);
-            let mut leading = Leading {
-                models: self,
-                slots: Vec::with_capacity(group.len()),
-            };
-            let mut all = Vec::with_capacity(group.iter().map(|(e, _)| e.len()).sum());
-            for (events, slot) in group {
-                all.extend(events);
-                leading.slots.push(slot);
-            }
-            let outcome = self.fold_group(&all);
-            for slot in &leading.slots {
-                let _ = slot.set(outcome.clone());
-            }
-            drop(leading);
-            queue = self.lock_fold_queue();
+    /// Ends retraining's window at `micros` (the end of generation) from now on.
+    pub(crate) fn end_window_at(&self, micros: i64) {
+        self.window_end.store(micros, Ordering::SeqCst);
+    }
+
+    /// The end of retraining's window: now, or where [`Self::end_window_at`] set it.
+    fn window_end(&self) -> i64 {
+        match self.window_end.load(Ordering::SeqCst) {
+            0 => now_micros(),
+            end => end,
         }
     }
 
-    fn lock_fold_queue(&self) -> MutexGuard<'_, FoldQueue> {
-        self.fold_queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// Hands a trigger batch's interactions to the folding thread (see
+    /// [`fold_forever`](Self::fold_forever)): `records` stream records, of which
+    /// `events` are carts and purchases, `sampled` the creation times of the sampled
+    /// ones. Returns at once unless [`MAX_PENDING`] interactions are waiting already
+    /// (then once the thread has taken them), so the trigger keeps reading while a
+    /// group is folded.
+    ///
+    /// # Errors
+    /// The first error of a fold-in, for this and every later batch (the trigger
+    /// retries; the run reports it).
+    pub(crate) fn hand_in(
+        &self,
+        events: Vec<MlEvent>,
+        sampled: Vec<i64>,
+        records: u64,
+    ) -> Result<(), lakehouse_ml::Error> {
+        let mut p = self.lock_pending();
+        while p.events.len() >= MAX_PENDING && p.failed.is_none() && !p.stop {
+            p = self.fold_room.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = &p.failed {
+            return Err(e.clone());
+        }
+        p.events.extend(events);
+        p.sampled.extend(sampled);
+        p.records += records;
+        drop(p);
+        self.fold_wake.notify_one();
+        Ok(())
     }
 
-    /// Folds one group of interactions in (see [`fold_in`](Self::fold_in)).
+    /// The body of the folding thread: takes everything handed in, folds it as one
+    /// update, counts its records into `folded_records` and its sampled latencies into
+    /// `fresh`, and again, until [`stop_folding`](Self::stop_folding) and nothing is
+    /// left.
+    ///
+    /// One group at a time means no two updates are prepared against the same model
+    /// (one would be refused and prepared again). While a group is folded the next
+    /// one gathers, so a slower fold makes a larger group: a user with several new
+    /// interactions is solved once for all of them, so the work of a group is bounded
+    /// by the number of users, not of interactions, and fold-in catches up.
+    pub(crate) fn fold_forever(
+        &self,
+        fresh: &lakehouse_examples::freshness::Freshness,
+        folded_records: &AtomicU64,
+    ) {
+        loop {
+            let mut p = self.lock_pending();
+            while p.records == 0 && !p.stop {
+                p = self.fold_wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.records == 0 {
+                return;
+            }
+            let events = std::mem::take(&mut p.events);
+            let sampled = std::mem::take(&mut p.sampled);
+            let records = std::mem::take(&mut p.records);
+            drop(p);
+            self.fold_room.notify_all();
+            let outcome = if events.is_empty() {
+                Ok(false)
+            } else {
+                self.fold_group(&events)
+            };
+            let mut p = self.lock_pending();
+            match outcome {
+                Ok(applied) => {
+                    if applied {
+                        fresh.record(now_micros(), &sampled);
+                    }
+                    folded_records.fetch_add(records, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    // Counted as handled so that the run ends; the error fails it.
+                    folded_records.fetch_add(records, Ordering::SeqCst);
+                    p.failed.get_or_insert(e.prefixed("fold-in"));
+                }
+            }
+            drop(p);
+            self.fold_room.notify_all();
+        }
+    }
+
+    /// Tells the folding thread to fold what is left and end.
+    pub(crate) fn stop_folding(&self) {
+        self.lock_pending().stop = true;
+        self.fold_wake.notify_all();
+        self.fold_room.notify_all();
+    }
+
+    /// The first fold-in error, if any.
+    pub(crate) fn fold_error(&self) -> Option<lakehouse_ml::Error> {
+        self.lock_pending().failed.clone()
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds one group of interactions in (see [`fold_forever`](Self::fold_forever)).
     ///
     /// The vectors are computed under the read lock (requests keep being answered) on
     /// the fold-in pool, then copied in under a short write lock. If the model changed in
@@ -317,7 +374,7 @@ pub(crate) fn workflow(
             let (engine, models) = (e1.clone(), m1.clone());
             async move {
                 let started = Instant::now();
-                let since = now_micros() - TRAINING_WINDOW_SECS * 1_000_000;
+                let since = models.window_end() - TRAINING_WINDOW_SECS * 1_000_000;
                 let result = engine
                     .sql(&training_sql(since))
                     .await
