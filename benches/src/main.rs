@@ -28,6 +28,7 @@ mod ml;
 mod ml_fold_in;
 mod ml_models;
 mod query;
+mod query_distributed;
 mod query_dml;
 mod query_pgwire;
 // Shared measurement helpers; not every subcommand uses every one.
@@ -43,7 +44,10 @@ use std::process::ExitCode;
 
 use report::Report;
 
-const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|cache-hit-ratio|ml-fold-in|ml-quality|storage-log|stream-nats|query-dml> [--quick] [--seed N]";
+const USAGE: &str = "usage: lakehouse-bench <core|flow|stream|storage|query|cache|ml|e2e|faults|soak|all|cache-hit-ratio|ml-fold-in|ml-quality|storage-log|stream-nats|query-dml> [--quick] [--seed N] [--distributed]
+
+query --distributed: TPC-H over Delta tables on 1, 2 and 4 worker processes (this binary
+started again as `lakehouse-bench worker --listen HOST:PORT`) against one process.";
 
 type Subcommand = fn(&mut Report) -> report::BenchResult;
 
@@ -68,6 +72,7 @@ const PARTS: &[(&str, Subcommand)] = &[
     ("storage-log", storage_log::run_alone),
     ("stream-nats", stream_nats::run),
     ("query-dml", query_dml::run),
+    ("query-distributed", query_distributed::run),
 ];
 
 /// `stream`: the in-process and durable stream, then the same on NATS JetStream.
@@ -77,13 +82,24 @@ fn stream_with_nats(report: &mut Report) -> report::BenchResult {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("worker") {
+        return match query_distributed::worker(std::env::args().skip(2).collect()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lakehouse-bench worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut quick = false;
+    let mut distributed = false;
     let mut seed = None;
     let mut chosen = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--distributed" => distributed = true,
             "--seed" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
                 Some(s) => seed = Some(s),
                 None => {
@@ -108,6 +124,13 @@ fn main() -> ExitCode {
     if chosen.is_empty() {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
+    }
+    if distributed {
+        for name in &mut chosen {
+            if *name == "query" {
+                *name = "query-distributed";
+            }
+        }
     }
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()

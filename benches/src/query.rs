@@ -244,7 +244,11 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-async fn tpch(report: &mut Report) -> BenchResult {
+/// The scale factor of this run (SF 1, `--quick` SF 0.1) and the directory of its
+/// TPC-H data under `target/` (as a path and as text for the peer scripts).
+pub(crate) fn tpch_data(
+    report: &Report,
+) -> Result<(&'static str, PathBuf, String), Box<dyn std::error::Error + Send + Sync>> {
     let sf = report.scale("1", "0.1");
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -254,6 +258,11 @@ async fn tpch(report: &mut Report) -> BenchResult {
         .to_str()
         .ok_or("the target directory is not UTF-8")?
         .to_owned();
+    Ok((sf, dir, dir_text))
+}
+
+async fn tpch(report: &mut Report) -> BenchResult {
+    let (sf, dir, dir_text) = tpch_data(report)?;
     let runs = RUNS.to_string();
     let Some(duck) = run_peer(
         report,

@@ -8,7 +8,9 @@
 //! (freshness to recommendation, <= 1,000), `soak.cache_freshness_p99_ms` (<= 10),
 //! `soak.max_files_per_partition` (the most any partition held during the run, <= 16),
 //! `soak.events_lost` (acknowledged events missing from the table, 0), and
-//! `soak.events_per_s`.
+//! `soak.events_per_s`. To tell what grows: `soak.heap_growth_mb_per_min` and
+//! `soak.heap_peak_mb` (the example's live heap, from its progress lines) and
+//! `soak.stream_memory_growth_mb_per_min` (the stream's in-memory window within it).
 //!
 //! The example binary must sit beside this one (`cargo build --release -p
 //! lakehouse-examples --example retail_lakehouse` with the same target directory).
@@ -64,6 +66,23 @@ fn slope_per_min(samples: &[(f64, f64)]) -> Option<f64> {
     (den > 0.0).then(|| num / den * 60.0)
 }
 
+/// The time, live heap and stream memory (MB) of a progress line:
+/// `[ 12.0s] ... | rss 900 MB, heap 350 MB, stream 120 MB`.
+fn progress_figures(line: &str) -> Option<(f64, f64, f64)> {
+    let t = line
+        .strip_prefix('[')?
+        .split_once("s]")?
+        .0
+        .trim()
+        .parse()
+        .ok()?;
+    let after = |marker: &str| -> Option<f64> {
+        let at = line.rfind(marker)? + marker.len();
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    Some((t, after(", heap ")?, after(", stream ")?))
+}
+
 /// The number after `prefix` on the report line that starts with it.
 fn figure(lines: &[String], prefix: &str) -> Option<f64> {
     let line = lines.iter().find(|l| l.starts_with(prefix))?;
@@ -99,13 +118,16 @@ pub(crate) fn run(r: &mut Report) -> BenchResult {
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let t = tail.clone();
     let progress = std::thread::spawn(move || {
+        let mut heap = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            heap.extend(progress_figures(&line));
             let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
             t.push(line);
             if t.len() > 20 {
                 t.remove(0);
             }
         }
+        heap
     });
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let report = std::thread::spawn(move || {
@@ -119,7 +141,7 @@ pub(crate) fn run(r: &mut Report) -> BenchResult {
     loop {
         if let Some(status) = child.try_wait()? {
             let lines = report.join().map_err(|_| "report reader panicked")?;
-            let _ = progress.join();
+            let heap = progress.join().unwrap_or_default();
             if !status.success() {
                 let tail = tail.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
                 let report = lines.join("\n");
@@ -127,7 +149,7 @@ pub(crate) fn run(r: &mut Report) -> BenchResult {
                     format!("retail_lakehouse failed ({status}):\n{report}\n{tail}").into(),
                 );
             }
-            return figures(r, &lines, &samples, secs);
+            return figures(r, &lines, &samples, &heap, secs);
         }
         if let Some(mb) = rss_mb(pid) {
             samples.push((started.elapsed().as_secs_f64(), mb));
@@ -136,7 +158,13 @@ pub(crate) fn run(r: &mut Report) -> BenchResult {
     }
 }
 
-fn figures(r: &mut Report, lines: &[String], samples: &[(f64, f64)], secs: u64) -> BenchResult {
+fn figures(
+    r: &mut Report,
+    lines: &[String],
+    samples: &[(f64, f64)],
+    heap: &[(f64, f64, f64)],
+    secs: u64,
+) -> BenchResult {
     for l in lines.iter().filter(|l| {
         l.starts_with("events ")
             || l.starts_with("rows in table")
@@ -160,6 +188,24 @@ fn figures(r: &mut Report, lines: &[String], samples: &[(f64, f64)], secs: u64) 
     match slope_per_min(&steady) {
         Some(s) => r.metric("soak.rss_growth_mb_per_min", s, "MB/min"),
         None => r.note("soak.rss_growth_mb_per_min: fewer than two samples after the warm-up"),
+    }
+    // What grows: the live heap (the example's counting allocator) and, within it, the
+    // stream's in-memory window, from the progress lines (times are the example's).
+    let after_warm = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        heap.iter()
+            .filter(|h| h.0 >= warm && h.0 <= secs as f64)
+            .map(|h| (h.0, f(h)))
+            .collect()
+    };
+    match slope_per_min(&after_warm(|h| h.1)) {
+        Some(s) => r.metric("soak.heap_growth_mb_per_min", s, "MB/min"),
+        None => r.note("soak.heap_growth_mb_per_min: no progress lines after the warm-up"),
+    }
+    if let Some(s) = slope_per_min(&after_warm(|h| h.2)) {
+        r.metric("soak.stream_memory_growth_mb_per_min", s, "MB/min");
+    }
+    if let Some(h) = heap.iter().map(|h| h.1).reduce(f64::max) {
+        r.metric("soak.heap_peak_mb", h, "MB");
     }
     let peak = samples.iter().map(|(_, mb)| *mb).fold(0.0, f64::max);
     let peak = figure(lines, "peak resident memory ").map_or(peak, |hwm| hwm.max(peak));
@@ -202,7 +248,7 @@ fn figures(r: &mut Report, lines: &[String], samples: &[(f64, f64)], secs: u64) 
 
 #[cfg(test)]
 mod tests {
-    use super::{figure, figure_after, slope_per_min};
+    use super::{figure, figure_after, progress_figures, slope_per_min};
 
     #[test]
     fn slope_and_report_figures() {
@@ -221,5 +267,10 @@ mod tests {
             Some(11.0)
         );
         assert_eq!(figure(&lines, "rows in table "), None);
+        let progress = "[ 65.0s] 13000000 events (200000/s) | behind: none | table v40, \
+                        files/partition 3 | model v2 folded 10 (to recs 120 ms) | rss 900 MB, \
+                        heap 351 MB, stream 120 MB";
+        assert_eq!(progress_figures(progress), Some((65.0, 351.0, 120.0)));
+        assert_eq!(progress_figures("consistency ok"), None);
     }
 }
