@@ -11,19 +11,29 @@
 //! It runs after DataFusion's own physical rules, so the scan's filter is final. A
 //! scan whose filter reads no float column keeps every pruning step; filtering rows in
 //! the decoder stays on either way.
+//!
+//! Dynamic filters over float columns are taken out of the scan altogether (replaced
+//! by `true`): DataFusion's Parquet opener prunes row groups by a dynamic filter at
+//! run time whatever the scan's pruning options say, from the same NaN-blind
+//! statistics. A dynamic filter only narrows what its producer (the aggregate, the
+//! top-k, the join) already filters itself, so its rows stay right without it; the
+//! producer then stops computing updates that nothing reads.
 
 use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, lit};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
-/// Turns off statistics pruning in Parquet scans whose filter reads a float column.
+/// Turns off statistics pruning in Parquet scans whose filter reads a float column,
+/// and takes their dynamic filters over float columns out.
 #[derive(Debug, Default)]
 pub(crate) struct NanSafePruning;
 
@@ -54,24 +64,43 @@ impl PhysicalOptimizerRule for NanSafePruning {
 fn nan_safe(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     let exec = node.downcast_ref::<DataSourceExec>()?;
     let (config, parquet) = exec.downcast_to_file_source::<ParquetSource>()?;
-    let options = parquet.table_parquet_options();
-    if !options.global.pruning && !options.global.enable_page_index {
-        return None;
-    }
     let filter = parquet.filter()?;
     let schema = config.file_schema();
-    let reads_floats = collect_columns(&filter).iter().any(|c| {
-        schema
-            .field_with_name(c.name())
-            .is_ok_and(|f| f.data_type().is_floating())
-    });
-    if !reads_floats {
+    let reads_floats = |e: &Arc<dyn PhysicalExpr>| {
+        collect_columns(e).iter().any(|c| {
+            schema
+                .field_with_name(c.name())
+                .is_ok_and(|f| f.data_type().is_floating())
+        })
+    };
+    if !reads_floats(&filter) {
         return None;
     }
-    let mut options = options.clone();
-    options.global.pruning = false;
-    options.global.enable_page_index = false;
-    let source = parquet.clone().with_table_parquet_options(options);
+    // Dynamic filters over floats out, the rest kept.
+    let stripped = Arc::clone(&filter)
+        .transform_down(|e| {
+            if e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some() && reads_floats(&e) {
+                Ok(Transformed::new(lit(true), true, TreeNodeRecursion::Jump))
+            } else {
+                Ok(Transformed::no(e))
+            }
+        })
+        .ok()?;
+    let options = parquet.table_parquet_options();
+    let prunes = options.global.pruning || options.global.enable_page_index;
+    if !stripped.transformed && !prunes {
+        return None;
+    }
+    let mut source = parquet.clone();
+    if stripped.transformed {
+        source = source.with_predicate(stripped.data);
+    }
+    if prunes {
+        let mut options = options.clone();
+        options.global.pruning = false;
+        options.global.enable_page_index = false;
+        source = source.with_table_parquet_options(options);
+    }
     let mut config: FileScanConfig = config.clone();
     config.file_source = Arc::new(source);
     Some(Arc::new(exec.clone().with_data_source(Arc::new(config))))
