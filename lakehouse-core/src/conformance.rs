@@ -487,6 +487,67 @@ where
         scan_rows(&t, ScanRequest::new()).await.len(),
         before_rows + 8
     );
+
+    // Several writers in one commit: all or nothing.
+    let max = t.writers_per_commit();
+    assert!(max >= 1, "a sink records at least one writer per commit");
+    let pair = |a: u64, b: u64| vec![TxnId::new("pair-a", a), TxnId::new("pair-b", b)];
+    let rows_before = scan_rows(&t, ScanRequest::new()).await.len();
+    let two = to_batch(
+        &schema,
+        &[row(2000, Some("pair"), None), row(2001, Some("pair"), None)],
+    );
+    if max < 2 {
+        let refused = t
+            .append_writers(vec![two], pair(1, 1))
+            .await
+            .expect_err("more writers than the sink records are refused");
+        assert_eq!(refused.kind(), crate::ErrorKind::Unsupported);
+        assert_eq!(t.last_sequence("pair-a").await.unwrap(), None);
+        return;
+    }
+    let v_pair = match t
+        .append_writers(vec![two.clone()], pair(3, 7))
+        .await
+        .expect("a commit of two writers")
+    {
+        AppendOutcome::Committed { version, rows: 2 } => version,
+        other => panic!("two new writers commit, got {other:?}"),
+    };
+    assert_eq!(t.last_sequence("pair-a").await.unwrap(), Some(3));
+    assert_eq!(t.last_sequence("pair-b").await.unwrap(), Some(7));
+    assert_eq!(
+        t.append_writers(vec![two.clone()], pair(3, 6))
+            .await
+            .expect("a replayed commit of two writers is not an error"),
+        AppendOutcome::Duplicate { last_sequence: 3 },
+        "replaying both writers' sequences writes nothing"
+    );
+    let mixed = t
+        .append_writers(vec![two.clone()], pair(3, 8))
+        .await
+        .expect_err("a commit that one writer holds already and the other does not");
+    assert_eq!(mixed.kind(), crate::ErrorKind::Conflict);
+    let twice = t
+        .append_writers(
+            vec![two],
+            vec![TxnId::new("pair-c", 1), TxnId::new("pair-c", 2)],
+        )
+        .await
+        .expect_err("a writer named twice in one commit");
+    assert_eq!(twice.kind(), crate::ErrorKind::InvalidInput);
+    assert_eq!(
+        t.version().await.unwrap(),
+        v_pair,
+        "refused commits make no version"
+    );
+    assert_eq!(t.last_sequence("pair-b").await.unwrap(), Some(7));
+    assert_eq!(t.last_sequence("pair-c").await.unwrap(), None);
+    assert_eq!(
+        scan_rows(&t, ScanRequest::new()).await.len(),
+        rows_before + 2,
+        "the rows of a two-writer commit read back once"
+    );
 }
 
 /// Runs the suite for an [`EventLog`].

@@ -10,7 +10,8 @@
 //!   ([`TableSource::scan_files`], a [`FileScan`]) so that a query engine reads them
 //!   with its own Parquet reader.
 //! * [`TableSink`]: a table that takes appends as atomic commits, idempotent under a
-//!   caller-given [`TxnId`] so that a stream consumer delivers exactly once.
+//!   caller-given [`TxnId`] so that a stream consumer delivers exactly once; a sink
+//!   may record several writers' ids in one commit ([`TableSink::append_writers`]).
 //! * [`TableMutator`]: deletes and row-level updates by [`Predicate`], each one atomic
 //!   commit, with Delta-style conflict rules, and `MERGE INTO ... USING ...`
 //!   ([`MergeRequest`]: update, delete and insert by matching source rows, one
@@ -129,5 +130,5 @@ pub use crate::predicate::{CmpOp, ColumnRef, ColumnStats, Predicate, StatsProvid
 pub use crate::scalar::Scalar;
 pub use crate::table::{
     AppendOutcome, BatchStream, Changes, FileStats, FilterSupport, RowChanges, ScanRequest,
-    TableSink, TableSource, TableStatistics, TxnId, Version,
+    TableSink, TableSource, TableStatistics, TxnId, Version, check_writers,
 };

@@ -470,16 +470,47 @@ impl TableSink for MemoryTable {
     }
 
     async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        self.append_writers(batches, txn.into_iter().collect())
+            .await
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        Ok(self.state.read().txns.get(app_id).copied())
+    }
+
+    fn writers_per_commit(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn append_writers(
+        &self,
+        batches: Vec<RecordBatch>,
+        txns: Vec<TxnId>,
+    ) -> Result<AppendOutcome> {
+        crate::check_writers(&txns, usize::MAX)?;
         let prepared = self.prepare(&batches)?;
         let rows = prepared.iter().map(|(b, _)| b.num_rows() as u64).sum();
         let mut state = self.state.write();
-        if let Some(txn) = &txn
-            && let Some(&last) = state.txns.get(&txn.app_id)
-            && txn.sequence <= last
-        {
+        let held: Vec<u64> = txns
+            .iter()
+            .filter_map(|t| {
+                state
+                    .txns
+                    .get(&t.app_id)
+                    .copied()
+                    .filter(|&l| t.sequence <= l)
+            })
+            .collect();
+        if !txns.is_empty() && held.len() == txns.len() {
             return Ok(AppendOutcome::Duplicate {
-                last_sequence: last,
+                last_sequence: held[0],
             });
+        }
+        if !held.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "some writers of the commit hold its sequence already, others do not",
+            ));
         }
         let version = state.commits.len() as Version + 1;
         let prepared: Vec<(RecordBatch, FileStats)> = prepared
@@ -499,14 +530,10 @@ impl TableSink for MemoryTable {
             stats,
             append: true,
         });
-        if let Some(txn) = txn {
+        for txn in txns {
             state.txns.insert(txn.app_id, txn.sequence);
         }
         Ok(AppendOutcome::Committed { version, rows })
-    }
-
-    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
-        Ok(self.state.read().txns.get(app_id).copied())
     }
 }
 

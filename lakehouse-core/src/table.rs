@@ -366,6 +366,66 @@ pub trait TableSink: Send + Sync + Debug {
 
     /// The last sequence committed for `app_id`, or `None` if it never committed.
     async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>>;
+
+    /// How many writers one [`append_writers`](Self::append_writers) commit may
+    /// record: 1 unless the sink records several transaction ids in one commit.
+    fn writers_per_commit(&self) -> usize {
+        1
+    }
+
+    /// Appends `batches` as one commit that records the new sequence of every writer
+    /// in `txns` (distinct app ids, at most
+    /// [`writers_per_commit`](Self::writers_per_commit)), so that the rows of several
+    /// writers (the shards of a stream) land in one commit and one file per partition.
+    ///
+    /// All or nothing, like [`append`](Self::append) for one writer: when every writer
+    /// already holds its sequence or a later one, nothing is written and the outcome is
+    /// [`AppendOutcome::Duplicate`] with the first writer's last sequence; when none
+    /// does, the batches and every sequence are committed together; when only some do
+    /// (the batches mix rows a commit already holds with new ones), nothing is written
+    /// and the error is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict): the caller
+    /// resumes each writer from its [`last_sequence`](Self::last_sequence).
+    ///
+    /// The default takes one writer or none to [`append`](Self::append) and refuses
+    /// more with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    async fn append_writers(
+        &self,
+        batches: Vec<RecordBatch>,
+        mut txns: Vec<TxnId>,
+    ) -> Result<AppendOutcome> {
+        check_writers(&txns, self.writers_per_commit())?;
+        self.append(batches, txns.pop()).await
+    }
+}
+
+/// Checks the writers of one [`TableSink::append_writers`] commit: distinct app ids,
+/// at most `max` of them.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an app id given
+/// twice, [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for more than
+/// `max` writers.
+pub fn check_writers(txns: &[TxnId], max: usize) -> Result<()> {
+    if txns.len() > max.max(1) {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "{} writers in one commit; this sink records at most {}",
+                txns.len(),
+                max.max(1)
+            ),
+        ));
+    }
+    for (i, t) in txns.iter().enumerate() {
+        if txns[..i].iter().any(|u| u.app_id == t.app_id) {
+            return Err(crate::Error::new(
+                crate::ErrorKind::InvalidInput,
+                format!("writer {:?} appears twice in one commit", t.app_id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -380,5 +440,17 @@ impl<T: TableSink + ?Sized> TableSink for Arc<T> {
 
     async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
         (**self).last_sequence(app_id).await
+    }
+
+    fn writers_per_commit(&self) -> usize {
+        (**self).writers_per_commit()
+    }
+
+    async fn append_writers(
+        &self,
+        batches: Vec<RecordBatch>,
+        txns: Vec<TxnId>,
+    ) -> Result<AppendOutcome> {
+        (**self).append_writers(batches, txns).await
     }
 }

@@ -28,8 +28,10 @@
 //!   metadata), so a repeated lookup reads only a bloom filter and the pages it needs.
 //! * **Writes**: each append is one atomic commit (put-if-absent of the next log
 //!   entry); concurrent writers in any number of processes retry with backoff and lose
-//!   nothing; appends with a [`TxnId`](lakehouse_core::TxnId) are idempotent. Files are
-//!   encoded in parallel on rayon, zstd by default, and roll at a target size.
+//!   nothing; appends with a [`TxnId`](lakehouse_core::TxnId) are idempotent, also with
+//!   several writers' ids in one commit (one Delta `txn` action each, all or nothing:
+//!   [`TableSink::append_writers`](lakehouse_core::TableSink::append_writers)). Files
+//!   are encoded in parallel on rayon, zstd by default, and roll at a target size.
 //! * **Reads**: streaming scans with projection, predicate and limit; time travel by
 //!   version and by timestamp; `changes_since` for incremental consumers.
 //! * **Catalog**: [`TableRoot`], a directory or object-store prefix of tables by name,

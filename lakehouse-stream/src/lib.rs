@@ -35,7 +35,10 @@
 //! [`Stream`] implements [`lakehouse_core::EventLog`], so triggers and sinks written
 //! against the contract run on it. [`TableDelivery`] is such a sink: it micro-batches
 //! any `EventLog` into any [`TableSink`](lakehouse_core::TableSink) through a
-//! [`Decoder`], exactly once across crashes (the Firehose role).
+//! [`Decoder`], exactly once across crashes (the Firehose role). Into a table that
+//! records several writers per commit (Delta tables do), the shards due in one poll
+//! share one commit, so each flush interval adds one file per partition, not one per
+//! shard and partition.
 //!
 //! # Quick start
 //!

@@ -74,6 +74,8 @@ struct Buffer {
     since_ms: i64,
     /// Where the next read of this shard starts.
     next: Option<Position>,
+    /// The last read reached the end of a closed shard.
+    end_of_shard: bool,
 }
 
 /// Delivers every record of an [`EventLog`] into a [`TableSink`] exactly once.
@@ -89,6 +91,14 @@ struct Buffer {
 /// Closed shards (split or merged) are read to their end before their children.
 /// Malformed records go to the dead-letter log if one is configured; without one, the
 /// shard stops at the malformed record and `poll` returns the error, losing nothing.
+///
+/// A table that records several writers in one commit
+/// ([`TableSink::writers_per_commit`] above 1, as Delta tables do) gets one commit per
+/// poll for every shard due: when one shard's buffer is due, the buffers of all the
+/// shards the poll read go into that commit, each shard's sequence recorded with it
+/// ([`TableSink::append_writers`]). A table partitioned `P` ways then gets `P` files
+/// per flush interval, not `P` per shard; a restart resumes every shard from the
+/// sequence the table holds for it, as with one commit per shard.
 pub struct TableDelivery<L, T> {
     name: String,
     log: L,
@@ -182,6 +192,8 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
     pub async fn poll(&self, force: bool) -> Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
         let shards = self.log.shards().await?;
+        let together = self.table.writers_per_commit();
+        let mut claims = Vec::new();
         for shard in &shards {
             if self.finished.lock().contains(&shard.id) {
                 continue;
@@ -196,17 +208,194 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             if !self.claimed.lock().insert(shard.id) {
                 continue;
             }
-            let _claim = Claim {
+            let claim = Claim {
                 claimed: &self.claimed,
                 shard: shard.id,
             };
-            if let Err(e) = self.poll_shard(shard.id, force, &mut report).await {
+            let polled = if together > 1 {
+                self.read_shard(shard.id, &mut report).await
+            } else {
+                self.poll_shard(shard.id, force, &mut report).await
+            };
+            if let Err(e) = polled {
                 // Forget the buffer: the next poll resumes from the table.
                 self.state.lock().remove(&shard.id);
                 return Err(e);
             }
+            if together > 1 {
+                // Held until the shard's buffer is committed with the others.
+                claims.push(claim);
+            }
+        }
+        if together > 1 {
+            // While commits leave full buffers behind them, read and commit again.
+            let shards: Vec<ShardId> = claims.iter().map(|c| c.shard).collect();
+            while self
+                .flush_together(&shards, force, together, &mut report)
+                .await?
+            {
+                for &shard in &shards {
+                    if self.finished.lock().contains(&shard) {
+                        continue;
+                    }
+                    if let Err(e) = self.read_shard(shard, &mut report).await {
+                        self.state.lock().remove(&shard);
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// Where `shard`'s reads start when no buffer says: after the sequence the table
+    /// holds for it.
+    async fn resume_position(&self, app_id: &str) -> Result<Position> {
+        Ok(match self.table.last_sequence(app_id).await? {
+            Some(seq) => Position::AfterSequence(seq),
+            None => Position::TrimHorizon,
+        })
+    }
+
+    /// Reads `shard` into its buffer until the buffer is due by size or nothing more
+    /// is available; commits nothing (see [`Self::flush_together`]).
+    async fn read_shard(&self, shard: ShardId, report: &mut DeliveryReport) -> Result<()> {
+        let app_id = self.app_id(shard);
+        let mut buffer = self.state.lock().remove(&shard).unwrap_or_default();
+        let mut next = match buffer.next {
+            Some(p) => p,
+            None => self.resume_position(&app_id).await?,
+        };
+        while buffer.records.len() < self.policy.max_records && buffer.bytes < self.policy.max_bytes
+        {
+            let read = self
+                .log
+                .read(
+                    shard,
+                    next,
+                    ReadLimit {
+                        max_records: self.policy.max_records - buffer.records.len(),
+                        max_bytes: self.policy.max_bytes - buffer.bytes,
+                    },
+                )
+                .await?;
+            next = read.next;
+            buffer.end_of_shard = read.end_of_shard;
+            if read.records.is_empty() {
+                break;
+            }
+            if buffer.records.is_empty() {
+                buffer.since_ms = self.clock.now_millis();
+            }
+            report.records_read += read.records.len() as u64;
+            buffer.bytes += read.records.iter().map(|r| r.data.len()).sum::<usize>();
+            buffer.records.extend(read.records);
+        }
+        buffer.next = Some(next);
+        self.state.lock().insert(shard, buffer);
+        Ok(())
+    }
+
+    /// When one of `shards`' buffers is due (or `force`), commits every non-empty one
+    /// of them, at most `together` shards per commit, each shard's last sequence
+    /// recorded with the commit. Whether one of the committed buffers was full (its
+    /// shard may hold more to read now).
+    async fn flush_together(
+        &self,
+        shards: &[ShardId],
+        force: bool,
+        together: usize,
+        report: &mut DeliveryReport,
+    ) -> Result<bool> {
+        let (due, full, mut pending) = {
+            let mut state = self.state.lock();
+            let due = shards.iter().any(|s| {
+                state.get(s).is_some_and(|b| {
+                    !b.records.is_empty() && (force || b.end_of_shard || self.due(b))
+                })
+            });
+            let full = due
+                && shards.iter().any(|s| {
+                    state.get(s).is_some_and(|b| {
+                        b.records.len() >= self.policy.max_records
+                            || b.bytes >= self.policy.max_bytes
+                    })
+                });
+            let mut pending = Vec::new();
+            if due {
+                for &s in shards {
+                    if let Some(b) = state.get_mut(&s)
+                        && !b.records.is_empty()
+                    {
+                        b.bytes = 0;
+                        pending.push((s, std::mem::take(&mut b.records)));
+                    }
+                }
+            }
+            (due, full, pending)
+        };
+        if due {
+            while !pending.is_empty() {
+                let rest = pending.split_off(pending.len().min(together));
+                let group = std::mem::replace(&mut pending, rest);
+                let ids: Vec<ShardId> = group.iter().map(|(s, _)| *s).collect();
+                if let Err(e) = self.commit_group(group, report).await {
+                    // Forget the buffers: the next poll resumes from the table.
+                    let mut state = self.state.lock();
+                    for s in ids.iter().chain(pending.iter().map(|(s, _)| s)) {
+                        state.remove(s);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut state = self.state.lock();
+        for s in shards {
+            if state
+                .get(s)
+                .is_some_and(|b| b.end_of_shard && b.records.is_empty())
+            {
+                self.finished.lock().insert(*s);
+                state.remove(s);
+            }
+        }
+        Ok(full)
+    }
+
+    /// Decodes the records of several shards and appends them as one commit with one
+    /// transaction id per shard, then advances each shard's log checkpoint.
+    async fn commit_group(
+        &self,
+        group: Vec<(ShardId, Vec<Record>)>,
+        report: &mut DeliveryReport,
+    ) -> Result<()> {
+        // Every shard's decoding starts at once, each on a thread of its own.
+        let started = group
+            .into_iter()
+            .map(|(shard, records)| Ok((shard, self.start_decode(records)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut batches = Vec::new();
+        let mut txns = Vec::new();
+        let mut checkpoints = Vec::new();
+        for (shard, (last, decoding)) in started {
+            let (batch, dead) = self.finish_decode(shard, decoding).await?;
+            report.dead_lettered += dead;
+            txns.push(TxnId::new(self.app_id(shard), last));
+            checkpoints.push((shard, last));
+            batches.push(batch);
+        }
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        match self.table.append_writers(batches, txns).await? {
+            AppendOutcome::Committed { .. } => {
+                report.commits += 1;
+                report.rows_committed += rows;
+            }
+            _ => report.duplicates += 1,
+        }
+        for (shard, last) in checkpoints {
+            self.log.commit_checkpoint(&self.name, shard, last).await?;
+        }
+        Ok(())
     }
 
     async fn poll_shard(
@@ -219,10 +408,7 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         let mut buffer = self.state.lock().remove(&shard).unwrap_or_default();
         let mut next = match buffer.next {
             Some(p) => p,
-            None => match self.table.last_sequence(&app_id).await? {
-                Some(seq) => Position::AfterSequence(seq),
-                None => Position::TrimHorizon,
-            },
+            None => self.resume_position(&app_id).await?,
         };
         let mut end_of_shard;
         loop {
@@ -285,27 +471,12 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
     ) -> Result<()> {
         let records = std::mem::take(&mut buffer.records);
         buffer.bytes = 0;
-        let Some(last) = records.last().map(|r| r.sequence) else {
+        if records.is_empty() {
             return Ok(());
-        };
-        // Decoding is CPU work: it runs off the executor's worker.
-        let decoder = self.decoder.clone();
-        let isolate = self.dead_letter.is_some();
-        let decoded = offload(move || decode(&*decoder, &records, isolate))
-            .await?
-            .map_err(|e| e.with_shard(shard))?;
-        if let Some(dlq) = &self.dead_letter {
-            for (seq, record) in decoded.dead {
-                dlq.put(record).await.map_err(|e| {
-                    Error::new(ErrorKind::External, "the dead-letter log refused a record")
-                        .with_shard(shard)
-                        .with_version(seq)
-                        .with_source(e)
-                })?;
-                report.dead_lettered += 1;
-            }
         }
-        let batch = decoded.batch?;
+        let (last, decoding) = self.start_decode(records)?;
+        let (batch, dead) = self.finish_decode(shard, decoding).await?;
+        report.dead_lettered += dead;
         let rows = batch.num_rows() as u64;
         match self
             .table
@@ -320,6 +491,46 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         }
         self.log.commit_checkpoint(&self.name, shard, last).await?;
         Ok(())
+    }
+
+    /// Starts decoding `records` (not empty) off the executor's worker, on a thread of
+    /// its own: the sequence of the last record and the decoding under way.
+    fn start_decode(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(SequenceNumber, crate::offload::Offloaded<Result<Decoded>>)> {
+        let Some(last) = records.last().map(|r| r.sequence) else {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "an empty buffer was handed to the decoder",
+            ));
+        };
+        let decoder = self.decoder.clone();
+        let isolate = self.dead_letter.is_some();
+        Ok((last, offload(move || decode(&*decoder, &records, isolate))))
+    }
+
+    /// Waits for `decoding` of `shard`'s records and sends the malformed ones to the
+    /// dead-letter log: the batch of the good ones and how many went there.
+    async fn finish_decode(
+        &self,
+        shard: ShardId,
+        decoding: crate::offload::Offloaded<Result<Decoded>>,
+    ) -> Result<(RecordBatch, u64)> {
+        let decoded = decoding.await?.map_err(|e| e.with_shard(shard))?;
+        let mut dead_lettered = 0;
+        if let Some(dlq) = &self.dead_letter {
+            for (seq, record) in decoded.dead {
+                dlq.put(record).await.map_err(|e| {
+                    Error::new(ErrorKind::External, "the dead-letter log refused a record")
+                        .with_shard(shard)
+                        .with_version(seq)
+                        .with_source(e)
+                })?;
+                dead_lettered += 1;
+            }
+        }
+        Ok((decoded.batch?, dead_lettered))
     }
 }
 

@@ -143,6 +143,163 @@ async fn a_crash_after_commit_is_not_replayed() {
     );
 }
 
+/// A table that records several writers per commit and fails after the commit of
+/// a chosen append (counted from 1), as a process killed before the acknowledgement.
+#[derive(Debug)]
+struct CrashAfterCommitOf {
+    table: MemoryTable,
+    crash_at: u64,
+    appends: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl TableSink for CrashAfterCommitOf {
+    fn sink_schema(&self) -> SchemaRef {
+        self.table.sink_schema()
+    }
+
+    async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
+        self.append_writers(batches, txn.into_iter().collect())
+            .await
+    }
+
+    async fn last_sequence(&self, app_id: &str) -> Result<Option<u64>> {
+        self.table.last_sequence(app_id).await
+    }
+
+    fn writers_per_commit(&self) -> usize {
+        self.table.writers_per_commit()
+    }
+
+    async fn append_writers(
+        &self,
+        batches: Vec<RecordBatch>,
+        txns: Vec<TxnId>,
+    ) -> Result<AppendOutcome> {
+        let outcome = self.table.append_writers(batches, txns).await?;
+        if self.appends.fetch_add(1, Ordering::SeqCst) + 1 == self.crash_at {
+            return Err(Error::new(ErrorKind::Io, "connection lost after commit"));
+        }
+        Ok(outcome)
+    }
+}
+
+/// A table that records several writers per commit gets one commit per poll for all
+/// the shards due, each shard's sequence recorded with it.
+#[tokio::test]
+async fn shards_due_together_share_one_commit() {
+    let stream = Stream::builder("orders").shards(4).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    assert!(table.writers_per_commit() > 1);
+    put(&stream, 0, 200);
+    let delivery = TableDelivery::new(
+        "orders-sink",
+        stream.clone(),
+        table.clone(),
+        Arc::new(Csv(schema())),
+    );
+    let r = delivery.poll(true).await.unwrap();
+    assert_eq!((r.records_read, r.rows_committed, r.commits), (200, 200, 1));
+    assert_eq!(table.version().await.unwrap(), 1);
+    for shard in stream.shards() {
+        let app = format!("orders-sink/{}", shard.id);
+        let last = table.last_sequence(&app).await.unwrap();
+        assert!(
+            last.is_some(),
+            "shard {} recorded with the commit",
+            shard.id
+        );
+        assert_eq!(stream.checkpoint("orders-sink", shard.id).unwrap(), last);
+    }
+    // A restarted delivery resumes every shard from the table.
+    put(&stream, 200, 260);
+    let again = TableDelivery::new(
+        "orders-sink",
+        stream.clone(),
+        table.clone(),
+        Arc::new(Csv(schema())),
+    );
+    let r = again.poll(true).await.unwrap();
+    assert_eq!(
+        (r.records_read, r.rows_committed, r.duplicates),
+        (60, 60, 0)
+    );
+    assert_eq!(amounts(&table).await, (0..260).collect::<Vec<_>>());
+}
+
+/// Buffers that are not due yet go into the commit of the shard that is due, and
+/// full buffers commit again within the same poll.
+#[tokio::test]
+async fn a_due_shard_takes_the_others_along() {
+    let clock = ManualClock::at_millis(0);
+    let stream = Stream::builder("orders").shards(2).build().unwrap();
+    let table = MemoryTable::new("orders", schema());
+    let policy = FlushPolicy {
+        max_records: 40,
+        max_bytes: 1 << 20,
+        max_age: std::time::Duration::from_secs(5),
+    };
+    let delivery = TableDelivery::new("s", stream.clone(), table.clone(), Arc::new(Csv(schema())))
+        .with_policy(policy)
+        .with_clock(Arc::new(clock.clone()));
+    put(&stream, 0, 10);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!((r.records_read, r.commits), (10, 0), "nothing due yet");
+    clock.advance_millis(5_000);
+    put(&stream, 10, 14);
+    let r = delivery.poll(false).await.unwrap();
+    assert_eq!(
+        (r.rows_committed, r.commits),
+        (14, 1),
+        "one commit for both shards"
+    );
+    // 200 records: both shards' buffers fill by count again and again in one poll.
+    put(&stream, 14, 214);
+    let r = delivery.poll(false).await.unwrap();
+    assert!(r.commits >= 2, "{r:?}");
+    let r2 = delivery.poll(true).await.unwrap();
+    assert_eq!(r.rows_committed + r2.rows_committed, 200);
+    assert_eq!(amounts(&table).await, (0..214).collect::<Vec<_>>());
+}
+
+/// A crash after any commit of several shards at once loses and duplicates nothing:
+/// the delivery resumes each shard from the sequence the table recorded for it.
+#[tokio::test]
+async fn a_crash_after_a_shared_commit_is_not_replayed() {
+    for crash_at in 1..=3 {
+        let stream = Stream::builder("orders").shards(3).build().unwrap();
+        let table = MemoryTable::new("orders", schema());
+        let flaky = Arc::new(CrashAfterCommitOf {
+            table: table.clone(),
+            crash_at,
+            appends: std::sync::atomic::AtomicU64::new(0),
+        });
+        let delivery =
+            TableDelivery::new("s", stream.clone(), flaky.clone(), Arc::new(Csv(schema())))
+                .with_policy(FlushPolicy {
+                    max_records: 10,
+                    ..FlushPolicy::default()
+                });
+        let mut results = Vec::new();
+        for round in 0..4 {
+            put(&stream, round * 40, round * 40 + 40);
+            results.push(delivery.poll(true).await.map(|r| r.rows_committed));
+        }
+        while delivery.poll(true).await.unwrap().records_read > 0 {}
+        assert!(
+            results
+                .iter()
+                .any(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Io)),
+            "crash {crash_at}: the crash was reported: {results:?}"
+        );
+        assert_eq!(
+            amounts(&table).await,
+            (0..160).collect::<Vec<_>>(),
+            "crash {crash_at}: no loss, no duplicate"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_records_go_to_the_dead_letter_log() {
     let stream = Stream::builder("orders").shards(2).build().unwrap();

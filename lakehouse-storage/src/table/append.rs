@@ -42,7 +42,7 @@ impl Table {
     /// is written when a batch does not fit the table, and [`ErrorKind::TypeMismatch`]
     /// (naming the column, row and value) when a value does not convert exactly.
     pub async fn append(&self, batches: Vec<RecordBatch>) -> Result<CommitInfo> {
-        match self.append_inner(batches, None).await? {
+        match self.append_inner(batches, Vec::new()).await? {
             (Some(info), _) => Ok(info),
             (None, _) => Err(Error::new(
                 ErrorKind::Internal,
@@ -51,34 +51,45 @@ impl Table {
         }
     }
 
+    /// Appends `batches` as one commit recording every writer of `txns` (none, one,
+    /// or several with distinct app ids: see [`TableSink::append_writers`]). Returns
+    /// the commit, or `None` with the first writer's last sequence when every writer
+    /// held its sequence already.
+    ///
+    /// [`TableSink::append_writers`]: lakehouse_core::TableSink::append_writers
     pub(super) async fn append_inner(
         &self,
         batches: Vec<RecordBatch>,
-        txn: Option<TxnId>,
+        txns: Vec<TxnId>,
     ) -> Result<(Option<CommitInfo>, Option<u64>)> {
-        if let Some(t) = &txn
-            && i64::try_from(t.sequence).is_err()
-        {
-            // Delta records the sequence as a signed long (`txn.version`): a larger one
-            // would wrap negative and make every later append look like a duplicate.
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "transaction sequence {} of writer {:?} is above {} (Delta's txn.version \
-                     is a signed 64-bit integer)",
-                    t.sequence,
-                    t.app_id,
-                    i64::MAX
-                ),
-            )
-            .with_table(self.uri()));
+        lakehouse_core::check_writers(&txns, usize::MAX).map_err(|e| e.with_table(self.uri()))?;
+        for t in &txns {
+            if i64::try_from(t.sequence).is_err() {
+                // Delta records the sequence as a signed long (`txn.version`): a larger
+                // one would wrap negative and make every later append look like a
+                // duplicate.
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "transaction sequence {} of writer {:?} is above {} (Delta's \
+                         txn.version is a signed 64-bit integer)",
+                        t.sequence,
+                        t.app_id,
+                        i64::MAX
+                    ),
+                )
+                .with_table(self.uri()));
+            }
         }
         let snap = self.refreshed().await?;
-        if let Some(t) = &txn
-            && let Some(last) = self.txn_version(&snap, &t.app_id).await?
-            && last >= t.sequence as i64
-        {
-            return Ok((None, Some(last as u64)));
+        let mut lasts = Vec::with_capacity(txns.len());
+        for t in &txns {
+            lasts.push(self.txn_version(&snap, &t.app_id).await?);
+        }
+        match held_by(&txns, &lasts) {
+            Held::All(first) => return Ok((None, Some(first))),
+            Held::Some => return Err(partly_held(self.uri())),
+            Held::None => {}
         }
         let user = user_schema_of(&snap);
         let conformed = batches
@@ -102,18 +113,19 @@ impl Table {
         let bytes: u64 = adds.iter().map(|a| a.size as u64).sum();
         let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
         let schema_at_write = snap.schema.clone();
-        let txn2 = txn.clone();
+        let txns2 = txns.clone();
+        let uri = self.uri().to_owned();
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
         let result = self
             .commit_with_txn(
                 "WRITE",
                 serde_json::json!({"mode": "Append"}),
-                txn.as_ref().map(|t| t.app_id.as_str()),
-                move |latest: &Snapshot, last: Option<i64>| {
-                    if let Some(t) = &txn2
-                        && let Some(last) = last
-                        && last >= t.sequence as i64
-                    {
-                        return Ok(None);
+                &app_ids,
+                move |latest: &Snapshot, lasts: &[Option<i64>]| {
+                    match held_by(&txns2, lasts) {
+                        Held::All(_) => return Ok(None),
+                        Held::Some => return Err(partly_held(&uri)),
+                        Held::None => {}
                     }
                     if !extends(&latest.schema, &schema_at_write) {
                         return Err(Error::new(
@@ -122,13 +134,14 @@ impl Table {
                         ));
                     }
                     let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
-                    if let Some(t) = &txn2 {
-                        actions.push(Action::Txn(Txn {
+                    let now = now_ms();
+                    actions.extend(txns2.iter().map(|t| {
+                        Action::Txn(Txn {
                             app_id: t.app_id.clone(),
                             version: t.sequence as i64,
-                            last_updated: Some(now_ms()),
-                        }));
-                    }
+                            last_updated: Some(now),
+                        })
+                    }));
                     Ok(Some(actions))
                 },
             )
@@ -146,7 +159,7 @@ impl Table {
             )),
             Ok(None) => {
                 self.delete_quietly(&written).await;
-                let last = match txn {
+                let last = match txns.first() {
                     Some(t) => self.txn_version(&self.cached(), &t.app_id).await?,
                     None => None,
                 }
@@ -204,4 +217,40 @@ impl Table {
             .try_collect()
             .await
     }
+}
+
+/// Which writers of a commit hold its sequence (or a later one) already.
+enum Held {
+    /// Every writer (at least one): the first one's last sequence.
+    All(u64),
+    /// Some but not all.
+    Some,
+    /// None of them.
+    None,
+}
+
+/// [`Held`] for `txns`, whose writers' last sequences are `lasts`.
+fn held_by(txns: &[TxnId], lasts: &[Option<i64>]) -> Held {
+    let held: Vec<u64> = txns
+        .iter()
+        .zip(lasts)
+        .filter_map(|(t, l)| l.filter(|&l| l >= t.sequence as i64).map(|l| l as u64))
+        .collect();
+    if held.is_empty() {
+        Held::None
+    } else if held.len() == txns.len() {
+        Held::All(held[0])
+    } else {
+        Held::Some
+    }
+}
+
+/// The error of a commit only some of whose writers hold their sequences.
+fn partly_held(uri: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        "some writers of the commit hold its sequence already, others do not: nothing was \
+         written; resume each writer from its last sequence",
+    )
+    .with_table(uri)
 }

@@ -27,21 +27,21 @@ impl Table {
     where
         F: Fn(&Snapshot) -> Result<Option<Vec<Action>>>,
     {
-        self.commit_with_txn(operation, params, None, move |s, _| build(s))
+        self.commit_with_txn(operation, params, &[], move |s, _| build(s))
             .await
     }
 
-    /// [`Table::commit`] for a writer `app_id`: `build` also sees the writer's last
-    /// committed sequence as of the snapshot it builds on.
+    /// [`Table::commit`] for writers `app_ids`: `build` also sees each writer's last
+    /// committed sequence as of the snapshot it builds on (in the order of `app_ids`).
     pub(super) async fn commit_with_txn<F>(
         &self,
         operation: &str,
         params: Value,
-        app_id: Option<&str>,
+        app_ids: &[String],
         build: F,
     ) -> Result<Option<(Version, u32)>>
     where
-        F: Fn(&Snapshot, Option<i64>) -> Result<Option<Vec<Action>>>,
+        F: Fn(&Snapshot, &[Option<i64>]) -> Result<Option<Vec<Action>>>,
     {
         let _turn = self.inner.commit_lock.lock().await;
         let mut retries = 0u32;
@@ -54,11 +54,11 @@ impl Table {
             snap.protocol
                 .check_writable(&snap.metadata)
                 .map_err(|e| e.with_table(self.uri()))?;
-            let last = match app_id {
-                Some(app) => self.txn_version(&snap, app).await?,
-                None => None,
-            };
-            let Some(mut actions) = build(&snap, last)? else {
+            let mut lasts = Vec::with_capacity(app_ids.len());
+            for app in app_ids {
+                lasts.push(self.txn_version(&snap, app).await?);
+            }
+            let Some(mut actions) = build(&snap, &lasts)? else {
                 return Ok(None);
             };
             actions.insert(0, commit_info(operation, params.clone()));

@@ -108,7 +108,21 @@ impl TableSink for Table {
     }
 
     async fn append(&self, batches: Vec<RecordBatch>, txn: Option<TxnId>) -> Result<AppendOutcome> {
-        match self.append_inner(batches, txn).await? {
+        self.append_writers(batches, txn.into_iter().collect())
+            .await
+    }
+
+    /// Any number of writers: each is one `txn` action of the commit.
+    fn writers_per_commit(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn append_writers(
+        &self,
+        batches: Vec<RecordBatch>,
+        txns: Vec<TxnId>,
+    ) -> Result<AppendOutcome> {
+        match self.append_inner(batches, txns).await? {
             (Some(info), _) => Ok(AppendOutcome::Committed {
                 version: info.version,
                 rows: info.rows,
