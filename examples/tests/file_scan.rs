@@ -183,10 +183,13 @@ async fn sales_table(dir: &Path) -> Table {
 struct Fixture {
     rt: tokio::runtime::Runtime,
     engine: QueryEngine,
+    /// `files` again, on an engine that filters in the Parquet decoder.
+    decoder: QueryEngine,
     _dir: tempfile::TempDir,
 }
 
-/// One table registered twice: `files` (read as files) and `stream` (the oracle).
+/// One table registered twice: `files` (read as files) and `stream` (the oracle); and
+/// as `files` on a second engine whose filters run in the Parquet decoder.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -197,6 +200,10 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let engine = QueryEngine::builder().target_partitions(3).build();
+        let decoder = QueryEngine::builder()
+            .target_partitions(3)
+            .filter_pushdown(true)
+            .build();
         rt.block_on(async {
             let table = sales_table(dir.path()).await;
             let scan = table
@@ -212,11 +219,15 @@ fn fixture() -> &'static Fixture {
             engine
                 .register_table("stream", Arc::new(StreamOnly(table.clone())))
                 .unwrap();
+            decoder
+                .register_table("files", Arc::new(table.clone()))
+                .unwrap();
             engine.register_table("files", Arc::new(table)).unwrap();
         });
         Fixture {
             rt,
             engine,
+            decoder,
             _dir: dir,
         }
     })
@@ -228,9 +239,12 @@ fn rows(batches: &[RecordBatch]) -> Vec<String> {
 }
 
 fn run(f: &Fixture, sql: &str) -> Vec<String> {
+    run_on(f, &f.engine, sql)
+}
+
+fn run_on(f: &Fixture, engine: &QueryEngine, sql: &str) -> Vec<String> {
     f.rt.block_on(async {
-        let r = f
-            .engine
+        let r = engine
             .query(sql, QueryOptions::new().bypass_cache())
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -333,15 +347,19 @@ proptest! {
     ) {
         let f = fixture();
         let mut got = run(f, &sql(&shape, &predicate, "files"));
+        let mut in_decoder = run_on(f, &f.decoder, &sql(&shape, &predicate, "files"));
         let mut want = run(f, &sql(&shape, &predicate, "stream"));
         if let Shape::Limit(_, k) = &shape {
             let all = run(f, &sql(&Shape::Select(vec!["id"]), &predicate, "stream"));
             prop_assert_eq!(got.len(), (*k).min(all.len()));
+            prop_assert_eq!(in_decoder.len(), (*k).min(all.len()));
             prop_assert_eq!(want.len(), (*k).min(all.len()));
         } else {
             got.sort();
+            in_decoder.sort();
             want.sort();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(in_decoder, want);
         }
     }
 }
@@ -370,8 +388,21 @@ fn the_file_path_is_planned_as_datafusion_parquet_scan() {
         .expect("a total");
     assert_eq!(read * 3, total, "{scan}");
     assert!(scan.contains("file_type=parquet"), "{scan}");
-    // The filter runs in the decoder: no FilterExec is left above the scan.
-    assert!(!plan.contains("FilterExec"), "{plan}");
+    // The filter runs above the scan, which also has it for pruning row groups.
+    assert!(plan.contains("FilterExec"), "{plan}");
+    assert!(scan.contains("pruning_predicate="), "{scan}");
+    // Filtering in the decoder leaves no FilterExec, and prunes the same files.
+    let in_decoder = f.rt.block_on(async {
+        f.decoder
+            .explain("SELECT id FROM files WHERE region = 'eu' AND qty > 3", true)
+            .await
+            .unwrap()
+    });
+    assert!(!in_decoder.contains("FilterExec"), "{in_decoder}");
+    assert!(
+        in_decoder.contains(&format!("files={read}/{total}")),
+        "{in_decoder}"
+    );
     // Exact row counts reach the optimizer: COUNT(*) without a filter is answered from
     // statistics, deletion vectors included.
     // Half of the files lose row 0 and every row r % 7 == 3.

@@ -5,7 +5,8 @@
 //!
 //! * Files are spread over `target_partitions` groups by size (DataFusion may split
 //!   large files further by byte range); row groups and pages are pruned by the
-//!   predicate, which is evaluated in the decoder (late materialisation).
+//!   predicate, which is evaluated above the scan or, where the engine asks for it, in
+//!   the decoder (late materialisation: `EngineBuilder::filter_pushdown`).
 //! * Partition columns are `table_partition_cols`: constants per file.
 //! * Per-file statistics (exact row counts, min / max and null counts as bounds) reach
 //!   the optimizer through the files and the file groups.
@@ -16,9 +17,10 @@
 //! * The store is registered with the session's runtime under the scan's URL.
 //!
 //! The filters DataFusion pushed into the scan are applied by a `FilterExec` above the
-//! `DataSourceExec`, which DataFusion's filter pushdown then moves into the Parquet
-//! decoder: a source that reports [`FilterSupport::Exact`](lakehouse_core::FilterSupport)
-//! for its batch stream is thus still exact when read as files. `EXPLAIN ANALYZE` shows
+//! `DataSourceExec`, which DataFusion's filter pushdown gives the scan for pruning and,
+//! with `filter_pushdown`, moves into the Parquet decoder: a source that reports
+//! [`FilterSupport::Exact`](lakehouse_core::FilterSupport) for its batch stream is thus
+//! still exact when read as files. `EXPLAIN ANALYZE` shows
 //! the files read of the total as the scan's `files=read/total` metric.
 
 use std::any::Any;
@@ -174,8 +176,11 @@ pub(crate) async fn plan_file_scan(
     )?;
 
     let mut options = state.table_options().parquet.clone();
-    options.global.pushdown_filters = true;
-    options.global.reorder_filters = true;
+    // In the decoder or above the scan, as the session says (see
+    // `EngineBuilder::filter_pushdown`).
+    let session = &state.config_options().execution.parquet;
+    options.global.pushdown_filters = session.pushdown_filters;
+    options.global.reorder_filters = session.reorder_filters;
     // Row-group and page pruning stay on here; the `nan_pruning` rule turns them off
     // in scans whose final filter reads a float column (Parquet's float bounds leave
     // NaN out). Files were pruned by the source already, NaN-aware.

@@ -8,7 +8,12 @@
 //! * **Pushdown.** Filters become core [`Predicate`](lakehouse_core::Predicate)s, exact
 //!   where the source says it filters exactly and inexact (the engine filters again)
 //!   otherwise; projections and limits are pushed down too, and the source's per-file
-//!   statistics feed the planner.
+//!   statistics feed the planner. A source that describes its scan as Parquet files
+//!   ([`TableSource::scan_files`](lakehouse_core::TableSource::scan_files), as Delta
+//!   tables do) is read by DataFusion's own Parquet scan: files spread over the
+//!   partitions, row groups and pages pruned, deletion vectors as row selections, the
+//!   filters evaluated above the scan or, if asked, in the decoder
+//!   ([`EngineBuilder::filter_pushdown`]).
 //! * **Consistency.** A query reads one version of each table: scans are pinned to the
 //!   versions read when the query starts.
 //! * **Workload management.** Named [`WorkloadQueue`]s with concurrency slots and bounded
