@@ -257,8 +257,8 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         })
     }
 
-    /// Reads `shard` into its buffer until the buffer is due by size or nothing more
-    /// is available; commits nothing (see [`Self::flush_together`]).
+    /// Reads `shard` into its buffer until the buffer is due (by size or by age) or
+    /// nothing more is available; commits nothing (see [`Self::flush_together`]).
     async fn read_shard(&self, shard: ShardId, report: &mut DeliveryReport) -> Result<()> {
         let app_id = self.app_id(shard);
         let mut buffer = self.state.lock().remove(&shard).unwrap_or_default();
@@ -290,6 +290,10 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
             report.records_read += read.records.len() as u64;
             buffer.bytes += read.records.iter().map(|r| r.data.len()).sum::<usize>();
             buffer.records.extend(read.records);
+            if self.due(&buffer) {
+                // A backlog must not hold the commit past its age.
+                break;
+            }
         }
         buffer.next = Some(next);
         self.state.lock().insert(shard, buffer);
