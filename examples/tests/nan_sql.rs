@@ -96,34 +96,37 @@ async fn assert_same_as_memory(table: Table, partitions: usize) -> usize {
     nan_rows
 }
 
-/// Our own table, with row groups of two rows: the log has no bounds for a float
-/// column with NaN, but each row group's Parquet statistics leave NaN out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_over_our_tables_never_loses_nan_rows() {
-    let dir = tempfile::tempdir().unwrap();
+/// Our own table in `dir`, with row groups of two rows: ids 0-5 (one NaN at id 1) in
+/// one file, 10-11 (2.0 and 3.0) in another. The log has no bounds for a float column
+/// with NaN, but each row group's Parquet statistics leave NaN out.
+async fn our_nan_table(dir: &Path) -> Table {
     let t = Table::create(
-        Location::local(dir.path()).unwrap(),
+        Location::local(dir).unwrap(),
         schema(),
         TableOptions::new().row_group_rows(2),
     )
     .await
     .unwrap();
-    t.append(vec![batch(
-        0,
-        &[
-            Some(1.0),
-            Some(f64::NAN),
-            Some(0.5),
-            None,
-            Some(1.0),
-            Some(2.0),
-        ],
-    )])
-    .await
-    .unwrap();
+    let first = [
+        Some(1.0),
+        Some(f64::NAN),
+        Some(0.5),
+        None,
+        Some(1.0),
+        Some(2.0),
+    ];
+    t.append(vec![batch(0, &first)]).await.unwrap();
     t.append(vec![batch(10, &[Some(2.0), Some(3.0)])])
         .await
         .unwrap();
+    t
+}
+
+/// SQL over [`our_nan_table`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_our_tables_never_loses_nan_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = our_nan_table(dir.path()).await;
     assert_eq!(assert_same_as_memory(t, 2).await, 1);
 }
 
@@ -192,29 +195,7 @@ for first, xs in [(0, [1.0, nan, 0.5, None, 1.0]), (10, [2.0, nan, 3.0]), (20, [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_filters_over_floats_stay_out_of_the_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Table::create(
-        Location::local(dir.path()).unwrap(),
-        schema(),
-        TableOptions::new().row_group_rows(2),
-    )
-    .await
-    .unwrap();
-    t.append(vec![batch(
-        0,
-        &[
-            Some(1.0),
-            Some(f64::NAN),
-            Some(0.5),
-            None,
-            Some(1.0),
-            Some(2.0),
-        ],
-    )])
-    .await
-    .unwrap();
-    t.append(vec![batch(10, &[Some(2.0), Some(3.0)])])
-        .await
-        .unwrap();
+    let t = our_nan_table(dir.path()).await;
     let engine = QueryEngine::builder().target_partitions(2).build();
     engine.register_table("lake", Arc::new(t)).unwrap();
     let scan_line = |plan: String| {

@@ -268,30 +268,12 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         };
         while buffer.records.len() < self.policy.max_records && buffer.bytes < self.policy.max_bytes
         {
-            let read = self
-                .log
-                .read(
-                    shard,
-                    next,
-                    ReadLimit {
-                        max_records: self.policy.max_records - buffer.records.len(),
-                        max_bytes: self.policy.max_bytes - buffer.bytes,
-                    },
-                )
-                .await?;
-            next = read.next;
-            buffer.end_of_shard = read.end_of_shard;
-            if read.records.is_empty() {
-                break;
-            }
-            if buffer.records.is_empty() {
-                buffer.since_ms = self.clock.now_millis();
-            }
-            report.records_read += read.records.len() as u64;
-            buffer.bytes += read.records.iter().map(|r| r.data.len()).sum::<usize>();
-            buffer.records.extend(read.records);
-            if self.due(&buffer) {
-                // A backlog must not hold the commit past its age.
+            let (after, end_of_shard, got) =
+                self.read_into(shard, next, &mut buffer, report).await?;
+            next = after;
+            buffer.end_of_shard = end_of_shard;
+            // A backlog must not hold the commit past its age.
+            if !got || self.due(&buffer) {
                 break;
             }
         }
@@ -416,33 +398,12 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         };
         let mut end_of_shard;
         loop {
-            let room = self
-                .policy
-                .max_records
-                .saturating_sub(buffer.records.len())
-                .max(1);
-            let read = self
-                .log
-                .read(
-                    shard,
-                    next,
-                    ReadLimit {
-                        max_records: room,
-                        max_bytes: self.policy.max_bytes,
-                    },
-                )
-                .await?;
-            next = read.next;
-            end_of_shard = read.end_of_shard;
-            if read.records.is_empty() {
+            let (after, end, got) = self.read_into(shard, next, &mut buffer, report).await?;
+            next = after;
+            end_of_shard = end;
+            if !got {
                 break;
             }
-            if buffer.records.is_empty() {
-                buffer.since_ms = self.clock.now_millis();
-            }
-            report.records_read += read.records.len() as u64;
-            buffer.bytes += read.records.iter().map(|r| r.data.len()).sum::<usize>();
-            buffer.records.extend(read.records);
             if self.due(&buffer) {
                 self.flush(shard, &app_id, &mut buffer, report).await?;
             }
@@ -456,6 +417,37 @@ impl<L: EventLog, T: TableSink> TableDelivery<L, T> {
         buffer.next = Some(next);
         self.state.lock().insert(shard, buffer);
         Ok(())
+    }
+
+    /// Reads the records of `shard` after `next` into `buffer`, as many as it has room
+    /// for: where the next read starts, whether the shard is closed and read to its end,
+    /// and whether any record came.
+    async fn read_into(
+        &self,
+        shard: ShardId,
+        next: Position,
+        buffer: &mut Buffer,
+        report: &mut DeliveryReport,
+    ) -> Result<(Position, bool, bool)> {
+        let limit = ReadLimit {
+            max_records: self
+                .policy
+                .max_records
+                .saturating_sub(buffer.records.len())
+                .max(1),
+            max_bytes: self.policy.max_bytes.saturating_sub(buffer.bytes).max(1),
+        };
+        let read = self.log.read(shard, next, limit).await?;
+        if read.records.is_empty() {
+            return Ok((read.next, read.end_of_shard, false));
+        }
+        if buffer.records.is_empty() {
+            buffer.since_ms = self.clock.now_millis();
+        }
+        report.records_read += read.records.len() as u64;
+        buffer.bytes += read.records.iter().map(|r| r.data.len()).sum::<usize>();
+        buffer.records.extend(read.records);
+        Ok((read.next, read.end_of_shard, true))
     }
 
     fn due(&self, buffer: &Buffer) -> bool {
