@@ -9,8 +9,8 @@
 //!   where the source says it filters exactly and inexact (the engine filters again)
 //!   otherwise; projections and limits are pushed down too, and the source's per-file
 //!   statistics feed the planner. A source that describes its scan as Parquet files
-//!   ([`TableSource::scan_files`](lakehouse_core::TableSource::scan_files), as Delta
-//!   tables do) is read by DataFusion's own Parquet scan: files spread over the
+//!   ([`TableSource::scan_files`], as Delta tables do) is read by DataFusion's own
+//!   Parquet scan: files spread over the
 //!   partitions, row groups and pages pruned, deletion vectors as row selections, the
 //!   filters evaluated above the scan or, if asked, in the decoder
 //!   ([`EngineBuilder::filter_pushdown`]).
