@@ -6,12 +6,14 @@
 //! put-if-absent, so two writers can never both create the same version: the loser
 //! re-reads, checks for conflicts and tries the next version.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use lakehouse_core::{ColumnStats, Error, ErrorKind, Result, Scalar, Version};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::fileset::FileSet;
@@ -667,10 +669,22 @@ pub(crate) fn parse_stats_mapped(
     schema: &Schema,
     physical: &HashMap<String, String>,
 ) -> ParsedStats {
-    let Some(v) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
+    let Some(raw) = stats.and_then(|s| serde_json::from_str::<RawStats<'_>>(s).ok()) else {
         return ParsedStats::default();
     };
-    let num_rows = v.get("numRecords").and_then(Value::as_u64);
+    let num_rows = raw
+        .num_records
+        .and_then(|v| serde_json::from_str::<Value>(v.get()).ok())
+        .and_then(|v| v.as_u64());
+    fn fields<'a>(v: Option<&'a RawValue>) -> Option<FieldIndex<'a>> {
+        v.and_then(|v| serde_json::from_str::<RawFields<'a>>(v.get()).ok())
+            .map(RawFields::index)
+    }
+    let (mins, maxs, nulls) = (
+        fields(raw.min_values),
+        fields(raw.max_values),
+        fields(raw.null_count),
+    );
     let mut columns = BTreeMap::new();
     for f in schema.fields() {
         // Nested columns have nested statistics objects (per leaf) and void columns
@@ -679,10 +693,14 @@ pub(crate) fn parse_stats_mapped(
             continue;
         }
         let key = physical.get(f.name()).unwrap_or(f.name());
-        let get = |k: &str| v.get(k).and_then(|m| m.get(key));
-        let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
-        let max = get("maxValues").and_then(|x| json_to_scalar(x, f.data_type()));
-        let null_count = get("nullCount").and_then(Value::as_u64);
+        let get = |m: &Option<FieldIndex<'_>>| {
+            m.as_ref()
+                .and_then(|m| m.get(key))
+                .and_then(|v| serde_json::from_str::<Value>(v.get()).ok())
+        };
+        let min = get(&mins).and_then(|x| json_to_scalar(&x, f.data_type()));
+        let max = get(&maxs).and_then(|x| json_to_scalar(&x, f.data_type()));
+        let null_count = get(&nulls).and_then(|x| x.as_u64());
         let (min, max) = match (min, max) {
             (Some(a), Some(b)) => (Some(a), Some(b)),
             _ => (None, None),
@@ -699,6 +717,95 @@ pub(crate) fn parse_stats_mapped(
         }
     }
     ParsedStats { num_rows, columns }
+}
+
+/// The top level of a `stats` object, its parts left unparsed: a part that does not
+/// have the expected form makes only that part unknown.
+#[derive(Deserialize)]
+struct RawStats<'a> {
+    #[serde(rename = "numRecords", borrow, default)]
+    num_records: Option<&'a RawValue>,
+    #[serde(rename = "minValues", borrow, default)]
+    min_values: Option<&'a RawValue>,
+    #[serde(rename = "maxValues", borrow, default)]
+    max_values: Option<&'a RawValue>,
+    #[serde(rename = "nullCount", borrow, default)]
+    null_count: Option<&'a RawValue>,
+}
+
+/// The members of one statistics object (`minValues`, ...), values unparsed, keys
+/// borrowed unless they hold escapes.
+struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// [`RawFields`] ready for lookups by column: a scan when there are few.
+enum FieldIndex<'a> {
+    Few(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Many(HashMap<Cow<'a, str>, &'a RawValue>),
+}
+
+impl<'a> RawFields<'a> {
+    fn index(self) -> FieldIndex<'a> {
+        if self.0.len() <= 16 {
+            FieldIndex::Few(self.0)
+        } else {
+            FieldIndex::Many(self.0.into_iter().collect())
+        }
+    }
+}
+
+impl<'a> FieldIndex<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        match self {
+            // The last of repeated keys, as a parsed JSON object keeps it.
+            FieldIndex::Few(v) => v.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v),
+            FieldIndex::Many(m) => m.get(key).copied(),
+        }
+    }
+}
+
+/// A JSON string, borrowed from the input where it holds no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) = map.next_entry::<CowStr<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(RawFields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -883,6 +990,8 @@ impl Replay {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -1023,5 +1132,103 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert!(e.to_string().contains("line 2"), "{e}");
         assert_eq!(e.context().path.as_deref(), Some("x.json"));
+    }
+
+    /// The parse before the typed one: a `Value` tree, then lookups.
+    fn parse_stats_by_tree(stats: &str, schema: &Schema) -> ParsedStats {
+        let Ok(v) = serde_json::from_str::<Value>(stats) else {
+            return ParsedStats::default();
+        };
+        let num_rows = v.get("numRecords").and_then(Value::as_u64);
+        let mut columns = BTreeMap::new();
+        for f in schema.fields() {
+            let get = |k: &str| v.get(k).and_then(|m| m.get(f.name()));
+            let min = get("minValues").and_then(|x| json_to_scalar(x, f.data_type()));
+            let max = get("maxValues").and_then(|x| json_to_scalar(x, f.data_type()));
+            let null_count = get("nullCount").and_then(Value::as_u64);
+            let (min, max) = match (min, max) {
+                (Some(a), Some(b)) => (Some(a), Some(b)),
+                _ => (None, None),
+            };
+            if min.is_some() || null_count.is_some() {
+                columns.insert(
+                    f.name().clone(),
+                    ColumnStats {
+                        min,
+                        max,
+                        null_count,
+                    },
+                );
+            }
+        }
+        ParsedStats { num_rows, columns }
+    }
+
+    /// A JSON value of some kind a writer could put in a statistics object.
+    fn any_stat_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z\"\\\\é]{0,6}".prop_map(Value::from),
+            Just(serde_json::json!("2024-03-01")),
+            Just(serde_json::json!("2024-03-01T10:00:00.000000Z")),
+            Just(serde_json::json!({"leaf": 1})),
+            Just(serde_json::json!([1, 2])),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The typed parse reads every statistics object as the tree parse does,
+        /// including keys with escapes, repeated keys, parts of the wrong form and
+        /// more columns than the short lookup scans.
+        #[test]
+        fn typed_stats_parse_equals_the_tree_parse(
+            num_records in any_stat_value(),
+            parts in proptest::collection::vec(
+                (0usize..3, proptest::collection::vec((0usize..20, any_stat_value()), 0..24)),
+                0..4,
+            ),
+            not_an_object in proptest::bool::weighted(0.1),
+        ) {
+            let names: Vec<String> = (0..20)
+                .map(|i| if i % 7 == 3 { format!("c\"{i}") } else { format!("c{i}") })
+                .collect();
+            let types = [DataType::Int64, DataType::Utf8, DataType::Float64, DataType::Date32,
+                DataType::Boolean];
+            let schema = Schema::new(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| Field::new(n, types[i % types.len()].clone(), true))
+                    .collect::<Vec<_>>(),
+            );
+            let kinds = ["minValues", "maxValues", "nullCount"];
+            // Objects written by hand, so that repeated keys stay repeated.
+            let mut text = format!("{{\"numRecords\":{num_records}");
+            let mut seen = std::collections::HashSet::new();
+            for (kind, members) in &parts {
+                // A top-level key appears once: writers never repeat one.
+                if !seen.insert(*kind) {
+                    continue;
+                }
+                let body = if not_an_object {
+                    "7".to_owned()
+                } else {
+                    let m: Vec<String> = members
+                        .iter()
+                        .map(|(c, v)| format!("{}:{v}", Value::from(names[*c].clone())))
+                        .collect();
+                    format!("{{{}}}", m.join(","))
+                };
+                text.push_str(&format!(",\"{}\":{body}", kinds[*kind]));
+            }
+            text.push('}');
+            let typed = parse_stats(Some(&text), &schema);
+            let tree = parse_stats_by_tree(&text, &schema);
+            proptest::prop_assert_eq!(typed.num_rows, tree.num_rows, "{}", text);
+            proptest::prop_assert_eq!(typed.columns, tree.columns, "{}", text);
+        }
     }
 }

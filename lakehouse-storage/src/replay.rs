@@ -286,7 +286,12 @@ impl FileColumns {
     }
 
     fn entries(&self, selection: &[bool], files: &EntryContext) -> Result<Vec<Arc<FileEntry>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.path.len());
+        // Partition keys and values of all rows, read once.
+        let partitions = match &self.partition_values {
+            Some(m) => Some((m, utf8(m.keys())?, utf8(m.values())?)),
+            None => None,
+        };
         for i in 0..self.path.len() {
             if !selection.get(i).copied().unwrap_or(true) || self.path.is_null(i) {
                 continue;
@@ -300,13 +305,12 @@ impl FileColumns {
                 .filter(|s| s.is_valid(i))
                 .map(|s| s.value(i).to_owned());
             let mut partition_values = BTreeMap::new();
-            if let Some(m) = &self.partition_values
+            if let Some((m, keys, values)) = &partitions
                 && m.is_valid(i)
             {
-                let entry = m.value(i);
-                let keys = utf8(entry.column(0))?;
-                let values = utf8(entry.column(1))?;
-                for j in 0..keys.len() {
+                let offsets = m.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                for j in start..end {
                     partition_values.insert(
                         keys.value(j).to_owned(),
                         values.is_valid(j).then(|| values.value(j).to_owned()),

@@ -80,6 +80,56 @@ async fn a_torn_newest_commit_is_set_aside_and_the_table_opens_at_the_version_be
     }
 }
 
+/// The same after a checkpoint, where the commits after it are looked for one by one:
+/// an empty newest commit two versions past the checkpoint is set aside, an empty
+/// commit below a good one is an error naming it.
+#[tokio::test]
+async fn empty_commits_after_a_checkpoint_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Table::create(
+        Location::local(dir.path()).unwrap(),
+        schema(),
+        TableOptions::new().checkpoint_interval(3),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        t.append(vec![batch(i * 10, 10)]).await.unwrap();
+    }
+    let last: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("_delta_log").join("_last_checkpoint")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["version"], 3);
+    std::fs::write(commit_file(dir.path(), 5), b"").unwrap();
+    let t = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(t.version().await.unwrap(), 4);
+    let want: Vec<i64> = (0..40).collect();
+    assert_eq!(
+        ints(&collect(&t, ScanRequest::new()).await, "order_id"),
+        want
+    );
+    assert!(!commit_file(dir.path(), 5).exists());
+
+    // A good commit on top, then the one below it emptied.
+    t.append(vec![batch(100, 5)]).await.unwrap();
+    std::fs::write(commit_file(dir.path(), 4), b"").unwrap();
+    let e = Table::open(Location::local(dir.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(
+        e.context()
+            .path
+            .clone()
+            .unwrap_or_default()
+            .ends_with("00000000000000000004.json"),
+        "{e}"
+    );
+}
+
 /// Openers that race over one torn newest commit: each opens at the version before,
 /// the file is set aside once, and a commit made meanwhile is never touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

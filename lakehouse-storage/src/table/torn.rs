@@ -87,6 +87,18 @@ async fn last_checkpoint(location: &Location, log_dir: &Path) -> Option<Version>
 /// The commit files after the last checkpoint: version, path and size, by version.
 async fn tail(location: &Location, log_dir: &Path) -> Result<Vec<(Version, Path, u64)>> {
     let checkpoint = last_checkpoint(location, log_dir).await;
+    // A local log is probed version by version from its checkpoint: a few `stat`s
+    // instead of listing every entry of the log (the log holds contiguous versions).
+    if let (Some(cp), Some(dir)) = (checkpoint, location.local_dir.clone()) {
+        let log = log_dir.clone();
+        let probed = blocking(move || Ok(probe_local_tail(&dir.join(LOG_DIR), cp))).await?;
+        if let Some(found) = probed {
+            return Ok(found
+                .into_iter()
+                .map(|(v, size)| (v, log.clone().join(commit_name(v)), size))
+                .collect());
+        }
+    }
     let mut listing = match checkpoint {
         Some(v) => location
             .store
@@ -107,6 +119,28 @@ async fn tail(location: &Location, log_dir: &Path) -> Result<Vec<(Version, Path,
     }
     out.sort_by_key(|(v, _, _)| *v);
     Ok(out)
+}
+
+/// Most commit files [`probe_local_tail`] looks for before a listing is cheaper.
+const MOST_PROBES: u64 = 1_000;
+
+/// The commit files of local log directory `log` after version `checkpoint`: version
+/// and size of each, found by looking for one version after the other until one is
+/// missing. `None` when there are more than [`MOST_PROBES`] or a file cannot be
+/// examined: the caller lists the log instead.
+fn probe_local_tail(log: &FsPath, checkpoint: Version) -> Option<Vec<(Version, u64)>> {
+    let mut out = Vec::new();
+    for v in checkpoint.checked_add(1)?.. {
+        if out.len() as u64 >= MOST_PROBES {
+            return None;
+        }
+        match std::fs::metadata(log.join(commit_name(v))) {
+            Ok(m) => out.push((v, m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(out),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// The empty commit files after the last checkpoint (kernel reads them as versions
