@@ -350,11 +350,17 @@ async fn tpch(report: &mut Report) -> BenchResult {
         .target_partitions(THREADS)
         .filter_pushdown(true)
         .build();
+    // The same tables with string columns as views, as DataFusion's reader gives them.
+    let lake_views = QueryEngine::builder()
+        .target_partitions(THREADS)
+        .string_views(true)
+        .build();
     let files_ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(THREADS));
     for (name, table) in &tables {
         lake_engine.register_table(name, Arc::new(table.clone()))?;
         lake_decoder.register_table(name, Arc::new(table.clone()))?;
+        lake_views.register_table(name, Arc::new(table.clone()))?;
         let urls = table
             .files(None, None)
             .await?
@@ -390,25 +396,8 @@ async fn tpch(report: &mut Report) -> BenchResult {
             }
         }
     }
-    let mut decoder = Vec::new();
-    let mut decoder_mismatches = 0;
-    for (i, sql) in queries.iter().enumerate() {
-        let mut best = Duration::MAX;
-        let mut last = None;
-        for _ in 0..RUNS {
-            let (r, d) =
-                timed_query(&lake_decoder, sql, QueryOptions::new().bypass_cache()).await?;
-            best = best.min(d);
-            last = Some(r);
-        }
-        decoder.push(best);
-        if let Some(r) = last {
-            let answer = dir.join("answers").join(format!("q{:02}.csv", i + 1));
-            if tpch::compare_with_file(r.batches(), &answer)?.is_some() {
-                decoder_mismatches += 1;
-            }
-        }
-    }
+    let (decoder, decoder_mismatches) = best_times(&lake_decoder, &queries, &dir).await?;
+    let (views, views_mismatches) = best_times(&lake_views, &queries, &dir).await?;
     let mut files = Vec::new();
     for sql in &queries {
         let mut best = Duration::MAX;
@@ -429,13 +418,14 @@ async fn tpch(report: &mut Report) -> BenchResult {
         report.note(&format!(
             "tpch q{:02}: ours {:.1} ms, datafusion {:.1} ms, duckdb {:.1} ms, \
              lake {:.1} ms, lake with filters in the decoder {:.1} ms, \
-             datafusion over the lake's files {:.1} ms",
+             lake with string views {:.1} ms, datafusion over the lake's files {:.1} ms",
             i + 1,
             ms(*o),
             ms(*a),
             d * 1e3,
             ms(lake[i]),
             ms(decoder[i]),
+            ms(views[i]),
             ms(files[i])
         ));
     }
@@ -510,5 +500,54 @@ async fn tpch(report: &mut Report) -> BenchResult {
         total_decoder,
         total_files,
     );
+    let total_views: f64 = views.iter().map(Duration::as_secs_f64).sum();
+    report.metric(
+        &format!("query.tpch_{tag}_lake_string_views_total_s"),
+        total_views,
+        "s",
+    );
+    report.metric(
+        &format!("query.tpch_{tag}_lake_string_views_answers_matching_duckdb"),
+        (22 - views_mismatches) as f64,
+        "of 22",
+    );
+    report.ratio(
+        &format!("query.tpch_{tag}_lake_string_views_vs_datafusion_files"),
+        total_views,
+        total_files,
+    );
+    report.ratio(
+        &format!("query.tpch_{tag}_lake_string_views_vs_duckdb"),
+        total_views,
+        total_duck,
+    );
     Ok(())
+}
+
+/// The best of [`RUNS`] times of each query on `engine`, and how many answers differ
+/// from DuckDB's (in `dir/answers`).
+async fn best_times(
+    engine: &QueryEngine,
+    queries: &[String],
+    dir: &Path,
+) -> Result<(Vec<Duration>, usize), Box<dyn std::error::Error + Send + Sync>> {
+    let mut times = Vec::new();
+    let mut mismatches = 0;
+    for (i, sql) in queries.iter().enumerate() {
+        let mut best = Duration::MAX;
+        let mut last = None;
+        for _ in 0..RUNS {
+            let (r, d) = timed_query(engine, sql, QueryOptions::new().bypass_cache()).await?;
+            best = best.min(d);
+            last = Some(r);
+        }
+        times.push(best);
+        if let Some(r) = last {
+            let answer = dir.join("answers").join(format!("q{:02}.csv", i + 1));
+            if tpch::compare_with_file(r.batches(), &answer)?.is_some() {
+                mismatches += 1;
+            }
+        }
+    }
+    Ok((times, mismatches))
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use lakehouse_core::{
     BatchStream, Changes, FilterSupport, Predicate, Result, ScanRequest, TableSource,
@@ -185,6 +185,8 @@ struct Fixture {
     engine: QueryEngine,
     /// `files` again, on an engine that filters in the Parquet decoder.
     decoder: QueryEngine,
+    /// `files` and `stream` again, on an engine that reads strings as views.
+    views: QueryEngine,
     _dir: tempfile::TempDir,
 }
 
@@ -204,6 +206,10 @@ fn fixture() -> &'static Fixture {
             .target_partitions(3)
             .filter_pushdown(true)
             .build();
+        let views = QueryEngine::builder()
+            .target_partitions(3)
+            .string_views(true)
+            .build();
         rt.block_on(async {
             let table = sales_table(dir.path()).await;
             let scan = table
@@ -222,12 +228,19 @@ fn fixture() -> &'static Fixture {
             decoder
                 .register_table("files", Arc::new(table.clone()))
                 .unwrap();
+            views
+                .register_table("files", Arc::new(table.clone()))
+                .unwrap();
+            views
+                .register_table("stream", Arc::new(StreamOnly(table.clone())))
+                .unwrap();
             engine.register_table("files", Arc::new(table)).unwrap();
         });
         Fixture {
             rt,
             engine,
             decoder,
+            views,
             _dir: dir,
         }
     })
@@ -348,18 +361,26 @@ proptest! {
         let f = fixture();
         let mut got = run(f, &sql(&shape, &predicate, "files"));
         let mut in_decoder = run_on(f, &f.decoder, &sql(&shape, &predicate, "files"));
+        let mut as_views = run_on(f, &f.views, &sql(&shape, &predicate, "files"));
+        let mut stream_views = run_on(f, &f.views, &sql(&shape, &predicate, "stream"));
         let mut want = run(f, &sql(&shape, &predicate, "stream"));
         if let Shape::Limit(_, k) = &shape {
             let all = run(f, &sql(&Shape::Select(vec!["id"]), &predicate, "stream"));
             prop_assert_eq!(got.len(), (*k).min(all.len()));
             prop_assert_eq!(in_decoder.len(), (*k).min(all.len()));
+            prop_assert_eq!(as_views.len(), (*k).min(all.len()));
+            prop_assert_eq!(stream_views.len(), (*k).min(all.len()));
             prop_assert_eq!(want.len(), (*k).min(all.len()));
         } else {
             got.sort();
             in_decoder.sort();
+            as_views.sort();
+            stream_views.sort();
             want.sort();
             prop_assert_eq!(&got, &want);
-            prop_assert_eq!(in_decoder, want);
+            prop_assert_eq!(&in_decoder, &want);
+            prop_assert_eq!(&as_views, &want);
+            prop_assert_eq!(stream_views, want);
         }
     }
 }
@@ -417,6 +438,45 @@ fn the_file_path_is_planned_as_datafusion_parquet_scan() {
             .unwrap()
     });
     assert!(!plan.contains("DataSourceExec"), "{plan}");
+}
+
+/// With `string_views`, string columns reach the engine (and results) as `Utf8View`,
+/// from the file scan and from the batch-stream path alike, and the Parquet scan
+/// decodes into views itself: no cast between the scan and the filter.
+#[test]
+fn string_views_reach_results_from_both_paths() {
+    let f = fixture();
+    for t in ["files", "stream"] {
+        let r = f.rt.block_on(async {
+            f.views
+                .query(
+                    &format!("SELECT region, name, id FROM {t} WHERE region = 'eu' LIMIT 5"),
+                    QueryOptions::new().bypass_cache(),
+                )
+                .await
+                .unwrap()
+        });
+        let schema = r.batches()[0].schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8View, "{t}");
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8View, "{t}");
+        assert_eq!(schema.field(2).data_type(), &DataType::Int64, "{t}");
+        assert!(
+            r.batches().iter().all(|b| b
+                .column(0)
+                .as_string_view()
+                .iter()
+                .all(|v| v == Some("eu"))),
+            "{t}"
+        );
+    }
+    let plan = f.rt.block_on(async {
+        f.views
+            .explain("SELECT id FROM files WHERE name = 'n03'", true)
+            .await
+            .unwrap()
+    });
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    assert!(!plan.to_lowercase().contains("cast("), "{plan}");
 }
 
 /// A hand-made column-mapped table (as other engines write them): `id` and `label` are

@@ -30,6 +30,7 @@ pub struct EngineBuilder {
     pub(crate) catalog: Option<Arc<dyn TableCatalog>>,
     pub(crate) write_attempts: u32,
     filter_pushdown: bool,
+    pub(crate) string_views: bool,
     #[cfg(feature = "distributed")]
     cluster: Option<crate::distributed::Cluster>,
 }
@@ -50,6 +51,7 @@ impl Default for EngineBuilder {
             catalog: None,
             write_attempts: 3,
             filter_pushdown: false,
+            string_views: false,
             #[cfg(feature = "distributed")]
             cluster: None,
         }
@@ -75,6 +77,22 @@ impl EngineBuilder {
     /// decoder won only where a selective filter spares most of a wide scan (Q18).
     pub fn filter_pushdown(mut self, in_decoder: bool) -> Self {
         self.filter_pushdown = in_decoder;
+        self
+    }
+
+    /// Whether the string and binary columns of registered table sources reach the
+    /// engine as views (`Utf8View`, `BinaryView`) instead of their own types (`Utf8`,
+    /// `Binary`; the default, `false`).
+    ///
+    /// Views are what DataFusion's own Parquet reader gives (and what
+    /// [`register_parquet`](crate::QueryEngine::register_parquet) tables have here):
+    /// comparisons and grouping work on their inline prefixes, and a source read as
+    /// files decodes into them directly. Query results then hold views where the table
+    /// has strings: a reader of result columns should accept both
+    /// (`arrow::array::AsArray::as_string_view`, or a cast). Only top-level columns
+    /// change; strings inside lists, maps and structs keep their types.
+    pub fn string_views(mut self, views: bool) -> Self {
+        self.string_views = views;
         self
     }
 

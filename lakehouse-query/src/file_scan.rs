@@ -58,27 +58,29 @@ use datafusion::physical_plan::metrics::{
     CustomMetricValue, MetricBuilder, MetricType, MetricValue,
 };
 use datafusion::physical_plan::projection::ProjectionExec;
-use lakehouse_core::{FileScan, ScanFile, ScanRequest, TableSource};
+use lakehouse_core::{FileScan, ScanFile, ScanRequest};
 
 use crate::error::to_df;
 use crate::pushdown::scalar_to_df;
+use crate::scan::SourceTable;
 
-/// Plans `source`'s scan as DataFusion's Parquet scan when the source describes it as
+/// Plans `table`'s scan as DataFusion's Parquet scan when its source describes it as
 /// files; `None` keeps the batch-stream path (the source does not, or its files'
 /// schema is not the one the table is registered with).
 pub(crate) async fn plan_file_scan(
-    source: &dyn TableSource,
+    table: &SourceTable,
     state: &dyn Session,
     request: &ScanRequest,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
     limit: Option<usize>,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(scan) = source.scan_files(request).await.map_err(to_df)? else {
+    let Some(scan) = table.source.scan_files(request).await.map_err(to_df)? else {
         return Ok(None);
     };
-    let schema = source.schema();
-    let Some(layout) = Layout::new(&schema, &scan) else {
+    let views = table.views;
+    let schema = table.schema();
+    let Some(layout) = Layout::new(&schema, &scan, views) else {
         return Ok(None);
     };
 
@@ -185,8 +187,9 @@ pub(crate) async fn plan_file_scan(
     // in scans whose final filter reads a float column (Parquet's float bounds leave
     // NaN out). Files were pruned by the source already, NaN-aware.
     options.global.enable_page_index = true;
-    // The table's types, not views: no cast after decoding.
-    options.global.schema_force_view_types = false;
+    // Strings decode as the table is registered (views or not): no cast after
+    // decoding.
+    options.global.schema_force_view_types = views;
     let parquet =
         ParquetSource::new(layout.table_schema.clone()).with_table_parquet_options(options);
     MetricBuilder::new(parquet.metrics())
@@ -255,9 +258,14 @@ struct Layout {
 
 impl Layout {
     /// `None` unless the scan describes exactly the registered columns (names and
-    /// types) and names only known partition columns.
-    fn new(schema: &Schema, scan: &FileScan) -> Option<Layout> {
-        let described = scan.table_schema.fields();
+    /// types, as views where `views`) and names only known partition columns.
+    fn new(schema: &Schema, scan: &FileScan, views: bool) -> Option<Layout> {
+        let described = if views {
+            crate::scan::view_types(&scan.table_schema)
+        } else {
+            scan.table_schema.clone()
+        };
+        let described = described.fields();
         if described.len() != schema.fields().len()
             || described
                 .iter()

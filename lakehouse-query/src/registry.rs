@@ -128,7 +128,7 @@ impl QueryEngine {
     ///
     /// [`Predicate`]: lakehouse_core::Predicate
     pub fn register_table(&self, name: &str, source: Arc<dyn TableSource>) -> Result<()> {
-        let table = SourceTable::new(name, source);
+        let table = SourceTable::new(name, source, self.inner.config.string_views);
         self.register(name, Registered::Source(table.clone()), Arc::new(table))
     }
 
@@ -140,7 +140,7 @@ impl QueryEngine {
     /// [`ErrorKind::Unsupported`].
     pub fn register_writable(&self, name: &str, table: Arc<dyn WritableTable>) -> Result<()> {
         let source: Arc<dyn TableSource> = table.clone();
-        let provider = SourceTable::new(name, source);
+        let provider = SourceTable::new(name, source, self.inner.config.string_views);
         self.register_with_writer(
             name,
             Registered::Source(provider.clone()),
@@ -223,7 +223,12 @@ impl QueryEngine {
         self.register(
             name,
             Registered::Tail,
-            Arc::new(TailTable::new(name, table, live)),
+            Arc::new(TailTable::new(
+                name,
+                table,
+                live,
+                self.inner.config.string_views,
+            )),
         )
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -310,20 +310,60 @@ pub(crate) fn align(batch: RecordBatch, schema: &SchemaRef) -> DfResult<RecordBa
         .map_err(DataFusionError::from)
 }
 
+/// `schema` with its top-level string and binary columns as views (`Utf8View`,
+/// `BinaryView`), as DataFusion's Parquet reader reads them.
+pub(crate) fn view_types(schema: &SchemaRef) -> SchemaRef {
+    let view = |t: &DataType| match t {
+        DataType::Utf8 | DataType::LargeUtf8 => Some(DataType::Utf8View),
+        DataType::Binary | DataType::LargeBinary => Some(DataType::BinaryView),
+        _ => None,
+    };
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| view(f.data_type()).is_some())
+    {
+        return schema.clone();
+    }
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match view(f.data_type()) {
+            Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+            None => f.clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// A [`TableSource`] as a DataFusion table, optionally pinned to one version.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceTable {
     pub(crate) name: Arc<str>,
     pub(crate) source: Arc<dyn TableSource>,
     pub(crate) version: Option<Version>,
+    /// Whether string and binary columns are exposed as views
+    /// (`EngineBuilder::string_views`).
+    pub(crate) views: bool,
 }
 
 impl SourceTable {
-    pub(crate) fn new(name: &str, source: Arc<dyn TableSource>) -> Self {
+    pub(crate) fn new(name: &str, source: Arc<dyn TableSource>, views: bool) -> Self {
         SourceTable {
             name: Arc::from(name),
             source,
             version: None,
+            views,
+        }
+    }
+
+    /// The schema the engine sees: the source's, with views where [`Self::views`].
+    pub(crate) fn schema(&self) -> SchemaRef {
+        let schema = self.source.schema();
+        if self.views {
+            view_types(&schema)
+        } else {
+            schema
         }
     }
 
@@ -343,7 +383,7 @@ impl SourceTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let full = self.source.schema();
+        let full = self.schema();
         let schema = match projection {
             Some(p) => Arc::new(full.project(p)?),
             None => full.clone(),
@@ -363,15 +403,9 @@ impl SourceTable {
         if let Some(l) = limit {
             request = request.with_limit(l);
         }
-        if let Some(plan) = crate::file_scan::plan_file_scan(
-            self.source.as_ref(),
-            state,
-            &request,
-            projection,
-            filters,
-            limit,
-        )
-        .await?
+        if let Some(plan) =
+            crate::file_scan::plan_file_scan(self, state, &request, projection, filters, limit)
+                .await?
         {
             return Ok(plan);
         }
@@ -431,7 +465,7 @@ impl SourceTable {
 #[async_trait]
 impl TableProvider for SourceTable {
     fn schema(&self) -> SchemaRef {
-        self.source.schema()
+        SourceTable::schema(self)
     }
 
     fn table_type(&self) -> TableType {
@@ -442,7 +476,7 @@ impl TableProvider for SourceTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let schema = self.source.schema();
+        let schema = SourceTable::schema(self);
         Ok(filters
             .iter()
             .map(|f| pushdown_support(self.source.as_ref(), &schema, f))
@@ -468,10 +502,15 @@ pub(crate) struct TailTable {
 }
 
 impl TailTable {
-    pub(crate) fn new(name: &str, table: Arc<dyn TableSource>, live: Arc<dyn TableSource>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        table: Arc<dyn TableSource>,
+        live: Arc<dyn TableSource>,
+        views: bool,
+    ) -> Self {
         TailTable {
-            table: SourceTable::new(name, table),
-            live: SourceTable::new(&format!("{name}#live"), live),
+            table: SourceTable::new(name, table, views),
+            live: SourceTable::new(&format!("{name}#live"), live, views),
         }
     }
 }
@@ -479,7 +518,7 @@ impl TailTable {
 #[async_trait]
 impl TableProvider for TailTable {
     fn schema(&self) -> SchemaRef {
-        self.table.source.schema()
+        self.table.schema()
     }
 
     fn table_type(&self) -> TableType {
