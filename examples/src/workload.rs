@@ -295,10 +295,17 @@ pub const VIEWS: [(&str, &str); 2] = [
 /// Revenue per `category/region` summed over the rows of the `sales_by_hour` view: what
 /// the pipeline pushes into the cache after each refresh.
 pub fn sales_totals(view: &[RecordBatch]) -> lakehouse_core::Result<HashMap<String, f64>> {
-    let column = |b: &RecordBatch, name: &str| {
-        b.column_by_name(name).cloned().ok_or_else(|| {
+    // Strings come as views from the engine, or as `Utf8`: read both as `Utf8`.
+    let column = |b: &RecordBatch, name: &str| -> lakehouse_core::Result<arrow::array::ArrayRef> {
+        let c = b.column_by_name(name).cloned().ok_or_else(|| {
             Error::new(ErrorKind::ColumnNotFound, "sales_by_hour lacks a column").with_column(name)
-        })
+        })?;
+        match c.data_type() {
+            arrow::datatypes::DataType::Utf8View => {
+                Ok(arrow::compute::cast(&c, &arrow::datatypes::DataType::Utf8)?)
+            }
+            _ => Ok(c),
+        }
     };
     let mut totals = HashMap::new();
     for b in view {

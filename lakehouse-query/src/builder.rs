@@ -51,7 +51,7 @@ impl Default for EngineBuilder {
             catalog: None,
             write_attempts: 3,
             filter_pushdown: false,
-            string_views: false,
+            string_views: true,
             #[cfg(feature = "distributed")]
             cluster: None,
         }
@@ -81,8 +81,8 @@ impl EngineBuilder {
     }
 
     /// Whether the string and binary columns of registered table sources reach the
-    /// engine as views (`Utf8View`, `BinaryView`) instead of their own types (`Utf8`,
-    /// `Binary`; the default, `false`).
+    /// engine as views (`Utf8View`, `BinaryView`; the default, `true`) or keep their
+    /// own types (`Utf8`, `Binary`).
     ///
     /// Views are what DataFusion's own Parquet reader gives (and what
     /// [`register_parquet`](crate::QueryEngine::register_parquet) tables have here):

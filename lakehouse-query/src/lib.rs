@@ -13,9 +13,9 @@
 //!   Parquet scan: files spread over the
 //!   partitions, row groups and pages pruned, deletion vectors as row selections, the
 //!   filters evaluated above the scan or, if asked, in the decoder
-//!   ([`EngineBuilder::filter_pushdown`]). String and binary columns keep the
-//!   source's types unless the engine is asked for views
-//!   ([`EngineBuilder::string_views`], what DataFusion's reader gives).
+//!   ([`EngineBuilder::filter_pushdown`]). String and binary columns reach the
+//!   engine (and results) as views, `Utf8View` and `BinaryView`, as DataFusion's own
+//!   reader gives them; [`EngineBuilder::string_views`] keeps the source's types.
 //! * **Consistency.** A query reads one version of each table: scans are pinned to the
 //!   versions read when the query starts.
 //! * **Workload management.** Named [`WorkloadQueue`]s with concurrency slots and bounded

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
+
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
 use lakehouse_core::{Error, ErrorKind, Result, TableSource, Version, WritableTable};
@@ -286,6 +288,16 @@ impl QueryEngine {
         match &self.inner.tables.read().get(table)?.table {
             Registered::Source(s) => Some(s.source.clone()),
             Registered::Sliced(s) => Some(s.source().clone()),
+            _ => None,
+        }
+    }
+
+    /// The schema SQL sees for the source of `table` (views where the engine exposes
+    /// them), as [`source_of`](Self::source_of) finds it.
+    pub(crate) fn sql_schema_of(&self, table: &str) -> Option<SchemaRef> {
+        match &self.inner.tables.read().get(table)?.table {
+            Registered::Source(s) => Some(s.schema()),
+            Registered::Sliced(s) => Some(s.source().schema()),
             _ => None,
         }
     }

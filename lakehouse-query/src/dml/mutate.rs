@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema};
 use datafusion::execution::SessionState;
@@ -213,7 +213,14 @@ fn update_parts(table: &str, plan: &LogicalPlan) -> Result<UpdateParts> {
 
 /// A computed assignment evaluating `expr` (a physical expression over `schema`) on
 /// the matched rows.
+///
+/// SQL types the value by the registered table, whose strings may be views
+/// (`EngineBuilder::string_views`): such a value is given the column's own type.
 fn computed(column: &str, expr: Arc<dyn PhysicalExpr>, schema: SchemaRef) -> Assignment {
+    let target = schema
+        .field_with_name(column)
+        .ok()
+        .map(|f| f.data_type().clone());
     let f: ColumnFn = Arc::new(move |rows: &RecordBatch| {
         // The expression binds columns by position: bring the rows to its schema.
         let columns = schema
@@ -230,9 +237,25 @@ fn computed(column: &str, expr: Arc<dyn PhysicalExpr>, schema: SchemaRef) -> Ass
             .collect::<Result<Vec<ArrayRef>>>()?;
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let value = expr.evaluate(&batch).map_err(df_error)?;
-        value.into_array(batch.num_rows()).map_err(df_error)
+        let value = value.into_array(batch.num_rows()).map_err(df_error)?;
+        match &target {
+            Some(t) if view_of(value.data_type(), t) => Ok(arrow::compute::cast(&value, t)?),
+            _ => Ok(value),
+        }
     });
     Assignment::computed(column, f)
+}
+
+/// Whether `got` is the view type of `want` (the types `string_views` exposes).
+fn view_of(got: &DataType, want: &DataType) -> bool {
+    matches!(
+        (got, want),
+        (DataType::Utf8View, DataType::Utf8 | DataType::LargeUtf8)
+            | (
+                DataType::BinaryView,
+                DataType::Binary | DataType::LargeBinary
+            )
+    )
 }
 
 impl QueryEngine {

@@ -393,7 +393,11 @@ impl MaterializedView {
             Err(e) => return Err(e.with_table(&**table)),
         };
         let to = changes.to_version;
-        let schema = source.schema();
+        // The rows stand in for the table in the view's plan: they take the types SQL
+        // sees (string views where the engine exposes them).
+        let schema = engine
+            .sql_schema_of(table)
+            .unwrap_or_else(|| source.schema());
         let added = drain(changes.added, table, &schema).await?;
         let removed = drain(changes.removed, table, &schema).await?;
         let count = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
