@@ -330,20 +330,7 @@ fn write_files(
         while offset < total {
             let len = SLICE_ROWS.min(total - offset);
             let slice = rows.slice(offset, len);
-            for (f, col) in schema.fields().iter().zip(slice.columns()) {
-                // Statistics of top-level columns of primitive types only (the log's
-                // nested statistics objects are optional).
-                if !crate::nested::has_stats(f.data_type()) {
-                    continue;
-                }
-                let s = ColumnStats::from_array(col.as_ref())?;
-                match stats.get_mut(f.name()) {
-                    Some(acc) => acc.merge(&s),
-                    None => {
-                        stats.insert(f.name().clone(), s);
-                    }
-                }
-            }
+            add_stats(&mut stats, schema, &slice)?;
             writer.write(&slice).map_err(arrow_err)?;
             offset += len;
             if (writer.bytes_written() + writer.in_progress_size()) as u64 >= cfg.target_file_bytes
@@ -351,20 +338,196 @@ fn write_files(
                 break;
             }
         }
-        let bytes = writer.into_inner().map_err(arrow_err)?;
-        out.push(EncodedFile {
-            path: format!(
-                "{dirs}part-{}.{}.parquet",
-                uuid::Uuid::new_v4(),
-                cfg.compression.suffix()
-            ),
-            bytes: Bytes::from(bytes),
-            partition_values: partition_values.clone(),
-            rows: (offset - start) as u64,
+        out.push(finish_file(
+            writer,
             stats,
-        });
+            (offset - start) as u64,
+            dirs,
+            partition_values,
+            cfg,
+        )?);
     }
     Ok(out)
+}
+
+/// Merges the statistics of `slice`'s top-level columns of primitive types into `stats`
+/// (the log's nested statistics objects are optional).
+fn add_stats(
+    stats: &mut BTreeMap<String, ColumnStats>,
+    schema: &SchemaRef,
+    slice: &RecordBatch,
+) -> Result<()> {
+    for (f, col) in schema.fields().iter().zip(slice.columns()) {
+        if !crate::nested::has_stats(f.data_type()) {
+            continue;
+        }
+        let s = ColumnStats::from_array(col.as_ref())?;
+        match stats.get_mut(f.name()) {
+            Some(acc) => acc.merge(&s),
+            None => {
+                stats.insert(f.name().clone(), s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes `writer` into an encoded file under `dirs`.
+fn finish_file(
+    writer: ArrowWriter<Vec<u8>>,
+    stats: BTreeMap<String, ColumnStats>,
+    rows: u64,
+    dirs: &str,
+    partition_values: &BTreeMap<String, Option<String>>,
+    cfg: &WriteConfig,
+) -> Result<EncodedFile> {
+    let bytes = writer.into_inner().map_err(arrow_err)?;
+    Ok(EncodedFile {
+        path: format!(
+            "{dirs}part-{}.{}.parquet",
+            uuid::Uuid::new_v4(),
+            cfg.compression.suffix()
+        ),
+        bytes: Bytes::from(bytes),
+        partition_values: partition_values.clone(),
+        rows,
+        stats,
+    })
+}
+
+/// The file a [`PartitionWriter`] is writing.
+struct OpenFile {
+    writer: ArrowWriter<Vec<u8>>,
+    stats: BTreeMap<String, ColumnStats>,
+    rows: u64,
+}
+
+/// Writes the rows of one partition batch by batch into files of the target size, the
+/// way [`encode`] writes them (same properties, statistics and file names) but without
+/// holding every row at once: compaction streams a group of files through it, so that
+/// memory holds one input batch and the file being written, not the whole partition
+/// three times over (decoded, concatenated, taken). Rows are not sorted: a rewrite
+/// with a sort key goes through [`encode`]. CPU-bound: call it off the async workers.
+pub(crate) struct PartitionWriter {
+    spec: PartitionSpec,
+    data_schema: SchemaRef,
+    cfg: WriteConfig,
+    /// Decided on the first batch (which columns skip dictionary encoding).
+    props: Option<WriterProperties>,
+    /// The partition's directory and values, from the first row.
+    partition: Option<(String, BTreeMap<String, Option<String>>)>,
+    open: Option<OpenFile>,
+    finished: Vec<EncodedFile>,
+}
+
+impl PartitionWriter {
+    /// A writer of files of `table_schema` partitioned by `spec`.
+    pub(crate) fn new(table_schema: &Schema, spec: &PartitionSpec, cfg: &WriteConfig) -> Self {
+        Self {
+            spec: spec.clone(),
+            data_schema: data_schema(table_schema, spec),
+            cfg: cfg.clone(),
+            props: None,
+            partition: None,
+            open: None,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Writes `batch` (conformed to the user columns, every row of one partition, the
+    /// same for every batch). Errors with [`ErrorKind::Internal`] when rows of another
+    /// partition come in: nothing is written for that batch.
+    pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let part_arrays = self.spec.compute(batch)?;
+        if group_rows(&part_arrays, n)?.len() > 1 {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "rows of several partitions in one rewrite",
+            ));
+        }
+        let mut dirs = String::new();
+        let mut values = BTreeMap::new();
+        for (p, array) in self.spec.fields.iter().zip(&part_arrays) {
+            let v = value_text(array.as_ref(), 0)?;
+            dirs.push_str(&dir_segment(&p.name, v.as_deref()));
+            dirs.push('/');
+            values.insert(p.name.clone(), v);
+        }
+        match &self.partition {
+            Some((_, known)) if *known != values => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "rows of several partitions in one rewrite",
+                ));
+            }
+            Some(_) => {}
+            None => self.partition = Some((dirs, values)),
+        }
+        if self.props.is_none() {
+            let mut props = writer_properties(&self.cfg, &self.data_schema)?;
+            let plain = mostly_distinct(batch, &self.data_schema)?;
+            if !plain.is_empty() {
+                let mut b = props.into_builder();
+                for c in plain {
+                    b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+                }
+                props = b.build();
+            }
+            self.props = Some(props);
+        }
+        let rows = project(batch, &self.data_schema)?;
+        let mut offset = 0;
+        while offset < n {
+            let len = SLICE_ROWS.min(n - offset);
+            let slice = rows.slice(offset, len);
+            let open = match &mut self.open {
+                Some(open) => open,
+                None => self.open.insert(OpenFile {
+                    writer: ArrowWriter::try_new(
+                        Vec::with_capacity(1 << 20),
+                        self.data_schema.clone(),
+                        self.props.clone(),
+                    )
+                    .map_err(arrow_err)?,
+                    stats: BTreeMap::new(),
+                    rows: 0,
+                }),
+            };
+            add_stats(&mut open.stats, &self.data_schema, &slice)?;
+            open.writer.write(&slice).map_err(arrow_err)?;
+            open.rows += len as u64;
+            offset += len;
+            let size = open.writer.bytes_written() + open.writer.in_progress_size();
+            if size as u64 >= self.cfg.target_file_bytes {
+                self.close_open()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_open(&mut self) -> Result<()> {
+        let (Some(open), Some((dirs, values))) = (self.open.take(), &self.partition) else {
+            return Ok(());
+        };
+        let file = finish_file(open.writer, open.stats, open.rows, dirs, values, &self.cfg)?;
+        self.finished.push(file);
+        Ok(())
+    }
+
+    /// The files that reached the target size since the last call, to upload now.
+    pub(crate) fn take_finished(&mut self) -> Vec<EncodedFile> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Closes the file being written; returns it with any not yet taken.
+    pub(crate) fn finish(mut self) -> Result<Vec<EncodedFile>> {
+        self.close_open()?;
+        Ok(self.finished)
+    }
 }
 
 #[cfg(test)]
@@ -425,5 +588,86 @@ mod tests {
         assert!(dictionary(2), "three regions keep a dictionary");
         assert!(dictionary(3), "1000 items in 20000 rows keep a dictionary");
         assert_eq!(files[0].rows, n as u64);
+    }
+
+    /// A partition streamed batch by batch rolls into files of the target size that
+    /// hold every row once, in order, with their statistics; rows of another partition
+    /// are refused.
+    #[test]
+    fn a_partition_streams_into_files_of_the_target_size() {
+        let user = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("region", DataType::Utf8, false),
+        ]));
+        let spec = PartitionSpec::from_config(&["region".to_owned()], &BTreeMap::new()).unwrap();
+        let table = spec.table_schema(&user).unwrap();
+        let cfg = WriteConfig {
+            compression: Compression::Zstd(1),
+            target_file_bytes: 64 << 10,
+            row_group_rows: 8192,
+            page_rows: crate::table::DEFAULT_PAGE_ROWS,
+            bloom_filter_columns: Vec::new(),
+            sort_by: Vec::new(),
+        };
+        let batch = |from: i64, n: i64, region: &str| {
+            RecordBatch::try_new(
+                user.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(
+                        (from..from + n).map(|i| i.wrapping_mul(2_654_435_761)),
+                    )),
+                    Arc::new(StringArray::from_iter_values((0..n).map(|_| region))),
+                ],
+            )
+            .unwrap()
+        };
+        let mut w = PartitionWriter::new(&table, &spec, &cfg);
+        for k in 0..3 {
+            w.push(&batch(k * 100_000, 100_000, "eu")).unwrap();
+        }
+        let early = w.take_finished();
+        assert!(
+            !early.is_empty(),
+            "files reached the target size while rows came in"
+        );
+        let refused = w.push(&batch(0, 10, "us")).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Internal);
+        let files: Vec<EncodedFile> = early.into_iter().chain(w.finish().unwrap()).collect();
+        assert!(files.len() > 2, "{} files", files.len());
+        let mut ids = Vec::new();
+        for f in &files {
+            assert!(f.path.starts_with("region=eu/part-"), "{}", f.path);
+            assert_eq!(
+                f.partition_values.get("region"),
+                Some(&Some("eu".to_owned()))
+            );
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                f.bytes.clone(),
+                8192,
+            )
+            .unwrap();
+            let before = ids.len();
+            for b in reader {
+                let b = b.unwrap();
+                assert_eq!(b.num_columns(), 1, "the partition column is not stored");
+                let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                ids.extend(col.values().iter().copied());
+            }
+            let mine = &ids[before..];
+            assert_eq!(f.rows, mine.len() as u64);
+            let s = &f.stats["id"];
+            assert_eq!(
+                s.min,
+                Some(lakehouse_core::Scalar::Int64(*mine.iter().min().unwrap()))
+            );
+            assert_eq!(
+                s.max,
+                Some(lakehouse_core::Scalar::Int64(*mine.iter().max().unwrap()))
+            );
+        }
+        let expected: Vec<i64> = (0..300_000i64)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        assert_eq!(ids, expected);
     }
 }

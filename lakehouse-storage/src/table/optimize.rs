@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lakehouse_core::{Error, ErrorKind, Predicate, Result, Version, on_rayon};
 
 use super::commit::certainly_not_committed;
 use super::{Table, TableOptions, live_files, now_ms, user_schema_of};
 use crate::log::{Action, Add, FileEntry};
 use crate::read::{file_view, scan_files};
-use crate::write::encode;
+use crate::write::{PartitionWriter, encode};
 
 /// Options of [`Table::optimize`].
 #[derive(Debug, Clone, Default)]
@@ -173,7 +173,10 @@ impl Table {
     /// into files of the target size (optionally clustered by a sort key), and files
     /// with deletion vectors too when asked
     /// ([`OptimizeOptions::purge_deletion_vectors`]); rewritten files have none. The rewrite
-    /// keeps every row, so incremental readers skip it. Errors with
+    /// keeps every row, so incremental readers skip it. Without a sort key a partition's
+    /// files are read and written batch by batch (up to four partitions at once, one per
+    /// rayon thread), so memory holds a batch and the file being written per partition,
+    /// whatever the partition's size; with one, a group is sorted whole in memory. Errors with
     /// [`ErrorKind::Conflict`] if another writer removed one of the files meanwhile.
     pub async fn optimize(&self, options: OptimizeOptions) -> Result<OptimizeMetrics> {
         let snap = self.refreshed().await?;
@@ -243,18 +246,46 @@ impl Table {
             cfg.sort_by = options.sort_by.clone();
         }
         let user = user_schema_of(&snap);
-        for files in groups {
-            // Read the group back with all user columns (partition columns included).
-            let ctx = self.scan_context(&snap, spec.clone(), user.clone(), None, 64 * 1024);
-            let batches: Vec<RecordBatch> =
-                scan_files(ctx, files.clone(), None).try_collect().await?;
-            rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            let (user2, schema2, spec2, cfg2) =
-                (user.clone(), snap.schema.clone(), spec.clone(), cfg.clone());
-            let encoded =
-                on_rayon(move || encode(&batches, &user2, &schema2, &spec2, &cfg2)).await?;
-            added.extend(self.upload(encoded, false).await?);
-            removed.extend(files);
+        // Without a sort key each group streams through a writer, two groups at a time
+        // (one per core of the rayon pool): memory holds a batch and a file being
+        // written per group, not the group's rows. With one, a group's rows are sorted
+        // together, so they are read whole.
+        let lanes = rayon::current_num_threads().clamp(1, 4);
+        let rewrites: Vec<(Vec<Arc<FileEntry>>, Result<Rewritten>)> = futures::stream::iter(groups)
+            .map(|files| {
+                let ctx = self.scan_context(&snap, spec.clone(), user.clone(), None, 64 * 1024);
+                let (user, schema, spec, cfg) =
+                    (user.clone(), snap.schema.clone(), spec.clone(), cfg.clone());
+                async move {
+                    let r = if cfg.sort_by.is_empty() {
+                        self.rewrite_streamed(ctx, files.clone(), &schema, &spec, &cfg)
+                            .await
+                    } else {
+                        self.rewrite_whole(ctx, files.clone(), user, schema, spec, cfg)
+                            .await
+                    };
+                    (files, r)
+                }
+            })
+            .buffer_unordered(lanes)
+            .collect()
+            .await;
+        let mut failed = None;
+        for (files, r) in rewrites {
+            match r {
+                Ok((adds, n)) => {
+                    rows += n;
+                    added.extend(adds);
+                    removed.extend(files);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            // Nothing refers to what the other groups wrote: remove it.
+            let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
+            self.delete_quietly(&written).await;
+            return Err(e);
         }
         let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
         let (nr, na) = (removed.len(), added.len());
@@ -308,6 +339,72 @@ impl Table {
         }
     }
 }
+
+impl Table {
+    /// Rewrites one partition's `files` batch by batch through a [`PartitionWriter`],
+    /// uploading each file once it reaches the target size. On an error, deletes what
+    /// it uploaded.
+    async fn rewrite_streamed(
+        &self,
+        ctx: Arc<crate::read::ScanContext>,
+        files: Vec<Arc<FileEntry>>,
+        schema: &arrow::datatypes::Schema,
+        spec: &crate::partition::PartitionSpec,
+        cfg: &crate::write::WriteConfig,
+    ) -> Result<Rewritten> {
+        let mut added: Vec<Add> = Vec::new();
+        let r = async {
+            let mut input = scan_files(ctx, files, None);
+            let mut writer = PartitionWriter::new(schema, spec, cfg);
+            let mut rows = 0u64;
+            while let Some(batch) = input.try_next().await? {
+                rows += batch.num_rows() as u64;
+                let (w, done) = on_rayon(move || {
+                    writer.push(&batch)?;
+                    let done = writer.take_finished();
+                    Ok((writer, done))
+                })
+                .await?;
+                writer = w;
+                if !done.is_empty() {
+                    added.extend(self.upload(done, false).await?);
+                }
+            }
+            let last = on_rayon(move || writer.finish()).await?;
+            added.extend(self.upload(last, false).await?);
+            Ok(rows)
+        }
+        .await;
+        match r {
+            Ok(rows) => Ok((added, rows)),
+            Err(e) => {
+                let written: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
+                self.delete_quietly(&written).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rewrites one partition's `files` from all their rows at once (a sort key orders
+    /// the whole group).
+    async fn rewrite_whole(
+        &self,
+        ctx: Arc<crate::read::ScanContext>,
+        files: Vec<Arc<FileEntry>>,
+        user: arrow::datatypes::SchemaRef,
+        schema: arrow::datatypes::SchemaRef,
+        spec: crate::partition::PartitionSpec,
+        cfg: crate::write::WriteConfig,
+    ) -> Result<Rewritten> {
+        let batches: Vec<RecordBatch> = scan_files(ctx, files, None).try_collect().await?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let encoded = on_rayon(move || encode(&batches, &user, &schema, &spec, &cfg)).await?;
+        Ok((self.upload(encoded, false).await?, rows))
+    }
+}
+
+/// What a group's rewrite uploaded, and the rows it read.
+type Rewritten = (Vec<Add>, u64);
 
 /// The partition values of a file, as a grouping key.
 type PartitionKey = Vec<(String, Option<String>)>;
