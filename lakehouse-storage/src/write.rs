@@ -145,15 +145,8 @@ pub(crate) fn encode(
     let files: Vec<Vec<EncodedFile>> = tasks
         .par_iter()
         .map(|(g, indices)| {
-            let first = indices.value(0) as usize;
-            let mut partition_values = BTreeMap::new();
-            let mut dirs = String::new();
-            for (p, array) in spec.fields.iter().zip(&part_arrays) {
-                let v = value_text(array.as_ref(), first)?;
-                dirs.push_str(&dir_segment(&p.name, v.as_deref()));
-                dirs.push('/');
-                partition_values.insert(p.name.clone(), v);
-            }
+            let (dirs, partition_values) =
+                partition_of(spec, &part_arrays, indices.value(0) as usize)?;
             let _ = g;
             let rows = take_record_batch(&batch, indices).map_err(arrow_err)?;
             let rows = project(&rows, &data_schema)?;
@@ -162,6 +155,23 @@ pub(crate) fn encode(
         })
         .collect::<Result<_>>()?;
     Ok(files.into_iter().flatten().collect())
+}
+
+/// The directory (`a=1/b=x/`) and the Delta partition values of `row`.
+fn partition_of(
+    spec: &PartitionSpec,
+    part_arrays: &[ArrayRef],
+    row: usize,
+) -> Result<(String, BTreeMap<String, Option<String>>)> {
+    let mut dirs = String::new();
+    let mut values = BTreeMap::new();
+    for (p, array) in spec.fields.iter().zip(part_arrays) {
+        let v = value_text(array.as_ref(), row)?;
+        dirs.push_str(&dir_segment(&p.name, v.as_deref()));
+        dirs.push('/');
+        values.insert(p.name.clone(), v);
+    }
+    Ok((dirs, values))
 }
 
 /// Rows sampled to estimate how distinct a column's values are.
@@ -449,14 +459,7 @@ impl PartitionWriter {
                 "rows of several partitions in one rewrite",
             ));
         }
-        let mut dirs = String::new();
-        let mut values = BTreeMap::new();
-        for (p, array) in self.spec.fields.iter().zip(&part_arrays) {
-            let v = value_text(array.as_ref(), 0)?;
-            dirs.push_str(&dir_segment(&p.name, v.as_deref()));
-            dirs.push('/');
-            values.insert(p.name.clone(), v);
-        }
+        let (dirs, values) = partition_of(&self.spec, &part_arrays, 0)?;
         match &self.partition {
             Some((_, known)) if *known != values => {
                 return Err(Error::new(
