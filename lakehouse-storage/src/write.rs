@@ -133,15 +133,7 @@ pub(crate) fn encode(
             tasks.push((g, UInt32Array::from(chunk.to_vec())));
         }
     }
-    let mut props = writer_properties(cfg, &data_schema)?;
-    let plain = mostly_distinct(&batch, &data_schema)?;
-    if !plain.is_empty() {
-        let mut b = props.into_builder();
-        for c in plain {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
-        }
-        props = b.build();
-    }
+    let props = file_properties(cfg, &data_schema, &batch)?;
     let files: Vec<Vec<EncodedFile>> = tasks
         .par_iter()
         .map(|(g, indices)| {
@@ -172,6 +164,25 @@ fn partition_of(
         values.insert(p.name.clone(), v);
     }
     Ok((dirs, values))
+}
+
+/// The writer properties for files of `batch`'s rows: the table's, with dictionary
+/// encoding off for the columns whose values are nearly all distinct.
+fn file_properties(
+    cfg: &WriteConfig,
+    data_schema: &Schema,
+    batch: &RecordBatch,
+) -> Result<WriterProperties> {
+    let props = writer_properties(cfg, data_schema)?;
+    let plain = mostly_distinct(batch, data_schema)?;
+    if plain.is_empty() {
+        return Ok(props);
+    }
+    let mut b = props.into_builder();
+    for c in plain {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    Ok(b.build())
 }
 
 /// Rows sampled to estimate how distinct a column's values are.
@@ -471,16 +482,7 @@ impl PartitionWriter {
             None => self.partition = Some((dirs, values)),
         }
         if self.props.is_none() {
-            let mut props = writer_properties(&self.cfg, &self.data_schema)?;
-            let plain = mostly_distinct(batch, &self.data_schema)?;
-            if !plain.is_empty() {
-                let mut b = props.into_builder();
-                for c in plain {
-                    b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
-                }
-                props = b.build();
-            }
-            self.props = Some(props);
+            self.props = Some(file_properties(&self.cfg, &self.data_schema, batch)?);
         }
         let rows = project(batch, &self.data_schema)?;
         let mut offset = 0;
